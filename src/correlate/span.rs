@@ -1,0 +1,118 @@
+//! Stage spans while they are being built, and how a promotion's spans become records.
+
+use jiff::Timestamp;
+
+use crate::model::ObjectRef;
+use crate::trace::{attr, Attributes, SpanEventRecord, SpanId, Stage};
+
+/// A stage's own failure, and the stage the divergence is attributed to (a Kustomization whose
+/// health check failed carries the error on its reconcile span but diverges at `rollout`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+    pub diverges_at: Stage,
+}
+
+/// Where a stage stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StageResult {
+    Open,
+    Succeeded,
+    NoChange,
+    Failed(Failure),
+    TimedOut(Failure),
+    Superseded,
+}
+
+impl StageResult {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            StageResult::Open => "open",
+            StageResult::Succeeded => "succeeded",
+            StageResult::NoChange => "no_change",
+            StageResult::Failed(_) => "failed",
+            StageResult::TimedOut(_) => "timed_out",
+            StageResult::Superseded => "superseded",
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            StageResult::Failed(f) | StageResult::TimedOut(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// A stage span under construction.
+#[derive(Clone, Debug)]
+pub struct StageSpan {
+    pub stage: Stage,
+    pub span_id: SpanId,
+    pub parent: SpanId,
+    /// The object the stage is about (none for a stage that never found its object).
+    pub object: Option<ObjectRef>,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub deadline: Timestamp,
+    pub result: StageResult,
+    /// Stage-specific attributes; the common ones are added when the record is built.
+    pub attrs: Attributes,
+    pub events: Vec<SpanEventRecord>,
+    /// A one-line account for the story.
+    pub summary: String,
+}
+
+impl StageSpan {
+    pub fn is_open(&self) -> bool {
+        self.result == StageResult::Open
+    }
+
+    /// Ends the span, once; later calls change nothing (idempotent re-observation).
+    pub fn finish(&mut self, end: Timestamp, result: StageResult, summary: impl Into<String>) {
+        if !self.is_open() {
+            return;
+        }
+        self.end = Some(end.max(self.start));
+        self.result = result;
+        self.summary = summary.into();
+    }
+
+    /// Ends the span at its deadline.
+    pub fn time_out(&mut self, reason: &str, message: String, diverges_at: Stage) {
+        let deadline = self.deadline;
+        self.finish(
+            deadline,
+            StageResult::TimedOut(Failure {
+                reason: reason.to_string(),
+                message: message.clone(),
+                diverges_at,
+            }),
+            message,
+        );
+    }
+
+    pub fn set_object_attrs(&mut self, object: &ObjectRef) {
+        if object.kind.is_source()
+            || matches!(
+                object.kind,
+                crate::model::Kind::Kustomization | crate::model::Kind::HelmRelease
+            )
+        {
+            self.attrs.set(attr::FLUX_OBJECT_KIND, object.kind.as_str());
+            self.attrs.set(attr::FLUX_OBJECT_NAME, object.name.clone());
+            self.attrs
+                .set(attr::FLUX_OBJECT_NAMESPACE, object.namespace.clone());
+        }
+        self.attrs
+            .set(attr::K8S_NAMESPACE_NAME, object.namespace.clone());
+    }
+
+    /// Adds an event unless the same one is there already.
+    pub fn push_event(&mut self, ev: SpanEventRecord) {
+        if !self.events.contains(&ev) {
+            self.events.push(ev);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The `fluxtrace` binary: parse arguments, set up logging, run the subcommand.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs};
+use fluxtrace::export::{configured_endpoint, ExportSettings, Exporter};
+use fluxtrace::replay::{self, Replay};
+use fluxtrace::story;
+use fluxtrace::trace::SpanRecord;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fluxtrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    let output: &OutputArgs = match &cli.command {
+        Command::Demo(o) => {
+            for (name, text) in replay::EXAMPLES {
+                inputs.push((name.to_string(), text.to_string()));
+            }
+            o
+        }
+        Command::Replay(r) => {
+            for f in &r.files {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read recording {}", f.display()))?;
+                inputs.push((f.display().to_string(), text));
+            }
+            &r.output
+        }
+    };
+    let cfg = cli.global.engine_config();
+    let mut replays = Vec::new();
+    let mut bad_lines = 0;
+    for (name, text) in &inputs {
+        let r = replay::run(text, cfg.clone());
+        for b in &r.bad {
+            eprintln!("{name}:{}: {}", b.line, b.error);
+        }
+        bad_lines += r.bad.len();
+        replays.push((name.clone(), r));
+    }
+    for (_, r) in &mut replays {
+        for t in &mut r.traces {
+            t.story.trace_link = trace_link(&cli.global, t);
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match output.format {
+        Format::Json => {
+            let spans: Vec<&SpanRecord> = replays.iter().flat_map(|(_, r)| r.spans()).collect();
+            serde_json::to_writer_pretty(&mut stdout, &spans)?;
+            writeln!(stdout)?;
+        }
+        Format::Text => {
+            for (name, r) in &replays {
+                print_text(&mut stdout, name, r)?;
+            }
+        }
+    }
+    drop(stdout);
+    let spans: Vec<SpanRecord> = replays
+        .into_iter()
+        .flat_map(|(_, r)| r.traces.into_iter().flat_map(|t| t.spans))
+        .collect();
+    export(&cli.global, spans)?;
+    if bad_lines > 0 {
+        eprintln!("fluxtrace: {bad_lines} line(s) were rejected (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace_link(g: &Global, t: &replay::Trace) -> Option<String> {
+    let tpl = g.trace_url_template.as_deref()?;
+    Some(
+        tpl.replace("{trace_id}", &t.story.trace_id.to_string())
+            .replace("{start_ms}", &t.story.start.as_millisecond().to_string())
+            .replace("{end_ms}", &t.story.end.as_millisecond().to_string()),
+    )
+}
+
+fn print_text(w: &mut impl std::io::Write, name: &str, r: &Replay) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "══ {name}: {} observation(s), {} promotion(s)",
+        r.observations,
+        r.traces.len()
+    )?;
+    for t in &r.traces {
+        writeln!(w)?;
+        write!(w, "{}", story::waterfall::render(&t.spans))?;
+        writeln!(w)?;
+        write!(w, "{}", story::render(&t.story))?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
+    let Some(endpoint) = configured_endpoint(g.otlp.otlp_endpoint.as_deref()) else {
+        eprintln!(
+            "fluxtrace: no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT or --otlp-endpoint): {} span(s) not exported",
+            spans.len()
+        );
+        return Ok(());
+    };
+    let n = spans.len();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let settings = ExportSettings {
+        endpoint: g.otlp.otlp_endpoint.clone(),
+        cluster: g.cluster_name.clone(),
+        timeout: g.export_timeout(),
+        gzip: !g.otlp.otlp_no_gzip,
+        retries: g.otlp.otlp_retries,
+    };
+    let result = runtime.block_on(async move {
+        let mut exporter = Exporter::new(settings);
+        let r = exporter.export(spans).await;
+        exporter.shutdown();
+        r
+    });
+    match result {
+        Ok(()) => {
+            eprintln!("fluxtrace: exported {n} span(s) to {endpoint}");
+            Ok(())
+        }
+        Err((failed, errors)) => {
+            for e in &errors {
+                tracing::error!(message = "Failed to export spans.", error = %e, error_type = e.metric_label());
+            }
+            anyhow::bail!(
+                "{} of {n} span(s) could not be exported to {endpoint}: {}",
+                failed.len(),
+                errors.first().map(ToString::to_string).unwrap_or_default()
+            )
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The plain types every stage of the data flow speaks.
+//!
+//! Sources convert what they observe (Kubernetes objects, Flux events, promotion reports)
+//! into [`DeliveryEvent`]s; the engine consumes nothing else. These types hold only the fields
+//! correlation needs, owned and normalized, never whole Kubernetes objects.
+
+use std::fmt;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// The annotation (on OCI artifacts, Flux objects, Deployments and pod templates) naming the
+/// promotion a change belongs to.
+pub const PROMOTION_ANNOTATION: &str = "fluxtrace.io/promotion-id";
+/// The annotation carrying the CI pipeline's W3C trace context.
+pub const TRACEPARENT_ANNOTATION: &str = "fluxtrace.io/traceparent";
+/// Flux's event metadata key for the promotion id (Flux strips the prefix for providers).
+pub const FLUX_EVENT_PROMOTION_KEY: &str = "event.toolkit.fluxcd.io/promotion-id";
+/// The annotation a Receiver (or `flux reconcile`) sets to request a reconcile.
+pub const REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
+
+/// The kinds of object the engine understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Kind {
+    GitRepository,
+    OCIRepository,
+    HelmRepository,
+    HelmChart,
+    Bucket,
+    Kustomization,
+    HelmRelease,
+    Receiver,
+    Deployment,
+    ReplicaSet,
+    Pod,
+}
+
+impl Kind {
+    /// Parses a Kubernetes `kind` string; `None` for kinds fluxtrace does not follow.
+    pub fn parse(kind: &str) -> Option<Kind> {
+        Some(match kind {
+            "GitRepository" => Kind::GitRepository,
+            "OCIRepository" => Kind::OCIRepository,
+            "HelmRepository" => Kind::HelmRepository,
+            "HelmChart" => Kind::HelmChart,
+            "Bucket" => Kind::Bucket,
+            "Kustomization" => Kind::Kustomization,
+            "HelmRelease" => Kind::HelmRelease,
+            "Receiver" => Kind::Receiver,
+            "Deployment" => Kind::Deployment,
+            "ReplicaSet" => Kind::ReplicaSet,
+            "Pod" => Kind::Pod,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::GitRepository => "GitRepository",
+            Kind::OCIRepository => "OCIRepository",
+            Kind::HelmRepository => "HelmRepository",
+            Kind::HelmChart => "HelmChart",
+            Kind::Bucket => "Bucket",
+            Kind::Kustomization => "Kustomization",
+            Kind::HelmRelease => "HelmRelease",
+            Kind::Receiver => "Receiver",
+            Kind::Deployment => "Deployment",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::Pod => "Pod",
+        }
+    }
+
+    /// Source-controller kinds: they fetch artifacts.
+    pub fn is_source(self) -> bool {
+        matches!(
+            self,
+            Kind::GitRepository
+                | Kind::OCIRepository
+                | Kind::HelmRepository
+                | Kind::HelmChart
+                | Kind::Bucket
+        )
+    }
+}
+
+/// A namespaced object identity. Cluster-scoped objects have an empty namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectRef {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// `status` of a Kubernetes condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CondStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// A status condition, trimmed to what correlation reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: String,
+    pub status: CondStatus,
+    pub reason: String,
+    pub message: String,
+    pub last_transition: Option<Timestamp>,
+    pub last_update: Option<Timestamp>,
+}
+
+/// Finds a condition by type.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// One observation, stamped with the time it was made (the recording's `at`, or arrival).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryEvent {
+    pub at: Timestamp,
+    pub body: EventBody,
+}
+
+/// What was observed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventBody {
+    Promotion(PromotionReport),
+    Source(SourceObs),
+    Reconciler(ReconcilerObs),
+    Deployment(DeploymentObs),
+    ReplicaSet(ReplicaSetObs),
+    KubeEvent(KubeEventObs),
+    FluxEvent(FluxEventObs),
+    /// A watched object was deleted.
+    Deleted(ObjectRef),
+}
+
+/// Annotations fluxtrace reads on any object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// `fluxtrace.io/promotion-id`.
+    pub promotion_id: Option<String>,
+    /// `fluxtrace.io/traceparent`.
+    pub traceparent: Option<String>,
+}
+
+/// A source-controller object (GitRepository, OCIRepository, HelmRepository, HelmChart, Bucket).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    pub marks: Marks,
+    /// `spec.url` (OCI: `oci://…`).
+    pub url: Option<String>,
+    /// `spec.ref.tag` for OCIRepository and GitRepository.
+    pub ref_tag: Option<String>,
+    /// `status.artifact.revision`.
+    pub revision: Option<String>,
+    /// `status.artifact.lastUpdateTime`.
+    pub artifact_updated: Option<Timestamp>,
+    /// `status.artifact.metadata["org.opencontainers.image.revision"]`.
+    pub origin_revision: Option<String>,
+    /// `status.artifact.metadata["fluxtrace.io/promotion-id"]`.
+    pub artifact_promotion_id: Option<String>,
+    /// `metadata.annotations["reconcile.fluxcd.io/requestedAt"]`.
+    pub requested_at: Option<String>,
+    /// `status.lastHandledReconcileAt`.
+    pub last_handled: Option<String>,
+    pub conditions: Vec<Condition>,
+}
+
+/// A Kustomization or HelmRelease.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconcilerObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    pub marks: Marks,
+    pub source_ref: Option<ObjectRef>,
+    /// `spec.timeout`.
+    pub timeout: Option<SignedDuration>,
+    pub last_attempted: Option<String>,
+    pub last_applied: Option<String>,
+    /// HelmRelease `status.lastAttemptedRevisionDigest`.
+    pub last_attempted_digest: Option<String>,
+    pub requested_at: Option<String>,
+    pub last_handled: Option<String>,
+    pub conditions: Vec<Condition>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One `status.history` entry of a Kustomization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    pub revision: String,
+    pub first_reconciled: Option<Timestamp>,
+    pub last_reconciled: Option<Timestamp>,
+    pub last_duration: Option<SignedDuration>,
+    pub last_status: String,
+}
+
+/// An apps/v1 Deployment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    /// Marks on the Deployment, or else on its pod template.
+    pub marks: Marks,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i64,
+    pub updated: i64,
+    pub ready: i64,
+    pub available: i64,
+    pub progress_deadline: SignedDuration,
+    /// The Kustomization or HelmRelease that applied it (from its labels).
+    pub manager: Option<ObjectRef>,
+    /// Container images of the pod template, in order.
+    pub images: Vec<String>,
+    pub conditions: Vec<Condition>,
+}
+
+impl DeploymentObs {
+    /// The rollout of the current generation is complete.
+    pub fn rollout_complete(&self) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated == self.replicas
+            && self.ready == self.replicas
+            && self.available == self.replicas
+            && condition(&self.conditions, "Progressing")
+                .is_some_and(|c| c.reason == "NewReplicaSetAvailable")
+    }
+}
+
+/// An apps/v1 ReplicaSet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaSetObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    /// Name of the owning Deployment.
+    pub deployment: Option<String>,
+    pub created: Option<Timestamp>,
+    /// `deployment.kubernetes.io/revision`.
+    pub revision: Option<String>,
+}
+
+/// A core/v1 Event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeEventObs {
+    /// `metadata.uid` (or namespace/name when absent): identifies repeats of the same Event.
+    pub uid: String,
+    /// Kind of the involved object as written (may be one fluxtrace does not follow).
+    pub involved_kind: String,
+    pub involved_namespace: String,
+    pub involved_name: String,
+    pub reason: String,
+    pub message: String,
+    pub warning: bool,
+    /// `lastTimestamp`, `eventTime` or `firstTimestamp`.
+    pub time: Option<Timestamp>,
+    pub count: i64,
+    pub component: String,
+    /// Group-prefixed `…/revision` annotation written by Flux controllers.
+    pub revision: Option<String>,
+    /// `event.toolkit.fluxcd.io/promotion-id` annotation.
+    pub promotion_id: Option<String>,
+}
+
+/// A Flux event as notification-controller forwards it to a generic provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FluxEventObs {
+    pub object: ObjectRef,
+    pub error: bool,
+    pub time: Timestamp,
+    pub reason: String,
+    pub message: String,
+    pub revision: Option<String>,
+    pub promotion_id: Option<String>,
+    pub controller: String,
+}
+
+/// The promotion report (POST /v1/promotions, `fluxtrace promote`, recording `promotion` line).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PromotionReport {
+    pub id: String,
+    pub environment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PipelineRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

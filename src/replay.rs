@@ -1,0 +1,102 @@
+//! Runs a recording through the engine on the recording's own clock.
+//!
+//! Used by `fluxtrace replay`, `fluxtrace demo` and the tests. No waiting: observations are
+//! applied in order, then the clock is advanced past every deadline so each promotion reaches
+//! a verdict. The same recording always gives the same spans, ids included.
+
+use crate::correlate::{Engine, EngineConfig, Output};
+use crate::sources::recording::{self, BadLine};
+use crate::story::Story;
+use crate::trace::SpanRecord;
+
+/// The built-in example recordings, embedded so that `demo` works from any directory.
+pub const EXAMPLES: [(&str, &str); 7] = [
+    (
+        "oci-success.jsonl",
+        include_str!("../examples/recordings/oci-success.jsonl"),
+    ),
+    (
+        "oci-rollout-imagepull.jsonl",
+        include_str!("../examples/recordings/oci-rollout-imagepull.jsonl"),
+    ),
+    (
+        "git-success.jsonl",
+        include_str!("../examples/recordings/git-success.jsonl"),
+    ),
+    (
+        "git-build-failure.jsonl",
+        include_str!("../examples/recordings/git-build-failure.jsonl"),
+    ),
+    (
+        "helmrelease-upgrade-failure.jsonl",
+        include_str!("../examples/recordings/helmrelease-upgrade-failure.jsonl"),
+    ),
+    (
+        "receiver-trigger.jsonl",
+        include_str!("../examples/recordings/receiver-trigger.jsonl"),
+    ),
+    (
+        "untraced-rollout.jsonl",
+        include_str!("../examples/recordings/untraced-rollout.jsonl"),
+    ),
+];
+
+/// One promotion's trace: its spans (stage spans, then the root) and its story.
+#[derive(Debug)]
+pub struct Trace {
+    pub spans: Vec<SpanRecord>,
+    pub story: Story,
+}
+
+/// What a replay produced.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub traces: Vec<Trace>,
+    /// Lines that were rejected, with their numbers.
+    pub bad: Vec<BadLine>,
+    /// Lines that carry nothing fluxtrace follows.
+    pub ignored: usize,
+    /// Observations applied to the engine.
+    pub observations: usize,
+}
+
+impl Replay {
+    pub fn spans(&self) -> impl Iterator<Item = &SpanRecord> {
+        self.traces.iter().flat_map(|t| t.spans.iter())
+    }
+}
+
+/// Groups engine outputs into traces: a promotion's spans precede its story.
+pub fn collect(
+    outputs: impl IntoIterator<Item = Output>,
+    traces: &mut Vec<Trace>,
+    pending: &mut Vec<SpanRecord>,
+) {
+    for o in outputs {
+        match o {
+            Output::Span(s) => pending.push(s),
+            Output::Story(story) => traces.push(Trace {
+                spans: std::mem::take(pending),
+                story: *story,
+            }),
+        }
+    }
+}
+
+/// Replays a whole recording.
+pub fn run(text: &str, cfg: EngineConfig) -> Replay {
+    let decoded = recording::decode_all(text);
+    let mut engine = Engine::new(cfg);
+    let mut out = Replay {
+        bad: decoded.bad,
+        ignored: decoded.ignored,
+        observations: decoded.events.len(),
+        ..Replay::default()
+    };
+    let mut pending = Vec::new();
+    for ev in decoded.events {
+        collect(engine.apply(ev), &mut out.traces, &mut pending);
+    }
+    collect(engine.finish(), &mut out.traces, &mut pending);
+    out
+}

@@ -1,0 +1,110 @@
+//! Revision strings as Flux writes them, and the content identity they share with a promotion.
+//!
+//! Flux writes `main@sha1:<40 hex>`, `sha1:<40 hex>`, legacy `main/<40 hex>`,
+//! `<tag>@sha256:<64 hex>`, `sha256:<64 hex>` and chart versions `6.0.3+<12 hex>`. A promotion
+//! names a commit SHA or a manifest digest. Two revisions belong together when they name the
+//! same commit or digest; this module is the only place that knows how to tell.
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit SHA (40 hex, lower case as written) named by a Git revision string.
+pub fn commit_sha(rev: &str) -> Option<&str> {
+    let tail = rev.rsplit_once('@').map_or(rev, |(_, t)| t);
+    if let Some(h) = tail.strip_prefix("sha1:") {
+        return is_hex(h, 40).then_some(h);
+    }
+    if is_hex(tail, 40) {
+        return Some(tail);
+    }
+    // legacy pre-Flux-2.0 "main/<40 hex>"
+    let legacy = rev.rsplit_once('/').map(|(_, t)| t)?;
+    is_hex(legacy, 40).then_some(legacy)
+}
+
+/// The sha256 digest (64 hex) named by an OCI revision (`tag@sha256:…`, `sha256:…`).
+pub fn digest_hex(rev: &str) -> Option<&str> {
+    let tail = rev.rsplit_once('@').map_or(rev, |(_, t)| t);
+    let h = tail.strip_prefix("sha256:")?;
+    is_hex(h, 64).then_some(h)
+}
+
+/// The tag part of an OCI revision `tag@sha256:…`.
+pub fn oci_tag(rev: &str) -> Option<&str> {
+    let (tag, tail) = rev.rsplit_once('@')?;
+    (tail.starts_with("sha256:") && !tag.is_empty()).then_some(tag)
+}
+
+/// The 12-hex suffix Flux appends to chart versions (`6.6.1+0cc9a8446c95`): the first 12 hex of
+/// the OCI digest or of the source commit.
+pub fn chart_suffix(rev: &str) -> Option<&str> {
+    let (_, s) = rev.rsplit_once('+')?;
+    is_hex(s, 12).then_some(s)
+}
+
+/// The keys a revision string can be looked up by: full commit or digest hex, or a 12-hex
+/// prefix. Promotions are indexed by the same keys (see [`promotion_keys`]).
+pub fn lookup_keys(rev: &str) -> Vec<String> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(h) = commit_sha(rev) {
+        keys.push(h.to_ascii_lowercase());
+    }
+    if let Some(h) = digest_hex(rev) {
+        keys.push(h.to_ascii_lowercase());
+    }
+    if let Some(h) = chart_suffix(rev) {
+        keys.push(h.to_ascii_lowercase());
+    }
+    keys
+}
+
+/// The keys a promotion's commit or digest is indexed by: the full hex and its 12-hex prefix.
+pub fn promotion_keys(hex_id: &str) -> [String; 2] {
+    let full = hex_id.to_ascii_lowercase();
+    let short = full[..12.min(full.len())].to_string();
+    [full, short]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "450796ddb2ab6724ee1cc32a4be56da032d1cca0";
+    const DIG: &str = "3b6cdcc7adcc9a84d3214ee1c029543789d90b5ae69debe9efa3f66e982875de";
+
+    #[test]
+    fn git_revisions_name_their_commit() {
+        for rev in [
+            format!("main@sha1:{SHA}"),
+            format!("v1.0.1@sha1:{SHA}"),
+            format!("sha1:{SHA}"),
+            format!("refs/pull/1/head@sha1:{SHA}"),
+            format!("main/{SHA}"),
+            SHA.to_string(),
+        ] {
+            assert_eq!(commit_sha(&rev), Some(SHA), "{rev}");
+            assert_eq!(digest_hex(&rev), None, "{rev}");
+        }
+        assert_eq!(commit_sha("main@sha1:abc"), None);
+    }
+
+    #[test]
+    fn oci_revisions_name_their_digest_and_tag() {
+        let rev = format!("latest@sha256:{DIG}");
+        assert_eq!(digest_hex(&rev), Some(DIG));
+        assert_eq!(oci_tag(&rev), Some("latest"));
+        assert_eq!(digest_hex(&format!("sha256:{DIG}")), Some(DIG));
+        assert_eq!(oci_tag(&format!("sha256:{DIG}")), None);
+        assert_eq!(commit_sha(&rev), None);
+    }
+
+    #[test]
+    fn chart_versions_carry_a_digest_prefix() {
+        assert_eq!(chart_suffix("6.6.1+0cc9a8446c95"), Some("0cc9a8446c95"));
+        assert_eq!(chart_suffix("6.0.3+1"), None);
+        assert_eq!(chart_suffix("6.0.3"), None);
+        assert_eq!(lookup_keys("6.6.1+0cc9a8446c95"), vec!["0cc9a8446c95"]);
+        assert_eq!(promotion_keys(DIG)[1], &DIG[..12]);
+    }
+}

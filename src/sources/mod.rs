@@ -1,0 +1,15 @@
+//! Adapters at the edge: everything observed becomes a [`crate::model::DeliveryEvent`] here.
+//!
+//! - [`object`]: Kubernetes objects (Flux kinds, Deployment, ReplicaSet, core/v1 Event), the
+//!   decoding that both the live watcher and replay use.
+//! - [`flux_event`]: Flux notification-controller events (generic / generic-hmac providers).
+//! - [`promotion`]: promotion reports, validated.
+//! - [`recording`]: the JSON Lines recording format.
+//!
+//! Nothing here correlates: a source validates and converts, and never drops an observation
+//! silently (each rejection names its problem).
+
+pub mod flux_event;
+pub mod object;
+pub mod promotion;
+pub mod recording;

@@ -1,0 +1,522 @@
+//! Kubernetes objects → [`DeliveryEvent`]s.
+//!
+//! [`KubeObject`] is a trimmed, all-optional view of every kind fluxtrace follows: the fields
+//! correlation needs and nothing else, so unknown fields, unknown enum values and newer API
+//! versions never fail a decode, and no whole object is kept. The live watcher deserializes
+//! API-server responses into the same type that replay reads from a recording, and both call
+//! [`to_event`], so a watched object and a recorded one become the same event.
+
+use std::collections::HashMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+
+use crate::model::{
+    CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind, KubeEventObs, Marks,
+    ObjectRef, ReconcilerObs, ReplicaSetObs, SourceObs, PROMOTION_ANNOTATION,
+    REQUESTED_AT_ANNOTATION, TRACEPARENT_ANNOTATION,
+};
+
+/// Why an object could not be turned into an event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ObjectError {
+    #[error("{kind} object has no {field}")]
+    MissingField { kind: String, field: &'static str },
+}
+
+impl ObjectError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ObjectError::MissingField { .. } => "missing_field",
+        }
+    }
+}
+
+/// Labels kustomize-controller and helm-controller put on the objects they apply.
+const KUSTOMIZE_NAME: &str = "kustomize.toolkit.fluxcd.io/name";
+const KUSTOMIZE_NAMESPACE: &str = "kustomize.toolkit.fluxcd.io/namespace";
+const HELM_NAME: &str = "helm.toolkit.fluxcd.io/name";
+const HELM_NAMESPACE: &str = "helm.toolkit.fluxcd.io/namespace";
+/// The Deployment controller's default `progressDeadlineSeconds`.
+const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
+
+/// The fields of any followed object that fluxtrace reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeObject {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Meta,
+    pub spec: Option<Spec>,
+    pub status: Option<Status>,
+    // core/v1 Event keeps its fields at the top level.
+    pub involved_object: Option<ObjectReference>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub first_timestamp: Option<Timestamp>,
+    pub last_timestamp: Option<Timestamp>,
+    pub event_time: Option<Timestamp>,
+    pub count: Option<i64>,
+    pub source: Option<EventSource>,
+    pub reporting_component: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Meta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    pub creation_timestamp: Option<Timestamp>,
+    pub labels: Option<HashMap<String, String>>,
+    pub annotations: Option<HashMap<String, String>>,
+    pub owner_references: Option<Vec<OwnerReference>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OwnerReference {
+    pub kind: String,
+    pub name: String,
+    pub controller: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectReference {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventSource {
+    pub component: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Spec {
+    // sources
+    pub url: Option<String>,
+    #[serde(rename = "ref")]
+    pub ref_: Option<SourceRefSpec>,
+    // Kustomization, HelmChart
+    pub source_ref: Option<CrossRef>,
+    // HelmRelease
+    pub chart_ref: Option<CrossRef>,
+    pub chart: Option<ChartField>,
+    pub timeout: Option<String>,
+    // Deployment, ReplicaSet
+    pub replicas: Option<i64>,
+    pub progress_deadline_seconds: Option<i64>,
+    pub template: Option<PodTemplate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SourceRefSpec {
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CrossRef {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// `spec.chart`: a chart name on a HelmChart, a chart template on a HelmRelease.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ChartField {
+    Name(String),
+    Template(ChartTemplate),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChartTemplate {
+    pub spec: Option<ChartTemplateSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ChartTemplateSpec {
+    pub source_ref: Option<CrossRef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodTemplate {
+    pub metadata: Option<Meta>,
+    pub spec: Option<PodSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Status {
+    pub observed_generation: Option<i64>,
+    pub conditions: Option<Vec<RawCondition>>,
+    pub artifact: Option<Artifact>,
+    pub last_handled_reconcile_at: Option<String>,
+    pub last_applied_revision: Option<String>,
+    pub last_attempted_revision: Option<String>,
+    pub last_attempted_revision_digest: Option<String>,
+    pub history: Option<Vec<RawHistory>>,
+    pub replicas: Option<i64>,
+    pub updated_replicas: Option<i64>,
+    pub ready_replicas: Option<i64>,
+    pub available_replicas: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub last_transition_time: Option<Timestamp>,
+    pub last_update_time: Option<Timestamp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Artifact {
+    pub revision: Option<String>,
+    pub last_update_time: Option<Timestamp>,
+    pub metadata: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawHistory {
+    pub metadata: Option<HashMap<String, String>>,
+    pub first_reconciled: Option<Timestamp>,
+    pub last_reconciled: Option<Timestamp>,
+    pub last_reconciled_duration: Option<String>,
+    pub last_reconciled_status: Option<String>,
+}
+
+fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
+    let Some(raw) = status.and_then(|s| s.conditions.take()) else {
+        return Vec::new();
+    };
+    raw.into_iter()
+        .map(|c| Condition {
+            status: match c.status.as_str() {
+                "True" => CondStatus::True,
+                "False" => CondStatus::False,
+                _ => CondStatus::Unknown,
+            },
+            type_: c.type_,
+            reason: c.reason.unwrap_or_default(),
+            message: c.message.unwrap_or_default(),
+            last_transition: c.last_transition_time,
+            last_update: c.last_update_time,
+        })
+        .collect()
+}
+
+fn take_annotation(map: &mut Option<HashMap<String, String>>, key: &str) -> Option<String> {
+    map.as_mut()
+        .and_then(|m| m.remove(key))
+        .filter(|v| !v.is_empty())
+}
+
+fn marks(meta: &mut Meta) -> Marks {
+    Marks {
+        promotion_id: take_annotation(&mut meta.annotations, PROMOTION_ANNOTATION),
+        traceparent: take_annotation(&mut meta.annotations, TRACEPARENT_ANNOTATION),
+    }
+}
+
+fn duration(s: Option<&str>) -> Option<SignedDuration> {
+    s.and_then(|s| s.trim().parse::<SignedDuration>().ok())
+}
+
+fn cross_ref(
+    r: Option<CrossRef>,
+    default_kind: Option<Kind>,
+    default_ns: &str,
+) -> Option<ObjectRef> {
+    let r = r?;
+    let kind = r.kind.as_deref().and_then(Kind::parse).or(default_kind)?;
+    Some(ObjectRef::new(
+        kind,
+        r.namespace.unwrap_or_else(|| default_ns.to_string()),
+        r.name?,
+    ))
+}
+
+/// Converts a watched or recorded object. `Ok(None)` for kinds fluxtrace does not follow
+/// (they are ignored, not errors); `deleted` for a watch `DELETED`.
+pub fn to_event(mut obj: KubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
+    if obj.kind == "Event" && (obj.api_version == "v1" || obj.api_version.is_empty()) {
+        return if deleted {
+            Ok(None) // an Event expiring says nothing about delivery
+        } else {
+            kube_event(obj).map(Some)
+        };
+    }
+    let Some(kind) = Kind::parse(&obj.kind) else {
+        return Ok(None);
+    };
+    let missing = |field| ObjectError::MissingField {
+        kind: obj.kind.clone(),
+        field,
+    };
+    let name = obj
+        .metadata
+        .name
+        .take()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| missing("metadata.name"))?;
+    let namespace = obj.metadata.namespace.take().unwrap_or_default();
+    let object = ObjectRef::new(kind, namespace, name);
+    if deleted {
+        return Ok(Some(EventBody::Deleted(object)));
+    }
+    let uid = obj
+        .metadata
+        .uid
+        .take()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| object.to_string());
+    let body = match kind {
+        k if k.is_source() => EventBody::Source(source(obj, object, uid)),
+        Kind::Kustomization | Kind::HelmRelease => {
+            EventBody::Reconciler(reconciler(obj, object, uid))
+        }
+        Kind::Deployment => EventBody::Deployment(deployment(obj, object, uid)),
+        Kind::ReplicaSet => EventBody::ReplicaSet(replica_set(obj, object, uid)),
+        // Receivers and Pods are read through other objects (the annotation a Receiver sets,
+        // the Events about a Pod); their own state adds nothing yet.
+        _ => return Ok(None),
+    };
+    Ok(Some(body))
+}
+
+fn source(mut obj: KubeObject, object: ObjectRef, uid: String) -> SourceObs {
+    let marks = marks(&mut obj.metadata);
+    let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
+    let conditions = conditions(obj.status.as_mut());
+    let spec = obj.spec.unwrap_or_default();
+    let mut status = obj.status.unwrap_or_default();
+    let mut artifact = status.artifact.take().unwrap_or_default();
+    SourceObs {
+        object,
+        uid,
+        marks,
+        url: spec.url,
+        ref_tag: spec.ref_.and_then(|r| r.tag),
+        revision: artifact.revision.take(),
+        artifact_updated: artifact.last_update_time,
+        origin_revision: take_annotation(
+            &mut artifact.metadata,
+            "org.opencontainers.image.revision",
+        ),
+        artifact_promotion_id: take_annotation(&mut artifact.metadata, PROMOTION_ANNOTATION),
+        requested_at,
+        last_handled: status.last_handled_reconcile_at,
+        conditions,
+    }
+}
+
+fn reconciler(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReconcilerObs {
+    let marks = marks(&mut obj.metadata);
+    let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
+    let conditions = conditions(obj.status.as_mut());
+    let spec = obj.spec.unwrap_or_default();
+    let status = obj.status.unwrap_or_default();
+    let source_ref = match object.kind {
+        Kind::HelmRelease => {
+            cross_ref(spec.chart_ref, None, &object.namespace).or_else(|| match spec.chart {
+                Some(ChartField::Template(t)) => {
+                    cross_ref(t.spec.and_then(|s| s.source_ref), None, &object.namespace)
+                }
+                _ => None,
+            })
+        }
+        _ => cross_ref(spec.source_ref, None, &object.namespace),
+    };
+    let history = status
+        .history
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|mut h| {
+            Some(HistoryEntry {
+                revision: take_annotation(&mut h.metadata, "revision")?,
+                first_reconciled: h.first_reconciled,
+                last_reconciled: h.last_reconciled,
+                last_duration: duration(h.last_reconciled_duration.as_deref()),
+                last_status: h.last_reconciled_status.unwrap_or_default(),
+            })
+        })
+        .collect();
+    ReconcilerObs {
+        uid,
+        marks,
+        source_ref,
+        timeout: duration(spec.timeout.as_deref()),
+        last_attempted: status.last_attempted_revision,
+        last_applied: status.last_applied_revision,
+        last_attempted_digest: status.last_attempted_revision_digest,
+        requested_at,
+        last_handled: status.last_handled_reconcile_at,
+        conditions,
+        history,
+        object,
+    }
+}
+
+fn manager(labels: Option<&HashMap<String, String>>) -> Option<ObjectRef> {
+    let labels = labels?;
+    if let (Some(n), Some(ns)) = (labels.get(KUSTOMIZE_NAME), labels.get(KUSTOMIZE_NAMESPACE)) {
+        return Some(ObjectRef::new(Kind::Kustomization, ns.clone(), n.clone()));
+    }
+    if let (Some(n), Some(ns)) = (labels.get(HELM_NAME), labels.get(HELM_NAMESPACE)) {
+        return Some(ObjectRef::new(Kind::HelmRelease, ns.clone(), n.clone()));
+    }
+    None
+}
+
+fn deployment(mut obj: KubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
+    let mut marks = marks(&mut obj.metadata);
+    let conditions = conditions(obj.status.as_mut());
+    let spec = obj.spec.unwrap_or_default();
+    let status = obj.status.unwrap_or_default();
+    let mut template = spec.template.unwrap_or_default();
+    if let Some(meta) = template.metadata.as_mut() {
+        let pod = self::marks(meta);
+        marks.promotion_id = marks.promotion_id.or(pod.promotion_id);
+        marks.traceparent = marks.traceparent.or(pod.traceparent);
+    }
+    let images = template
+        .spec
+        .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
+        .unwrap_or_default();
+    let replicas = spec.replicas.unwrap_or(1);
+    DeploymentObs {
+        uid,
+        marks,
+        generation: obj.metadata.generation.unwrap_or(0),
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas,
+        updated: status.updated_replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+        progress_deadline: SignedDuration::from_secs(
+            spec.progress_deadline_seconds
+                .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
+                .clamp(0, i64::from(u32::MAX)),
+        ),
+        manager: manager(obj.metadata.labels.as_ref()),
+        images,
+        conditions,
+        object,
+    }
+}
+
+fn replica_set(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReplicaSetObs {
+    let deployment = obj
+        .metadata
+        .owner_references
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.kind == "Deployment" && o.controller != Some(false))
+        .map(|o| o.name);
+    ReplicaSetObs {
+        uid,
+        deployment,
+        created: obj.metadata.creation_timestamp,
+        revision: take_annotation(
+            &mut obj.metadata.annotations,
+            "deployment.kubernetes.io/revision",
+        ),
+        object,
+    }
+}
+
+fn kube_event(mut obj: KubeObject) -> Result<EventBody, ObjectError> {
+    let missing = |field| ObjectError::MissingField {
+        kind: "Event".into(),
+        field,
+    };
+    let involved = obj
+        .involved_object
+        .take()
+        .ok_or_else(|| missing("involvedObject"))?;
+    let involved_kind = involved
+        .kind
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing("involvedObject.kind"))?;
+    let involved_name = involved
+        .name
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| missing("involvedObject.name"))?;
+    let involved_namespace = involved
+        .namespace
+        .or(obj.metadata.namespace.clone())
+        .unwrap_or_default();
+    let uid = obj.metadata.uid.take().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            obj.metadata.namespace.as_deref().unwrap_or_default(),
+            obj.metadata.name.as_deref().unwrap_or_default()
+        )
+    });
+    // Flux controllers write their event metadata as group-prefixed annotations.
+    let mut revision = None;
+    let mut promotion_id = None;
+    for (k, v) in obj.metadata.annotations.take().unwrap_or_default() {
+        if k == crate::model::FLUX_EVENT_PROMOTION_KEY {
+            promotion_id = Some(v);
+        } else if k.ends_with(".toolkit.fluxcd.io/revision") {
+            revision = Some(v);
+        }
+    }
+    Ok(EventBody::KubeEvent(KubeEventObs {
+        uid,
+        involved_kind,
+        involved_namespace,
+        involved_name,
+        reason: obj.reason.unwrap_or_default(),
+        message: obj.message.unwrap_or_default(),
+        warning: obj.type_.as_deref() == Some("Warning"),
+        time: obj
+            .last_timestamp
+            .or(obj.event_time)
+            .or(obj.first_timestamp)
+            .or(obj.metadata.creation_timestamp),
+        count: obj.count.unwrap_or(1),
+        component: obj
+            .reporting_component
+            .filter(|c| !c.is_empty())
+            .or(obj.source.and_then(|s| s.component))
+            .unwrap_or_default(),
+        revision,
+        promotion_id,
+    }))
+}

@@ -1,0 +1,145 @@
+//! Promotion reports: decoded, then validated, so that nothing malformed reaches the engine.
+//!
+//! The same checks serve the HTTP and gRPC intake, `fluxtrace promote` and recordings.
+
+use crate::model::PromotionReport;
+use crate::revision;
+use crate::trace::Traceparent;
+
+/// Why a promotion report was rejected. The message names the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    #[error("promotion report is not valid JSON or has a wrong type: {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("promotion report field `{0}` is required")]
+    Missing(&'static str),
+    #[error("promotion report field `{field}` is invalid: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+impl ReportError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ReportError::Invalid { .. } => "invalid_json",
+            ReportError::Missing(_) => "missing_field",
+            ReportError::Field { .. } => "invalid_field",
+        }
+    }
+}
+
+const MAX_ID_LEN: usize = 256;
+
+/// Decodes and validates a report body.
+pub fn decode(json: &str) -> Result<PromotionReport, ReportError> {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    let report: PromotionReport =
+        serde_path_to_error::deserialize(de).map_err(|e| ReportError::Invalid {
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+    validate(report)
+}
+
+/// Checks the required fields and the formats of revision, digest and traceparent.
+pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportError> {
+    report.id = report.id.trim().to_string();
+    report.environment = report.environment.trim().to_string();
+    if report.id.is_empty() {
+        return Err(ReportError::Missing("id"));
+    }
+    if report.id.len() > MAX_ID_LEN || report.id.chars().any(char::is_control) {
+        return Err(ReportError::Field {
+            field: "id",
+            reason: format!("at most {MAX_ID_LEN} printable characters"),
+        });
+    }
+    if report.environment.is_empty() {
+        return Err(ReportError::Missing("environment"));
+    }
+    let digest = report.artifact.as_ref().and_then(|a| a.digest.as_deref());
+    if report.revision.as_deref().is_none_or(str::is_empty) && digest.is_none_or(str::is_empty) {
+        return Err(ReportError::Missing("revision"));
+    }
+    if let Some(rev) = report.revision.as_deref() {
+        if revision::commit_sha(rev).is_none() && revision::digest_hex(rev).is_none() {
+            return Err(ReportError::Field {
+                field: "revision",
+                reason: "expected a 40-hex commit SHA or sha256:<64 hex>".into(),
+            });
+        }
+    }
+    if let Some(d) = digest {
+        if revision::digest_hex(d).is_none() {
+            return Err(ReportError::Field {
+                field: "artifact.digest",
+                reason: "expected sha256:<64 hex>".into(),
+            });
+        }
+    }
+    if let Some(tp) = report.traceparent.as_deref() {
+        Traceparent::parse(tp).map_err(|e| ReportError::Field {
+            field: "traceparent",
+            reason: e.reason.to_string(),
+        })?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "450796ddb2ab6724ee1cc32a4be56da032d1cca0";
+
+    #[test]
+    fn accepts_a_minimal_report_and_ignores_unknown_fields() {
+        let r = decode(&format!(
+            r#"{{"id":"P-1","environment":"prod","revision":"{SHA}","extra":{{"x":1}}}}"#
+        ))
+        .expect("valid");
+        assert_eq!(r.id, "P-1");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"environment":"prod","revision":"x"}"#.to_string(), "id"),
+            (format!(r#"{{"id":"P","revision":"{SHA}"}}"#), "environment"),
+            (r#"{"id":"P","environment":"prod"}"#.to_string(), "revision"),
+            (
+                r#"{"id":"P","environment":"prod","revision":"abc"}"#.to_string(),
+                "revision",
+            ),
+            (
+                r#"{"id":"P","environment":"prod","artifact":{"digest":"sha256:12"}}"#.to_string(),
+                "artifact.digest",
+            ),
+            (
+                format!(
+                    r#"{{"id":"P","environment":"prod","revision":"{SHA}","traceparent":"00-x"}}"#
+                ),
+                "traceparent",
+            ),
+            (
+                format!(r#"{{"id":5,"environment":"prod","revision":"{SHA}"}}"#),
+                "id",
+            ),
+            (
+                format!(
+                    r#"{{"id":"P","environment":"prod","revision":"{SHA}","pipeline":{{"run_id":7}}}}"#
+                ),
+                "pipeline.run_id",
+            ),
+            (
+                format!(
+                    r#"{{"id":"P","environment":"prod","revision":"{SHA}","time":"yesterday"}}"#
+                ),
+                "time",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = decode(&body).expect_err(&body);
+            assert!(e.to_string().contains(field), "{body}: {e}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The triage story: the on-call narrative of one promotion, and its terminal renderings.
+//!
+//! The engine fills a [`Story`] when a promotion reaches its verdict; this module only
+//! presents it ([`render`] for the narrative, [`waterfall`] for the span timeline). Pure: no IO.
+
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::model::PipelineRef;
+use crate::trace::{SpanId, Stage, TraceId};
+
+pub mod waterfall;
+
+/// The verdict of a promotion (`delivery.outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Superseded,
+    NoChange,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Superseded => "superseded",
+            Outcome::NoChange => "no_change",
+        }
+    }
+}
+
+/// Where the delivery path left intent, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    pub stage: Stage,
+    /// Condition reason or timeout (`ProgressDeadlineExceeded`, `BuildFailed`, `Timeout`, …).
+    pub reason: String,
+    pub message: String,
+    /// The Pod failure that explains a rollout divergence (`ImagePullBackOff`, …), if seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Supporting lines: conditions and events, most telling first.
+    pub evidence: Vec<String>,
+    /// The span that carries the divergence.
+    pub span_id: SpanId,
+}
+
+/// One stage of the story.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StageStory {
+    pub stage: Stage,
+    pub span_id: SpanId,
+    /// `Kind/namespace/name` of the object the stage is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    pub outcome: &'static str,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// One line on what happened.
+    pub summary: String,
+    /// Events worth reading (warnings first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+/// The triage story of one promotion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Story {
+    pub promotion_id: String,
+    pub trace_id: TraceId,
+    pub root_span_id: SpanId,
+    /// `reported`, `annotated` or `missing`.
+    pub traceability: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineRef>,
+    /// What was promoted, as the report or annotation said it.
+    pub promoted: String,
+    /// The OCI manifest digest a floating tag resolved to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_digest: Option<String>,
+    pub cluster: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
+    pub stages: Vec<StageStory>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// Link to the trace in the user's backend, when a URL template is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_link: Option<String>,
+}
+
+fn duration(start: Timestamp, end: Timestamp) -> String {
+    let d = end.duration_since(start);
+    let secs = d.as_secs();
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Renders the on-call narrative.
+pub fn render(story: &Story) -> String {
+    let mut out = String::new();
+    let verdict = match (&story.divergence, story.outcome) {
+        (Some(d), _) => format!(
+            "{} — diverged at {}",
+            story.outcome.as_str(),
+            d.stage.as_str()
+        ),
+        (None, o) => o.as_str().to_string(),
+    };
+    let _ = writeln!(out, "Promotion {}: {}", story.promotion_id, verdict);
+    let who = story
+        .actor
+        .as_deref()
+        .map(|a| format!(" by {a}"))
+        .unwrap_or_default();
+    let env = story.environment.as_deref().unwrap_or("?");
+    let app = story
+        .app
+        .as_deref()
+        .map(|a| format!("{a} "))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  What:   {app}{} to {env} (cluster {}){who}, at {}",
+        story.promoted, story.cluster, story.start
+    );
+    if let Some(p) = &story.pipeline {
+        let name = p.name.as_deref().unwrap_or("pipeline");
+        let run = p
+            .run_id
+            .as_deref()
+            .map(|r| format!(" run {r}"))
+            .unwrap_or_default();
+        let url = p
+            .url
+            .as_deref()
+            .map(|u| format!(" {u}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  CI:     {name}{run}{url}");
+    }
+    if let Some(d) = &story.resolved_digest {
+        let _ = writeln!(out, "  Digest: {d}");
+    }
+    if story.traceability == "missing" {
+        let _ = writeln!(
+            out,
+            "  Traceability: missing — no promotion report or promotion-id annotation explains this change"
+        );
+    }
+    for s in &story.stages {
+        let obj = s
+            .object
+            .as_deref()
+            .map(|o| format!(" {o}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<10} {:>8}{}: {}",
+            s.stage.as_str(),
+            s.outcome,
+            duration(s.start, s.end),
+            obj,
+            s.summary
+        );
+        for e in s.events.iter().take(4) {
+            let _ = writeln!(out, "              · {e}");
+        }
+    }
+    if let Some(d) = &story.divergence {
+        let _ = writeln!(
+            out,
+            "  Divergence: {} — {}: {}",
+            d.stage.as_str(),
+            d.reason,
+            d.message
+        );
+        if let Some(c) = &d.cause {
+            let _ = writeln!(out, "    Cause: {c}");
+        }
+        for e in &d.evidence {
+            let _ = writeln!(out, "    Evidence: {e}");
+        }
+    }
+    if let Some(s) = &story.superseded_by {
+        let _ = writeln!(out, "  Superseded by promotion {s}");
+    }
+    let _ = writeln!(
+        out,
+        "  Took {} (ended {})",
+        duration(story.start, story.end),
+        story.end
+    );
+    match &story.trace_link {
+        Some(link) => {
+            let _ = writeln!(out, "  Trace: {link}");
+        }
+        None => {
+            let _ = writeln!(out, "  Trace: {}", story.trace_id);
+        }
+    }
+    out
+}
