@@ -1242,7 +1242,10 @@ impl Engine {
             attr::EVENT_TYPE,
             if ev.error { "Warning" } else { "Normal" },
         );
-        attrs.set(attr::EVENT_OBJECT, ev.object.to_string());
+        attrs.set(
+            attr::EVENT_OBJECT,
+            format!("{}/{}", ev.object.kind.as_str(), ev.object.name),
+        );
         if !ev.controller.is_empty() {
             attrs.set(attr::EVENT_COMPONENT, ev.controller.clone());
         }
@@ -1263,6 +1266,19 @@ impl Engine {
     ) {
         let horizon = self.now - self.cfg.deadlines.promotion - self.cfg.deadlines.settle;
         let buf = self.events.entry(target).or_default();
+        // Flux controllers write each notification twice: as a core/v1 Event and to
+        // notification-controller. Keep one.
+        let same = |e: &BufferedEvent| {
+            e.record.name == record.name
+                && e.record.attributes.get(attr::EVENT_MESSAGE)
+                    == record.attributes.get(attr::EVENT_MESSAGE)
+                && e.record.attributes.get(attr::EVENT_OBJECT)
+                    == record.attributes.get(attr::EVENT_OBJECT)
+                && e.record.time.duration_since(record.time).abs() <= EVENT_WINDOW_SLACK
+        };
+        if buf.iter().rev().take(32).any(same) {
+            return;
+        }
         while buf.front().is_some_and(|e| e.record.time < horizon) || buf.len() >= EVENTS_PER_OBJECT
         {
             buf.pop_front();
@@ -1523,7 +1539,7 @@ impl Engine {
                     (Some(a), Some(b)) => a == b,
                     _ => true,
                 };
-                if in_window && same_rev && (s.stage != Stage::Apply) {
+                if in_window && same_rev && !matches!(s.stage, Stage::Apply | Stage::Trigger) {
                     s.push_event(e.record.clone());
                 }
             }
@@ -2217,7 +2233,12 @@ fn divergence(
         }
     } else {
         for e in &span.events {
-            if e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning") && evidence.len() < 3 {
+            let repeats =
+                e.attributes.get_str(attr::EVENT_MESSAGE) == Some(failure.message.as_str());
+            if e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning")
+                && !repeats
+                && evidence.len() < 3
+            {
                 evidence.push(format!(
                     "{} {}: {}",
                     e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
@@ -2420,9 +2441,11 @@ fn build_story(
     let stages = spans
         .iter()
         .map(|s| {
+            let failure = s.result.failure().map(|f| f.message.as_str());
             let mut events: Vec<String> = s
                 .events
                 .iter()
+                .filter(|e| e.attributes.get_str(attr::EVENT_MESSAGE) != failure)
                 .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning"))
                 .chain(
                     s.events

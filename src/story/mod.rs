@@ -117,6 +117,15 @@ fn duration(start: Timestamp, end: Timestamp) -> String {
     }
 }
 
+/// Multi-line messages (Flux change sets) on one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Renders the on-call narrative.
 pub fn render(story: &Story) -> String {
     let mut out = String::new();
@@ -134,7 +143,11 @@ pub fn render(story: &Story) -> String {
         .as_deref()
         .map(|a| format!(" by {a}"))
         .unwrap_or_default();
-    let env = story.environment.as_deref().unwrap_or("?");
+    let env = story
+        .environment
+        .as_deref()
+        .map(|e| format!(" to {e}"))
+        .unwrap_or_default();
     let app = story
         .app
         .as_deref()
@@ -142,7 +155,7 @@ pub fn render(story: &Story) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "  What:   {app}{} to {env} (cluster {}){who}, at {}",
+        "  What:   {app}{}{env} (cluster {}){who}, at {}",
         story.promoted, story.cluster, story.start
     );
     if let Some(p) = &story.pipeline {
@@ -181,10 +194,10 @@ pub fn render(story: &Story) -> String {
             s.outcome,
             duration(s.start, s.end),
             obj,
-            s.summary
+            one_line(&s.summary)
         );
         for e in s.events.iter().take(4) {
-            let _ = writeln!(out, "              · {e}");
+            let _ = writeln!(out, "              · {}", one_line(e));
         }
     }
     if let Some(d) = &story.divergence {
@@ -199,7 +212,7 @@ pub fn render(story: &Story) -> String {
             let _ = writeln!(out, "    Cause: {c}");
         }
         for e in &d.evidence {
-            let _ = writeln!(out, "    Evidence: {e}");
+            let _ = writeln!(out, "    Evidence: {}", one_line(e));
         }
     }
     if let Some(s) = &story.superseded_by {
