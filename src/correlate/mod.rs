@@ -135,6 +135,8 @@ struct Promotion {
     reconciles: Vec<Reconcile>,
     rollouts: Vec<StageSpan>,
     superseded_by: Option<(String, TraceId, SpanId)>,
+    /// When a newer promotion took over.
+    superseded_at: Option<Timestamp>,
 }
 
 impl Promotion {
@@ -417,6 +419,7 @@ impl Engine {
             reconciles: Vec::new(),
             rollouts: Vec::new(),
             superseded_by: None,
+            superseded_at: None,
         }
     }
 
@@ -861,7 +864,8 @@ impl Engine {
         let prev = self.deployments.get(&key);
         let first = prev.is_none();
         let prev_gen = prev.map_or(0, |p| p.last.generation);
-        if prev.is_some_and(|p| p.last == obs) {
+        // A re-list repeats the current state; an older generation is a stale observation.
+        if prev.is_some_and(|p| p.last == obs || obs.generation < p.last.generation) {
             return;
         }
         let old_manager = prev.and_then(|p| p.last.manager.clone());
@@ -1403,7 +1407,7 @@ impl Engine {
                 t = t.min(end + d.reconcile);
             }
         }
-        if p.spans().all(|s| !s.is_open()) {
+        if p.spans().all(|s| !s.is_open()) && verdict_due(p) {
             if let Some(last) = p.spans().filter_map(|s| s.end).max() {
                 t = t.min(last + d.settle);
             }
@@ -1496,9 +1500,7 @@ impl Engine {
             }
             return;
         };
-        let failed = p.spans().any(|s| s.result.failure().is_some());
-        let delivered = !p.reconciles.is_empty() || (!p.expect_source && !p.rollouts.is_empty());
-        if (failed || delivered) && last + d.settle <= now {
+        if verdict_due(p) && last + d.settle <= now {
             self.verdict(id, out);
         }
     }
@@ -1514,6 +1516,7 @@ impl Engine {
             }
         }
         p.superseded_by = Some((newer.id.clone(), newer.trace_id, newer.root));
+        p.superseded_at = Some(at);
         self.verdict(old, out);
     }
 
@@ -1603,13 +1606,16 @@ impl Engine {
         let end = p
             .spans()
             .filter_map(|s| s.end)
+            .chain(p.superseded_at)
             .max()
             .unwrap_or(p.start)
             .max(start);
         let cluster = self.cfg.cluster.clone();
 
         let mut stage_spans: Vec<&StageSpan> = p.spans().collect();
-        stage_spans.sort_by_key(|s| (s.stage, s.start, s.span_id));
+        stage_spans.sort_by(|a, b| {
+            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
+        });
         for s in &stage_spans {
             out.push(Output::Span(stage_record(&p, s, &cluster)));
         }
@@ -1832,6 +1838,14 @@ fn claim_trigger(
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }
     p.trigger = Some(s);
+}
+
+/// Nothing more is expected once a stage failed, or once the revision was applied (or, for a
+/// promotion no report announced, once its rollouts ended): only the settle period remains.
+fn verdict_due(p: &Promotion) -> bool {
+    let failed = p.spans().any(|s| s.result.failure().is_some());
+    let delivered = !p.reconciles.is_empty() || (!p.expect_source && !p.rollouts.is_empty());
+    failed || delivered || p.superseded_by.is_some()
 }
 
 fn sources_done(p: &Promotion) -> Option<Timestamp> {
