@@ -129,6 +129,9 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     if d.is_negative() {
         return Err("a duration cannot be negative".into());
     }
+    if d > SignedDuration::from_hours(24 * 366) {
+        return Err("a duration cannot exceed a year".into());
+    }
     Ok(d)
 }
 

@@ -19,6 +19,19 @@ pub const FLUX_EVENT_PROMOTION_KEY: &str = "event.toolkit.fluxcd.io/promotion-id
 /// The annotation a Receiver (or `flux reconcile`) sets to request a reconcile.
 pub const REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
 
+/// Timestamps from outside are kept within years 1970..9000, and durations within a year, so
+/// that no deadline arithmetic can overflow on hostile input (jiff panics on overflow).
+pub fn sane_time(t: Timestamp) -> Timestamp {
+    let lo = Timestamp::UNIX_EPOCH;
+    let hi = Timestamp::from_second(221_845_392_000).unwrap_or(Timestamp::MAX); // 9000-01-01
+    t.clamp(lo, hi)
+}
+
+/// See [`sane_time`].
+pub fn sane_duration(d: SignedDuration) -> SignedDuration {
+    d.clamp(SignedDuration::ZERO, SignedDuration::from_hours(24 * 366))
+}
+
 /// The kinds of object the engine understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Kind {

@@ -1390,29 +1390,29 @@ impl Engine {
         self.wake = wake;
     }
 
-    /// The earliest time at which something can change for `p` without a new observation.
+    /// The earliest time after now at which something can change for `p` without a new
+    /// observation (anything due by now was handled when `check` ran).
     fn wake_of(&self, p: &Promotion) -> Timestamp {
         let d = &self.cfg.deadlines;
-        let mut t = p.deadline;
-        for s in p.spans() {
-            if s.is_open() {
-                t = t.min(s.deadline);
-            }
-        }
+        let mut due = vec![p.deadline];
+        due.extend(p.spans().filter(|s| s.is_open()).map(|s| s.deadline));
         if p.expect_source && p.sources.is_empty() {
-            t = t.min(p.start + d.source);
+            due.push(p.start + d.source);
         }
         if let Some(end) = sources_done(p) {
             if p.reconciles.is_empty() {
-                t = t.min(end + d.reconcile);
+                due.push(end + d.reconcile);
             }
         }
         if p.spans().all(|s| !s.is_open()) && verdict_due(p) {
             if let Some(last) = p.spans().filter_map(|s| s.end).max() {
-                t = t.min(last + d.settle);
+                due.push(last + d.settle);
             }
         }
-        t
+        due.into_iter()
+            .filter(|t| *t > self.now)
+            .min()
+            .unwrap_or(self.now + d.settle)
     }
 
     fn prune(&mut self, now: Timestamp) {
@@ -1491,13 +1491,44 @@ impl Engine {
                 }
             }
         }
+        if p.deadline <= now {
+            // Past its own deadline a promotion gets its verdict, whatever is missing; the
+            // first stage never seen is where it diverged.
+            if !verdict_due(p) {
+                let (stage, reason) = if p.sources.is_empty() {
+                    (Stage::Source, "RevisionNotFound")
+                } else {
+                    (Stage::Reconcile, "ReconcileNotStarted")
+                };
+                let deadline = p.deadline;
+                let mut s = placeholder(p, stage, &cluster, p.start, deadline);
+                s.time_out(
+                    reason,
+                    format!(
+                        "no {} observed within the promotion deadline ({})",
+                        stage.as_str(),
+                        fmt_dur(d.promotion)
+                    ),
+                    stage,
+                );
+                if stage == Stage::Source {
+                    p.sources.push(s);
+                } else {
+                    p.reconciles.push(Reconcile {
+                        revision: String::new(),
+                        span: s,
+                        apply: None,
+                        seen: true,
+                    });
+                }
+            }
+            self.verdict(id, out);
+            return;
+        }
         if p.spans().any(StageSpan::is_open) {
             return;
         }
         let Some(last) = p.spans().filter_map(|s| s.end).max() else {
-            if p.deadline <= now {
-                self.verdict(id, out);
-            }
             return;
         };
         if verdict_due(p) && last + d.settle <= now {
@@ -2515,3 +2546,24 @@ fn build_story(
 
 #[cfg(test)]
 mod tests;
+impl Engine {
+    #[doc(hidden)]
+    pub fn debug_open(&self) -> Vec<String> {
+        self.open
+            .values()
+            .map(|p| {
+                format!(
+                    "{} start={} deadline={} spans={:?} wake={:?} now={}",
+                    p.id,
+                    p.start,
+                    p.deadline,
+                    p.spans()
+                        .map(|s| (s.stage, s.start, s.end, s.deadline, s.result.outcome()))
+                        .collect::<Vec<_>>(),
+                    self.wake,
+                    self.now
+                )
+            })
+            .collect()
+    }
+}

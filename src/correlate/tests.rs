@@ -1084,3 +1084,29 @@ fn a_report_repeated_fills_gaps_but_never_rewrites() {
         1
     );
 }
+
+#[test]
+fn a_promotion_named_only_by_an_event_that_nothing_delivers_times_out_at_its_deadline() {
+    let mut r = Run::new();
+    r.feed(
+        6,
+        EventBody::FluxEvent(FluxEventObs {
+            object: ObjectRef::new(Kind::Kustomization, "flux-system", "apps"),
+            error: false,
+            time: t(6),
+            reason: "Progressing".into(),
+            message: "Deployment/apps/podinfo configured".into(),
+            revision: Some(format!("main@sha1:{SHA}")),
+            promotion_id: Some("P-lost".into()),
+            controller: "kustomize-controller".into(),
+        }),
+    )
+    .finish();
+    let s = r.story("P-lost");
+    assert_eq!(s.outcome, Outcome::TimedOut);
+    assert_eq!(s.divergence.as_ref().map(|d| d.stage), Some(Stage::Source));
+    assert_eq!(
+        r.span("P-lost", "promotion").end,
+        t(6) + SignedDuration::from_mins(60)
+    );
+}

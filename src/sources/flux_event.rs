@@ -64,7 +64,7 @@ pub fn decode(json: &str) -> Result<Option<FluxEventObs>, FluxEventError> {
         .name
         .filter(|k| !k.is_empty())
         .ok_or(FluxEventError::Missing("involvedObject.name"))?;
-    let time = raw.timestamp.ok_or(FluxEventError::Missing("timestamp"))?;
+    let time = crate::model::sane_time(raw.timestamp.ok_or(FluxEventError::Missing("timestamp"))?);
     let Some(kind) = Kind::parse(&kind) else {
         return Ok(None);
     };

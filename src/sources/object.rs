@@ -12,8 +12,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 use crate::model::{
-    CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind, KubeEventObs, Marks,
-    ObjectRef, ReconcilerObs, ReplicaSetObs, SourceObs, PROMOTION_ANNOTATION,
+    sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
+    KubeEventObs, Marks, ObjectRef, ReconcilerObs, ReplicaSetObs, SourceObs, PROMOTION_ANNOTATION,
     REQUESTED_AT_ANNOTATION, TRACEPARENT_ANNOTATION,
 };
 
@@ -232,8 +232,8 @@ fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
             type_: c.type_,
             reason: c.reason.unwrap_or_default(),
             message: c.message.unwrap_or_default(),
-            last_transition: c.last_transition_time,
-            last_update: c.last_update_time,
+            last_transition: c.last_transition_time.map(sane_time),
+            last_update: c.last_update_time.map(sane_time),
         })
         .collect()
 }
@@ -253,6 +253,7 @@ fn marks(meta: &mut Meta) -> Marks {
 
 fn duration(s: Option<&str>) -> Option<SignedDuration> {
     s.and_then(|s| s.trim().parse::<SignedDuration>().ok())
+        .map(sane_duration)
 }
 
 fn cross_ref(
@@ -331,7 +332,7 @@ fn source(mut obj: KubeObject, object: ObjectRef, uid: String) -> SourceObs {
         url: spec.url,
         ref_tag: spec.ref_.and_then(|r| r.tag),
         revision: artifact.revision.take(),
-        artifact_updated: artifact.last_update_time,
+        artifact_updated: artifact.last_update_time.map(sane_time),
         origin_revision: take_annotation(
             &mut artifact.metadata,
             "org.opencontainers.image.revision",
@@ -367,8 +368,8 @@ fn reconciler(mut obj: KubeObject, object: ObjectRef, uid: String) -> Reconciler
         .filter_map(|mut h| {
             Some(HistoryEntry {
                 revision: take_annotation(&mut h.metadata, "revision")?,
-                first_reconciled: h.first_reconciled,
-                last_reconciled: h.last_reconciled,
+                first_reconciled: h.first_reconciled.map(sane_time),
+                last_reconciled: h.last_reconciled.map(sane_time),
                 last_duration: duration(h.last_reconciled_duration.as_deref()),
                 last_status: h.last_reconciled_status.unwrap_or_default(),
             })
@@ -429,7 +430,7 @@ fn deployment(mut obj: KubeObject, object: ObjectRef, uid: String) -> Deployment
         progress_deadline: SignedDuration::from_secs(
             spec.progress_deadline_seconds
                 .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
-                .clamp(0, i64::from(u32::MAX)),
+                .clamp(0, 366 * 24 * 3600),
         ),
         manager: manager(obj.metadata.labels.as_ref()),
         images,
@@ -450,7 +451,7 @@ fn replica_set(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReplicaSe
     ReplicaSetObs {
         uid,
         deployment,
-        created: obj.metadata.creation_timestamp,
+        created: obj.metadata.creation_timestamp.map(sane_time),
         revision: take_annotation(
             &mut obj.metadata.annotations,
             "deployment.kubernetes.io/revision",
@@ -509,7 +510,8 @@ fn kube_event(mut obj: KubeObject) -> Result<EventBody, ObjectError> {
             .last_timestamp
             .or(obj.event_time)
             .or(obj.first_timestamp)
-            .or(obj.metadata.creation_timestamp),
+            .or(obj.metadata.creation_timestamp)
+            .map(sane_time),
         count: obj.count.unwrap_or(1),
         component: obj
             .reporting_component

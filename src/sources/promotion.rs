@@ -43,6 +43,7 @@ pub fn decode(json: &str) -> Result<PromotionReport, ReportError> {
 /// Checks the required fields and the formats of revision, digest and traceparent.
 pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportError> {
     report.id = report.id.trim().to_string();
+    report.time = report.time.map(crate::model::sane_time);
     report.environment = report.environment.trim().to_string();
     if report.id.is_empty() {
         return Err(ReportError::Missing("id"));

@@ -93,6 +93,7 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
     let at = raw.at.ok_or(LineError::Missing("at"))?;
     let at: Timestamp = serde_json::from_str(at.get())
         .map_err(|_| LineError::BadTime(at.get().chars().take(64).collect()))?;
+    let at = crate::model::sane_time(at);
     let kind = raw.kind.ok_or(LineError::Missing("kind"))?;
     let body = match kind {
         "watch" => {
