@@ -19,7 +19,7 @@ fn mutate(v: &mut Value, pick: u64, new: Value) {
             let k = keys[(pick % keys.len() as u64) as usize].clone();
             let rest = pick / 7;
             match m.get_mut(&k) {
-                Some(child) if rest % 3 != 0 => mutate(child, rest, new),
+                Some(child) if !rest.is_multiple_of(3) => mutate(child, rest, new),
                 _ => {
                     m.insert(k, new);
                 }
@@ -28,7 +28,7 @@ fn mutate(v: &mut Value, pick: u64, new: Value) {
         Value::Array(a) if !a.is_empty() => {
             let i = (pick % a.len() as u64) as usize;
             let rest = pick / 5;
-            if rest % 3 != 0 {
+            if !rest.is_multiple_of(3) {
                 mutate(&mut a[i], rest, new);
             } else {
                 a[i] = new;

@@ -293,7 +293,7 @@ impl Engine {
         self.now = self.now.max(at);
         match ev.body {
             EventBody::Promotion(r) => self.on_promotion(at, r, &mut out),
-            EventBody::Source(s) => self.on_source(at, s, &mut out),
+            EventBody::Source(s) => self.on_source(at, s),
             EventBody::Reconciler(r) => self.on_reconciler(at, r, &mut out),
             EventBody::Deployment(d) => self.on_deployment(at, d),
             EventBody::ReplicaSet(rs) => self.on_replicaset(rs),
@@ -463,12 +463,12 @@ impl Engine {
         let (srcs, recs): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.kind.is_source());
         for o in srcs {
             if let Some(obs) = self.sources.get(&o).and_then(|s| s.last.clone()) {
-                self.correlate_source(at, &obs, out);
+                self.correlate_source(at, &obs);
             }
         }
         for o in recs {
             if let Some(obs) = self.reconcilers.get(&o).and_then(|s| s.last.clone()) {
-                self.correlate_reconciler(at, &obs, false, out);
+                self.correlate_reconciler(at, &obs, out);
             }
         }
     }
@@ -481,7 +481,7 @@ impl Engine {
 
     // ---- sources ------------------------------------------------------------------------
 
-    fn on_source(&mut self, at: Timestamp, obs: SourceObs, out: &mut Vec<Output>) {
+    fn on_source(&mut self, at: Timestamp, obs: SourceObs) {
         let st = self.sources.entry(obs.object.clone()).or_default();
         update_trigger(&mut st.trigger, &obs.requested_at, &obs.last_handled, at);
         let old_rev = st.last.as_ref().and_then(|l| l.revision.clone());
@@ -498,10 +498,10 @@ impl Engine {
         if unchanged {
             return; // a re-list: nothing new
         }
-        self.correlate_source(at, &obs, out);
+        self.correlate_source(at, &obs);
     }
 
-    fn correlate_source(&mut self, at: Timestamp, obs: &SourceObs, out: &mut Vec<Output>) {
+    fn correlate_source(&mut self, at: Timestamp, obs: &SourceObs) {
         let named = obs
             .artifact_promotion_id
             .clone()
@@ -524,13 +524,13 @@ impl Engine {
             (None, None) => None,
         };
         match pid {
-            Some(pid) if self.open.contains_key(&pid) => self.join_source(at, &pid, obs, out),
+            Some(pid) if self.open.contains_key(&pid) => self.join_source(at, &pid, obs),
             Some(_) => {}
             None => self.source_candidate(at, obs),
         }
     }
 
-    fn join_source(&mut self, at: Timestamp, pid: &str, obs: &SourceObs, out: &mut Vec<Output>) {
+    fn join_source(&mut self, at: Timestamp, pid: &str, obs: &SourceObs) {
         if let Some(rev) = &obs.revision {
             let keys = revision::lookup_keys(rev);
             self.add_keys(pid, keys);
@@ -608,7 +608,6 @@ impl Engine {
             let summary = format!("stored artifact for revision {rev}");
             span.finish(end, StageResult::Succeeded, summary);
         }
-        let _ = out;
     }
 
     /// A source that has not (yet) produced the promoted revision: an OCIRepository following
@@ -698,16 +697,10 @@ impl Engine {
         if unchanged {
             return;
         }
-        self.correlate_reconciler(at, &obs, true, out);
+        self.correlate_reconciler(at, &obs, out);
     }
 
-    fn correlate_reconciler(
-        &mut self,
-        at: Timestamp,
-        obs: &ReconcilerObs,
-        live: bool,
-        out: &mut Vec<Output>,
-    ) {
+    fn correlate_reconciler(&mut self, at: Timestamp, obs: &ReconcilerObs, out: &mut Vec<Output>) {
         let Some(rev) = obs.last_attempted.clone() else {
             return;
         };
@@ -839,7 +832,6 @@ impl Engine {
             evaluate_kustomization(r, obs, at, first);
         }
         let reconcile_start = r.span.start;
-        let _ = live;
         // Rollouts of Deployments this reconciler applied that started before we knew.
         let managed: Vec<ObjectRef> = self
             .managed
@@ -1728,11 +1720,8 @@ fn merge_report(p: &mut Promotion, r: PromotionReport) {
         }
         (a, b) => a.or(b),
     };
-    // The trace id is fixed once spans may have been derived from it: a later traceparent
-    // cannot move the promotion to another trace.
-    if p.report.as_ref().is_some_and(|c| c.traceparent.is_none()) && p.ci_parent.is_none() {
-        // keep the derived trace id
-    }
+    // The trace id and the CI parent were fixed when the promotion opened: a later
+    // traceparent cannot move spans already derived to another trace.
     if p.commit.is_none() {
         p.commit = p
             .report
@@ -1994,9 +1983,7 @@ fn image_attrs(a: &mut Attributes, images: &[String]) {
     let Some(image) = images.first() else {
         return;
     };
-    let (name, digest) = image
-        .split_once('@')
-        .map_or((image.as_str(), None), |(n, d)| (n, Some(d)));
+    let name = image.split_once('@').map_or(image.as_str(), |(n, _)| n);
     // A tag follows the last ':' after the last '/' (a registry port is not a tag).
     let slash = name.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match name[slash..].rfind(':') {
@@ -2007,7 +1994,6 @@ fn image_attrs(a: &mut Attributes, images: &[String]) {
     if let Some(t) = tag {
         a.set(attr::CONTAINER_IMAGE_TAGS, vec![t.to_string()]);
     }
-    let _ = digest;
 }
 
 fn replicaset_in(message: &str) -> Option<&str> {

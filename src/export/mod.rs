@@ -19,7 +19,7 @@ use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 
-use crate::trace::{attr, AttrValue, Attributes, SpanRecord, SpanStatus};
+use crate::trace::{attr, AttrValue, Attributes, SpanRecord, SpanStatus, Stage};
 
 /// Why export failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +60,22 @@ pub struct ExportSettings {
 
 /// The endpoint export would use, or `None` when nothing configures one.
 pub fn configured_endpoint(explicit: Option<&str>) -> Option<String> {
+    // An empty source counts as unset and the next one decides, as in opentelemetry-otlp: an
+    // empty OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must not hide OTEL_EXPORTER_OTLP_ENDPOINT.
+    let set = |e: String| (!e.trim().is_empty()).then_some(e);
     explicit
         .map(str::to_string)
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
-        .filter(|e| !e.trim().is_empty())
+        .and_then(set)
+        .or_else(|| {
+            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .ok()
+                .and_then(set)
+        })
+        .or_else(|| {
+            std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .and_then(set)
+        })
 }
 
 /// Sends span records over OTLP/gRPC, one exporter (one resource) per `service.name`.
@@ -94,7 +105,7 @@ impl Exporter {
         if !self.exporters.contains_key(service) {
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_timeout(self.settings.timeout);
+                .with_timeout(std::time::Duration::from_secs(10));
             if let Some(e) = &self.settings.endpoint {
                 b = b.with_endpoint(e.clone());
             }
@@ -102,7 +113,7 @@ impl Exporter {
                 opentelemetry_otlp::RetryPolicy::recommended()
                     .with_max_retries(self.settings.retries),
             );
-            if self.settings.gzip {
+            if !self.settings.gzip {
                 b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
             }
             let mut exporter = b.build().map_err(|e| ExportError::Build {
@@ -241,7 +252,10 @@ pub fn to_span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
         parent_span_id: r
             .parent_span_id
             .map_or(OtelSpanId::INVALID, |p| OtelSpanId::from_bytes(p.0)),
-        parent_span_is_remote: false,
+        // The one parent outside fluxtrace is the CI span a promotion root continues
+        // (its traceparent); OTLP flags say so, so that backends do not look for it here.
+        parent_span_is_remote: r.parent_span_id.is_some()
+            && r.stage() == Some(Stage::Promotion.as_str()),
         span_kind: SpanKind::Internal,
         name: Cow::Borrowed(r.name),
         start_time: system_time(r.start),
