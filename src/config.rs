@@ -82,9 +82,9 @@ pub struct OtlpArgs {
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). With neither, nothing is exported.
     #[arg(long, global = true, env = "FLUXTRACE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// Per-request export timeout.
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_OTLP_TIMEOUT")]
-    pub otlp_timeout: SignedDuration,
+    /// Per-request export timeout [default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s].
+    #[arg(long, global = true, value_parser = parse_duration, env = "FLUXTRACE_OTLP_TIMEOUT")]
+    pub otlp_timeout: Option<SignedDuration>,
     /// Retries of a failed export request (exponential backoff).
     #[arg(
         long,
@@ -93,7 +93,8 @@ pub struct OtlpArgs {
         env = "FLUXTRACE_OTLP_RETRIES"
     )]
     pub otlp_retries: usize,
-    /// Send uncompressed (gzip is the default).
+    /// Send uncompressed (gzip is the default unless OTEL_EXPORTER_OTLP_COMPRESSION says
+    /// otherwise).
     #[arg(long, global = true, env = "FLUXTRACE_OTLP_NO_GZIP")]
     pub otlp_no_gzip: bool,
 }
@@ -152,8 +153,26 @@ impl Global {
         }
     }
 
-    pub fn export_timeout(&self) -> Duration {
-        Duration::try_from(self.otlp.otlp_timeout).unwrap_or(Duration::from_secs(10))
+    /// The export timeout given on the command line, if any.
+    pub fn export_timeout(&self) -> Option<Duration> {
+        self.otlp
+            .otlp_timeout
+            .and_then(|t| Duration::try_from(t).ok())
+    }
+
+    /// gzip unless turned off here, or unless the standard variables choose.
+    pub fn export_gzip(&self) -> Option<bool> {
+        let env_chooses = [
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()));
+        match (self.otlp.otlp_no_gzip, env_chooses) {
+            (true, _) => Some(false),
+            (false, true) => None,
+            (false, false) => Some(true),
+        }
     }
 }
 

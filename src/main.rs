@@ -133,7 +133,7 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
         endpoint: g.otlp.otlp_endpoint.clone(),
         cluster: g.cluster_name.clone(),
         timeout: g.export_timeout(),
-        gzip: !g.otlp.otlp_no_gzip,
+        gzip: g.export_gzip(),
         retries: g.otlp.otlp_retries,
     };
     let result = runtime.block_on(async move {

@@ -179,6 +179,8 @@ impl Promotion {
 struct TriggerDraft {
     value: String,
     start: Timestamp,
+    /// The controller's own record of starting work after the request.
+    working: Option<Timestamp>,
     handled: Option<Timestamp>,
     claimed: bool,
 }
@@ -243,6 +245,8 @@ pub struct Engine {
     /// Revision key → sources and reconcilers currently at that revision.
     at_revision: HashMap<String, BTreeSet<ObjectRef>>,
     deployments: HashMap<ObjectRef, DeploymentState>,
+    /// Deployments with a rollout no promotion has claimed yet.
+    unclaimed: BTreeSet<ObjectRef>,
     /// Reconciler → the Deployments it applied.
     managed: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
     replicasets: HashMap<(String, String), RsInfo>,
@@ -250,6 +254,7 @@ pub struct Engine {
     seen_events: HashMap<String, (i64, Timestamp)>,
     now: Timestamp,
     wake: Option<Timestamp>,
+    pruned: Timestamp,
     touched: BTreeSet<String>,
 }
 
@@ -268,11 +273,13 @@ impl Engine {
             at_revision: HashMap::new(),
             deployments: HashMap::new(),
             managed: HashMap::new(),
+            unclaimed: BTreeSet::new(),
             replicasets: HashMap::new(),
             events: HashMap::new(),
             seen_events: HashMap::new(),
             now: Timestamp::UNIX_EPOCH,
             wake: None,
+            pruned: Timestamp::UNIX_EPOCH,
             touched: BTreeSet::new(),
         }
     }
@@ -483,7 +490,13 @@ impl Engine {
 
     fn on_source(&mut self, at: Timestamp, obs: SourceObs) {
         let st = self.sources.entry(obs.object.clone()).or_default();
-        update_trigger(&mut st.trigger, &obs.requested_at, &obs.last_handled, at);
+        update_trigger(
+            &mut st.trigger,
+            &obs.requested_at,
+            &obs.last_handled,
+            &obs.conditions,
+            at,
+        );
         let old_rev = st.last.as_ref().and_then(|l| l.revision.clone());
         if old_rev != obs.revision {
             reindex(
@@ -682,7 +695,13 @@ impl Engine {
 
     fn on_reconciler(&mut self, at: Timestamp, obs: ReconcilerObs, out: &mut Vec<Output>) {
         let st = self.reconcilers.entry(obs.object.clone()).or_default();
-        update_trigger(&mut st.trigger, &obs.requested_at, &obs.last_handled, at);
+        update_trigger(
+            &mut st.trigger,
+            &obs.requested_at,
+            &obs.last_handled,
+            &obs.conditions,
+            at,
+        );
         let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.clone());
         if old_rev != obs.last_attempted {
             reindex(
@@ -929,6 +948,7 @@ impl Engine {
                 generation: obs.generation,
                 owner: RolloutOwner::Unclaimed(Box::new(span)),
             });
+            self.unclaimed.insert(key.clone());
             if let Some(pid) = self.rollout_claimant(&obs, at) {
                 self.claim_rollout(&key, &pid);
             }
@@ -975,6 +995,7 @@ impl Engine {
             rollout.owner = owner;
             return;
         };
+        self.unclaimed.remove(dep);
         span.span_id = span_id_for(
             pid,
             Stage::Rollout,
@@ -1064,6 +1085,7 @@ impl Engine {
 
     /// A rollout that ended with no promotion to explain it becomes its own trace.
     fn untraced(&mut self, key: &ObjectRef) {
+        self.unclaimed.remove(key);
         let cluster = self.cfg.cluster.clone();
         let Some((generation, uid, start)) = self.deployments.get(key).and_then(|d| {
             let r = d.rollout.as_ref()?;
@@ -1112,6 +1134,7 @@ impl Engine {
     fn on_deleted(&mut self, o: &ObjectRef) {
         match o.kind {
             Kind::Deployment => {
+                self.unclaimed.remove(o);
                 if let Some(st) = self.deployments.remove(o) {
                     if let Some(m) = st.last.manager {
                         if let Some(set) = self.managed.get_mut(&m) {
@@ -1335,13 +1358,15 @@ impl Engine {
 
     fn expire_unclaimed(&mut self, now: Timestamp) {
         let expired: Vec<ObjectRef> = self
-            .deployments
+            .unclaimed
             .iter()
-            .filter(|(_, d)| {
-                matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
-                    if s.is_open() && s.deadline <= now)
+            .filter(|k| {
+                self.deployments.get(*k).is_some_and(|d| {
+                    matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
+                        if s.is_open() && s.deadline <= now)
+                })
             })
-            .map(|(k, _)| k.clone())
+            .cloned()
             .collect();
         for key in expired {
             if let Some(Rollout {
@@ -1368,7 +1393,11 @@ impl Engine {
         for p in self.open.values() {
             min(self.wake_of(p));
         }
-        for d in self.deployments.values() {
+        for d in self
+            .unclaimed
+            .iter()
+            .filter_map(|k| self.deployments.get(k))
+        {
             if let Some(Rollout {
                 owner: RolloutOwner::Unclaimed(s),
                 ..
@@ -1408,6 +1437,10 @@ impl Engine {
     }
 
     fn prune(&mut self, now: Timestamp) {
+        if now < self.pruned + SignedDuration::from_mins(1) {
+            return;
+        }
+        self.pruned = now;
         let horizon = now - self.cfg.deadlines.promotion - self.cfg.deadlines.settle;
         self.seen_events.retain(|_, (_, t)| *t >= horizon);
         self.events.retain(|_, buf| {
@@ -1419,8 +1452,8 @@ impl Engine {
     }
 
     fn check(&mut self, id: &str, now: Timestamp, out: &mut Vec<Output>) {
-        let d = self.cfg.deadlines.clone();
-        let cluster = self.cfg.cluster.clone();
+        let d = &self.cfg.deadlines;
+        let cluster = &self.cfg.cluster;
         let Some(p) = self.open.get_mut(id) else {
             return;
         };
@@ -1435,7 +1468,7 @@ impl Engine {
         if p.expect_source && p.sources.is_empty() && p.start + d.source <= now {
             let what = p.commit.clone().or(p.digest.clone()).unwrap_or_default();
             let start = p.start;
-            let mut s = placeholder(p, Stage::Source, &cluster, start, start + d.source);
+            let mut s = placeholder(p, Stage::Source, cluster, start, start + d.source);
             s.attrs.set(attr::FLUX_REVISION, what.clone());
             s.time_out(
                 "RevisionNotFound",
@@ -1454,7 +1487,7 @@ impl Engine {
                     .iter()
                     .find_map(|s| s.attrs.get_str(attr::FLUX_REVISION).map(str::to_string))
                     .unwrap_or_default();
-                let mut span = placeholder(p, Stage::Reconcile, &cluster, end, end + d.reconcile);
+                let mut span = placeholder(p, Stage::Reconcile, cluster, end, end + d.reconcile);
                 span.attrs.set(attr::FLUX_REVISION, rev.clone());
                 span.time_out(
                     "ReconcileNotStarted",
@@ -1493,7 +1526,7 @@ impl Engine {
                     (Stage::Reconcile, "ReconcileNotStarted")
                 };
                 let deadline = p.deadline;
-                let mut s = placeholder(p, stage, &cluster, p.start, deadline);
+                let mut s = placeholder(p, stage, cluster, p.start, deadline);
                 s.time_out(
                     reason,
                     format!(
@@ -1788,10 +1821,15 @@ fn reindex(
     }
 }
 
+/// Follows a reconcile request on one object: requested when a new
+/// `reconcile.fluxcd.io/requestedAt` value appears, handled when the controller started working
+/// on it (its `Reconciling`/`Ready=Unknown` transition) or, failing that, when
+/// `status.lastHandledReconcileAt` shows the same string.
 fn update_trigger(
     draft: &mut Option<TriggerDraft>,
     requested: &Option<String>,
     handled: &Option<String>,
+    conditions: &[crate::model::Condition],
     at: Timestamp,
 ) {
     if let Some(value) = requested {
@@ -1801,15 +1839,28 @@ fn update_trigger(
             *draft = Some(TriggerDraft {
                 value: value.clone(),
                 start: at,
+                working: None,
                 handled: None,
                 claimed: false,
             });
         }
     }
-    if let Some(d) = draft.as_mut() {
-        if d.handled.is_none() && handled.as_deref() == Some(d.value.as_str()) {
-            d.handled = Some(at);
-        }
+    let Some(d) = draft.as_mut() else {
+        return;
+    };
+    if d.handled.is_some() {
+        return;
+    }
+    if d.working.is_none() {
+        let busy = condition(conditions, "Reconciling")
+            .filter(|c| c.status == CondStatus::True)
+            .or_else(|| condition(conditions, "Ready").filter(|c| c.status == CondStatus::Unknown));
+        d.working = busy
+            .and_then(|c| c.last_transition)
+            .filter(|t| *t >= d.start && *t <= at);
+    }
+    if handled.as_deref() == Some(d.value.as_str()) {
+        d.handled = Some(d.working.unwrap_or(at).min(at));
     }
 }
 

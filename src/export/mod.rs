@@ -51,9 +51,12 @@ pub struct ExportSettings {
     pub endpoint: Option<String>,
     /// `k8s.cluster.name` on every resource.
     pub cluster: String,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    pub gzip: bool,
+    /// Per-request timeout; `None` leaves it to `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` (10 s
+    /// when unset).
+    pub timeout: Option<Duration>,
+    /// `Some(true)`: gzip; `Some(false)`: uncompressed; `None` leaves it to
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION`.
+    pub gzip: Option<bool>,
     /// Retries of a failed request, with exponential backoff (0 in tests).
     pub retries: usize,
 }
@@ -103,9 +106,10 @@ impl Exporter {
         service: &'static str,
     ) -> Result<&mut opentelemetry_otlp::SpanExporter, ExportError> {
         if !self.exporters.contains_key(service) {
-            let mut b = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_timeout(std::time::Duration::from_secs(10));
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(t) = self.settings.timeout {
+                b = b.with_timeout(t);
+            }
             if let Some(e) = &self.settings.endpoint {
                 b = b.with_endpoint(e.clone());
             }
@@ -113,7 +117,7 @@ impl Exporter {
                 opentelemetry_otlp::RetryPolicy::recommended()
                     .with_max_retries(self.settings.retries),
             );
-            if !self.settings.gzip {
+            if self.settings.gzip == Some(true) {
                 b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
             }
             let mut exporter = b.build().map_err(|e| ExportError::Build {
