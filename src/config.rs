@@ -3,6 +3,7 @@
 //! The OTLP destination additionally honours the standard `OTEL_EXPORTER_OTLP_*` variables
 //! (endpoint, headers, timeout, compression), read by the exporter itself.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,34 @@ pub enum Command {
     /// Replay recordings (JSON Lines) through the engine: export the traces over OTLP and print
     /// waterfall and story for each promotion.
     Replay(ReplayArgs),
+    /// Run the agent: watch the cluster, correlate, export over OTLP; serve health and metrics.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the HTTP server (/healthz, /readyz, /metrics, and the intake API).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FLUXTRACE_LISTEN")]
+    pub listen: SocketAddr,
+    /// Namespaces to watch (repeat, or separate with commas); every namespace when none.
+    #[arg(
+        long = "namespace",
+        value_delimiter = ',',
+        env = "FLUXTRACE_NAMESPACES"
+    )]
+    pub namespaces: Vec<String>,
+    /// Label selector for the Deployments and ReplicaSets to follow (e.g. `team=shop`).
+    #[arg(long, env = "FLUXTRACE_WORKLOAD_SELECTOR")]
+    pub workload_selector: Option<String>,
+    /// Do not watch a cluster (only the intake API feeds the engine).
+    #[arg(long, env = "FLUXTRACE_NO_WATCH")]
+    pub no_watch: bool,
+    /// Time allowed for a graceful shutdown (stop sources, drain, flush).
+    #[arg(long, default_value = "20s", value_parser = parse_duration, env = "FLUXTRACE_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: SignedDuration,
+    /// Capacity of the queue in front of the engine.
+    #[arg(long, default_value_t = 4096, env = "FLUXTRACE_QUEUE")]
+    pub queue: usize,
 }
 
 #[derive(Debug, Args)]

@@ -29,9 +29,12 @@
 //! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
 //! - [`config`]: command-line configuration.
 
+pub mod admin;
+pub mod agent;
 pub mod config;
 pub mod correlate;
 pub mod export;
+pub mod metrics;
 pub mod model;
 pub mod replay;
 pub mod revision;

@@ -5,11 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs};
+use std::sync::Arc;
+
+use fluxtrace::admin::{self, Readiness};
+use fluxtrace::agent::{Agent, AgentConfig};
+use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs, RunArgs};
 use fluxtrace::export::{configured_endpoint, ExportSettings, Exporter};
+use fluxtrace::metrics::Metrics;
 use fluxtrace::replay::{self, Replay};
 use fluxtrace::story;
 use fluxtrace::trace::SpanRecord;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +25,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -30,6 +37,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Run(args) = &cli.command {
+        return run_agent(&cli.global, args);
+    }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let output: &OutputArgs = match &cli.command {
         Command::Demo(o) => {
@@ -38,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             o
         }
+        Command::Run(_) => unreachable!("handled above"),
         Command::Replay(r) => {
             for f in &r.files {
                 let text = std::fs::read_to_string(f)
@@ -129,12 +140,8 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let settings = ExportSettings {
-        endpoint: g.otlp.otlp_endpoint.clone(),
-        cluster: g.cluster_name.clone(),
-        timeout: g.export_timeout(),
-        gzip: g.export_gzip(),
-        retries: g.otlp.otlp_retries,
+    let Some(settings) = export_settings(g) else {
+        return Ok(());
     };
     let result = runtime.block_on(async move {
         let mut exporter = Exporter::new(settings);
@@ -157,5 +164,115 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
                 errors.first().map(ToString::to_string).unwrap_or_default()
             )
         }
+    }
+}
+
+fn export_settings(g: &Global) -> Option<ExportSettings> {
+    configured_endpoint(g.otlp.otlp_endpoint.as_deref())?;
+    Some(ExportSettings {
+        endpoint: g.otlp.otlp_endpoint.clone(),
+        cluster: g.cluster_name.clone(),
+        timeout: g.export_timeout(),
+        gzip: g.export_gzip(),
+        retries: g.otlp.otlp_retries,
+    })
+}
+
+/// `fluxtrace run`: the agent, until SIGTERM or Ctrl-C.
+fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        readiness.register("http");
+        let cfg = AgentConfig {
+            engine: g.engine_config(),
+            queue: args.queue,
+            export: export_settings(g),
+            trace_url_template: g.trace_url_template.clone(),
+            ..AgentConfig::default()
+        };
+        let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
+        let app = admin::router(metrics.clone(), readiness.clone());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        readiness.set("http", true);
+        tracing::info!(message = "Listening.", address = %args.listen);
+        let stop_http = CancellationToken::new();
+        let stop = stop_http.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        let stop_sources = CancellationToken::new();
+        let mut sources = tokio::task::JoinSet::new();
+        if !args.no_watch {
+            fluxtrace::sources::kube::spawn(
+                &mut sources,
+                fluxtrace::sources::kube::WatchSettings {
+                    namespaces: args.namespaces.clone(),
+                    workload_selector: args.workload_selector.clone(),
+                    rediscover: None,
+                },
+                agent.handle.clone(),
+                stop_sources.clone(),
+            )
+            .await
+            .context("cannot start the Kubernetes watchers")?;
+        }
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            r = &mut server => Some(format!("the HTTP server stopped: {r:?}")),
+            Some(r) = sources.join_next() => Some(format!("a watcher stopped: {r:?}")),
+        };
+        if let Some(f) = &failure {
+            tracing::error!(message = "A task stopped early; shutting down.", reason = %f);
+        }
+        let deadline = std::time::Duration::try_from(args.shutdown_timeout).unwrap_or_default();
+        let started = std::time::Instant::now();
+        // Ordered: sources, then intake, then drain the engine and flush the export.
+        stop_sources.cancel();
+        while sources.join_next().await.is_some() {}
+        stop_http.cancel();
+        let _ = tokio::time::timeout(deadline / 4, &mut server).await;
+        let left = deadline.saturating_sub(started.elapsed());
+        let clean = agent.shutdown(left).await;
+        tracing::info!(
+            message = "Stopped.",
+            clean,
+            took_ms = started.elapsed().as_millis() as u64
+        );
+        Ok(if failure.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

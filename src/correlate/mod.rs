@@ -107,6 +107,7 @@ const SERVICE_KUSTOMIZE: &str = "kustomize-controller";
 const SERVICE_HELM: &str = "helm-controller";
 const SERVICE_KUBE: &str = "kube-controller-manager";
 
+#[derive(Clone)]
 struct Reconcile {
     span: StageSpan,
     apply: Option<StageSpan>,
@@ -115,6 +116,7 @@ struct Reconcile {
     seen: bool,
 }
 
+#[derive(Clone)]
 struct Promotion {
     id: String,
     report: Option<PromotionReport>,
@@ -286,6 +288,43 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// The story so far of a promotion still waiting for its verdict (outcome `in_progress`;
+    /// a divergence already seen is named). `None` for unknown or finished promotions.
+    pub fn progress(&self, id: &str) -> Option<Story> {
+        let p = self.open.get(id)?;
+        let mut spans: Vec<&StageSpan> = p.spans().collect();
+        spans.sort_by(|a, b| {
+            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
+        });
+        let start = spans
+            .iter()
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(p.start)
+            .min(p.start);
+        let end = spans
+            .iter()
+            .filter_map(|s| s.end)
+            .max()
+            .unwrap_or(self.now)
+            .max(start);
+        let divergence = divergence(p, &self.events).map(|(d, _)| d);
+        Some(build_story(
+            p,
+            &spans,
+            start,
+            end,
+            Outcome::InProgress,
+            divergence,
+            &self.cfg.cluster,
+        ))
+    }
+
+    /// Ids of the promotions still waiting for a verdict.
+    pub fn open_ids(&self) -> impl Iterator<Item = &str> {
+        self.open.keys().map(String::as_str)
     }
 
     /// Promotions still waiting for a verdict.

@@ -1110,3 +1110,29 @@ fn a_promotion_named_only_by_an_event_that_nothing_delivers_times_out_at_its_dea
         t(6) + SignedDuration::from_mins(60)
     );
 }
+
+#[test]
+fn an_open_promotion_has_a_story_in_progress() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    r.feed(1, EventBody::Promotion(report("P-o", SHA)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)));
+    let s = r.engine.progress("P-o").expect("open");
+    assert_eq!(s.outcome, Outcome::InProgress);
+    let stages: Vec<(Stage, &str)> = s.stages.iter().map(|x| (x.stage, x.outcome)).collect();
+    assert_eq!(
+        stages,
+        [
+            (Stage::Source, "succeeded"),
+            (Stage::Reconcile, "open"),
+            (Stage::Apply, "open")
+        ]
+    );
+    assert!(r.engine.progress("nope").is_none());
+    r.finish();
+    assert!(
+        r.engine.progress("P-o").is_none(),
+        "finished promotions are not in progress"
+    );
+}

@@ -10,6 +10,7 @@
 //! silently (each rejection names its problem).
 
 pub mod flux_event;
+pub mod kube;
 pub mod object;
 pub mod promotion;
 pub mod recording;

@@ -6,7 +6,11 @@
 //! API-server responses into the same type that replay reads from a recording, and both call
 //! [`to_event`], so a watched object and a recorded one become the same event.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::ApiResource;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
@@ -41,10 +45,76 @@ const HELM_NAMESPACE: &str = "helm.toolkit.fluxcd.io/namespace";
 /// The Deployment controller's default `progressDeadlineSeconds`.
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
 
-/// The fields of any followed object that fluxtrace reads.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+/// A followed object as watched or recorded: the trimmed fields correlation reads, plus the
+/// Kubernetes `ObjectMeta` identity (name, namespace, uid, resourceVersion) that kube's watcher
+/// tracks. Implements [`kube::Resource`] over an [`ApiResource`], so the live watcher lists and
+/// watches this very type.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "RawKubeObject")]
 pub struct KubeObject {
+    meta: ObjectMeta,
+    raw: RawKubeObject,
+}
+
+impl From<RawKubeObject> for KubeObject {
+    fn from(raw: RawKubeObject) -> Self {
+        let m = &raw.metadata;
+        let meta = ObjectMeta {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            generation: m.generation,
+            ..ObjectMeta::default()
+        };
+        KubeObject { meta, raw }
+    }
+}
+
+impl KubeObject {
+    /// `kind` as the object states it.
+    pub fn kind(&self) -> &str {
+        &self.raw.kind
+    }
+}
+
+impl kube::Resource for KubeObject {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.kind)
+    }
+
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.group)
+    }
+
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.version)
+    }
+
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.api_version)
+    }
+
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        Cow::Borrowed(&dt.plural)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// The fields of any followed object that fluxtrace reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawKubeObject {
     pub api_version: String,
     pub kind: String,
     pub metadata: Meta,
@@ -64,12 +134,13 @@ pub struct KubeObject {
     pub reporting_component: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Meta {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub uid: Option<String>,
+    pub resource_version: Option<String>,
     pub generation: Option<i64>,
     pub creation_timestamp: Option<Timestamp>,
     pub labels: Option<HashMap<String, String>>,
@@ -77,7 +148,7 @@ pub struct Meta {
     pub owner_references: Option<Vec<OwnerReference>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct OwnerReference {
     pub kind: String,
@@ -85,7 +156,7 @@ pub struct OwnerReference {
     pub controller: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObjectReference {
     pub kind: Option<String>,
@@ -93,13 +164,13 @@ pub struct ObjectReference {
     pub namespace: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EventSource {
     pub component: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Spec {
     // sources
@@ -118,13 +189,13 @@ pub struct Spec {
     pub template: Option<PodTemplate>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SourceRefSpec {
     pub tag: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CrossRef {
     pub kind: Option<String>,
@@ -133,45 +204,45 @@ pub struct CrossRef {
 }
 
 /// `spec.chart`: a chart name on a HelmChart, a chart template on a HelmRelease.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ChartField {
     Name(String),
     Template(ChartTemplate),
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ChartTemplate {
     pub spec: Option<ChartTemplateSpec>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ChartTemplateSpec {
     pub source_ref: Option<CrossRef>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodTemplate {
     pub metadata: Option<Meta>,
     pub spec: Option<PodSpec>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodSpec {
     pub containers: Vec<Container>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Container {
     pub image: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Status {
     pub observed_generation: Option<i64>,
@@ -188,7 +259,7 @@ pub struct Status {
     pub available_replicas: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RawCondition {
     #[serde(rename = "type")]
@@ -200,7 +271,7 @@ pub struct RawCondition {
     pub last_update_time: Option<Timestamp>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Artifact {
     pub revision: Option<String>,
@@ -208,7 +279,7 @@ pub struct Artifact {
     pub metadata: Option<HashMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RawHistory {
     pub metadata: Option<HashMap<String, String>>,
@@ -272,7 +343,11 @@ fn cross_ref(
 
 /// Converts a watched or recorded object. `Ok(None)` for kinds fluxtrace does not follow
 /// (they are ignored, not errors); `deleted` for a watch `DELETED`.
-pub fn to_event(mut obj: KubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
+pub fn to_event(obj: KubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
+    raw_to_event(obj.raw, deleted)
+}
+
+fn raw_to_event(mut obj: RawKubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
     if obj.kind == "Event" && (obj.api_version == "v1" || obj.api_version.is_empty()) {
         return if deleted {
             Ok(None) // an Event expiring says nothing about delivery
@@ -318,7 +393,7 @@ pub fn to_event(mut obj: KubeObject, deleted: bool) -> Result<Option<EventBody>,
     Ok(Some(body))
 }
 
-fn source(mut obj: KubeObject, object: ObjectRef, uid: String) -> SourceObs {
+fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
     let marks = marks(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
     let conditions = conditions(obj.status.as_mut());
@@ -344,7 +419,7 @@ fn source(mut obj: KubeObject, object: ObjectRef, uid: String) -> SourceObs {
     }
 }
 
-fn reconciler(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReconcilerObs {
+fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> ReconcilerObs {
     let marks = marks(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
     let conditions = conditions(obj.status.as_mut());
@@ -402,7 +477,7 @@ fn manager(labels: Option<&HashMap<String, String>>) -> Option<ObjectRef> {
     None
 }
 
-fn deployment(mut obj: KubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
+fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let mut marks = marks(&mut obj.metadata);
     let conditions = conditions(obj.status.as_mut());
     let spec = obj.spec.unwrap_or_default();
@@ -439,7 +514,7 @@ fn deployment(mut obj: KubeObject, object: ObjectRef, uid: String) -> Deployment
     }
 }
 
-fn replica_set(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReplicaSetObs {
+fn replica_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> ReplicaSetObs {
     let deployment = obj
         .metadata
         .owner_references
@@ -460,7 +535,7 @@ fn replica_set(mut obj: KubeObject, object: ObjectRef, uid: String) -> ReplicaSe
     }
 }
 
-fn kube_event(mut obj: KubeObject) -> Result<EventBody, ObjectError> {
+fn kube_event(mut obj: RawKubeObject) -> Result<EventBody, ObjectError> {
     let missing = |field| ObjectError::MissingField {
         kind: "Event".into(),
         field,

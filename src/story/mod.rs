@@ -22,6 +22,8 @@ pub enum Outcome {
     TimedOut,
     Superseded,
     NoChange,
+    /// Not decided yet (a story asked for while the promotion is still open).
+    InProgress,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Superseded => "superseded",
             Outcome::NoChange => "no_change",
+            Outcome::InProgress => "in_progress",
         }
     }
 }

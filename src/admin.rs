@@ -1,0 +1,85 @@
+//! Health and telemetry of the agent itself: `/healthz` (liveness), `/readyz` (every watcher
+//! has finished its initial list and the listeners are bound), `/metrics` (Prometheus).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::Metrics;
+
+/// Named parts that must all be ready before the agent is.
+#[derive(Default)]
+pub struct Readiness {
+    parts: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Readiness {
+    /// Adds a part that is not ready yet.
+    pub fn register(&self, part: impl Into<String>) {
+        if let Ok(mut p) = self.parts.lock() {
+            p.entry(part.into()).or_insert(false);
+        }
+    }
+
+    pub fn set(&self, part: &str, ready: bool) {
+        if let Ok(mut p) = self.parts.lock() {
+            p.insert(part.to_string(), ready);
+        }
+    }
+
+    /// Parts that are not ready; empty when the agent is ready. With no parts registered the
+    /// agent is not ready (nothing has started).
+    pub fn waiting(&self) -> Option<Vec<String>> {
+        let p = self.parts.lock().ok()?;
+        if p.is_empty() {
+            return None;
+        }
+        Some(
+            p.iter()
+                .filter(|(_, r)| !**r)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        )
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+/// The admin routes.
+pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { metrics, readiness })
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.readiness.waiting() {
+        Some(w) if w.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        Some(w) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("waiting for: {}\n", w.join(", ")),
+        ),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}

@@ -1,0 +1,481 @@
+//! The live agent: sources feed the engine through a bounded channel, one task owns the engine,
+//! another exports finished spans, and the HTTP server answers health, metrics and (with the
+//! intake) promotion reports and story queries.
+//!
+//! ```text
+//!  watchers ──offer (drop+count when full)──┐
+//!  intake ────submit (await when full)──────┤
+//!                                           ▼
+//!                       engine task: Engine::apply / tick every second
+//!                         │ spans (per verdict)          │ stories
+//!                         ▼                              ▼
+//!                 export task: buffer, retry         story store (bounded)
+//! ```
+//!
+//! Shutdown is ordered: sources stop, the engine drains what is queued, the export task flushes
+//! what is finished, all within a deadline. Open promotions are not forced to a verdict: their
+//! ids are deterministic, so the next run continues the same traces.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::admin::Readiness;
+use crate::correlate::{Engine, EngineConfig, Output};
+use crate::export::{ExportSettings, Exporter};
+use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
+use crate::model::{DeliveryEvent, EventBody};
+use crate::story::Story;
+use crate::trace::{SpanRecord, TraceId};
+
+/// The agent is shutting down and takes no more input.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is shutting down")]
+pub struct Stopped;
+
+/// Settings of the engine and export tasks.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub engine: EngineConfig,
+    /// Capacity of the observation queue in front of the engine.
+    pub queue: usize,
+    /// How often the engine's clock moves without observations.
+    pub tick: Duration,
+    /// `None`: nothing is exported (said once in the log).
+    pub export: Option<ExportSettings>,
+    /// Spans kept while the collector is unreachable; the oldest are dropped (and counted)
+    /// beyond this.
+    pub max_pending_spans: usize,
+    /// Finished stories kept for queries.
+    pub stories: usize,
+    /// `{trace_id}`, `{start_ms}`, `{end_ms}`.
+    pub trace_url_template: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            engine: EngineConfig::default(),
+            queue: 4096,
+            tick: Duration::from_secs(1),
+            export: None,
+            max_pending_spans: 100_000,
+            stories: 1000,
+            trace_url_template: None,
+        }
+    }
+}
+
+enum Query {
+    Story(String, oneshot::Sender<Option<Story>>),
+    Recent(Option<String>, usize, oneshot::Sender<Vec<Story>>),
+}
+
+/// A cheap, cloneable handle to the running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    events: mpsc::Sender<DeliveryEvent>,
+    queries: mpsc::Sender<Query>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    trace_url_template: Option<Arc<str>>,
+    cluster: Arc<str>,
+}
+
+impl EngineHandle {
+    /// Queues an observation, waiting while the queue is full (for promotion reports: they
+    /// must not be lost).
+    pub async fn submit(&self, ev: DeliveryEvent) -> Result<(), Stopped> {
+        self.events.send(ev).await.map_err(|_| Stopped)
+    }
+
+    /// Queues an observation if there is room; otherwise drops it and counts the drop (for
+    /// Kubernetes Events and watch updates under overload). Returns whether it was queued.
+    pub fn offer(&self, ev: DeliveryEvent) -> bool {
+        let kind = body_kind(&ev.body);
+        match self.events.try_send(ev) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics
+                    .observations_dropped
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+                false
+            }
+        }
+    }
+
+    /// The story of a promotion: finished, or in progress. `None` when unknown.
+    pub async fn story(&self, id: &str) -> Option<Story> {
+        let (tx, rx) = oneshot::channel();
+        self.queries
+            .send(Query::Story(id.to_string(), tx))
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The most recent finished promotions, newest first, optionally for one environment.
+    pub async fn recent(&self, environment: Option<String>, limit: usize) -> Vec<Story> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(Query::Recent(environment, limit, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Observations waiting for the engine.
+    pub fn queue_depth(&self) -> usize {
+        self.events.max_capacity() - self.events.capacity()
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The link to a trace, when a URL template is configured.
+    pub fn trace_link(
+        &self,
+        trace_id: TraceId,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Option<String> {
+        trace_link(self.trace_url_template.as_deref(), trace_id, start, end)
+    }
+}
+
+/// Fills a trace URL template.
+pub fn trace_link(
+    template: Option<&str>,
+    trace_id: TraceId,
+    start: Timestamp,
+    end: Timestamp,
+) -> Option<String> {
+    let t = template?;
+    Some(
+        t.replace("{trace_id}", &trace_id.to_string())
+            .replace("{start_ms}", &start.as_millisecond().to_string())
+            .replace("{end_ms}", &end.as_millisecond().to_string()),
+    )
+}
+
+fn body_kind(b: &EventBody) -> &'static str {
+    match b {
+        EventBody::Promotion(_) => "promotion",
+        EventBody::Source(_) => "source",
+        EventBody::Reconciler(_) => "reconciler",
+        EventBody::Deployment(_) => "deployment",
+        EventBody::ReplicaSet(_) => "replicaset",
+        EventBody::KubeEvent(_) => "event",
+        EventBody::FluxEvent(_) => "flux_event",
+        EventBody::Deleted(_) => "deleted",
+    }
+}
+
+/// The running engine and export tasks.
+pub struct Agent {
+    pub handle: EngineHandle,
+    drain: tokio_util::sync::CancellationToken,
+    engine_task: JoinHandle<()>,
+    export_task: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Starts the engine and export tasks on the current tokio runtime.
+    pub fn start(cfg: AgentConfig, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Agent {
+        let (ev_tx, ev_rx) = mpsc::channel(cfg.queue.max(1));
+        let (q_tx, q_rx) = mpsc::channel(64);
+        let (span_tx, span_rx) = mpsc::channel::<Vec<SpanRecord>>(1024);
+        let drain = tokio_util::sync::CancellationToken::new();
+        let handle = EngineHandle {
+            events: ev_tx,
+            queries: q_tx,
+            metrics: metrics.clone(),
+            readiness,
+            trace_url_template: cfg.trace_url_template.as_deref().map(Arc::from),
+            cluster: Arc::from(cfg.engine.cluster.as_str()),
+        };
+        let exporter = match cfg.export.clone() {
+            Some(s) => Some(Exporter::new(s)),
+            None => {
+                warn!(message = "No OTLP endpoint configured: spans are not exported.");
+                None
+            }
+        };
+        let engine_task = tokio::spawn(engine_loop(
+            Engine::new(cfg.engine.clone()),
+            ev_rx,
+            q_rx,
+            span_tx,
+            metrics.clone(),
+            cfg.clone(),
+            drain.clone(),
+        ));
+        let export_task = tokio::spawn(export_loop(
+            span_rx,
+            exporter,
+            metrics,
+            cfg.max_pending_spans,
+        ));
+        Agent {
+            handle,
+            drain,
+            engine_task,
+            export_task,
+        }
+    }
+
+    /// Stops taking input, applies what is queued, exports what is finished. Returns when done
+    /// or at the deadline, whichever comes first; `false` if the deadline cut it short.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.drain.cancel();
+        let Agent {
+            handle,
+            engine_task,
+            export_task,
+            ..
+        } = self;
+        drop(handle);
+        let work = async {
+            let _ = engine_task.await;
+            let _ = export_task.await;
+        };
+        tokio::time::timeout(deadline, work).await.is_ok()
+    }
+}
+
+struct StoryStore {
+    capacity: usize,
+    stories: VecDeque<Story>,
+}
+
+impl StoryStore {
+    fn push(&mut self, s: Story) {
+        self.stories.retain(|x| x.promotion_id != s.promotion_id);
+        self.stories.push_front(s);
+        self.stories.truncate(self.capacity);
+    }
+
+    fn get(&self, id: &str) -> Option<&Story> {
+        self.stories.iter().find(|s| s.promotion_id == id)
+    }
+}
+
+async fn engine_loop(
+    mut engine: Engine,
+    mut events: mpsc::Receiver<DeliveryEvent>,
+    mut queries: mpsc::Receiver<Query>,
+    spans: mpsc::Sender<Vec<SpanRecord>>,
+    metrics: Arc<Metrics>,
+    cfg: AgentConfig,
+    drain: tokio_util::sync::CancellationToken,
+) {
+    let mut store = StoryStore {
+        capacity: cfg.stories.max(1),
+        stories: VecDeque::new(),
+    };
+    let mut interval = tokio::time::interval(cfg.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Vec<SpanRecord> = Vec::new();
+    let mut draining = false;
+    loop {
+        let outputs = tokio::select! {
+            biased;
+            _ = drain.cancelled(), if !draining => {
+                draining = true;
+                events.close();
+                continue;
+            }
+            Some(q) = queries.recv() => {
+                answer(q, &engine, &store, &cfg);
+                continue;
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => {
+                    metrics.observations.get_or_create(&KindLabel { kind: body_kind(&ev.body) }).inc();
+                    engine.apply(ev)
+                }
+                None => break,
+            },
+            _ = interval.tick() => engine.tick(Timestamp::now()),
+        };
+        metrics.engine_queue_depth.set(events.len() as i64);
+        for o in outputs {
+            match o {
+                Output::Span(s) => pending.push(s),
+                Output::Story(mut story) => {
+                    story.trace_link = trace_link(
+                        cfg.trace_url_template.as_deref(),
+                        story.trace_id,
+                        story.start,
+                        story.end,
+                    );
+                    record_story(&story, &metrics);
+                    let batch = std::mem::take(&mut pending);
+                    if spans.try_send(batch).is_err() {
+                        metrics.spans_dropped.inc_by(count_spans(&story));
+                    }
+                    store.push(*story);
+                }
+            }
+        }
+    }
+    info!(
+        message = "Engine drained.",
+        open_promotions = engine.open_promotions()
+    );
+}
+
+fn count_spans(story: &Story) -> u64 {
+    story.stages.len() as u64 + 1
+}
+
+fn record_story(story: &Story, metrics: &Metrics) {
+    let stage = story
+        .divergence
+        .as_ref()
+        .map_or("none", |d| d.stage.as_str());
+    metrics
+        .promotions
+        .get_or_create(&OutcomeLabel {
+            outcome: story.outcome.as_str(),
+            divergence_stage: stage,
+        })
+        .inc();
+    info!(
+        message = "Promotion finished.",
+        promotion_id = %story.promotion_id,
+        outcome = story.outcome.as_str(),
+        divergence_stage = stage,
+        divergence_reason = story.divergence.as_ref().map(|d| d.reason.as_str()).unwrap_or(""),
+        trace_id = %story.trace_id,
+        trace_link = story.trace_link.as_deref().unwrap_or(""),
+    );
+}
+
+fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
+    match q {
+        Query::Story(id, tx) => {
+            let s = store.get(&id).cloned().or_else(|| {
+                engine.progress(&id).map(|mut s| {
+                    s.trace_link = trace_link(
+                        cfg.trace_url_template.as_deref(),
+                        s.trace_id,
+                        s.start,
+                        s.end,
+                    );
+                    s
+                })
+            });
+            let _ = tx.send(s);
+        }
+        Query::Recent(env, limit, tx) => {
+            let list = store
+                .stories
+                .iter()
+                .filter(|s| {
+                    env.as_deref()
+                        .is_none_or(|e| s.environment.as_deref() == Some(e))
+                })
+                .take(limit)
+                .cloned()
+                .collect();
+            let _ = tx.send(list);
+        }
+    }
+}
+
+/// Exports batches as they come; keeps what failed (bounded) and retries with backoff.
+async fn export_loop(
+    mut batches: mpsc::Receiver<Vec<SpanRecord>>,
+    mut exporter: Option<Exporter>,
+    metrics: Arc<Metrics>,
+    max_pending: usize,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_secs(1);
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    let mut pending: VecDeque<SpanRecord> = VecDeque::new();
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut open = true;
+    while open || (!pending.is_empty() && exporter.is_some()) {
+        let wait = retry_at.map(tokio::time::sleep_until);
+        tokio::select! {
+            b = batches.recv(), if open => match b {
+                Some(b) => {
+                    if exporter.is_none() {
+                        continue;
+                    }
+                    pending.extend(b);
+                    let over = pending.len().saturating_sub(max_pending);
+                    if over > 0 {
+                        pending.drain(..over);
+                        metrics.spans_dropped.inc_by(over as u64);
+                    }
+                    if retry_at.is_some() {
+                        metrics.spans_pending.set(pending.len() as i64);
+                        continue;
+                    }
+                }
+                None => {
+                    open = false;
+                    // At shutdown: one last attempt, whatever the backoff.
+                    retry_at = None;
+                }
+            },
+            _ = async { if let Some(w) = wait { w.await } }, if retry_at.is_some() => {
+                retry_at = None;
+            }
+        }
+        let Some(exp) = exporter.as_mut() else {
+            continue;
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        let batch: Vec<SpanRecord> = pending.drain(..).collect();
+        let n = batch.len() as u64;
+        match exp.export(batch).await {
+            Ok(()) => {
+                metrics.spans_exported.inc_by(n);
+                backoff = MIN_BACKOFF;
+            }
+            Err((failed, errors)) => {
+                metrics.spans_exported.inc_by(n - failed.len() as u64);
+                for e in &errors {
+                    metrics
+                        .spans_export_failed
+                        .get_or_create(&crate::metrics::ErrorType {
+                            error_type: e.metric_label(),
+                        })
+                        .inc();
+                    warn!(message = "Failed to export spans.", error = %e, retry_in_s = backoff.as_secs());
+                }
+                for s in failed.into_iter().rev() {
+                    pending.push_front(s);
+                }
+                if !open {
+                    metrics.spans_dropped.inc_by(pending.len() as u64);
+                    pending.clear();
+                    break;
+                }
+                retry_at = Some(tokio::time::Instant::now() + backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        metrics.spans_pending.set(pending.len() as i64);
+    }
+    if let Some(mut e) = exporter {
+        e.shutdown();
+    }
+}
