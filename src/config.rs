@@ -35,6 +35,28 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run the agent: watch the cluster, correlate, export over OTLP; serve health and metrics.
     Run(RunArgs),
+    /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// File to write (JSON Lines); `-` for standard output.
+    #[arg(long, short, default_value = "-", env = "FLUXTRACE_RECORD_OUTPUT")]
+    pub output: PathBuf,
+    /// Stop after this long (otherwise at Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = parse_duration, env = "FLUXTRACE_RECORD_DURATION")]
+    pub duration: Option<SignedDuration>,
+    /// Namespaces to record (repeat, or separate with commas); every namespace when none.
+    #[arg(
+        long = "namespace",
+        value_delimiter = ',',
+        env = "FLUXTRACE_NAMESPACES"
+    )]
+    pub namespaces: Vec<String>,
+    /// Label selector for the Deployments and ReplicaSets to record.
+    #[arg(long, env = "FLUXTRACE_WORKLOAD_SELECTOR")]
+    pub workload_selector: Option<String>,
 }
 
 #[derive(Debug, Args)]

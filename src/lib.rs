@@ -36,6 +36,7 @@ pub mod correlate;
 pub mod export;
 pub mod metrics;
 pub mod model;
+pub mod record;
 pub mod replay;
 pub mod revision;
 pub mod sources;

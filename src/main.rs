@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig};
-use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs, RunArgs};
+use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs, RecordArgs, RunArgs};
 use fluxtrace::export::{configured_endpoint, ExportSettings, Exporter};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::replay::{self, Replay};
@@ -40,6 +40,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Run(args) = &cli.command {
         return run_agent(&cli.global, args);
     }
+    if let Command::Record(args) = &cli.command {
+        return record(args);
+    }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let output: &OutputArgs = match &cli.command {
         Command::Demo(o) => {
@@ -48,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             o
         }
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
         Command::Replay(r) => {
             for f in &r.files {
                 let text = std::fs::read_to_string(f)
@@ -275,4 +278,48 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `fluxtrace record`: a live cluster to a recording.
+fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let config = kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
+        let client =
+            kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+        let settings = fluxtrace::record::RecordSettings {
+            namespaces: args.namespaces.clone(),
+            workload_selector: args.workload_selector.clone(),
+            duration: args
+                .duration
+                .and_then(|d| std::time::Duration::try_from(d).ok()),
+            rediscover: None,
+        };
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        let summary = if args.output.as_os_str() == "-" {
+            fluxtrace::record::record(client, settings, tokio::io::stdout(), stop).await?
+        } else {
+            let file = tokio::fs::File::create(&args.output)
+                .await
+                .with_context(|| format!("cannot create {}", args.output.display()))?;
+            let out = tokio::io::BufWriter::new(file);
+            fluxtrace::record::record(client, settings, out, stop).await?
+        };
+        let total: u64 = summary.lines.values().sum();
+        eprintln!(
+            "fluxtrace: recorded {total} observation(s): {:?}",
+            summary.lines
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -211,8 +211,58 @@ pub fn spawn_with_client(
     }
 }
 
+/// Waits until the cluster serves `w` and returns its resource: a kind that is not installed is
+/// skipped with one warning (`missing` is called then) and looked for again every
+/// `rediscover`; discovery errors are retried with backoff. `None` once `stop` is cancelled.
+pub(crate) async fn served(
+    client: &Client,
+    w: &Watched,
+    rediscover: Duration,
+    stop: &CancellationToken,
+    missing: impl Fn(),
+) -> Option<ApiResource> {
+    let kind = w.kind;
+    let mut warned = false;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let wait = match resolve(client, w).await {
+            Ok(Some(ar)) => {
+                if warned {
+                    info!(message = "Kind is now served; watching it.", kind, version = %ar.version);
+                }
+                return Some(ar);
+            }
+            Ok(None) => {
+                if !warned {
+                    warn!(
+                        message = "Kind is not served by this cluster; skipping it for now.",
+                        kind,
+                        group = w.group,
+                        retry_in_s = rediscover.as_secs()
+                    );
+                    warned = true;
+                }
+                missing();
+                rediscover
+            }
+            Err(e) => {
+                warn!(message = "API discovery failed.", kind, error = %e);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// The served version of a kind; `None` when the cluster does not serve it.
-async fn resolve(client: &Client, w: &Watched) -> Result<Option<ApiResource>, kube::Error> {
+pub(crate) async fn resolve(
+    client: &Client,
+    w: &Watched,
+) -> Result<Option<ApiResource>, kube::Error> {
     let group = match kube::discovery::group(client, w.group).await {
         Ok(g) => g,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
@@ -242,41 +292,15 @@ async fn watch_kind(
     stop: CancellationToken,
 ) {
     let kind = w.kind;
-    // Find the served version; a missing CRD is skipped with one warning and retried.
-    let mut warned = false;
-    let mut backoff = Duration::from_millis(500);
-    let ar = loop {
-        let wait = match resolve(&client, &w).await {
-            Ok(Some(ar)) => break ar,
-            Ok(None) => {
-                if !warned {
-                    warn!(
-                        message = "Kind is not served by this cluster; skipping it for now.",
-                        kind,
-                        group = w.group,
-                        retry_in_s = rediscover.as_secs()
-                    );
-                    warned = true;
-                }
-                // A kind that is not installed must not keep the agent unready.
-                handle.readiness.set(&name, true);
-                rediscover
-            }
-            Err(e) => {
-                warn!(message = "API discovery failed.", kind, error = %e);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                backoff
-            }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+    // A kind that is not installed must not keep the agent unready while it is missing.
+    let Some(ar) = served(&client, &w, rediscover, &stop, || {
+        handle.readiness.set(&name, true)
+    })
+    .await
+    else {
+        return;
     };
-    if warned {
-        info!(message = "Kind is now served; watching it.", kind, version = %ar.version);
-        handle.readiness.set(&name, false);
-    }
+    handle.readiness.set(&name, false);
     let api: Api<DeserializeGuard<KubeObject>> = match &namespace {
         Some(ns) => Api::namespaced_with(client, ns, &ar),
         None => Api::all_with(client, &ar),
@@ -307,12 +331,12 @@ async fn watch_kind(
                 }
             }
             Ok(Event::InitApply(obj) | Event::Apply(obj)) => {
-                if !deliver(&handle, &w, obj, false).await {
+                if !deliver(&handle, &w, &ar, obj, false).await {
                     break;
                 }
             }
             Ok(Event::Delete(obj)) => {
-                if !deliver(&handle, &w, obj, true).await {
+                if !deliver(&handle, &w, &ar, obj, true).await {
                     break;
                 }
             }
@@ -337,12 +361,13 @@ async fn watch_kind(
 async fn deliver(
     handle: &EngineHandle,
     w: &Watched,
+    ar: &ApiResource,
     obj: DeserializeGuard<KubeObject>,
     deleted: bool,
 ) -> bool {
     let kind = w.kind;
     let obj = match obj.0 {
-        Ok(o) => o,
+        Ok(o) => o.with_type(&ar.api_version, &ar.kind),
         Err(invalid) => {
             handle
                 .metrics
@@ -388,4 +413,37 @@ async fn deliver(
     } else {
         handle.submit(ev).await.is_ok()
     }
+}
+
+/// The ClusterRole that grants exactly what the agent watches: get, list and watch on every
+/// kind of [`WATCHED`]. `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
+pub fn cluster_role_yaml() -> String {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for w in WATCHED {
+        match groups.iter_mut().find(|(g, _)| *g == w.group) {
+            Some((_, r)) => r.push(w.plural),
+            None => groups.push((w.group, vec![w.plural])),
+        }
+    }
+    let mut out = String::from(
+        "# Generated from src/sources/kube.rs (WATCHED): read-only access to exactly the kinds\n\
+         # fluxtrace watches. Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
+         apiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: ClusterRole\n\
+         metadata:\n  name: fluxtrace\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
+         rules:\n",
+    );
+    for (group, resources) in groups {
+        out.push_str(&format!("  - apiGroups: [\"{group}\"]\n"));
+        out.push_str(&format!(
+            "    resources: [{}]\n",
+            resources
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.push_str("    verbs: [\"get\", \"list\", \"watch\"]\n");
+    }
+    out
 }

@@ -76,6 +76,18 @@ impl KubeObject {
     pub fn kind(&self) -> &str {
         &self.raw.kind
     }
+
+    /// Fills `apiVersion` and `kind` where the API server left them out (list items often
+    /// carry no type), from what was listed.
+    pub fn with_type(mut self, api_version: &str, kind: &str) -> Self {
+        if self.raw.kind.is_empty() {
+            self.raw.kind = kind.to_string();
+        }
+        if self.raw.api_version.is_empty() {
+            self.raw.api_version = api_version.to_string();
+        }
+        self
+    }
 }
 
 impl kube::Resource for KubeObject {
