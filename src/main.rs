@@ -299,6 +299,7 @@ fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 .duration
                 .and_then(|d| std::time::Duration::try_from(d).ok()),
             rediscover: None,
+            clock: fluxtrace::agent::Clock::system(),
         };
         let stop = CancellationToken::new();
         let on_signal = stop.clone();

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::agent::Clock;
 use crate::sources::kube::{served, Watched, WATCHED};
 
 /// Why a recording stopped short.
@@ -38,6 +39,8 @@ pub struct RecordSettings {
     /// Stop after this long; otherwise at `stop`.
     pub duration: Option<Duration>,
     pub rediscover: Option<Duration>,
+    /// Stamps each line's `at`.
+    pub clock: Clock,
 }
 
 /// Lines written, by kind.
@@ -69,6 +72,7 @@ pub async fn record<W: AsyncWrite + Unpin>(
                 ns.clone(),
                 settings.workload_selector.clone().filter(|_| w.workload),
                 settings.rediscover.unwrap_or(Duration::from_secs(300)),
+                settings.clock.clone(),
                 tx.clone(),
                 watchers.clone(),
             ));
@@ -101,12 +105,14 @@ pub async fn record<W: AsyncWrite + Unpin>(
     Ok(summary)
 }
 
+#[allow(clippy::too_many_arguments)] // one watcher's whole context, spawned once
 async fn watch_kind(
     client: Client,
     w: Watched,
     namespace: Option<String>,
     selector: Option<String>,
     rediscover: Duration,
+    clock: Clock,
     tx: mpsc::Sender<(&'static str, String)>,
     stop: CancellationToken,
 ) {
@@ -138,7 +144,7 @@ async fn watch_kind(
             }
             None => return,
         };
-        let line = recording_line(Timestamp::now(), type_, obj, &ar.api_version, &ar.kind);
+        let line = recording_line(clock.now(), type_, obj, &ar.api_version, &ar.kind);
         if tx.send((w.kind, line)).await.is_err() {
             return;
         }

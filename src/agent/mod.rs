@@ -33,6 +33,37 @@ use crate::model::{DeliveryEvent, EventBody};
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
 
+/// Where the agent reads the time: the system clock, or a test's own.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Clock(Arc::new(Timestamp::now))
+    }
+
+    /// A clock that reads `f` (tests drive time by hand).
+    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(f))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// The agent is shutting down and takes no more input.
 #[derive(Debug, thiserror::Error)]
 #[error("the agent is shutting down")]
@@ -55,6 +86,8 @@ pub struct AgentConfig {
     pub stories: usize,
     /// `{trace_id}`, `{start_ms}`, `{end_ms}`.
     pub trace_url_template: Option<String>,
+    /// Observations are stamped, and the engine ticks, with this clock.
+    pub clock: Clock,
 }
 
 impl Default for AgentConfig {
@@ -67,6 +100,7 @@ impl Default for AgentConfig {
             max_pending_spans: 100_000,
             stories: 1000,
             trace_url_template: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -85,6 +119,7 @@ pub struct EngineHandle {
     pub readiness: Arc<Readiness>,
     trace_url_template: Option<Arc<str>>,
     cluster: Arc<str>,
+    clock: Clock,
 }
 
 impl EngineHandle {
@@ -141,6 +176,11 @@ impl EngineHandle {
 
     pub fn cluster(&self) -> &str {
         &self.cluster
+    }
+
+    /// The agent's time: when an observation arriving now was made.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The link to a trace, when a URL template is configured.
@@ -204,6 +244,7 @@ impl Agent {
             readiness,
             trace_url_template: cfg.trace_url_template.as_deref().map(Arc::from),
             cluster: Arc::from(cfg.engine.cluster.as_str()),
+            clock: cfg.clock.clone(),
         };
         let exporter = match cfg.export.clone() {
             Some(s) => Some(Exporter::new(s)),
@@ -307,7 +348,7 @@ async fn engine_loop(
                 }
                 None => break,
             },
-            _ = interval.tick() => engine.tick(Timestamp::now()),
+            _ = interval.tick() => engine.tick(cfg.clock.now()),
         };
         metrics.engine_queue_depth.set(events.len() as i64);
         for o in outputs {

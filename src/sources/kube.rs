@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use jiff::Timestamp;
 use kube::api::Api;
 use kube::core::{ApiResource, DeserializeGuard};
 use kube::runtime::watcher::{self, Event};
@@ -266,6 +265,12 @@ pub(crate) async fn resolve(
     let group = match kube::discovery::group(client, w.group).await {
         Ok(g) => g,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+        Err(kube::Error::Discovery(
+            kube::error::DiscoveryError::MissingApiGroup(_)
+            | kube::error::DiscoveryError::EmptyApiGroup(_)
+            | kube::error::DiscoveryError::MissingKind(_)
+            | kube::error::DiscoveryError::MissingResource(_),
+        )) => return Ok(None),
         Err(e) => return Err(e),
     };
     for v in w.versions {
@@ -404,7 +409,7 @@ async fn deliver(
         }
     };
     let ev = DeliveryEvent {
-        at: Timestamp::now(),
+        at: handle.now(),
         body,
     };
     if w.lossy || matches!(ev.body, EventBody::KubeEvent(_)) {

@@ -1,0 +1,613 @@
+//! The agent against a test Kubernetes API server (kube's real HTTP client, list and watch,
+//! disconnects and `410 Gone`), exporting to an in-process OTLP receiver: what it sends must be
+//! what `fluxtrace replay` of the same recording sends.
+//!
+//! The agent's clock is driven by the test (the recording's `at` of the line being served), so
+//! times that come from arrival agree with the recording too.
+
+#[path = "support/kube_api.rs"]
+mod kube_api;
+#[path = "support/otlp_receiver.rs"]
+mod otlp_receiver;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fluxtrace::admin::Readiness;
+use fluxtrace::agent::{Agent, AgentConfig, Clock, EngineHandle};
+use fluxtrace::correlate::EngineConfig;
+use fluxtrace::export::{ExportSettings, Exporter};
+use fluxtrace::metrics::{KindLabel, Metrics};
+use fluxtrace::replay::EXAMPLES;
+use fluxtrace::sources::kube::{spawn_with_client, WatchSettings, WATCHED};
+use fluxtrace::sources::recording::decode_line;
+use jiff::{SignedDuration, Timestamp};
+use kube_api::KubeApi;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use otlp_receiver::OtlpReceiver;
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: &str = "live";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        cluster: CLUSTER.into(),
+        ..EngineConfig::default()
+    }
+}
+
+fn export_settings(endpoint: String) -> ExportSettings {
+    ExportSettings {
+        endpoint: Some(endpoint),
+        cluster: CLUSTER.into(),
+        timeout: Some(Duration::from_secs(5)),
+        gzip: Some(true),
+        retries: 0,
+    }
+}
+
+/// A span as it crossed the wire, in a form that compares whole.
+type WireSpan = (
+    String,
+    String,
+    String,
+    String,
+    u64,
+    u64,
+    i32,
+    String,
+    Vec<String>,
+    usize,
+    usize,
+);
+
+fn wire(service: Option<String>, s: &Span) -> (String, WireSpan) {
+    let mut attrs: Vec<String> = s
+        .attributes
+        .iter()
+        .map(|kv| format!("{}={:?}", kv.key, kv.value))
+        .collect();
+    attrs.sort();
+    let status = s.status.clone().unwrap_or_default();
+    (
+        hex(&s.span_id),
+        (
+            hex(&s.trace_id),
+            hex(&s.parent_span_id),
+            s.name.clone(),
+            service.unwrap_or_default(),
+            s.start_time_unix_nano,
+            s.end_time_unix_nano,
+            status.code,
+            status.message,
+            attrs,
+            s.events.len(),
+            s.links.len(),
+        ),
+    )
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What `fluxtrace replay` sends for a recording.
+async fn replayed(text: &str) -> BTreeMap<String, WireSpan> {
+    let receiver = OtlpReceiver::start().await;
+    let r = fluxtrace::replay::run(text, engine_config());
+    let spans: Vec<_> = r.spans().cloned().collect();
+    let mut exporter = Exporter::new(export_settings(receiver.endpoint()));
+    exporter
+        .export(spans)
+        .await
+        .expect("export to the receiver");
+    exporter.shutdown();
+    receiver
+        .spans()
+        .iter()
+        .map(|(svc, s)| wire(svc.clone(), s))
+        .collect()
+}
+
+fn observed(m: &Metrics) -> u64 {
+    [
+        "promotion",
+        "source",
+        "reconciler",
+        "deployment",
+        "replicaset",
+        "event",
+        "flux_event",
+        "deleted",
+    ]
+    .into_iter()
+    .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
+    .sum()
+}
+
+fn restarts(m: &Metrics) -> u64 {
+    WATCHED
+        .iter()
+        .map(|w| {
+            m.watch_restarts
+                .get_or_create(&KindLabel { kind: w.kind })
+                .get()
+        })
+        .sum()
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Disrupt {
+    None,
+    /// Drop every watch connection after every few lines.
+    Disconnect,
+    /// Answer with `410 Gone` after every few lines: the watchers re-list.
+    Gone,
+}
+
+struct Live {
+    server: kube_api::ServerHandle,
+    receiver: OtlpReceiver,
+    agent: Option<Agent>,
+    handle: EngineHandle,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    now: Arc<Mutex<Timestamp>>,
+    stop: CancellationToken,
+    watchers: tokio::task::JoinSet<()>,
+}
+
+impl Live {
+    async fn start(api: KubeApi) -> Live {
+        let server = api.start().await;
+        let receiver = OtlpReceiver::start().await;
+        let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
+        let clock_now = now.clone();
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        let agent = Agent::start(
+            AgentConfig {
+                engine: engine_config(),
+                export: Some(export_settings(receiver.endpoint())),
+                tick: Duration::from_millis(20),
+                clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
+                ..AgentConfig::default()
+            },
+            metrics.clone(),
+            readiness.clone(),
+        );
+        let handle = agent.handle.clone();
+        Live {
+            server,
+            receiver,
+            agent: Some(agent),
+            handle,
+            metrics,
+            readiness,
+            now,
+            stop: CancellationToken::new(),
+            watchers: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn set_clock(&self, at: &str) {
+        let t: Timestamp = at.parse().expect("recording time");
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    fn watch(&mut self) {
+        spawn_with_client(
+            &mut self.watchers,
+            self.server.client(),
+            WatchSettings {
+                rediscover: Some(Duration::from_millis(200)),
+                ..WatchSettings::default()
+            },
+            self.handle.clone(),
+            self.stop.clone(),
+        );
+    }
+
+    async fn ready(&self) {
+        let r = self.readiness.clone();
+        eventually("every watcher's initial list", move || {
+            r.waiting().is_some_and(|w| w.is_empty())
+        })
+        .await;
+    }
+
+    /// Serves the recording line by line, each observation applied before the next line.
+    async fn play(&mut self, text: &str, disrupt: Disrupt) {
+        let lines: Vec<&str> = text.lines().collect();
+        let initial_at = self
+            .server
+            .recording()
+            .initial_at()
+            .expect("lines")
+            .to_string();
+        self.set_clock(&initial_at);
+        let initial = self.server.apply_initial();
+        self.watch();
+        self.ready().await;
+        let mut expected = initial
+            .iter()
+            .filter(|a| {
+                a.index
+                    .is_some_and(|i| decode_line(lines[i]).ok().flatten().is_some())
+            })
+            .count() as u64;
+        let m = self.metrics.clone();
+        eventually("the initial state", || observed(&m) >= expected).await;
+        let first_after = initial
+            .iter()
+            .filter_map(|a| a.index)
+            .max()
+            .map_or(0, |i| i + 1);
+        for (n, (i, line)) in lines.iter().enumerate().skip(first_after).enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            self.set_clock(v["at"].as_str().expect("at"));
+            let decoded = decode_line(line).expect("bundled lines decode");
+            if v["kind"] == "watch" {
+                let applied = self.server.apply_next().expect("a watch line");
+                assert_eq!(applied.index, Some(i), "the server serves lines in order");
+            } else if let Some(ev) = decoded.clone() {
+                self.handle.submit(ev).await.expect("agent running");
+            }
+            if decoded.is_some() {
+                expected += 1;
+                let m = self.metrics.clone();
+                eventually(&format!("line {}", i + 1), || observed(&m) >= expected).await;
+            }
+            if n % 7 == 6 {
+                match disrupt {
+                    Disrupt::None => {}
+                    Disrupt::Disconnect => {
+                        let open = self.server.drop_watches();
+                        assert!(open > 0, "watches were open");
+                        let s = &self.server;
+                        eventually("watches to reconnect", || s.open_watches() >= open).await;
+                    }
+                    Disrupt::Gone => {
+                        let before = restarts(&self.metrics);
+                        let open = self.server.expire_watches();
+                        assert!(open > 0, "watches were open");
+                        let m = self.metrics.clone();
+                        // Every watcher re-lists; what the re-list delivers again is counted too.
+                        eventually("re-lists after 410", || {
+                            restarts(&m) >= before + open as u64
+                        })
+                        .await;
+                        let s = &self.server;
+                        eventually("watches to reopen", || s.open_watches() >= open).await;
+                        let h = self.handle.clone();
+                        eventually("the re-list to be applied", || h.queue_depth() == 0).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        expected = observed(&self.metrics);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the clock past every deadline and waits for the spans.
+    async fn finish(&mut self, want: usize) -> Vec<(Option<String>, Span)> {
+        let end =
+            *self.now.lock().unwrap_or_else(|p| p.into_inner()) + SignedDuration::from_hours(3);
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = end;
+        let r = &self.receiver;
+        eventually("the spans at the receiver", || r.spans().len() >= want).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.stop.cancel();
+        while self.watchers.join_next().await.is_some() {}
+        if let Some(a) = self.agent.take() {
+            assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+        }
+        self.receiver.spans()
+    }
+}
+
+fn by_id(spans: &[(Option<String>, Span)]) -> BTreeMap<String, WireSpan> {
+    let mut map = BTreeMap::new();
+    for (svc, s) in spans {
+        let (id, w) = wire(svc.clone(), s);
+        assert!(
+            map.insert(id.clone(), w).is_none(),
+            "span {id} arrived twice"
+        );
+    }
+    map
+}
+
+async fn live_equals_replay(disrupt: Disrupt) {
+    for (name, text) in EXAMPLES {
+        let want = replayed(text).await;
+        let mut live = Live::start(KubeApi::with_recording(text)).await;
+        live.play(text, disrupt).await;
+        let got = by_id(&live.finish(want.len()).await);
+        assert_eq!(got.len(), want.len(), "{name}: span count");
+        for (id, w) in &want {
+            assert_eq!(
+                got.get(id),
+                Some(w),
+                "{name}: span {id} differs ({disrupt:?})"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_equals_replay_for_every_recording() {
+    live_equals_replay(Disrupt::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnects_mid_recording_change_nothing() {
+    live_equals_replay(Disrupt::Disconnect).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_410_mid_recording_relists_without_duplicates() {
+    live_equals_replay(Disrupt::Gone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_is_skipped_and_the_rest_is_traced() {
+    let (name, text) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "oci-success.jsonl")
+        .expect("example");
+    let want = replayed(text).await;
+    let api = KubeApi::with_recording(text)
+        .without_group("helm.toolkit.fluxcd.io")
+        .without_kind("Bucket");
+    let mut live = Live::start(api).await;
+    live.play(text, Disrupt::None).await;
+    // Ready although two kinds are missing: they are skipped, not waited for.
+    assert_eq!(live.readiness.waiting(), Some(vec![]));
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+    assert_eq!(
+        live.server
+            .list_count("/apis/helm.toolkit.fluxcd.io/v2/helmreleases"),
+        0,
+        "nothing listed for a kind that is not served"
+    );
+}
+
+/// `fluxtrace record` against the test API server, then `replay` of what it wrote (with the
+/// promotion reports and Flux events put back where they came): the same spans as the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_then_replay_gives_the_same_spans() {
+    use fluxtrace::record::{record, RecordSettings};
+    let watched = |kind: &str| WATCHED.iter().any(|w| w.kind == kind);
+    for (name, text) in EXAMPLES {
+        let want = replayed(text).await;
+        let server = KubeApi::with_recording(text).start().await;
+        let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
+        let set = |at: &str| {
+            *now.lock().unwrap_or_else(|p| p.into_inner()) = at.parse().expect("time");
+        };
+        let dir =
+            std::env::temp_dir().join(format!("fluxtrace-record-{}-{name}", std::process::id()));
+        let file = tokio::fs::File::create(&dir).await.expect("temp file");
+        let lines: Vec<&str> = text.lines().collect();
+        set(server.recording().initial_at().expect("lines"));
+        let initial = server.apply_initial();
+        let stop = CancellationToken::new();
+        let clock_now = now.clone();
+        let task = tokio::spawn(record(
+            server.client(),
+            RecordSettings {
+                clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
+                rediscover: Some(Duration::from_millis(200)),
+                ..RecordSettings::default()
+            },
+            file,
+            stop.clone(),
+        ));
+        let written = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        let mut expected = initial.iter().filter(|a| watched(&a.kind)).count();
+        eventually("the initial state recorded", || written(&dir) >= expected).await;
+        let mut others: Vec<(usize, &str)> = Vec::new();
+        let first_after = initial
+            .iter()
+            .filter_map(|a| a.index)
+            .max()
+            .map_or(0, |i| i + 1);
+        for line in lines.iter().skip(first_after) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            set(v["at"].as_str().expect("at"));
+            if v["kind"] == "watch" {
+                let a = server.apply_next().expect("watch line");
+                if watched(&a.kind) {
+                    expected += 1;
+                    eventually("the line recorded", || written(&dir) >= expected).await;
+                }
+            } else {
+                others.push((expected, line));
+            }
+        }
+        stop.cancel();
+        let summary = task.await.expect("record task").expect("recorded");
+        let recorded = std::fs::read_to_string(&dir).expect("recording");
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(
+            summary.lines.values().sum::<u64>() as usize,
+            expected,
+            "{name}"
+        );
+        // Put the reports and Flux events back between the recorded lines.
+        let mut merged = String::new();
+        let mut rec = recorded.lines();
+        let mut done = 0;
+        for (pos, line) in others {
+            while done < pos {
+                merged.push_str(rec.next().expect("line"));
+                merged.push('\n');
+                done += 1;
+            }
+            merged.push_str(line);
+            merged.push('\n');
+        }
+        for l in rec {
+            merged.push_str(l);
+            merged.push('\n');
+        }
+        assert!(!recorded.contains("managedFields"));
+        let got = replayed(&merged).await;
+        assert_eq!(got, want, "{name}: replay of the recording");
+    }
+}
+
+fn kubeconfig(url: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("fluxtrace-kubeconfig-{}", std::process::id()));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).expect("kubeconfig");
+    path
+}
+
+/// The real binary: `fluxtrace run` watching the test API server, SIGTERM while a promotion is
+/// still open. It exits within its shutdown deadline and the finished traces reach the receiver.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_recording_exits_in_time_with_finished_spans_delivered() {
+    let text = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "untraced-rollout.jsonl")
+        .map(|(_, t)| *t)
+        .expect("example");
+    let server = KubeApi::with_recording(text).start().await;
+    let receiver = OtlpReceiver::start().await;
+    server.apply_initial();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = kubeconfig(&server.url());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cluster-name",
+            "sig",
+            "--settle",
+            "1s",
+            "--shutdown-timeout",
+            "5s",
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-retries",
+            "0",
+        ])
+        .env("KUBECONFIG", &config)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fluxtrace run");
+    // Ready once every watcher has listed.
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let start = std::time::Instant::now();
+    loop {
+        let ok = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+            && http_status(&ready).await == Some(200);
+        if ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.apply_rest();
+    let r = &receiver;
+    let start = std::time::Instant::now();
+    while r.spans().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the finished trace never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A change that starts another rollout: still open when the signal comes.
+    server.apply(
+        "MODIFIED",
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "cache", "namespace": "ops", "uid": "late", "generation": 9},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": "redis:8"}]}}},
+            "status": {"observedGeneration": 8, "replicas": 1}
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().expect("pid");
+    let sent = std::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(7), child.wait())
+        .await
+        .expect("exits within the 5 s shutdown deadline (plus start-up slack)")
+        .expect("exit status");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        sent.elapsed()
+    );
+    let names: Vec<String> = receiver
+        .spans()
+        .iter()
+        .map(|(_, s)| s.name.clone())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "promotion").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(names.contains(&"rollout".to_string()));
+    let _ = std::fs::remove_file(config);
+}
+
+/// A bare HTTP/1.1 GET (no client crate needed for a status line).
+async fn http_status(url: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
