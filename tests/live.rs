@@ -611,3 +611,28 @@ async fn http_status(url: &str) -> Option<u16> {
     let text = String::from_utf8_lossy(&buf);
     text.split_whitespace().nth(1)?.parse().ok()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_flux_serving_only_betas_is_discovered_and_traced() {
+    let (name, text) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "oci-success.jsonl")
+        .expect("example");
+    let want = replayed(text).await;
+    // OCIRepository was v1beta2-only before source-controller v1.6.0.
+    let api = KubeApi::with_recording(text).serve_kind_at("OCIRepository", "v1beta2");
+    let mut live = Live::start(api).await;
+    live.play(text, Disrupt::None).await;
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+    assert!(
+        live.server
+            .list_count("/apis/source.toolkit.fluxcd.io/v1beta2/ocirepositories")
+            >= 1
+    );
+    assert_eq!(
+        live.server
+            .list_count("/apis/source.toolkit.fluxcd.io/v1/ocirepositories"),
+        0
+    );
+}
