@@ -35,6 +35,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Run the agent: watch the cluster, correlate, export over OTLP; serve health and metrics.
     Run(RunArgs),
+    /// Report a promotion to the agent (from CI): prints the trace id and link.
+    Promote(PromoteArgs),
+    /// Print the triage story of a promotion, as the agent knows it.
+    Explain(ExplainArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
     Record(RecordArgs),
 }
@@ -83,6 +87,119 @@ pub struct RunArgs {
     /// Capacity of the queue in front of the engine.
     #[arg(long, default_value_t = 4096, env = "FLUXTRACE_QUEUE")]
     pub queue: usize,
+    /// Do not write a Kubernetes Event (reason DeliveryTrace, with the trace link) on the
+    /// Kustomization or HelmRelease and the Deployments of each finished promotion.
+    #[arg(long, env = "FLUXTRACE_NO_K8S_EVENTS")]
+    pub no_k8s_events: bool,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub intake: IntakeArgs,
+}
+
+/// Who may use the intake API, and where its gRPC server listens.
+#[derive(Debug, Args)]
+pub struct IntakeArgs {
+    /// Address of the gRPC intake (fluxtrace.v1.PromotionService); none: no gRPC server.
+    #[arg(long, env = "FLUXTRACE_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Bearer tokens accepted for promotion reports and queries, one a line (a mounted Secret);
+    /// re-read when it changes. Without it (and without --insecure-no-auth) every intake
+    /// request is refused.
+    #[arg(long, env = "FLUXTRACE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// HMAC key of Flux's generic-hmac provider (the Provider secret's `token`): Flux events
+    /// must then carry `X-Signature: sha256=<hex>`. Without it they need a bearer token.
+    #[arg(long, env = "FLUXTRACE_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// Accept intake requests without any credentials. For local trials only: logs a warning.
+    #[arg(
+        long,
+        env = "FLUXTRACE_INSECURE_NO_AUTH",
+        conflicts_with_all = ["token_file", "hmac_key_file"]
+    )]
+    pub insecure_no_auth: bool,
+}
+
+/// Where the agent's API is, for `promote` and `explain`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Base URL of the agent's HTTP API, e.g. `https://fluxtrace.example`.
+    #[arg(long, env = "FLUXTRACE_AGENT")]
+    pub agent: String,
+    /// Bearer token for the agent's API.
+    #[arg(long, env = "FLUXTRACE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Time allowed for each request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_REQUEST_TIMEOUT")]
+    pub request_timeout: SignedDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Promotion id [default: from the CI run: GitHub Actions `<run id>-<run attempt>`, GitLab
+    /// CI `<pipeline id>`].
+    #[arg(long, env = "FLUXTRACE_PROMOTION_ID")]
+    pub id: Option<String>,
+    /// Environment promoted to (`deployment.environment.name`).
+    #[arg(long, env = "FLUXTRACE_ENVIRONMENT")]
+    pub environment: String,
+    /// Commit SHA (40 hex) or `sha256:<digest>` promoted [default: the CI run's commit, unless
+    /// a digest is given].
+    #[arg(long, env = "FLUXTRACE_REVISION")]
+    pub revision: Option<String>,
+    /// OCI artifact promoted: `repository[:tag][@sha256:<digest>]`.
+    #[arg(long, env = "FLUXTRACE_ARTIFACT")]
+    pub artifact: Option<String>,
+    /// Manifest digest of the artifact (`sha256:<64 hex>`).
+    #[arg(long, env = "FLUXTRACE_DIGEST")]
+    pub digest: Option<String>,
+    /// Application name.
+    #[arg(long, env = "FLUXTRACE_APP")]
+    pub app: Option<String>,
+    /// Who promoted [default: GITHUB_ACTOR or GITLAB_USER_LOGIN].
+    #[arg(long, env = "FLUXTRACE_ACTOR")]
+    pub actor: Option<String>,
+    /// Pipeline name [default: GITHUB_WORKFLOW, or CI_PIPELINE_NAME / CI_PROJECT_PATH].
+    #[arg(long, env = "FLUXTRACE_PIPELINE_NAME")]
+    pub pipeline_name: Option<String>,
+    /// Pipeline run id [default: GITHUB_RUN_ID or CI_PIPELINE_ID].
+    #[arg(long, env = "FLUXTRACE_RUN_ID")]
+    pub run_id: Option<String>,
+    /// Pipeline run URL [default: the GitHub run URL, or CI_PIPELINE_URL].
+    #[arg(long, env = "FLUXTRACE_RUN_URL")]
+    pub run_url: Option<String>,
+    /// W3C trace context of the CI span; the promotion becomes its child.
+    #[arg(long, env = "TRACEPARENT")]
+    pub traceparent: Option<String>,
+    /// When the promotion started (RFC 3339) [default: when the agent receives the report].
+    #[arg(long, env = "FLUXTRACE_TIME")]
+    pub time: Option<jiff::Timestamp>,
+    /// Retries on connection errors, timeouts and 5xx, with exponential backoff from 0.5 s.
+    #[arg(long, default_value_t = 5, env = "FLUXTRACE_RETRIES")]
+    pub retries: u32,
+    /// Do not read the CI run's environment (GitHub Actions, GitLab CI).
+    #[arg(long, env = "FLUXTRACE_NO_CI")]
+    pub no_ci: bool,
+    /// Print the report that would be sent, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the agent's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Promotion id.
+    pub id: String,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Print the story as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +209,11 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// After the replay, serve its stories on this address (`GET /v1/promotions/{id}`,
+    /// read-only, no authentication) until Ctrl-C, so that `fluxtrace explain` can be tried
+    /// without a cluster.
+    #[arg(long, env = "FLUXTRACE_SERVE")]
+    pub serve: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +247,18 @@ pub struct Global {
     /// e.g. `https://jaeger.example/trace/{trace_id}`.
     #[arg(long, global = true, env = "FLUXTRACE_TRACE_URL_TEMPLATE")]
     pub trace_url_template: Option<String>,
+    /// Link preset instead of a template: `jaeger` (Jaeger UI), `tempo` (Grafana Explore on a
+    /// Tempo data source) or `grafana` (Grafana Explore on any tracing data source). Needs
+    /// --trace-base-url; --trace-url-template wins when both are given.
+    #[arg(long, global = true, value_enum, env = "FLUXTRACE_TRACE_BACKEND")]
+    pub trace_backend: Option<crate::links::TraceBackend>,
+    /// Address of the tracing UI for --trace-backend, e.g. `https://grafana.example`.
+    #[arg(long, global = true, env = "FLUXTRACE_TRACE_BASE_URL")]
+    pub trace_base_url: Option<String>,
+    /// Grafana data source (uid or name) for --trace-backend tempo (default `tempo`) or
+    /// grafana (required).
+    #[arg(long, global = true, env = "FLUXTRACE_TRACE_DATASOURCE")]
+    pub trace_datasource: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -164,12 +298,70 @@ pub struct DeadlineArgs {
     /// Added to a Deployment's progressDeadlineSeconds.
     #[arg(long, global = true, default_value = "1m", value_parser = parse_duration, env = "FLUXTRACE_ROLLOUT_GRACE")]
     pub rollout_grace: SignedDuration,
+    /// Time for a traffic probe to report after a rollout completed.
+    #[arg(long, global = true, default_value = "3m", value_parser = parse_duration, env = "FLUXTRACE_TRAFFIC_DEADLINE")]
+    pub traffic_deadline: SignedDuration,
     /// Time for a whole promotion.
     #[arg(long, global = true, default_value = "60m", value_parser = parse_duration, env = "FLUXTRACE_PROMOTION_DEADLINE")]
     pub promotion_deadline: SignedDuration,
     /// Quiet time after the last stage before the verdict.
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration, env = "FLUXTRACE_SETTLE")]
     pub settle: SignedDuration,
+}
+
+/// The traffic probe (workloads opt in with the `fluxtrace.io/probe-url` annotation).
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Do not probe traffic after rollouts.
+    #[arg(long, env = "FLUXTRACE_NO_PROBE")]
+    pub no_probe: bool,
+    /// Samples per probe at most.
+    #[arg(long, default_value_t = 10, env = "FLUXTRACE_PROBE_SAMPLES")]
+    pub probe_samples: u32,
+    /// Time between samples.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLUXTRACE_PROBE_INTERVAL")]
+    pub probe_interval: SignedDuration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLUXTRACE_PROBE_TIMEOUT")]
+    pub probe_timeout: SignedDuration,
+    /// The verdict looks at this many of the last samples...
+    #[arg(long, default_value_t = 5, env = "FLUXTRACE_PROBE_WINDOW")]
+    pub probe_window: u32,
+    /// ...of which at least this share (0 to 1) must serve the expected version.
+    #[arg(long, default_value_t = 1.0, env = "FLUXTRACE_PROBE_RATIO")]
+    pub probe_ratio: f64,
+    /// Overall deadline of one probe.
+    #[arg(long, default_value = "2m", value_parser = parse_duration, env = "FLUXTRACE_PROBE_DEADLINE")]
+    pub probe_deadline: SignedDuration,
+    /// Hosts that may be probed (`.suffix` matches by suffix); repeat or separate with commas.
+    #[arg(long = "probe-allow-host", value_delimiter = ',', default_values_t = [".svc".to_string(), ".svc.cluster.local".to_string()], env = "FLUXTRACE_PROBE_ALLOW_HOSTS")]
+    pub probe_allow_hosts: Vec<String>,
+    /// Bytes of a response body read at most.
+    #[arg(long, default_value_t = 64 * 1024, env = "FLUXTRACE_PROBE_MAX_BODY")]
+    pub probe_max_body: usize,
+    /// Probes running at once.
+    #[arg(long, default_value_t = 8, env = "FLUXTRACE_PROBE_CONCURRENCY")]
+    pub probe_concurrency: usize,
+}
+
+impl ProbeArgs {
+    pub fn settings(&self) -> Option<crate::probe::ProbeSettings> {
+        if self.no_probe {
+            return None;
+        }
+        let d = |x: SignedDuration| Duration::try_from(x).unwrap_or_default();
+        Some(crate::probe::ProbeSettings {
+            samples: self.probe_samples.max(1),
+            interval: d(self.probe_interval),
+            timeout: d(self.probe_timeout),
+            window: self.probe_window.max(1),
+            ratio: self.probe_ratio.clamp(0.0, 1.0),
+            deadline: d(self.probe_deadline),
+            allow_hosts: self.probe_allow_hosts.clone(),
+            max_body: self.probe_max_body,
+            concurrency: self.probe_concurrency.max(1),
+        })
+    }
 }
 
 /// Parses `30s`, `10m`, `1h30m`, `2.5s`.
@@ -197,11 +389,23 @@ impl Global {
                 source: d.source_deadline,
                 reconcile: d.reconcile_deadline,
                 rollout_grace: d.rollout_grace,
+                traffic: d.traffic_deadline,
                 promotion: d.promotion_deadline,
                 settle: d.settle,
             },
             ..EngineConfig::default()
         }
+    }
+
+    /// The trace link template: --trace-url-template, else the --trace-backend preset, else
+    /// none.
+    pub fn trace_link_template(&self) -> Result<Option<String>, crate::links::LinkError> {
+        crate::links::template(crate::links::LinkOptions {
+            template: self.trace_url_template.as_deref(),
+            backend: self.trace_backend,
+            base_url: self.trace_base_url.as_deref(),
+            datasource: self.trace_datasource.as_deref(),
+        })
     }
 
     /// The export timeout given on the command line, if any.
@@ -241,6 +445,38 @@ mod tests {
             use clap::CommandFactory;
             Cli::command().debug_assert();
         }
+    }
+
+    #[test]
+    fn trace_link_presets_parse_and_a_template_wins() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["fluxtrace"].iter().chain(args).chain(&["demo"]))
+                .map(|c| c.global.trace_link_template())
+        };
+        let jaeger = [
+            "--trace-backend",
+            "jaeger",
+            "--trace-base-url",
+            "https://j.example",
+        ];
+        assert_eq!(
+            parse(&jaeger).expect("parses"),
+            Ok(Some("https://j.example/trace/{trace_id}".into()))
+        );
+        let both = [
+            &jaeger[..],
+            &["--trace-url-template", "https://x/{trace_id}"],
+        ]
+        .concat();
+        assert_eq!(
+            parse(&both).expect("parses"),
+            Ok(Some("https://x/{trace_id}".into()))
+        );
+        assert!(parse(&["--trace-backend", "tempo"])
+            .expect("parses")
+            .is_err());
+        assert!(parse(&["--trace-backend", "zipkin"]).is_err());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! delivery diverged from intent.
 //!
 //! ```text
-//!   CI ── fluxtrace promote ──▶ intake (POST /v1/promotions, gRPC)      [later]
-//!   notification-controller ──▶ intake (POST /v1/flux/events)           [later]
+//!   CI ── fluxtrace promote ──▶ intake (POST /v1/promotions, gRPC)
+//!   notification-controller ──▶ intake (POST /v1/flux/events)
 //!   kube API ──── watch ──────▶ sources::kube                           [later]
 //!   recording (JSON Lines) ───▶ sources::replay ── same decoding (sources::object) ──┐
 //!                                                                                   ▼
@@ -26,16 +26,26 @@
 //! - [`trace`]: span records and deterministic ids.
 //! - [`story`]: the triage story and the terminal waterfall.
 //! - [`export`]: OTLP/gRPC export.
+//! - [`intake`]: promotion reports and Flux events over HTTP and gRPC, stories read back.
+//! - [`client`]: `fluxtrace promote` and `fluxtrace explain`, the agent's API from outside.
 //! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
 //! - [`config`]: command-line configuration.
+//! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
+//! - [`announce`]: Kubernetes Events (`DeliveryTrace`) with the trace link on finished
+//!   promotions.
 
 pub mod admin;
 pub mod agent;
+pub mod announce;
+pub mod client;
 pub mod config;
 pub mod correlate;
 pub mod export;
+pub mod intake;
+pub mod links;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod record;
 pub mod replay;
 pub mod revision;

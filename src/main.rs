@@ -43,6 +43,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Record(args) = &cli.command {
         return record(args);
     }
+    if let Command::Promote(args) = &cli.command {
+        return Ok(fluxtrace::client::promote_command(args));
+    }
+    if let Command::Explain(args) = &cli.command {
+        return Ok(fluxtrace::client::explain_command(args));
+    }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let output: &OutputArgs = match &cli.command {
         Command::Demo(o) => {
@@ -52,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             o
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
+        Command::Promote(_) | Command::Explain(_) => unreachable!("handled above"),
         Command::Replay(r) => {
             for f in &r.files {
                 let text = std::fs::read_to_string(f)
@@ -61,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &r.output
         }
     };
+    let link_template = cli.global.trace_link_template()?;
     let cfg = cli.global.engine_config();
     let mut replays = Vec::new();
     let mut bad_lines = 0;
@@ -74,7 +82,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     for (_, r) in &mut replays {
         for t in &mut r.traces {
-            t.story.trace_link = trace_link(&cli.global, t);
+            t.story.trace_link = link_template.as_deref().map(|tpl| {
+                fluxtrace::links::fill(tpl, t.story.trace_id, t.story.start, t.story.end)
+            });
         }
     }
     let mut stdout = std::io::stdout().lock();
@@ -91,25 +101,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     drop(stdout);
+    let served: Vec<story::Story> = match &cli.command {
+        Command::Replay(r) if r.serve.is_some() => replays
+            .iter()
+            .flat_map(|(_, r)| r.traces.iter().map(|t| t.story.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
     let spans: Vec<SpanRecord> = replays
         .into_iter()
         .flat_map(|(_, r)| r.traces.into_iter().flat_map(|t| t.spans))
         .collect();
     export(&cli.global, spans)?;
+    if let Command::Replay(fluxtrace::config::ReplayArgs {
+        serve: Some(addr), ..
+    }) = &cli.command
+    {
+        serve_replay(*addr, served)?;
+    }
     if bad_lines > 0 {
         eprintln!("fluxtrace: {bad_lines} line(s) were rejected (see above)");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn trace_link(g: &Global, t: &replay::Trace) -> Option<String> {
-    let tpl = g.trace_url_template.as_deref()?;
-    Some(
-        tpl.replace("{trace_id}", &t.story.trace_id.to_string())
-            .replace("{start_ms}", &t.story.start.as_millisecond().to_string())
-            .replace("{end_ms}", &t.story.end.as_millisecond().to_string()),
-    )
 }
 
 fn print_text(w: &mut impl std::io::Write, name: &str, r: &Replay) -> std::io::Result<()> {
@@ -191,15 +205,47 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
         readiness.register("http");
+        if !args.no_watch {
+            // Until the watchers have registered themselves, nothing says they are listing.
+            readiness.register("watchers");
+        }
+        if args.intake.grpc_listen.is_some() {
+            readiness.register("grpc");
+        }
+        let auth = Arc::new(
+            fluxtrace::intake::auth_from_args(&args.intake)
+                .context("cannot read the intake credentials")?,
+        );
+        // Kubernetes Events with the trace link; without a client none are written (not fatal).
+        let mut announcer = None;
+        let announce = if args.no_k8s_events {
+            None
+        } else {
+            match kube_client().await {
+                Ok(client) => {
+                    let (tx, task) = fluxtrace::announce::spawn(client, metrics.clone());
+                    announcer = Some(task);
+                    Some(tx)
+                }
+                Err(e) => {
+                    tracing::warn!(message = "No Kubernetes client: trace links are not written as Kubernetes Events.", error = %format!("{e:#}"));
+                    None
+                }
+            }
+        };
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
+            probe: args.probe.settings(),
             export: export_settings(g),
-            trace_url_template: g.trace_url_template.clone(),
+            trace_url_template: g.trace_link_template()?,
+            announce,
             ..AgentConfig::default()
         };
         let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
         let app = admin::router(metrics.clone(), readiness.clone());
+        let intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
+        let app = app.merge(fluxtrace::intake::http::router(intake.clone()));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -212,6 +258,26 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         });
+        // The gRPC intake stops with the HTTP one; so does the re-reading of secret files.
+        let mut grpc = match args.intake.grpc_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (gRPC)"))?;
+                readiness.set("grpc", true);
+                tracing::info!(message = "Listening (gRPC).", address = %addr);
+                let stop = stop_http.clone();
+                Some(tokio::spawn(fluxtrace::intake::grpc::serve(
+                    l,
+                    intake.clone(),
+                    stop.cancelled_owned(),
+                )))
+            }
+            None => None,
+        };
+        let _reload =
+            auth.spawn_reload(fluxtrace::intake::SECRET_RELOAD_INTERVAL, stop_http.clone());
+        drop(intake);
         let stop_sources = CancellationToken::new();
         let mut sources = tokio::task::JoinSet::new();
         if !args.no_watch {
@@ -227,10 +293,17 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             )
             .await
             .context("cannot start the Kubernetes watchers")?;
+            readiness.set("watchers", true);
         }
         let failure = tokio::select! {
             _ = shutdown_signal() => None,
             r = &mut server => Some(format!("the HTTP server stopped: {r:?}")),
+            r = async {
+                match grpc.as_mut() {
+                    Some(g) => g.await,
+                    None => std::future::pending().await,
+                }
+            } => Some(format!("the gRPC server stopped: {r:?}")),
             Some(r) = sources.join_next() => Some(format!("a watcher stopped: {r:?}")),
         };
         if let Some(f) = &failure {
@@ -242,9 +315,22 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         stop_sources.cancel();
         while sources.join_next().await.is_some() {}
         stop_http.cancel();
-        let _ = tokio::time::timeout(deadline / 4, &mut server).await;
+        if !server.is_finished() {
+            let _ = tokio::time::timeout(deadline / 4, &mut server).await;
+        }
+        // (A finished JoinHandle must not be polled again.)
+        if let Some(g) = grpc.as_mut().filter(|g| !g.is_finished()) {
+            let _ = tokio::time::timeout(deadline / 4, g).await;
+        }
         let left = deadline.saturating_sub(started.elapsed());
         let clean = agent.shutdown(left).await;
+        // The engine has stopped offering stories: write what is queued, within the deadline.
+        if let Some(task) = announcer {
+            let left = deadline.saturating_sub(started.elapsed());
+            if tokio::time::timeout(left, task).await.is_err() {
+                tracing::warn!(message = "Shutdown deadline reached with Kubernetes Events still queued.");
+            }
+        }
         tracing::info!(
             message = "Stopped.",
             clean,
@@ -256,6 +342,14 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// A client from the in-cluster config or the kubeconfig.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer()
+        .await
+        .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }
 
 async fn shutdown_signal() {
@@ -322,5 +416,40 @@ fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             summary.lines
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `fluxtrace replay --serve`: the replay's stories over the HTTP API, read-only, until Ctrl-C
+/// or SIGTERM.
+fn serve_replay(addr: std::net::SocketAddr, stories: Vec<story::Story>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        readiness.register("http");
+        let n = stories.len();
+        let example = stories.first().map(|s| s.promotion_id.clone());
+        let intake = fluxtrace::intake::Intake::replayed(stories, metrics.clone());
+        let app = admin::router(metrics, readiness.clone())
+            .merge(fluxtrace::intake::http::router(intake));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr().unwrap_or(addr);
+        readiness.set("http", true);
+        eprintln!(
+            "fluxtrace: serving {n} replayed promotion(s) on http://{local} (read-only, no authentication); Ctrl-C stops"
+        );
+        if let Some(id) = example {
+            eprintln!("fluxtrace: try `fluxtrace explain {id} --agent http://{local}`");
+        }
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server stopped")
     })
 }

@@ -32,6 +32,11 @@ pub struct KindError {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
     pub divergence_stage: &'static str,
@@ -51,6 +56,10 @@ pub struct Metrics {
     pub decode_errors: Family<KindError, Counter>,
     pub watch_restarts: Family<KindLabel, Counter>,
     pub promotions: Family<OutcomeLabel, Counter>,
+    /// Kubernetes Events with trace links: `created`, or `already_exists` (written before).
+    pub k8s_events: Family<ResultLabel, Counter>,
+    pub k8s_events_failed: Family<ErrorType, Counter>,
+    pub k8s_events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +83,9 @@ impl Metrics {
             decode_errors: Family::default(),
             watch_restarts: Family::default(),
             promotions: Family::default(),
+            k8s_events: Family::default(),
+            k8s_events_failed: Family::default(),
+            k8s_events_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -130,6 +142,21 @@ impl Metrics {
             "promotions",
             "Promotions that reached a verdict",
             m.promotions.clone(),
+        );
+        registry.register(
+            "k8s_events",
+            "Kubernetes Events with a trace link, by result (created, already_exists)",
+            m.k8s_events.clone(),
+        );
+        registry.register(
+            "k8s_events_failed",
+            "Kubernetes Events with a trace link that could not be written",
+            m.k8s_events_failed.clone(),
+        );
+        registry.register(
+            "k8s_events_dropped",
+            "Finished promotions whose Kubernetes Events were dropped because the queue was full",
+            m.k8s_events_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -161,8 +161,78 @@ pub enum EventBody {
     ReplicaSet(ReplicaSetObs),
     KubeEvent(KubeEventObs),
     FluxEvent(FluxEventObs),
+    /// The outcome of a traffic probe the engine asked for.
+    ProbeResult(ProbeResult),
     /// A watched object was deleted.
     Deleted(ObjectRef),
+}
+
+/// The annotation naming the URL a traffic probe checks after a rollout.
+pub const PROBE_URL_ANNOTATION: &str = "fluxtrace.io/probe-url";
+/// Where the served version is read: `header:<name>`, `json:<pointer>` or `body`.
+pub const PROBE_EXPECT_ANNOTATION: &str = "fluxtrace.io/probe-expect";
+/// What version is expected: `image-tag` (default), `promotion-id`, or a literal version.
+pub const PROBE_EXPECTED_VERSION_ANNOTATION: &str = "fluxtrace.io/probe-expected-version";
+
+/// A workload's opt-in to the traffic probe (annotations on the Deployment or on the Flux object
+/// that applies it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub url: String,
+    /// `header:<name>`, `json:<pointer>` or `body` (the default).
+    pub expect: Option<String>,
+    /// `image-tag` (the default), `promotion-id`, or a literal version.
+    pub expected_version: Option<String>,
+}
+
+/// What the engine asks the prober to check once a rollout completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeRequest {
+    pub promotion_id: String,
+    pub deployment: ObjectRef,
+    pub generation: i64,
+    pub url: String,
+    /// `header:<name>`, `json:<pointer>` or `body`.
+    pub expect: String,
+    /// The version traffic must show.
+    pub expected: String,
+    /// When the rollout completed (the probe's start).
+    pub requested_at: Timestamp,
+}
+
+/// How a probe ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum ProbeVerdict {
+    /// The required share of the last samples served the expected version.
+    Passed,
+    /// The deadline passed without that: old version, mixed versions, errors or time-outs.
+    Failed { reason: String, message: String },
+    /// Not probed: the URL is not allowed (outside the host allow-list, bad scheme).
+    Refused { reason: String, message: String },
+}
+
+/// The outcome of a traffic probe (also a recording line kind, `probe_result`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub promotion_id: String,
+    pub namespace: String,
+    pub deployment: String,
+    pub generation: i64,
+    /// The URL probed, credentials stripped.
+    pub url: String,
+    pub expected: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    pub samples: u32,
+    pub matched: u32,
+    /// Versions observed, with how many samples showed each (`error` for failed requests).
+    #[serde(default)]
+    pub versions: std::collections::BTreeMap<String, u32>,
+    /// HTTP status of the failed samples, the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_status: Option<u16>,
+    pub verdict: ProbeVerdict,
 }
 
 /// Annotations fluxtrace reads on any object.
@@ -205,6 +275,8 @@ pub struct ReconcilerObs {
     pub object: ObjectRef,
     pub uid: String,
     pub marks: Marks,
+    /// Opt-in to the traffic probe for the workloads it applies.
+    pub probe: Option<ProbeSpec>,
     pub source_ref: Option<ObjectRef>,
     /// `spec.timeout`.
     pub timeout: Option<SignedDuration>,
@@ -244,6 +316,8 @@ pub struct DeploymentObs {
     pub progress_deadline: SignedDuration,
     /// The Kustomization or HelmRelease that applied it (from its labels).
     pub manager: Option<ObjectRef>,
+    /// Opt-in to the traffic probe.
+    pub probe: Option<ProbeSpec>,
     /// Container images of the pod template, in order.
     pub images: Vec<String>,
     pub conditions: Vec<Condition>,

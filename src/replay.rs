@@ -79,6 +79,8 @@ pub fn collect(
                 spans: std::mem::take(pending),
                 story: *story,
             }),
+            // A replay cannot probe: recordings carry probe outcomes as `probe_result` lines.
+            Output::Probe(_) => {}
         }
     }
 }

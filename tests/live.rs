@@ -169,6 +169,10 @@ struct Live {
 
 impl Live {
     async fn start(api: KubeApi) -> Live {
+        Live::start_with(api, None).await
+    }
+
+    async fn start_with(api: KubeApi, probe: Option<fluxtrace::probe::ProbeSettings>) -> Live {
         let server = api.start().await;
         let receiver = OtlpReceiver::start().await;
         let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
@@ -181,6 +185,7 @@ impl Live {
                 export: Some(export_settings(receiver.endpoint())),
                 tick: Duration::from_millis(20),
                 clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
+                probe,
                 ..AgentConfig::default()
             },
             metrics.clone(),
@@ -635,4 +640,82 @@ async fn an_older_flux_serving_only_betas_is_discovered_and_traced() {
             .list_count("/apis/source.toolkit.fluxcd.io/v1/ocirepositories"),
         0
     );
+}
+
+/// A workload that opted in to the traffic probe: after its rollout the agent probes a real
+/// HTTP server and the trace gets a `traffic.probe` span with what traffic served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_probes_traffic_after_a_rollout() {
+    use axum::routing::get;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/version",
+        get(|| async { ([("X-App-Version", "1.8.0")], "") }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let (_, text) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "oci-success.jsonl")
+        .expect("example");
+    // The checkout Deployment opts in.
+    let mut annotated = String::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        if v["object"]["kind"] == "Deployment" {
+            let a = &mut v["object"]["metadata"]["annotations"];
+            if !a.is_object() {
+                *a = serde_json::json!({});
+            }
+            a["fluxtrace.io/probe-url"] = format!("http://{addr}/version").into();
+            a["fluxtrace.io/probe-expect"] = "header:X-App-Version".into();
+        }
+        annotated.push_str(&v.to_string());
+        annotated.push('\n');
+    }
+    let settings = fluxtrace::probe::ProbeSettings {
+        interval: Duration::from_millis(10),
+        allow_hosts: vec!["127.0.0.1".into()],
+        ..fluxtrace::probe::ProbeSettings::default()
+    };
+    let mut live = Live::start_with(KubeApi::with_recording(&annotated), Some(settings)).await;
+    live.play(&annotated, Disrupt::None).await;
+    let m = live.metrics.clone();
+    eventually("the probe result", || {
+        m.observations
+            .get_or_create(&KindLabel {
+                kind: "probe_result",
+            })
+            .get()
+            == 1
+    })
+    .await;
+    let spans = live.finish(6).await;
+    let traffic: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.name == "traffic.probe")
+        .collect();
+    assert_eq!(traffic.len(), 1);
+    let t = traffic[0];
+    assert_eq!(t.status.clone().unwrap_or_default().code, 1, "status OK");
+    let attr = |k: &str| {
+        t.attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| format!("{:?}", kv.value))
+    };
+    assert!(attr("url.full").is_some_and(|v| v.contains("/version")));
+    assert!(attr("delivery.probe.expected").is_some_and(|v| v.contains("1.8.0")));
+    assert!(attr("delivery.probe.matched").is_some_and(|v| v.contains('5')));
+    let root = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "promotion")
+        .expect("root");
+    assert_eq!(t.parent_span_id, root.span_id);
 }

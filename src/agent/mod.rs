@@ -29,7 +29,8 @@ use crate::admin::Readiness;
 use crate::correlate::{Engine, EngineConfig, Output};
 use crate::export::{ExportSettings, Exporter};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
-use crate::model::{DeliveryEvent, EventBody};
+use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
+use crate::probe::Prober;
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
 
@@ -88,6 +89,12 @@ pub struct AgentConfig {
     pub trace_url_template: Option<String>,
     /// Observations are stamped, and the engine ticks, with this clock.
     pub clock: Clock,
+    /// Traffic probes after rollouts; `None`: not probed (their traffic spans time out).
+    pub probe: Option<crate::probe::ProbeSettings>,
+    /// Where finished stories go for their Kubernetes Events (`crate::announce`); `None`: no
+    /// Events. Offered without waiting: when the queue is full the story's Events are dropped
+    /// and counted (`k8s_events_dropped`).
+    pub announce: Option<mpsc::Sender<Story>>,
 }
 
 impl Default for AgentConfig {
@@ -101,6 +108,8 @@ impl Default for AgentConfig {
             stories: 1000,
             trace_url_template: None,
             clock: Clock::system(),
+            probe: None,
+            announce: None,
         }
     }
 }
@@ -201,12 +210,7 @@ pub fn trace_link(
     start: Timestamp,
     end: Timestamp,
 ) -> Option<String> {
-    let t = template?;
-    Some(
-        t.replace("{trace_id}", &trace_id.to_string())
-            .replace("{start_ms}", &start.as_millisecond().to_string())
-            .replace("{end_ms}", &end.as_millisecond().to_string()),
-    )
+    Some(crate::links::fill(template?, trace_id, start, end))
 }
 
 fn body_kind(b: &EventBody) -> &'static str {
@@ -218,6 +222,7 @@ fn body_kind(b: &EventBody) -> &'static str {
         EventBody::ReplicaSet(_) => "replicaset",
         EventBody::KubeEvent(_) => "event",
         EventBody::FluxEvent(_) => "flux_event",
+        EventBody::ProbeResult(_) => "probe_result",
         EventBody::Deleted(_) => "deleted",
     }
 }
@@ -253,11 +258,19 @@ impl Agent {
                 None
             }
         };
+        let probes = cfg.probe.clone().map(|settings| {
+            let (tx, rx) = mpsc::channel::<ProbeRequest>(256);
+            tokio::spawn(probe_loop(rx, Prober::new(settings), handle.clone()));
+            tx
+        });
         let engine_task = tokio::spawn(engine_loop(
             Engine::new(cfg.engine.clone()),
             ev_rx,
             q_rx,
-            span_tx,
+            Outlets {
+                spans: span_tx,
+                probes,
+            },
             metrics.clone(),
             cfg.clone(),
             drain.clone(),
@@ -312,11 +325,19 @@ impl StoryStore {
     }
 }
 
+/// Where the engine task sends what it produces.
+struct Outlets {
+    /// Finished spans, one batch per verdict.
+    spans: mpsc::Sender<Vec<SpanRecord>>,
+    /// Probe requests, when probing is on.
+    probes: Option<mpsc::Sender<ProbeRequest>>,
+}
+
 async fn engine_loop(
     mut engine: Engine,
     mut events: mpsc::Receiver<DeliveryEvent>,
     mut queries: mpsc::Receiver<Query>,
-    spans: mpsc::Sender<Vec<SpanRecord>>,
+    outlets: Outlets,
     metrics: Arc<Metrics>,
     cfg: AgentConfig,
     drain: tokio_util::sync::CancellationToken,
@@ -354,6 +375,20 @@ async fn engine_loop(
         for o in outputs {
             match o {
                 Output::Span(s) => pending.push(s),
+                Output::Probe(req) => {
+                    let queued = outlets
+                        .probes
+                        .as_ref()
+                        .is_some_and(|p| p.try_send(req).is_ok());
+                    if !queued {
+                        metrics
+                            .observations_dropped
+                            .get_or_create(&KindLabel {
+                                kind: "probe_request",
+                            })
+                            .inc();
+                    }
+                }
                 Output::Story(mut story) => {
                     story.trace_link = trace_link(
                         cfg.trace_url_template.as_deref(),
@@ -362,8 +397,13 @@ async fn engine_loop(
                         story.end,
                     );
                     record_story(&story, &metrics);
+                    if let Some(tx) = &cfg.announce {
+                        if tx.try_send((*story).clone()).is_err() {
+                            metrics.k8s_events_dropped.inc();
+                        }
+                    }
                     let batch = std::mem::take(&mut pending);
-                    if spans.try_send(batch).is_err() {
+                    if outlets.spans.try_send(batch).is_err() {
                         metrics.spans_dropped.inc_by(count_spans(&story));
                     }
                     store.push(*story);
@@ -433,6 +473,35 @@ fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
                 .collect();
             let _ = tx.send(list);
         }
+    }
+}
+
+/// Runs each requested probe in its own task (the prober bounds how many run at once) and
+/// hands the result back to the engine.
+async fn probe_loop(
+    mut requests: mpsc::Receiver<ProbeRequest>,
+    prober: Prober,
+    handle: EngineHandle,
+) {
+    while let Some(req) = requests.recv().await {
+        let prober = prober.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let result = prober.probe(&req, &handle.clock).await;
+            info!(
+                message = "Traffic probed.",
+                promotion_id = %result.promotion_id,
+                url = %result.url,
+                verdict = ?result.verdict,
+                matched = result.matched,
+                samples = result.samples
+            );
+            let ev = DeliveryEvent {
+                at: result.finished,
+                body: EventBody::ProbeResult(result),
+            };
+            let _ = handle.submit(ev).await;
+        });
     }
 }
 

@@ -22,7 +22,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::model::{
     condition, CondStatus, DeliveryEvent, DeploymentObs, EventBody, FluxEventObs, Kind,
-    KubeEventObs, ObjectRef, PromotionReport, ReconcilerObs, ReplicaSetObs, SourceObs,
+    KubeEventObs, ObjectRef, ProbeRequest, ProbeResult, ProbeVerdict, PromotionReport,
+    ReconcilerObs, ReplicaSetObs, SourceObs,
 };
 use crate::revision;
 use crate::story::{Divergence, Outcome, StageStory, Story};
@@ -44,6 +45,8 @@ pub struct Deadlines {
     pub reconcile: SignedDuration,
     /// Added to a Deployment's `progressDeadlineSeconds`.
     pub rollout_grace: SignedDuration,
+    /// A traffic probe must report within this of the rollout completing.
+    pub traffic: SignedDuration,
     /// The whole promotion.
     pub promotion: SignedDuration,
     /// Quiet time after the last stage ends before the verdict (late rollouts, late events).
@@ -57,6 +60,7 @@ impl Default for Deadlines {
             source: SignedDuration::from_mins(10),
             reconcile: SignedDuration::from_mins(10),
             rollout_grace: SignedDuration::from_mins(1),
+            traffic: SignedDuration::from_mins(3),
             promotion: SignedDuration::from_mins(60),
             settle: SignedDuration::from_secs(30),
         }
@@ -91,6 +95,9 @@ pub enum Output {
     Span(SpanRecord),
     /// A promotion reached its verdict; its spans were emitted just before.
     Story(Box<Story>),
+    /// A rollout completed for a workload that opted in to the traffic probe: probe it and
+    /// apply the [`crate::model::ProbeResult`].
+    Probe(ProbeRequest),
 }
 
 /// Events buffered per object, kept while they can still land on a span.
@@ -136,6 +143,7 @@ struct Promotion {
     sources: Vec<StageSpan>,
     reconciles: Vec<Reconcile>,
     rollouts: Vec<StageSpan>,
+    traffic: Vec<StageSpan>,
     superseded_by: Option<(String, TraceId, SpanId)>,
     /// When a newer promotion took over.
     superseded_at: Option<Timestamp>,
@@ -152,6 +160,7 @@ impl Promotion {
                     .flat_map(|r| std::iter::once(&r.span).chain(r.apply.iter())),
             )
             .chain(self.rollouts.iter())
+            .chain(self.traffic.iter())
     }
 
     fn spans_mut(&mut self) -> impl Iterator<Item = &mut StageSpan> {
@@ -164,6 +173,7 @@ impl Promotion {
                     .flat_map(|r| std::iter::once(&mut r.span).chain(r.apply.iter_mut())),
             )
             .chain(self.rollouts.iter_mut())
+            .chain(self.traffic.iter_mut())
     }
 
     fn parent_for_rollout(&self, manager: Option<&ObjectRef>) -> SpanId {
@@ -257,6 +267,8 @@ pub struct Engine {
     now: Timestamp,
     wake: Option<Timestamp>,
     pruned: Timestamp,
+    /// Probe requests to hand out with the next outputs.
+    probes: Vec<ProbeRequest>,
     touched: BTreeSet<String>,
 }
 
@@ -282,6 +294,7 @@ impl Engine {
             now: Timestamp::UNIX_EPOCH,
             wake: None,
             pruned: Timestamp::UNIX_EPOCH,
+            probes: Vec::new(),
             touched: BTreeSet::new(),
         }
     }
@@ -345,9 +358,11 @@ impl Engine {
             EventBody::ReplicaSet(rs) => self.on_replicaset(rs),
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e, &mut out),
+            EventBody::ProbeResult(r) => self.on_probe_result(at, r),
             EventBody::Deleted(o) => self.on_deleted(&o),
         }
         self.advance(self.now, &mut out);
+        out.extend(self.probes.drain(..).map(Output::Probe));
         out
     }
 
@@ -356,6 +371,7 @@ impl Engine {
         let mut out = Vec::new();
         self.now = self.now.max(now);
         self.advance(self.now, &mut out);
+        out.extend(self.probes.drain(..).map(Output::Probe));
         out
     }
 
@@ -377,6 +393,7 @@ impl Engine {
                 break;
             }
         }
+        out.extend(self.probes.drain(..).map(Output::Probe));
         out
     }
 
@@ -464,6 +481,7 @@ impl Engine {
             sources: Vec::new(),
             reconciles: Vec::new(),
             rollouts: Vec::new(),
+            traffic: Vec::new(),
             superseded_by: None,
             superseded_at: None,
         }
@@ -1116,10 +1134,147 @@ impl Engine {
             );
         }
         if !span.is_open() {
-            if let RolloutOwner::Unclaimed(_) = rollout.owner {
-                self.untraced(key);
+            let succeeded = span.result == StageResult::Succeeded;
+            let end = span.end.unwrap_or(at);
+            match &rollout.owner {
+                RolloutOwner::Unclaimed(_) => self.untraced(key),
+                RolloutOwner::Promotion(pid) if succeeded => {
+                    let pid = pid.clone();
+                    let generation = rollout.generation;
+                    self.request_probe(key, &pid, generation, end);
+                }
+                _ => {}
             }
         }
+    }
+
+    /// After a successful rollout of a workload that opted in: a traffic span, and a request
+    /// for the prober.
+    fn request_probe(&mut self, key: &ObjectRef, pid: &str, generation: i64, end: Timestamp) {
+        let Some(state) = self.deployments.get(key) else {
+            return;
+        };
+        let obs = &state.last;
+        let spec = obs.probe.clone().or_else(|| {
+            let m = obs.manager.as_ref()?;
+            self.reconcilers.get(m)?.last.as_ref()?.probe.clone()
+        });
+        let Some(spec) = spec else {
+            return;
+        };
+        let Some(p) = self.open.get_mut(pid) else {
+            return;
+        };
+        let attempt = generation.to_string();
+        let span_id = span_id_for(pid, Stage::Traffic, &self.cfg.cluster, &obs.uid, &attempt);
+        if p.traffic.iter().any(|s| s.span_id == span_id) {
+            return;
+        }
+        let expected = match spec.expected_version.as_deref() {
+            None | Some("image-tag") => obs
+                .images
+                .first()
+                .and_then(|i| image_tag(i))
+                .unwrap_or_default()
+                .to_string(),
+            Some("promotion-id") => pid.to_string(),
+            Some(v) => v.to_string(),
+        };
+        let expect = spec.expect.clone().unwrap_or_else(|| "body".to_string());
+        let url = strip_credentials(&spec.url);
+        let mut s = StageSpan {
+            stage: Stage::Traffic,
+            span_id,
+            parent: p.root,
+            object: Some(key.clone()),
+            start: end,
+            end: None,
+            deadline: end + self.cfg.deadlines.traffic,
+            result: StageResult::Open,
+            attrs: Attributes::default(),
+            events: Vec::new(),
+            summary: String::new(),
+        };
+        s.set_object_attrs(key);
+        s.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
+        s.attrs.set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
+        s.attrs.set(attr::URL_FULL, url.clone());
+        s.attrs.set(attr::DELIVERY_PROBE_EXPECTED, expected.clone());
+        p.traffic.push(s);
+        self.touched.insert(pid.to_string());
+        self.probes.push(ProbeRequest {
+            promotion_id: pid.to_string(),
+            deployment: key.clone(),
+            generation,
+            url: spec.url,
+            expect,
+            expected,
+            requested_at: end,
+        });
+    }
+
+    fn on_probe_result(&mut self, at: Timestamp, r: ProbeResult) {
+        let Some(p) = self.open.get_mut(&r.promotion_id) else {
+            return;
+        };
+        let key = ObjectRef::new(Kind::Deployment, r.namespace.clone(), r.deployment.clone());
+        let generation = AttrValue::Int(r.generation);
+        let Some(s) = p.traffic.iter_mut().find(|s| {
+            s.object.as_ref() == Some(&key)
+                && s.attrs.get(attr::DELIVERY_ROLLOUT_GENERATION) == Some(&generation)
+        }) else {
+            return;
+        };
+        if !s.is_open() {
+            return;
+        }
+        s.attrs.set(attr::URL_FULL, strip_credentials(&r.url));
+        s.attrs
+            .set(attr::DELIVERY_PROBE_SAMPLES, i64::from(r.samples));
+        s.attrs
+            .set(attr::DELIVERY_PROBE_MATCHED, i64::from(r.matched));
+        s.attrs.set(
+            attr::DELIVERY_PROBE_VERSIONS,
+            r.versions
+                .iter()
+                .map(|(v, n)| format!("{v}={n}"))
+                .collect::<Vec<_>>(),
+        );
+        if let Some(code) = r.failed_status {
+            s.attrs
+                .set(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(code));
+        }
+        let end = r.finished.min(at).max(s.start);
+        let seen = r
+            .versions
+            .iter()
+            .map(|(v, n)| format!("{v} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match r.verdict {
+            ProbeVerdict::Passed => s.finish(
+                end,
+                StageResult::Succeeded,
+                format!(
+                    "{} of {} samples served {} ({seen})",
+                    r.matched, r.samples, r.expected
+                ),
+            ),
+            ProbeVerdict::Failed { reason, message }
+            | ProbeVerdict::Refused { reason, message } => {
+                let summary = format!("{reason}: {message}");
+                s.finish(
+                    end,
+                    StageResult::Failed(Failure {
+                        reason,
+                        message,
+                        diverges_at: Stage::Traffic,
+                    }),
+                    summary,
+                );
+            }
+        }
+        self.touched.insert(r.promotion_id);
     }
 
     /// A rollout that ended with no promotion to explain it becomes its own trace.
@@ -1637,7 +1792,10 @@ impl Engine {
                     (Some(a), Some(b)) => a == b,
                     _ => true,
                 };
-                if in_window && same_rev && !matches!(s.stage, Stage::Apply | Stage::Trigger) {
+                if in_window
+                    && same_rev
+                    && !matches!(s.stage, Stage::Apply | Stage::Trigger | Stage::Traffic)
+                {
                     s.push_event(e.record.clone());
                 }
             }
@@ -2084,6 +2242,13 @@ fn image_attrs(a: &mut Attributes, images: &[String]) {
     if let Some(t) = tag {
         a.set(attr::CONTAINER_IMAGE_TAGS, vec![t.to_string()]);
     }
+}
+
+/// The tag of an image reference (`repo:tag`, `repo:tag@sha256:…`), if any.
+fn image_tag(image: &str) -> Option<&str> {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    name[slash..].rfind(':').map(|i| &name[slash + i + 1..])
 }
 
 fn replicaset_in(message: &str) -> Option<&str> {

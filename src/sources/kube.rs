@@ -420,8 +420,9 @@ async fn deliver(
     }
 }
 
-/// The ClusterRole that grants exactly what the agent watches: get, list and watch on every
-/// kind of [`WATCHED`]. `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
+/// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
+/// [`WATCHED`], and [`crate::announce::EVENT_VERBS`] on core/v1 Events (the trace-link Events).
+/// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
 pub fn cluster_role_yaml() -> String {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     for w in WATCHED {
@@ -432,7 +433,8 @@ pub fn cluster_role_yaml() -> String {
     }
     let mut out = String::from(
         "# Generated from src/sources/kube.rs (WATCHED): read-only access to exactly the kinds\n\
-         # fluxtrace watches. Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
+         # fluxtrace watches, and create/patch on core/v1 Events for the trace-link Events\n\
+         # (src/announce.rs). Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRole\n\
          metadata:\n  name: fluxtrace\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
@@ -450,5 +452,14 @@ pub fn cluster_role_yaml() -> String {
         ));
         out.push_str("    verbs: [\"get\", \"list\", \"watch\"]\n");
     }
+    out.push_str("  - apiGroups: [\"\"]\n    resources: [\"events\"]\n");
+    out.push_str(&format!(
+        "    verbs: [{}]\n",
+        crate::announce::EVENT_VERBS
+            .iter()
+            .map(|v| format!("\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     out
 }

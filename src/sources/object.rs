@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use crate::model::{
     sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
-    KubeEventObs, Marks, ObjectRef, ReconcilerObs, ReplicaSetObs, SourceObs, PROMOTION_ANNOTATION,
-    REQUESTED_AT_ANNOTATION, TRACEPARENT_ANNOTATION,
+    KubeEventObs, Marks, ObjectRef, ProbeSpec, ReconcilerObs, ReplicaSetObs, SourceObs,
+    PROBE_EXPECTED_VERSION_ANNOTATION, PROBE_EXPECT_ANNOTATION, PROBE_URL_ANNOTATION,
+    PROMOTION_ANNOTATION, REQUESTED_AT_ANNOTATION, TRACEPARENT_ANNOTATION,
 };
 
 /// Why an object could not be turned into an event.
@@ -334,6 +335,14 @@ fn marks(meta: &mut Meta) -> Marks {
     }
 }
 
+fn probe(meta: &mut Meta) -> Option<ProbeSpec> {
+    Some(ProbeSpec {
+        url: take_annotation(&mut meta.annotations, PROBE_URL_ANNOTATION)?,
+        expect: take_annotation(&mut meta.annotations, PROBE_EXPECT_ANNOTATION),
+        expected_version: take_annotation(&mut meta.annotations, PROBE_EXPECTED_VERSION_ANNOTATION),
+    })
+}
+
 fn duration(s: Option<&str>) -> Option<SignedDuration> {
     s.and_then(|s| s.trim().parse::<SignedDuration>().ok())
         .map(sane_duration)
@@ -361,8 +370,10 @@ pub fn to_event(obj: KubeObject, deleted: bool) -> Result<Option<EventBody>, Obj
 
 fn raw_to_event(mut obj: RawKubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
     if obj.kind == "Event" && (obj.api_version == "v1" || obj.api_version.is_empty()) {
-        return if deleted {
-            Ok(None) // an Event expiring says nothing about delivery
+        // An Event expiring says nothing about delivery; fluxtrace's own trace-link Events are
+        // its output, not delivery.
+        return if deleted || is_own_event(&obj) {
+            Ok(None)
         } else {
             kube_event(obj).map(Some)
         };
@@ -433,6 +444,7 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
 
 fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> ReconcilerObs {
     let marks = marks(&mut obj.metadata);
+    let probe = probe(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
     let conditions = conditions(obj.status.as_mut());
     let spec = obj.spec.unwrap_or_default();
@@ -465,6 +477,7 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
     ReconcilerObs {
         uid,
         marks,
+        probe,
         source_ref,
         timeout: duration(spec.timeout.as_deref()),
         last_attempted: status.last_attempted_revision,
@@ -491,6 +504,7 @@ fn manager(labels: Option<&HashMap<String, String>>) -> Option<ObjectRef> {
 
 fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let mut marks = marks(&mut obj.metadata);
+    let probe = probe(&mut obj.metadata);
     let conditions = conditions(obj.status.as_mut());
     let spec = obj.spec.unwrap_or_default();
     let status = obj.status.unwrap_or_default();
@@ -520,6 +534,7 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
                 .clamp(0, 366 * 24 * 3600),
         ),
         manager: manager(obj.metadata.labels.as_ref()),
+        probe,
         images,
         conditions,
         object,
@@ -545,6 +560,17 @@ fn replica_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Replic
         ),
         object,
     }
+}
+
+/// A `DeliveryTrace` Event written by fluxtrace (`crate::announce`).
+fn is_own_event(obj: &RawKubeObject) -> bool {
+    let component = obj
+        .reporting_component
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .or(obj.source.as_ref().and_then(|s| s.component.as_deref()));
+    obj.reason.as_deref() == Some(crate::announce::REASON)
+        && component == Some(crate::announce::COMPONENT)
 }
 
 fn kube_event(mut obj: RawKubeObject) -> Result<EventBody, ObjectError> {

@@ -4,6 +4,7 @@
 //! {"at":"…","kind":"watch","type":"ADDED|MODIFIED|DELETED","object":{…}}
 //! {"at":"…","kind":"promotion","promotion":{…}}
 //! {"at":"…","kind":"flux_event","event":{…}}
+//! {"at":"…","kind":"probe_result","result":{…}}   (a traffic probe's outcome)
 //! ```
 //!
 //! Each line decodes on its own; a bad line is reported with its number and skipped, and never
@@ -46,6 +47,8 @@ pub enum LineError {
     FluxEvent(#[from] flux_event::FluxEventError),
     #[error("line is {0} bytes, over the {MAX_LINE_BYTES}-byte limit")]
     TooLong(usize),
+    #[error("probe result does not decode: {0}")]
+    ProbeResult(#[source] serde_json::Error),
 }
 
 impl LineError {
@@ -60,6 +63,7 @@ impl LineError {
             LineError::Promotion(_) => "invalid_promotion",
             LineError::FluxEvent(_) => "invalid_flux_event",
             LineError::TooLong(_) => "too_long",
+            LineError::ProbeResult(_) => "invalid_probe_result",
         }
     }
 }
@@ -78,6 +82,8 @@ struct RawLine<'a> {
     promotion: Option<&'a RawValue>,
     #[serde(borrow, default)]
     event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
 }
 
 /// Decodes one line. `Ok(None)` for lines that carry nothing fluxtrace follows (unknown line
@@ -122,6 +128,15 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
                 field: "promotion",
             })?;
             Some(EventBody::Promotion(promotion::decode(p.get())?))
+        }
+        "probe_result" => {
+            let r = raw.result.ok_or(LineError::MissingPayload {
+                kind: "probe_result",
+                field: "result",
+            })?;
+            let result: crate::model::ProbeResult =
+                serde_json::from_str(r.get()).map_err(LineError::ProbeResult)?;
+            Some(EventBody::ProbeResult(result))
         }
         "flux_event" => {
             let e = raw.event.ok_or(LineError::MissingPayload {

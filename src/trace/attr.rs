@@ -48,3 +48,11 @@ pub const EVENT_TYPE: &str = "k8s.event.type";
 pub const EVENT_COUNT: &str = "k8s.event.count";
 pub const EVENT_OBJECT: &str = "k8s.event.object";
 pub const EVENT_COMPONENT: &str = "k8s.event.component";
+
+/// Traffic probe.
+pub const URL_FULL: &str = "url.full";
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub const DELIVERY_PROBE_EXPECTED: &str = "delivery.probe.expected";
+pub const DELIVERY_PROBE_SAMPLES: &str = "delivery.probe.samples";
+pub const DELIVERY_PROBE_MATCHED: &str = "delivery.probe.matched";
+pub const DELIVERY_PROBE_VERSIONS: &str = "delivery.probe.versions";

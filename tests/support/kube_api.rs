@@ -14,7 +14,9 @@
 //!   lists (`sendInitialEvents`), `timeoutSeconds`, and `410 Expired` for versions older than
 //!   the compaction point;
 //! - writes (POST, PATCH, PUT, DELETE) anywhere are recorded and echoed (POST answers 201), so
-//!   tests can assert on the core/v1 Events a component would write.
+//!   tests can assert on the core/v1 Events a component would write; like a real API server, a
+//!   POST of an Event whose name was already created in that namespace answers `409
+//!   AlreadyExists` (Events are remembered by name only, not stored or served).
 //!
 //! The server keeps one resource-version counter and stamps every object it stores with it; the
 //! versions in the recording are overwritten. Objects are keyed by group and kind, not version,
@@ -480,6 +482,8 @@ pub struct WriteRecord {
     pub content_type: Option<String>,
     /// The body as JSON, or as a JSON string when it was not JSON.
     pub body: Value,
+    /// The status the server answered with.
+    pub status: u16,
 }
 
 /// What applying one change did.
@@ -511,6 +515,8 @@ struct Store {
     cursor: usize,
     requests: Vec<RequestRecord>,
     writes: Vec<WriteRecord>,
+    /// (namespace, name) of every Event created by POST, for `409 AlreadyExists`.
+    created_events: std::collections::BTreeSet<(String, String)>,
 }
 
 struct Shared {
@@ -954,18 +960,43 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
             .unwrap_or_default();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        shared.lock().writes.push(WriteRecord {
+        let mut store = shared.lock();
+        let exists = match (parts.method == Method::POST, event_create(&path, &body)) {
+            (true, Some(key)) => !store.created_events.insert(key),
+            _ => false,
+        };
+        let status = if exists {
+            StatusCode::CONFLICT
+        } else if parts.method == Method::POST {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        store.writes.push(WriteRecord {
             method: parts.method.to_string(),
             path,
             query,
             content_type: header_str(&parts.headers, header::CONTENT_TYPE),
             body: body.clone(),
+            status: status.as_u16(),
         });
-        let status = if parts.method == Method::POST {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        drop(store);
+        if exists {
+            let name = body["metadata"]["name"].as_str().unwrap_or_default();
+            return json_response(
+                status,
+                &json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": format!("events \"{name}\" already exists"),
+                    "reason": "AlreadyExists",
+                    "details": {"name": name, "kind": "events"},
+                    "code": 409,
+                }),
+            );
+        }
         return json_response(status, &body);
     }
 
@@ -990,6 +1021,20 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
         }
         _ => not_found(),
     }
+}
+
+/// (namespace, name) when a POST creates a named core/v1 or events.k8s.io/v1 Event.
+fn event_create(path: &str, body: &Value) -> Option<(String, String)> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ns = match segments.as_slice() {
+        ["api", "v1", "namespaces", ns, "events"] => ns,
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] => ns,
+        _ => return None,
+    };
+    let name = body["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())?;
+    Some((ns.to_string(), name.to_string()))
 }
 
 // Discovery --------------------------------------------------------------------------------
@@ -1501,6 +1546,20 @@ impl ServerHandle {
             .lock()
             .apply(event_type, object)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the recording over, as if the same delivery were observed again (a test device for
+    /// an agent restart): the stored objects, their history and the open watches are dropped,
+    /// the cursor goes back to the first line, resource versions keep counting up (older ones
+    /// get 410 Expired). Requests, writes and the Events created so far are kept, so a second
+    /// agent meets the Events the first one wrote.
+    pub fn rewind(&self) {
+        let mut store = self.shared.lock();
+        store.objects.clear();
+        store.history.clear();
+        store.watches.clear();
+        store.cursor = 0;
+        store.compact();
     }
 
     /// Ends every open watch response; clients see the stream end. Returns how many there were.

@@ -1,0 +1,1568 @@
+//! The OpenTelemetry Collector side (collector-config/), checked against the code rather than by
+//! eye:
+//!
+//! - every YAML and JSON file parses;
+//! - the collector configs name only components of the OpenTelemetry Collector contrib
+//!   distribution ([`CONTRIB`], with where the list comes from), and their pipelines are wired
+//!   as the collector requires (defined components, signals each supports, connectors used on
+//!   both sides);
+//! - the `spanmetrics` connector's dimensions are attributes the agent really emits (the
+//!   constants of `fluxtrace::trace::attr`, found on the spans of the bundled recordings), and
+//!   its buckets cover delivery (seconds to past the promotion deadline);
+//! - the alert rules, their promtool tests and the Grafana dashboard use only the metric and
+//!   label names the spanmetrics connector and the Prometheus exporter derive from that config
+//!   (computed here, [`exposition`]) or the agent's own metrics (`fluxtrace::metrics`), and only
+//!   label values the agent emits (stages, span names, outcomes, traceability);
+//! - the dashboard keeps control plane and data plane in separate rows and links every panel to
+//!   its traces;
+//! - with promtool installed, the rules pass `promtool check rules` and their unit tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fluxtrace::correlate::EngineConfig;
+use fluxtrace::metrics::{ErrorType, Metrics};
+use fluxtrace::replay::{self, EXAMPLES};
+use fluxtrace::story::Outcome;
+use fluxtrace::trace::attr::{
+    CICD_PIPELINE_RUN_ID, CICD_PIPELINE_RUN_URL_FULL, DELIVERY_DIVERGENCE_MESSAGE,
+    DELIVERY_DIVERGENCE_REASON, DELIVERY_DIVERGENCE_STAGE, DELIVERY_OUTCOME, DELIVERY_PROMOTION_ID,
+    DELIVERY_STAGE, DELIVERY_TRACEABILITY, DEPLOYMENT_ENVIRONMENT_NAME, K8S_CLUSTER_NAME,
+    K8S_POD_NAME, K8S_REPLICASET_NAME, OCI_MANIFEST_DIGEST, SERVICE_NAME, VCS_REF_HEAD_REVISION,
+};
+use fluxtrace::trace::{AttrValue, SpanRecord, Stage};
+use serde_json::Value as Json;
+use serde_yaml_ng::Value;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/collector-config");
+
+// ---------------------------------------------------------------------------------------------
+// The contrib distribution.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Receiver,
+    Processor,
+    Exporter,
+    Connector,
+    Extension,
+}
+
+const ALL_SIGNALS: &[&str] = &["traces", "metrics", "logs"];
+
+/// A component these configs rely on: its kind, the type name its factory registers (what a
+/// config writes), its Go module, and the pipeline signals it takes (a connector: the signal it
+/// consumes as an exporter, then the signal it produces as a receiver).
+struct Component {
+    kind: Kind,
+    ty: &'static str,
+    module: &'static str,
+    signals: &'static [&'static str],
+    produces: &'static [&'static str],
+}
+
+/// The components of the OpenTelemetry Collector contrib distribution (`otelcol-contrib`) that
+/// collector-config/ uses. Source: open-telemetry/opentelemetry-collector-releases,
+/// `distributions/otelcol-contrib/manifest.yaml` (components at v0.136.0), where every module
+/// below is listed; the type names are those the modules' factories register (their
+/// `metadata.yaml` `type`), and the signals those their READMEs list as supported. A config
+/// that names any other component fails: add it here only after checking it in that manifest.
+const CONTRIB: &[Component] = &[
+    Component {
+        kind: Kind::Receiver,
+        ty: "otlp",
+        module: "go.opentelemetry.io/collector/receiver/otlpreceiver",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Processor,
+        ty: "memory_limiter",
+        module: "go.opentelemetry.io/collector/processor/memorylimiterprocessor",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Processor,
+        ty: "batch",
+        module: "go.opentelemetry.io/collector/processor/batchprocessor",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Processor,
+        ty: "filter",
+        module: "github.com/open-telemetry/opentelemetry-collector-contrib/processor/filterprocessor",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Exporter,
+        ty: "otlp",
+        module: "go.opentelemetry.io/collector/exporter/otlpexporter",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Exporter,
+        ty: "prometheus",
+        module: "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter",
+        signals: &["metrics"],
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Exporter,
+        ty: "loadbalancing",
+        module: "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/loadbalancingexporter",
+        signals: ALL_SIGNALS,
+        produces: &[],
+    },
+    Component {
+        kind: Kind::Connector,
+        ty: "spanmetrics",
+        module: "github.com/open-telemetry/opentelemetry-collector-contrib/connector/spanmetricsconnector",
+        signals: &["traces"],
+        produces: &["metrics"],
+    },
+    Component {
+        kind: Kind::Extension,
+        ty: "health_check",
+        module: "github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension",
+        signals: &[],
+        produces: &[],
+    },
+];
+
+fn component(kind: Kind, id: &str) -> Option<&'static Component> {
+    let ty = id.split('/').next().unwrap_or(id);
+    CONTRIB.iter().find(|c| c.kind == kind && c.ty == ty)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn all_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    files(Path::new(DIR), &mut out);
+    out
+}
+
+fn rel(p: &Path) -> String {
+    p.strip_prefix(DIR).unwrap_or(p).display().to_string()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn yaml(p: &Path) -> Value {
+    serde_yaml_ng::from_str(&read(p)).unwrap_or_else(|e| panic!("{}: {e}", rel(p)))
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+/// The collector configs: YAML files with `service.pipelines`.
+fn collector_configs() -> Vec<(String, Value)> {
+    all_files()
+        .into_iter()
+        .filter(|p| is_yaml(p))
+        .map(|p| (rel(&p), yaml(&p)))
+        .filter(|(_, v)| v["service"]["pipelines"].is_mapping())
+        .collect()
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_mapping()
+        .map(|m| {
+            m.keys()
+                .map(|k| k.as_str().expect("string keys").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|x| x.as_str().expect("a list of strings").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the agent emits: the spans of every bundled recording.
+
+fn replayed_spans() -> Vec<SpanRecord> {
+    let cfg = EngineConfig {
+        cluster: "test".into(),
+        ..EngineConfig::default()
+    };
+    EXAMPLES
+        .iter()
+        .flat_map(|(name, text)| {
+            let r = replay::run(text, cfg.clone());
+            assert!(r.bad.is_empty(), "{name}: {:?}", r.bad);
+            r.spans().cloned().collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Attribute key → string values seen on the replayed spans, with the resource attributes each
+/// span is exported under (src/export/mod.rs: `service.name` and `k8s.cluster.name`).
+fn emitted() -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in replayed_spans() {
+        out.entry(SERVICE_NAME.into())
+            .or_default()
+            .insert(s.service.to_string());
+        out.entry(K8S_CLUSTER_NAME.into())
+            .or_default()
+            .insert("test".into());
+        for (k, v) in &s.attributes.0 {
+            let e = out.entry(k.to_string()).or_default();
+            if let AttrValue::Str(s) = v {
+                e.insert(s.clone());
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// What Prometheus sees.
+
+/// Metric name → the labels its series carry.
+type Exposition = BTreeMap<String, BTreeSet<String>>;
+
+/// Prometheus label name of an OpenTelemetry attribute, as the Prometheus exporter writes it
+/// (otlptranslator `NormalizeLabel`): every character outside `[A-Za-z0-9_]` becomes `_`, and a
+/// leading digit gets `key_`.
+fn label_name(attr: &str) -> String {
+    let s: String = attr
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("key_{s}")
+    } else {
+        s
+    }
+}
+
+/// Prometheus metric name of an OpenTelemetry metric (otlptranslator, the exporter's default
+/// `UnderscoreEscapingWithSuffixes`): the name split at characters outside `[A-Za-z0-9_:]`
+/// and joined with `_`, the unit's word appended (`s` → `seconds`), and `_total` for monotonic
+/// sums.
+fn metric_name(prefix: Option<&str>, name: &str, unit: Option<&str>, counter: bool) -> String {
+    let mut parts: Vec<String> = name
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(u) = unit {
+        let word = match u {
+            "s" => "seconds",
+            "ms" => "milliseconds",
+            other => panic!("no Prometheus word for unit {other}"),
+        };
+        if parts.last().map(String::as_str) != Some(word) {
+            parts.push(word.into());
+        }
+    }
+    if counter && parts.last().map(String::as_str) != Some("total") {
+        parts.push("total".into());
+    }
+    let name = parts.join("_");
+    match prefix {
+        Some(p) if !p.is_empty() => format!("{p}_{name}"),
+        _ => name,
+    }
+}
+
+/// The series the `spanmetrics` connector (as configured in `cfg`) produces, once through the
+/// `prometheus` exporter (`exporter`): the connector emits `<namespace>.calls` (a monotonic
+/// sum, no unit) and `<namespace>.duration` (a histogram in `histogram.unit`, default `ms`),
+/// with the attributes `service.name`, `span.name`, `span.kind`, `status.code` and one per
+/// dimension (connector.go; the default namespace is its `DefaultNamespace`,
+/// `traces.span.metrics`).
+fn exposition(cfg: &Value, exporter: &Value) -> Exposition {
+    let namespace = cfg["namespace"].as_str().unwrap_or("traces.span.metrics");
+    let unit = cfg["histogram"]["unit"].as_str().unwrap_or("ms");
+    let prefix = exporter["namespace"].as_str();
+    let mut labels: BTreeSet<String> = ["service.name", "span.name", "span.kind", "status.code"]
+        .iter()
+        .map(|a| label_name(a))
+        .collect();
+    for d in cfg["dimensions"].as_sequence().expect("dimensions") {
+        labels.insert(label_name(d["name"].as_str().expect("a dimension name")));
+    }
+    if exporter["resource_to_telemetry_conversion"]["enabled"].as_bool() == Some(true) {
+        labels.insert(label_name(SERVICE_NAME));
+        labels.insert(label_name(K8S_CLUSTER_NAME));
+    }
+    let ns = |m: &str| format!("{namespace}.{m}");
+    let mut out = Exposition::new();
+    out.insert(
+        metric_name(prefix, &ns("calls"), None, true),
+        labels.clone(),
+    );
+    if cfg["histogram"]["disable"].as_bool() != Some(true) {
+        let base = metric_name(prefix, &ns("duration"), Some(unit), false);
+        let mut with_le = labels.clone();
+        with_le.insert("le".into());
+        out.insert(format!("{base}_bucket"), with_le);
+        out.insert(format!("{base}_sum"), labels.clone());
+        out.insert(format!("{base}_count"), labels);
+    }
+    out
+}
+
+/// The agent's own metrics, from the real registry's text exposition: counters as `<name>_total`.
+/// The families whose labels the rules use get one child first, so that their labels show.
+fn agent_exposition() -> Exposition {
+    let m = Metrics::new();
+    m.spans_export_failed
+        .get_or_create(&ErrorType {
+            error_type: "unavailable",
+        })
+        .inc();
+    let text = m.encode();
+    let mut out = Exposition::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, ty) = (it.next().expect("name"), it.next().expect("type"));
+            let name = match ty {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            };
+            out.entry(name).or_default();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line
+                .split(['{', ' '])
+                .next()
+                .expect("a sample name")
+                .to_string();
+            let labels = out.entry(name).or_default();
+            if let (Some(a), Some(b)) = (line.find('{'), line.find('}')) {
+                for pair in line[a + 1..b].split(',') {
+                    labels.insert(pair.split('=').next().expect("label").to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        out.keys().all(|k| k.starts_with("fluxtrace_")),
+        "agent metrics carry the fluxtrace_ prefix: {out:?}"
+    );
+    out
+}
+
+/// Labels every scraped series carries.
+const SCRAPE_LABELS: &[&str] = &["job", "instance"];
+
+/// Which label values are real, per label: what the agent emits.
+struct Values {
+    known: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Values {
+    fn new() -> Values {
+        let emitted = emitted();
+        let mut known: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let stages: BTreeSet<String> = Stage::ALL.iter().map(|s| s.as_str().into()).collect();
+        known.insert(label_name(DELIVERY_STAGE), stages.clone());
+        known.insert(label_name(DELIVERY_DIVERGENCE_STAGE), stages);
+        known.insert(
+            "span_name".into(),
+            Stage::ALL.iter().map(|s| s.span_name().into()).collect(),
+        );
+        let mut outcomes: BTreeSet<String> = [
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::TimedOut,
+            Outcome::Superseded,
+            Outcome::NoChange,
+        ]
+        .iter()
+        .map(|o| o.as_str().to_string())
+        .collect();
+        outcomes.extend(emitted.get(DELIVERY_OUTCOME).cloned().unwrap_or_default());
+        known.insert(label_name(DELIVERY_OUTCOME), outcomes);
+        known.insert(
+            label_name(DELIVERY_TRACEABILITY),
+            emitted
+                .get(DELIVERY_TRACEABILITY)
+                .cloned()
+                .expect("traceability is emitted"),
+        );
+        // service.name of each stage: what the recordings show, and the traffic probe's
+        // (DESIGN.md's span catalog; no bundled recording has a probe result).
+        let mut services = emitted.get(SERVICE_NAME).cloned().expect("services");
+        services.insert("fluxtrace-probe".into());
+        known.insert(label_name(SERVICE_NAME), services);
+        // traceutil.StatusCodeStr and SpanKindStr of the collector (the agent's spans are
+        // INTERNAL, src/export/mod.rs).
+        known.insert(
+            "status_code".into(),
+            ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        );
+        known.insert(
+            "span_kind".into(),
+            ["SPAN_KIND_INTERNAL".to_string()].into(),
+        );
+        Values { known }
+    }
+
+    /// Checks a matcher's value; free-form labels (cluster, environment, job) pass.
+    fn check(&self, what: &str, label: &str, op: &str, value: &str) {
+        let Some(known) = self.known.get(label) else {
+            return;
+        };
+        if value.is_empty() && (op == "!=" || op == "=") || value.contains('$') {
+            return;
+        }
+        let alternatives: Vec<&str> = if op.contains('~') {
+            if !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '|'))
+            {
+                return;
+            }
+            value.split('|').collect()
+        } else {
+            vec![value]
+        };
+        for a in alternatives {
+            let a = a.replace("\\.", ".");
+            assert!(
+                known.contains(&a),
+                "{what}: {label}{op}\"{value}\": {a:?} is not a value the agent emits ({known:?})"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A PromQL reader: enough to find every metric name, label name and matcher in an expression.
+
+/// A label matcher: label, operator, value.
+type Matcher = (String, String, String);
+
+#[derive(Debug, Default)]
+struct Promql {
+    /// Metric name → matchers.
+    selectors: Vec<(String, Vec<Matcher>)>,
+    /// Labels in `by`, `without`, `on`, `ignoring`, `group_left`, `group_right`.
+    grouping: BTreeSet<String>,
+}
+
+const PROMQL_KEYWORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "atan2",
+    "inf",
+    "nan",
+];
+
+fn parse_promql(expr: &str) -> Promql {
+    let b: Vec<char> = expr.chars().collect();
+    let mut out = Promql::default();
+    let mut i = 0;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let read_string = |i: usize| -> (String, usize) {
+        let q = b[i];
+        let mut j = i + 1;
+        let mut s = String::new();
+        while j < b.len() && b[j] != q {
+            if b[j] == '\\' && q != '`' && j + 1 < b.len() {
+                s.push(b[j]);
+                j += 1;
+            }
+            s.push(b[j]);
+            j += 1;
+        }
+        assert!(j < b.len(), "unterminated string in {expr}");
+        (s, j + 1)
+    };
+    let read_matchers = |mut i: usize| -> (Vec<Matcher>, usize) {
+        // b[i] == '{'
+        i += 1;
+        let mut m = Vec::new();
+        loop {
+            i = skip_ws(i);
+            assert!(i < b.len(), "unterminated matchers in {expr}");
+            if b[i] == '}' {
+                return (m, i + 1);
+            }
+            if b[i] == ',' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && ident(b[i]) {
+                i += 1;
+            }
+            let label: String = b[start..i].iter().collect();
+            assert!(!label.is_empty(), "a label name at {start} in {expr}");
+            i = skip_ws(i);
+            let op_start = i;
+            while i < b.len() && matches!(b[i], '=' | '!' | '~') {
+                i += 1;
+            }
+            let op: String = b[op_start..i].iter().collect();
+            assert!(
+                ["=", "!=", "=~", "!~"].contains(&op.as_str()),
+                "matcher operator {op:?} in {expr}"
+            );
+            i = skip_ws(i);
+            let (value, next) = read_string(i);
+            m.push((label, op, value));
+            i = next;
+        }
+    };
+    let mut after_offset = false;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '"' || c == '\'' || c == '`' {
+            i = read_string(i).1;
+        } else if c == '[' {
+            while i < b.len() && b[i] != ']' {
+                i += 1;
+            }
+            i += 1;
+        } else if c == '{' {
+            // A selector without a metric name.
+            let (m, next) = read_matchers(i);
+            out.selectors.push((String::new(), m));
+            i = next;
+        } else if c.is_ascii_digit() || (c == '.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.') {
+                i += 1;
+            }
+            after_offset = false;
+        } else if ident(c) {
+            let start = i;
+            while i < b.len() && ident(b[i]) {
+                i += 1;
+            }
+            let word: String = b[start..i].iter().collect();
+            let next = skip_ws(i);
+            let lower = word.to_ascii_lowercase();
+            if after_offset {
+                after_offset = false;
+                continue;
+            }
+            if [
+                "by",
+                "without",
+                "on",
+                "ignoring",
+                "group_left",
+                "group_right",
+            ]
+            .contains(&lower.as_str())
+            {
+                if next < b.len() && b[next] == '(' {
+                    let close = next
+                        + b[next..]
+                            .iter()
+                            .position(|&c| c == ')')
+                            .expect("a closing parenthesis");
+                    let inner: String = b[next + 1..close].iter().collect();
+                    for l in inner.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                        out.grouping.insert(l.to_string());
+                    }
+                    i = close + 1;
+                }
+                continue;
+            }
+            if lower == "offset" {
+                after_offset = true;
+                continue;
+            }
+            if PROMQL_KEYWORDS.contains(&lower.as_str()) || (next < b.len() && b[next] == '(') {
+                continue; // an operator, aggregation or function
+            }
+            // A metric name, maybe with matchers.
+            if next < b.len() && b[next] == '{' {
+                let (m, after) = read_matchers(next);
+                out.selectors.push((word, m));
+                i = after;
+            } else {
+                out.selectors.push((word, Vec::new()));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Checks an expression against the exposition: known metrics, their labels, real values.
+/// Returns the expression's matchers, by label.
+fn check_promql(
+    what: &str,
+    expr: &str,
+    known: &Exposition,
+    values: &Values,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let q = parse_promql(expr);
+    assert!(!q.selectors.is_empty(), "{what}: no metric in {expr}");
+    let mut labels_in_use: BTreeSet<String> = SCRAPE_LABELS.iter().map(|s| s.to_string()).collect();
+    let mut matched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, matchers) in &q.selectors {
+        let labels = known.get(name).unwrap_or_else(|| {
+            panic!(
+                "{what}: metric {name:?} is neither a span metric the collector config produces \
+                 nor one of the agent's metrics; known: {:?}",
+                known.keys().collect::<Vec<_>>()
+            )
+        });
+        labels_in_use.extend(labels.iter().cloned());
+        for (label, op, value) in matchers {
+            assert!(
+                labels.contains(label) || SCRAPE_LABELS.contains(&label.as_str()),
+                "{what}: {name} has no label {label:?} (it has {labels:?})"
+            );
+            values.check(what, label, op, value);
+            if !op.starts_with('!') {
+                matched
+                    .entry(label.clone())
+                    .or_default()
+                    .extend(value.split('|').map(str::to_string));
+            }
+        }
+    }
+    for g in &q.grouping {
+        assert!(
+            labels_in_use.contains(g),
+            "{what}: grouping by {g:?}, a label none of its metrics has ({labels_in_use:?})"
+        );
+    }
+    matched
+}
+
+// ---------------------------------------------------------------------------------------------
+// TraceQL (dashboard links, alert annotations): attribute names and stage values.
+
+/// The `span.<attr>` and `resource.<attr>` references of a TraceQL query, with the literal
+/// compared to each when there is one.
+fn traceql_refs(q: &str) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for scope in ["span.", "resource."] {
+        let mut rest = q;
+        while let Some(at) = rest.find(scope) {
+            let before = rest[..at].chars().last();
+            let after = &rest[at + scope.len()..];
+            rest = after;
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_') {
+                continue;
+            }
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                .unwrap_or(after.len());
+            let attr = after[..end].to_string();
+            let tail = after[end..].trim_start();
+            let tail = tail
+                .trim_start_matches(['=', '!', '~', '<', '>'])
+                .trim_start();
+            let literal = tail
+                .strip_prefix('"')
+                .and_then(|t| t.find('"').map(|e| t[..e].to_string()));
+            out.push((scope.trim_end_matches('.').to_string(), attr, literal));
+        }
+    }
+    out
+}
+
+fn check_traceql(what: &str, q: &str, emitted: &BTreeMap<String, BTreeSet<String>>) {
+    let refs = traceql_refs(q);
+    assert!(!refs.is_empty(), "{what}: no attribute in TraceQL {q}");
+    let stages: BTreeSet<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+    for (scope, attr, literal) in refs {
+        if scope == "resource" {
+            assert!(
+                [SERVICE_NAME, K8S_CLUSTER_NAME].contains(&attr.as_str()),
+                "{what}: resource.{attr} is not a resource attribute of the agent's spans"
+            );
+        } else {
+            assert!(
+                emitted.contains_key(&attr),
+                "{what}: span.{attr} is not an attribute the agent emits (TraceQL {q})"
+            );
+        }
+        if let Some(v) = literal.filter(|v| !v.contains('$')) {
+            let allowed: BTreeSet<String> =
+                if attr == DELIVERY_STAGE || attr == DELIVERY_DIVERGENCE_STAGE {
+                    stages.iter().map(|s| s.to_string()).collect()
+                } else if let Some(seen) = Values::new().known.get(&label_name(&attr)) {
+                    seen.clone()
+                } else {
+                    continue;
+                };
+            for alt in v.split('|') {
+                assert!(
+                    allowed.contains(alt),
+                    "{what}: {attr} = {alt:?} is never emitted ({allowed:?})"
+                );
+            }
+        }
+    }
+}
+
+fn stages_in(matched: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Stage> {
+    let mut out = BTreeSet::new();
+    for s in Stage::ALL {
+        if matched
+            .get(&label_name(DELIVERY_STAGE))
+            .is_some_and(|v| v.contains(s.as_str()))
+            || matched
+                .get("span_name")
+                .is_some_and(|v| v.contains(s.span_name()))
+        {
+            out.insert(s);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The spanmetrics connector, and the exposition everything else is checked against.
+
+/// The `spanmetrics` connector and `prometheus` exporter of the span-metrics configs; they must
+/// be the same in every config that has them.
+fn spanmetrics() -> (Value, Value) {
+    let mut found: Vec<(String, Value, Value)> = Vec::new();
+    for (name, cfg) in collector_configs() {
+        if let Some(sm) = cfg["connectors"].get("spanmetrics") {
+            let prom = cfg["exporters"]
+                .get("prometheus")
+                .unwrap_or_else(|| panic!("{name}: span metrics without a prometheus exporter"))
+                .clone();
+            found.push((name, sm.clone(), prom));
+        }
+    }
+    assert!(
+        found.len() >= 2,
+        "spanmetrics.yaml and gateway/gateway.yaml both derive span metrics"
+    );
+    let (first, sm, prom) = found[0].clone();
+    for (name, other_sm, other_prom) in &found[1..] {
+        assert_eq!(
+            other_sm, &sm,
+            "{name} and {first}: the spanmetrics connectors differ, so the rules fit only one"
+        );
+        assert_eq!(
+            other_prom["namespace"], prom["namespace"],
+            "{name} and {first}: the exporters name metrics differently"
+        );
+    }
+    (sm, prom)
+}
+
+fn known_metrics() -> Exposition {
+    let (sm, prom) = spanmetrics();
+    let mut known = exposition(&sm, &prom);
+    let agent = agent_exposition();
+    for k in agent.keys() {
+        assert!(
+            !known.contains_key(k),
+            "span metric {k} collides with one of the agent's own metrics"
+        );
+    }
+    known.extend(agent);
+    known
+}
+
+/// Go's `time.ParseDuration` for the forms the configs use (`500ms`, `5s`, `1m`, `1h`, `90m`).
+fn go_duration_secs(s: &str) -> f64 {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .unwrap_or_else(|| panic!("{s}: no unit"));
+    let n: f64 = num.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    n * match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => panic!("{s}: unit {other}"),
+    }
+}
+
+fn default_promotion_deadline_secs() -> f64 {
+    use clap::CommandFactory;
+    let cmd = fluxtrace::config::Cli::command();
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "promotion_deadline")
+        .expect("--promotion-deadline");
+    let d = arg.get_default_values()[0]
+        .to_str()
+        .expect("a string default");
+    fluxtrace::config::parse_duration(d)
+        .expect("a valid default")
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn every_yaml_and_json_file_parses() {
+    let files = all_files();
+    let mut n = 0;
+    for p in &files {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => {
+                yaml(p);
+                n += 1;
+            }
+            Some("json") => {
+                serde_json::from_str::<Json>(&read(p))
+                    .unwrap_or_else(|e| panic!("{}: {e}", rel(p)));
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        n >= 8,
+        "collector-config/ holds the configs, rules and dashboard ({n})"
+    );
+}
+
+#[test]
+fn configs_name_only_contrib_components_and_wire_pipelines_as_the_collector_requires() {
+    let configs = collector_configs();
+    let names: BTreeSet<&str> = configs.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "tempo.yaml",
+        "jaeger.yaml",
+        "spanmetrics.yaml",
+        "gateway/loadbalancer.yaml",
+        "gateway/gateway.yaml",
+    ] {
+        assert!(
+            names.contains(want),
+            "collector-config/{want} is a collector config"
+        );
+    }
+    for (name, cfg) in &configs {
+        let sections = [
+            ("receivers", Kind::Receiver),
+            ("processors", Kind::Processor),
+            ("exporters", Kind::Exporter),
+            ("connectors", Kind::Connector),
+            ("extensions", Kind::Extension),
+        ];
+        for (section, kind) in sections {
+            for id in keys(&cfg[section]) {
+                let c = component(kind, &id).unwrap_or_else(|| {
+                    panic!(
+                        "{name}: {section}.{id}: not a component of the contrib distribution \
+                         that these configs are checked against (add it to CONTRIB with its \
+                         module, after checking the otelcol-contrib manifest)"
+                    )
+                });
+                assert!(!c.module.is_empty());
+            }
+        }
+        let defined =
+            |section: &str| -> BTreeSet<String> { keys(&cfg[section]).into_iter().collect() };
+        let (receivers, processors, exporters, connectors) = (
+            defined("receivers"),
+            defined("processors"),
+            defined("exporters"),
+            defined("connectors"),
+        );
+        let service = &cfg["service"];
+        let enabled: BTreeSet<String> = strings(&service["extensions"]).into_iter().collect();
+        assert_eq!(
+            enabled,
+            defined("extensions"),
+            "{name}: extensions defined and enabled differ"
+        );
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        // connector → (signals it is exported to, signals it is received from)
+        let mut connector_use: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> =
+            BTreeMap::new();
+        for pipeline in keys(&service["pipelines"]) {
+            let p = &service["pipelines"][pipeline.as_str()];
+            let signal = pipeline.split('/').next().expect("a signal").to_string();
+            assert!(
+                ALL_SIGNALS.contains(&signal.as_str()),
+                "{name}: pipeline {pipeline}: unknown signal"
+            );
+            let rs = strings(&p["receivers"]);
+            let es = strings(&p["exporters"]);
+            assert!(
+                !rs.is_empty() && !es.is_empty(),
+                "{name}: {pipeline} needs both ends"
+            );
+            for r in &rs {
+                if connectors.contains(r) {
+                    let c = component(Kind::Connector, r).expect("checked");
+                    assert!(
+                        c.produces.contains(&signal.as_str()),
+                        "{name}: {pipeline}: connector {r} does not produce {signal}"
+                    );
+                    connector_use
+                        .entry(r.clone())
+                        .or_default()
+                        .1
+                        .insert(signal.clone());
+                } else {
+                    assert!(
+                        receivers.contains(r),
+                        "{name}: {pipeline}: receiver {r} undefined"
+                    );
+                    let c = component(Kind::Receiver, r).expect("checked");
+                    assert!(
+                        c.signals.contains(&signal.as_str()),
+                        "{name}: {r} takes no {signal}"
+                    );
+                }
+                used.insert(r.clone());
+            }
+            let ps = strings(&p["processors"]);
+            for (i, x) in ps.iter().enumerate() {
+                assert!(
+                    processors.contains(x),
+                    "{name}: {pipeline}: processor {x} undefined"
+                );
+                let c = component(Kind::Processor, x).expect("checked");
+                assert!(
+                    c.signals.contains(&signal.as_str()),
+                    "{name}: {x} takes no {signal}"
+                );
+                if c.ty == "memory_limiter" {
+                    assert_eq!(i, 0, "{name}: {pipeline}: memory_limiter comes first");
+                }
+                used.insert(x.clone());
+            }
+            for e in &es {
+                if connectors.contains(e) {
+                    let c = component(Kind::Connector, e).expect("checked");
+                    assert!(
+                        c.signals.contains(&signal.as_str()),
+                        "{name}: {pipeline}: connector {e} does not consume {signal}"
+                    );
+                    connector_use
+                        .entry(e.clone())
+                        .or_default()
+                        .0
+                        .insert(signal.clone());
+                } else {
+                    assert!(
+                        exporters.contains(e),
+                        "{name}: {pipeline}: exporter {e} undefined"
+                    );
+                    let c = component(Kind::Exporter, e).expect("checked");
+                    assert!(
+                        c.signals.contains(&signal.as_str()),
+                        "{name}: {e} takes no {signal}"
+                    );
+                }
+                used.insert(e.clone());
+            }
+        }
+        for c in &connectors {
+            let (into, out_of) = connector_use.get(c).cloned().unwrap_or_default();
+            assert!(
+                !into.is_empty() && !out_of.is_empty(),
+                "{name}: connector {c} must be an exporter of one pipeline and a receiver of another"
+            );
+        }
+        for id in receivers.iter().chain(&processors).chain(&exporters) {
+            assert!(
+                used.contains(id),
+                "{name}: {id} is defined but in no pipeline"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_gateway_routes_by_trace_id_and_the_others_export_traces() {
+    let configs: BTreeMap<String, Value> = collector_configs().into_iter().collect();
+    let lb = &configs["gateway/loadbalancer.yaml"]["exporters"]["loadbalancing"];
+    assert_eq!(lb["routing_key"].as_str(), Some("traceID"));
+    assert!(
+        lb["protocol"]["otlp"].is_mapping(),
+        "forwards OTLP to the gateway"
+    );
+    assert!(
+        lb["resolver"].is_mapping(),
+        "resolves the gateway collectors"
+    );
+    for (name, exporter) in [
+        ("tempo.yaml", "otlp/tempo"),
+        ("jaeger.yaml", "otlp/jaeger"),
+        ("spanmetrics.yaml", "otlp/tempo"),
+        ("gateway/gateway.yaml", "otlp/tempo"),
+    ] {
+        let traces = strings(&configs[name]["service"]["pipelines"]["traces"]["exporters"]);
+        assert!(
+            traces.contains(&exporter.to_string()),
+            "{name}: traces go to {exporter}"
+        );
+        // The agent speaks OTLP/gRPC: every config receives it on 4317.
+        assert!(
+            configs[name]["receivers"]["otlp"]["protocols"]["grpc"].is_mapping(),
+            "{name}: OTLP/gRPC receiver"
+        );
+    }
+}
+
+#[test]
+fn span_metric_dimensions_are_attributes_the_agent_emits() {
+    let (sm, _) = spanmetrics();
+    let dims: BTreeSet<String> = sm["dimensions"]
+        .as_sequence()
+        .expect("dimensions")
+        .iter()
+        .map(|d| d["name"].as_str().expect("name").to_string())
+        .collect();
+    for want in [
+        DELIVERY_STAGE,
+        DELIVERY_OUTCOME,
+        DELIVERY_DIVERGENCE_STAGE,
+        DEPLOYMENT_ENVIRONMENT_NAME,
+        DELIVERY_TRACEABILITY,
+    ] {
+        assert!(
+            dims.contains(want),
+            "span metrics need the dimension {want}"
+        );
+    }
+    let emitted = emitted();
+    for d in &dims {
+        assert!(
+            emitted.contains_key(d),
+            "dimension {d} is not an attribute of any span the agent emits \
+             (attributes seen: {:?})",
+            emitted.keys().collect::<Vec<_>>()
+        );
+    }
+    // Per-promotion values would make one series per promotion.
+    for unbounded in [
+        DELIVERY_PROMOTION_ID,
+        DELIVERY_DIVERGENCE_REASON,
+        DELIVERY_DIVERGENCE_MESSAGE,
+        VCS_REF_HEAD_REVISION,
+        OCI_MANIFEST_DIGEST,
+        CICD_PIPELINE_RUN_ID,
+        CICD_PIPELINE_RUN_URL_FULL,
+        K8S_POD_NAME,
+        K8S_REPLICASET_NAME,
+    ] {
+        assert!(
+            !dims.contains(unbounded),
+            "{unbounded} is unbounded: not a dimension"
+        );
+    }
+    // The filter in front of the connector keeps exactly the delivery spans: every span the
+    // agent emits carries the attribute it tests.
+    for (name, cfg) in collector_configs() {
+        let Some(filter) = cfg["processors"].get("filter/delivery-spans") else {
+            continue;
+        };
+        for cond in strings(&filter["traces"]["span"]) {
+            let at = cond.find("attributes[\"").expect("an attribute condition") + 12;
+            let attr = &cond[at..at + cond[at..].find('"').expect("closing quote")];
+            assert_eq!(attr, DELIVERY_STAGE, "{name}: {cond}");
+            assert!(
+                cond.ends_with("== nil"),
+                "{name}: drops spans without it: {cond}"
+            );
+        }
+    }
+    for s in replayed_spans() {
+        assert!(
+            s.attributes.get(DELIVERY_STAGE).is_some(),
+            "{} has no {DELIVERY_STAGE}: the filter would drop it",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn span_metric_buckets_fit_delivery_from_seconds_to_past_the_promotion_deadline() {
+    let (sm, _) = spanmetrics();
+    assert_eq!(
+        sm["histogram"]["unit"].as_str(),
+        Some("s"),
+        "durations in seconds"
+    );
+    let buckets: Vec<f64> = strings(&sm["histogram"]["explicit"]["buckets"])
+        .iter()
+        .map(|b| go_duration_secs(b))
+        .collect();
+    assert!(
+        buckets.windows(2).all(|w| w[0] < w[1]),
+        "buckets increase: {buckets:?}"
+    );
+    assert!(buckets[0] <= 1.0, "the first bucket resolves seconds");
+    let deadline = default_promotion_deadline_secs();
+    let last = *buckets.last().expect("buckets");
+    assert!(
+        last > deadline && last >= 3600.0,
+        "the last bucket ({last}s) lies past the default promotion deadline ({deadline}s)"
+    );
+    assert!(
+        buckets.iter().filter(|&&b| b > 15.0).count() >= 8,
+        "most buckets lie past the connector's default 15s: {buckets:?}"
+    );
+    // Every span of the bundled recordings lands in a finite bucket.
+    for s in replayed_spans() {
+        let secs = s.end.duration_since(s.start).as_secs_f64();
+        assert!(
+            secs <= last,
+            "{} lasted {secs}s, past the last bucket",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn the_exposition_is_derived_as_the_prometheus_exporter_names_it() {
+    // The derivation itself, on the connector's documented defaults: `traces.span.metrics`,
+    // unit ms (its README: traces_span_metrics_calls_total,
+    // traces_span_metrics_duration_milliseconds_bucket).
+    let defaults: Value = serde_yaml_ng::from_str("dimensions: []").expect("yaml");
+    let e = exposition(&defaults, &Value::Null);
+    assert!(e.contains_key("traces_span_metrics_calls_total"), "{e:?}");
+    assert!(e.contains_key("traces_span_metrics_duration_milliseconds_bucket"));
+    assert_eq!(
+        label_name("deployment.environment.name"),
+        "deployment_environment_name"
+    );
+    assert_eq!(label_name("k8s.cluster.name"), "k8s_cluster_name");
+    // And on this repository's config.
+    let known = known_metrics();
+    for want in [
+        "fluxtrace_delivery_calls_total",
+        "fluxtrace_delivery_duration_seconds_bucket",
+        "fluxtrace_spans_dropped_total",
+    ] {
+        assert!(known.contains_key(want), "{want}: {:?}", known.keys());
+    }
+    let calls = &known["fluxtrace_delivery_calls_total"];
+    for l in [
+        "service_name",
+        "span_name",
+        "status_code",
+        "delivery_stage",
+        "delivery_outcome",
+        "delivery_divergence_stage",
+        "delivery_traceability",
+        "deployment_environment_name",
+    ] {
+        assert!(calls.contains(l), "{l}: {calls:?}");
+    }
+}
+
+#[test]
+fn the_reader_catches_wrong_names_and_values() {
+    let known = known_metrics();
+    let values = Values::new();
+    let ok = r#"sum by (delivery_stage) (increase(fluxtrace_delivery_calls_total{delivery_stage=~"rollout|traffic", delivery_outcome="failed"}[15m]))"#;
+    let m = check_promql("ok", ok, &known, &values);
+    assert_eq!(
+        stages_in(&m),
+        [Stage::Rollout, Stage::Traffic].into_iter().collect()
+    );
+    for bad in [
+        r#"sum(traces_span_metrics_calls_total)"#,
+        r#"sum(fluxtrace_delivery_calls_total{stage="rollout"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{delivery_stage="deploy"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{delivery_outcome="error"})"#,
+        r#"sum by (delivery_phase) (fluxtrace_delivery_calls_total)"#,
+        r#"sum(fluxtrace_delivery_calls_total{span_name="source"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{delivery_traceability="absent"})"#,
+    ] {
+        let r = std::panic::catch_unwind(|| check_promql("bad", bad, &known, &values));
+        assert!(r.is_err(), "not caught: {bad}");
+    }
+}
+
+/// The rule files: recording rules add their names (with the labels of what they record).
+fn rules() -> Vec<Value> {
+    let v = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.yaml"));
+    v["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+        .collect()
+}
+
+fn known_with_recordings() -> Exposition {
+    let mut known = known_metrics();
+    let values = Values::new();
+    for r in rules() {
+        if let Some(name) = r["record"].as_str() {
+            let expr = r["expr"].as_str().expect("expr");
+            check_promql(name, expr, &known, &values);
+            let q = parse_promql(expr);
+            let labels: BTreeSet<String> = q
+                .selectors
+                .iter()
+                .flat_map(|(m, _)| known[m].clone())
+                .collect();
+            assert!(
+                !expr.contains(" by ") && !expr.contains("without"),
+                "{name}: keeps every label of what it records"
+            );
+            known.insert(name.to_string(), labels);
+        }
+    }
+    known
+}
+
+#[test]
+fn alert_rules_use_only_emitted_metrics_labels_and_values() {
+    let known = known_with_recordings();
+    let values = Values::new();
+    let emitted = emitted();
+    let mut alerts: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for r in rules() {
+        let Some(name) = r["alert"].as_str() else {
+            continue;
+        };
+        let expr = r["expr"].as_str().expect("expr");
+        let matched = check_promql(name, expr, &known, &values);
+        assert!(
+            matches!(
+                r["labels"]["severity"].as_str(),
+                Some("warning" | "critical" | "info")
+            ),
+            "{name}: severity"
+        );
+        for a in ["summary", "description"] {
+            assert!(
+                r["annotations"][a].as_str().is_some(),
+                "{name}: annotation {a}"
+            );
+        }
+        // Templates name only labels the expression keeps.
+        let q = parse_promql(expr);
+        for a in keys(&r["annotations"]) {
+            let text = r["annotations"][a.as_str()].as_str().expect("text");
+            let mut rest = text;
+            while let Some(at) = rest.find("$labels.") {
+                let after = &rest[at + 8..];
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                let l = &after[..end];
+                assert!(
+                    q.grouping.contains(l) || SCRAPE_LABELS.contains(&l),
+                    "{name}: {a} uses $labels.{l}, which the expression does not keep"
+                );
+                rest = &after[end..];
+            }
+        }
+        if let Some(tq) = r["annotations"]["traces"].as_str() {
+            check_traceql(name, tq, &emitted);
+        }
+        alerts.insert(name.to_string(), matched);
+    }
+    let stage = label_name(DELIVERY_STAGE);
+    let outcome = label_name(DELIVERY_OUTCOME);
+    let has = |alert: &str, label: &str, value: &str| {
+        let m = alerts
+            .get(alert)
+            .unwrap_or_else(|| panic!("alert {alert} is missing"));
+        assert!(
+            m.get(label).is_some_and(|v| v.contains(value)),
+            "{alert} selects {label}={value}: {m:?}"
+        );
+    };
+    has(
+        "FluxtraceReconcileFailed",
+        &stage,
+        Stage::Reconcile.as_str(),
+    );
+    has(
+        "FluxtraceReconcileFailed",
+        &outcome,
+        Outcome::Failed.as_str(),
+    );
+    has("FluxtraceRolloutFailed", &stage, Stage::Rollout.as_str());
+    has("FluxtraceRolloutFailed", &outcome, Outcome::Failed.as_str());
+    has(
+        "FluxtraceProlongedNotReady",
+        &outcome,
+        Outcome::TimedOut.as_str(),
+    );
+    has(
+        "FluxtraceTrafficProbeFailed",
+        &stage,
+        Stage::Traffic.as_str(),
+    );
+    has(
+        "FluxtraceTrafficProbeFailed",
+        &outcome,
+        Outcome::Failed.as_str(),
+    );
+    has(
+        "FluxtraceUntraceableChange",
+        &label_name(DELIVERY_TRACEABILITY),
+        "missing",
+    );
+    has(
+        "FluxtraceUntraceableChange",
+        "span_name",
+        Stage::Promotion.span_name(),
+    );
+    // The untraced recording's root span really says so.
+    let untraced = EXAMPLES
+        .iter()
+        .find(|(n, _)| n.contains("untraced"))
+        .expect("the untraced-rollout recording");
+    let r = replay::run(untraced.1, EngineConfig::default());
+    assert!(r.spans().any(|s| s.name == Stage::Promotion.span_name()
+        && s.attributes.get_str(DELIVERY_TRACEABILITY) == Some("missing")));
+}
+
+#[test]
+fn promtool_tests_feed_series_named_as_the_collector_exposes_them() {
+    let known = known_with_recordings();
+    let values = Values::new();
+    let tests = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.test.yaml"));
+    let mut n = 0;
+    for t in tests["tests"].as_sequence().expect("tests") {
+        for s in t["input_series"].as_sequence().expect("input_series") {
+            let series = s["series"].as_str().expect("series");
+            check_promql("fluxtrace-alerts.test.yaml", series, &known, &values);
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_the_rules() {
+    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
+    let dir = Path::new(DIR).join("prometheus");
+    let run = |args: &[&str]| {
+        Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+    };
+    match run(&["--version"]) {
+        Err(e) => {
+            println!(
+                "SKIPPED promtool_checks_and_unit_tests_the_rules: promtool is not installed \
+                 ({e}); .ci/run installs it (Debian package prometheus)"
+            );
+            return;
+        }
+        Ok(o) => assert!(o.status.success(), "promtool --version"),
+    }
+    for args in [
+        &["check", "rules", "fluxtrace-alerts.yaml"][..],
+        &["test", "rules", "fluxtrace-alerts.test.yaml"][..],
+    ] {
+        let o = run(args).expect("promtool runs");
+        assert!(
+            o.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+fn dashboard() -> Json {
+    serde_json::from_str(&read(
+        &Path::new(DIR).join("grafana/fluxtrace-delivery.json"),
+    ))
+    .expect("the dashboard parses")
+}
+
+/// The TraceQL queries of a panel's links (Grafana Explore URLs with a `panes` JSON).
+fn link_queries(panel: &Json) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in panel["links"].as_array().into_iter().flatten() {
+        let url = l["url"].as_str().expect("a link url");
+        let at = url.find("panes=").expect("an Explore link") + 6;
+        let panes: Json = serde_json::from_str(&url[at..]).expect("the panes JSON");
+        for pane in panes.as_object().expect("panes").values() {
+            assert_eq!(
+                pane["datasource"], "${tempo}",
+                "links open the Tempo data source"
+            );
+            for q in pane["queries"].as_array().expect("queries") {
+                assert_eq!(q["queryType"], "traceql");
+                out.push(q["query"].as_str().expect("query").to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
+    let d = dashboard();
+    let known = known_metrics();
+    let values = Values::new();
+    let emitted = emitted();
+    for v in d["templating"]["list"].as_array().expect("variables") {
+        if let Some(q) = v["definition"].as_str() {
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .expect("label_values(metric, label)");
+            let (metric, label) = inner.split_once(',').expect("two arguments");
+            let labels = known.get(metric.trim()).expect("a known metric");
+            assert!(labels.contains(label.trim()), "{q}");
+        }
+    }
+    let mut plane: Option<&str> = None;
+    let mut covered: BTreeMap<&str, BTreeSet<Stage>> = BTreeMap::new();
+    let mut rows = 0;
+    for p in d["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().unwrap_or("");
+        if p["type"] == "row" {
+            rows += 1;
+            assert_eq!(
+                p["collapsed"], false,
+                "{title}: open rows hold their panels inline"
+            );
+            plane = if title.starts_with("Control plane") {
+                Some("control")
+            } else if title.starts_with("Data plane") {
+                Some("data")
+            } else {
+                panic!("row {title:?} names its plane");
+            };
+            continue;
+        }
+        let plane = plane.unwrap_or_else(|| panic!("{title}: every panel sits in a row"));
+        let mut stages = BTreeSet::new();
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: queries");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            let m = check_promql(title, expr, &known, &values);
+            stages.extend(stages_in(&m));
+            if expr.contains("_bucket") {
+                assert_eq!(
+                    t["exemplar"], true,
+                    "{title}: histograms show exemplars (traces)"
+                );
+            }
+        }
+        let queries = link_queries(p);
+        assert!(
+            !queries.is_empty(),
+            "{title}: links to the traces behind it"
+        );
+        for q in &queries {
+            check_traceql(title, q, &emitted);
+            for (_, attr, lit) in traceql_refs(q) {
+                if attr == DELIVERY_STAGE {
+                    for s in lit.iter().flat_map(|l| l.split('|')) {
+                        stages.extend(Stage::ALL.into_iter().filter(|x| x.as_str() == s));
+                    }
+                }
+            }
+        }
+        assert!(!stages.is_empty(), "{title}: selects stages");
+        for s in &stages {
+            assert_eq!(
+                s.plane(),
+                plane,
+                "{title}: {} belongs to the {} plane, not this row's",
+                s.as_str(),
+                s.plane()
+            );
+        }
+        covered.entry(plane).or_default().extend(stages);
+    }
+    assert!(rows >= 2, "rows for both planes");
+    for s in Stage::ALL {
+        assert!(
+            covered.get(s.plane()).is_some_and(|c| c.contains(&s)),
+            "no panel shows the {} stage",
+            s.as_str()
+        );
+    }
+}
+
+#[test]
+fn the_readme_points_at_every_config() {
+    let readme = read(&Path::new(DIR).join("README.md"));
+    for p in all_files() {
+        let r = rel(&p);
+        if r != "README.md" {
+            assert!(
+                readme.contains(&r),
+                "collector-config/README.md describes {r}"
+            );
+        }
+    }
+}
