@@ -7,8 +7,9 @@
 //! (`FLUXTRACE_BENCH_ROLE`), so that every RSS figure belongs to exactly one thing:
 //!
 //! - **server**: builds the cluster (deterministic: no random source; times relative to
-//!   `FLUXTRACE_BENCH_T0`), serves it with `tests/support/kube_api.rs` and, on a `stream` line
-//!   on stdin, applies the change stream as fast as it can. Its memory is its own.
+//!   `FLUXTRACE_BENCH_T0`) and serves it with `tests/support/kube_api.rs` on 2 tokio workers.
+//!   Control lines on stdin: `live`, `burst` (the two halves of the change stream, see below),
+//!   `stats` (its CPU time), `quit`. Its memory and CPU are its own.
 //! - **baseline**: starts a server child, then one kube watcher per kind of `WATCHED` (served
 //!   version discovered the same way), deserializing into `DeserializeGuard<KubeObject>` and
 //!   dropping every object. Measures sync time, objects/s of the stream and its own RSS.
@@ -32,8 +33,18 @@
 //! `NewArtifact` Event, the Kustomization fetches, builds and applies it (with its `Progressing`
 //! and `ReconciliationSucceeded` Events), and each of its 5 Deployments rolls: generation bump,
 //! new ReplicaSet, scale up/down, pod Events, the oldest ReplicaSet deleted (history limit 2),
-//! rollout complete. The server applies them all at once; the rate measured is what the watcher
-//! side sustains.
+//! rollout complete. Two halves, measured apart:
+//!
+//! - **live**: the server applies the first half one change at a time while the watches are
+//!   open; the rate is bounded by the test server's own apply (clones and serializes each change).
+//! - **burst**: the server ends every watch and applies the second half under its lock (a
+//!   recording's `apply_rest`); the watchers come back and each gets its backlog at once. Timed
+//!   from the server having applied it: the rate the watcher side sustains (steady state). If a
+//!   watch came back before the server held its lock, that run is repeated (twice at most).
+//!
+//! Since two shared cores carry the test server too, CPU time (`/proc/self/stat`, of this process
+//! and of the server) is reported next to wall time: objects per CPU-second do not depend on who
+//! else is running.
 //!
 //! Environment: `FLUXTRACE_BENCH_KUSTOMIZATIONS` (default 2000), `FLUXTRACE_BENCH_PROMOTIONS`
 //! (default 400), `FLUXTRACE_BENCH_T0` (unix seconds; default now).
