@@ -102,6 +102,9 @@ pub enum Output {
 
 /// Events buffered per object, kept while they can still land on a span.
 const EVENTS_PER_OBJECT: usize = 256;
+/// Events and ReplicaSets of objects with no open work are kept this long: enough for an
+/// observation that arrives a little before the rollout or reconcile it belongs to.
+const IDLE_RETENTION: SignedDuration = SignedDuration::from_mins(10);
 /// A rollout is attributed to a reconcile that started at most this long after it.
 const CLAIM_SLACK: SignedDuration = SignedDuration::from_secs(5);
 /// Events this far outside a span's window still belong to it (clock skew, late writes).
@@ -1316,6 +1319,12 @@ impl Engine {
     }
 
     fn on_replicaset(&mut self, obs: ReplicaSetObs) {
+        // Only a new ReplicaSet can start a rollout; Pod names lead to older ones anyway.
+        if obs.created.is_some_and(|c| c + IDLE_RETENTION < self.now) {
+            self.replicasets
+                .remove(&(obs.object.namespace.clone(), obs.object.name.clone()));
+            return;
+        }
         self.replicasets.insert(
             (obs.object.namespace.clone(), obs.object.name.clone()),
             RsInfo {
@@ -1477,6 +1486,10 @@ impl Engine {
         warning: bool,
         revision: Option<String>,
     ) {
+        // An old event about an object nothing is waiting on cannot land on any span.
+        if record.time + IDLE_RETENTION < self.now && !self.active(&target) {
+            return;
+        }
         let horizon = self.now - self.cfg.deadlines.promotion - self.cfg.deadlines.settle;
         let buf = self.events.entry(target).or_default();
         // Flux controllers write each notification twice: as a core/v1 Event and to
@@ -1537,7 +1550,6 @@ impl Engine {
                 self.check(id, now, out);
             }
             self.recompute_wake();
-            self.prune(now);
         } else {
             for id in &ids {
                 self.check(id, now, out);
@@ -1548,6 +1560,8 @@ impl Engine {
                 }
             }
         }
+        // After the verdicts: what they needed is no longer needed.
+        self.prune(now);
     }
 
     fn expire_unclaimed(&mut self, now: Timestamp) {
@@ -1630,19 +1644,39 @@ impl Engine {
             .unwrap_or(self.now + d.settle)
     }
 
+    /// Whether an object has work that events about it may still land on: a span of an open
+    /// promotion, or a rollout no promotion has claimed yet.
+    fn active(&self, obj: &ObjectRef) -> bool {
+        self.unclaimed.contains(obj)
+            || self
+                .open
+                .values()
+                .any(|p| p.spans().any(|s| s.object.as_ref() == Some(obj)))
+    }
+
+    /// Forgets what can no longer matter: events past the promotion deadline, and events and
+    /// ReplicaSets of idle objects past [`IDLE_RETENTION`]. Runs at most once a minute.
     fn prune(&mut self, now: Timestamp) {
         if now < self.pruned + SignedDuration::from_mins(1) {
             return;
         }
         self.pruned = now;
         let horizon = now - self.cfg.deadlines.promotion - self.cfg.deadlines.settle;
-        self.seen_events.retain(|_, (_, t)| *t >= horizon);
-        self.events.retain(|_, buf| {
-            while buf.front().is_some_and(|e| e.record.time < horizon) {
+        let idle = now - IDLE_RETENTION;
+        let mut active: HashSet<&ObjectRef> = self.unclaimed.iter().collect();
+        for p in self.open.values() {
+            active.extend(p.spans().filter_map(|s| s.object.as_ref()));
+        }
+        self.seen_events.retain(|_, (_, t)| *t >= idle);
+        self.events.retain(|obj, buf| {
+            let keep_from = if active.contains(obj) { horizon } else { idle };
+            while buf.front().is_some_and(|e| e.record.time < keep_from) {
                 buf.pop_front();
             }
             !buf.is_empty()
         });
+        self.replicasets
+            .retain(|_, rs| rs.created.is_none_or(|c| c >= idle));
     }
 
     fn check(&mut self, id: &str, now: Timestamp, out: &mut Vec<Output>) {
