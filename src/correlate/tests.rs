@@ -1286,7 +1286,10 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
     idle.manager = None;
     r.feed(1200, EventBody::Deployment(idle));
     // An old event about an idle workload, and an old ReplicaSet: nothing can use them.
-    r.feed(1200, EventBody::KubeEvent(pod_event("idle-abc-x1", "Pulled", "old news", 0)));
+    r.feed(
+        1200,
+        EventBody::KubeEvent(pod_event("idle-abc-x1", "Pulled", "old news", 0)),
+    );
     r.feed(
         1200,
         EventBody::ReplicaSet(crate::model::ReplicaSetObs {
@@ -1297,19 +1300,38 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
             revision: Some("3".into()),
         }),
     );
-    assert!(r.engine.events.is_empty(), "old events of idle objects are not kept");
-    assert!(r.engine.replicasets.is_empty(), "old ReplicaSets are not kept");
+    assert!(
+        r.engine.events.is_empty(),
+        "old events of idle objects are not kept"
+    );
+    assert!(
+        r.engine.replicasets.is_empty(),
+        "old ReplicaSets are not kept"
+    );
     // A workload with a rollout in progress keeps its events, old ones included.
     let mut busy = rolling("busy", 5, 1200);
     busy.manager = None;
     r.feed(1200, EventBody::Deployment(deploy("busy", 4)));
     r.feed(1201, EventBody::Deployment(busy));
-    r.feed(1202, EventBody::KubeEvent(pod_event("busy-new-x1", "Failed", "Error: ErrImagePull", 1190)));
+    r.feed(
+        1202,
+        EventBody::KubeEvent(pod_event(
+            "busy-new-x1",
+            "Failed",
+            "Error: ErrImagePull",
+            1190,
+        )),
+    );
     assert_eq!(r.engine.events.len(), 1);
     // Once nothing waits on it, a pruning pass forgets it.
     let mut done = rolled("busy", 5, 1210);
     done.manager = None;
     r.feed(1210, EventBody::Deployment(done)).finish();
-    r.out.extend(r.engine.tick(t(1210) + SignedDuration::from_hours(2)));
-    assert!(r.engine.events.is_empty(), "{:?}", r.engine.events.keys().collect::<Vec<_>>());
+    r.out
+        .extend(r.engine.tick(t(1210) + SignedDuration::from_hours(2)));
+    assert!(
+        r.engine.events.is_empty(),
+        "{:?}",
+        r.engine.events.keys().collect::<Vec<_>>()
+    );
 }
