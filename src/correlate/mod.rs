@@ -266,7 +266,8 @@ pub struct Engine {
     managed: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
     replicasets: HashMap<(String, String), RsInfo>,
     events: HashMap<ObjectRef, VecDeque<BufferedEvent>>,
-    seen_events: HashMap<String, (i64, Timestamp)>,
+    /// Events already applied, by a 64-bit hash of their identity: (count, when).
+    seen_events: HashMap<u64, (i64, Timestamp)>,
     now: Timestamp,
     wake: Option<Timestamp>,
     pruned: Timestamp,
@@ -1373,7 +1374,7 @@ impl Engine {
     // ---- events ---------------------------------------------------------------------------
 
     fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
-        let seen_key = ev.uid.clone();
+        let seen_key = identity_hash(&[&ev.uid]);
         if self
             .seen_events
             .get(&seen_key)
@@ -1428,10 +1429,16 @@ impl Engine {
     }
 
     fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs, out: &mut Vec<Output>) {
-        let key = format!(
-            "flux/{}/{}/{}/{}",
-            ev.object, ev.time, ev.reason, ev.message
-        );
+        let time = ev.time.to_string();
+        let key = identity_hash(&[
+            "flux",
+            ev.object.kind.as_str(),
+            &ev.object.namespace,
+            &ev.object.name,
+            &time,
+            &ev.reason,
+            &ev.message,
+        ]);
         if self.seen_events.contains_key(&key) {
             return;
         }
@@ -2148,6 +2155,17 @@ fn verdict_due(p: &Promotion) -> bool {
     let failed = p.spans().any(|s| s.result.failure().is_some());
     let delivered = !p.reconciles.is_empty() || (!p.expect_source && !p.rollouts.is_empty());
     failed || delivered || p.superseded_by.is_some()
+}
+
+/// A 64-bit identity for de-duplication (collisions only make a repeat look new or a new one
+/// look repeated, once in 2^64).
+fn identity_hash(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn sources_done(p: &Promotion) -> Option<Timestamp> {

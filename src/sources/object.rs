@@ -302,11 +302,15 @@ pub struct RawHistory {
     pub last_reconciled_status: Option<String>,
 }
 
+/// The condition types correlation reads; others are not kept.
+const CONDITIONS_READ: [&str; 5] = ["Ready", "Reconciling", "Healthy", "Released", "Progressing"];
+
 fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
     let Some(raw) = status.and_then(|s| s.conditions.take()) else {
         return Vec::new();
     };
     raw.into_iter()
+        .filter(|c| CONDITIONS_READ.contains(&c.type_.as_str()))
         .map(|c| Condition {
             status: match c.status.as_str() {
                 "True" => CondStatus::True,
