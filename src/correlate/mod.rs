@@ -649,19 +649,14 @@ impl Engine {
                     .filter(|t| t.object.as_ref() == Some(&obs.object))
                     .and_then(|t| t.end)
                     .unwrap_or(p.start);
-                let mut s = StageSpan {
-                    stage: Stage::Source,
-                    span_id: span_id_for(pid, Stage::Source, &cluster, &obs.uid, &rev),
-                    parent: p.root,
-                    object: Some(obs.object.clone()),
+                let mut s = StageSpan::new(
+                    Stage::Source,
+                    span_id_for(pid, Stage::Source, &cluster, &obs.uid, &rev),
+                    p.root,
+                    Some(obs.object.clone()),
                     start,
-                    end: None,
-                    deadline: start + d.source,
-                    result: StageResult::Open,
-                    attrs: Attributes::default(),
-                    events: Vec::new(),
-                    summary: String::new(),
-                };
+                    start + d.source,
+                );
                 s.set_object_attrs(&obs.object);
                 source_attrs(&mut s.attrs, obs);
                 p.sources.push(s);
@@ -723,19 +718,14 @@ impl Engine {
                 continue;
             }
             let end = ready.last_transition.unwrap_or(at);
-            let mut s = StageSpan {
-                stage: Stage::Source,
-                span_id: span_id_for(&id, Stage::Source, &cluster, &obs.uid, "failed"),
-                parent: p.root,
-                object: Some(obs.object.clone()),
-                start: p.start,
-                end: None,
-                deadline: p.start + d.source,
-                result: StageResult::Open,
-                attrs: Attributes::default(),
-                events: Vec::new(),
-                summary: String::new(),
-            };
+            let mut s = StageSpan::new(
+                Stage::Source,
+                span_id_for(&id, Stage::Source, &cluster, &obs.uid, "failed"),
+                p.root,
+                Some(obs.object.clone()),
+                p.start,
+                p.start + d.source,
+            );
             s.set_object_attrs(&obs.object);
             source_attrs(&mut s.attrs, obs);
             s.finish(
@@ -860,19 +850,14 @@ impl Engine {
                     });
                 let timeout = obs.timeout.unwrap_or(d.reconcile);
                 let mk = |stage, parent| {
-                    let mut s = StageSpan {
+                    let mut s = StageSpan::new(
                         stage,
-                        span_id: span_id_for(&pid, stage, &cluster, &obs.uid, &rev),
+                        span_id_for(&pid, stage, &cluster, &obs.uid, &rev),
                         parent,
-                        object: Some(obs.object.clone()),
+                        Some(obs.object.clone()),
                         start,
-                        end: None,
-                        deadline: start + timeout,
-                        result: StageResult::Open,
-                        attrs: Attributes::default(),
-                        events: Vec::new(),
-                        summary: String::new(),
-                    };
+                        start + timeout,
+                    );
                     s.set_object_attrs(&obs.object);
                     s.attrs.set(attr::FLUX_REVISION, rev.clone());
                     s
@@ -987,19 +972,14 @@ impl Engine {
                     }
                 }
             }
-            let mut span = StageSpan {
-                stage: Stage::Rollout,
-                span_id: SpanId([0; 8]),
-                parent: SpanId([0; 8]),
-                object: Some(key.clone()),
-                start: at,
-                end: None,
-                deadline: at + obs.progress_deadline + self.cfg.deadlines.rollout_grace,
-                result: StageResult::Open,
-                attrs: Attributes::default(),
-                events: Vec::new(),
-                summary: String::new(),
-            };
+            let mut span = StageSpan::new(
+                Stage::Rollout,
+                SpanId([0; 8]),
+                SpanId([0; 8]),
+                Some(key.clone()),
+                at,
+                at + obs.progress_deadline + self.cfg.deadlines.rollout_grace,
+            );
             span.set_object_attrs(&key);
             span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
             span.attrs
@@ -1186,19 +1166,14 @@ impl Engine {
         };
         let expect = spec.expect.clone().unwrap_or_else(|| "body".to_string());
         let url = strip_credentials(&spec.url);
-        let mut s = StageSpan {
-            stage: Stage::Traffic,
+        let mut s = StageSpan::new(
+            Stage::Traffic,
             span_id,
-            parent: p.root,
-            object: Some(key.clone()),
-            start: end,
-            end: None,
-            deadline: end + self.cfg.deadlines.traffic,
-            result: StageResult::Open,
-            attrs: Attributes::default(),
-            events: Vec::new(),
-            summary: String::new(),
-        };
+            p.root,
+            Some(key.clone()),
+            end,
+            end + self.cfg.deadlines.traffic,
+        );
         s.set_object_attrs(key);
         s.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
         s.attrs.set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
@@ -2127,19 +2102,14 @@ fn claim_trigger(
         return;
     }
     draft.claimed = true;
-    let mut s = StageSpan {
-        stage: Stage::Trigger,
-        span_id: span_id_for(&p.id, Stage::Trigger, cluster, uid, &draft.value),
-        parent: p.root,
-        object: Some(object.clone()),
-        start: draft.start,
-        end: None,
-        deadline: draft.start + d.trigger,
-        result: StageResult::Open,
-        attrs: Attributes::default(),
-        events: Vec::new(),
-        summary: String::new(),
-    };
+    let mut s = StageSpan::new(
+        Stage::Trigger,
+        span_id_for(&p.id, Stage::Trigger, cluster, uid, &draft.value),
+        p.root,
+        Some(object.clone()),
+        draft.start,
+        draft.start + d.trigger,
+    );
     s.set_object_attrs(object);
     s.attrs
         .set(attr::DELIVERY_TRIGGER_REQUESTED_AT, draft.value.clone());
@@ -2186,19 +2156,14 @@ fn placeholder(
     start: Timestamp,
     deadline: Timestamp,
 ) -> StageSpan {
-    StageSpan {
+    StageSpan::new(
         stage,
-        span_id: span_id_for(&p.id, stage, cluster, "", "missing"),
-        parent: p.root,
-        object: None,
+        span_id_for(&p.id, stage, cluster, "", "missing"),
+        p.root,
+        None,
         start,
-        end: None,
         deadline,
-        result: StageResult::Open,
-        attrs: Attributes::default(),
-        events: Vec::new(),
-        summary: String::new(),
-    }
+    )
 }
 
 fn timeout_text(s: &StageSpan) -> (&'static str, String) {

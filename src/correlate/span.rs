@@ -65,6 +65,30 @@ pub struct StageSpan {
 }
 
 impl StageSpan {
+    /// An open span with no attributes or events yet.
+    pub fn new(
+        stage: Stage,
+        span_id: SpanId,
+        parent: SpanId,
+        object: Option<ObjectRef>,
+        start: Timestamp,
+        deadline: Timestamp,
+    ) -> Self {
+        StageSpan {
+            stage,
+            span_id,
+            parent,
+            object,
+            start,
+            end: None,
+            deadline,
+            result: StageResult::Open,
+            attrs: Attributes::default(),
+            events: Vec::new(),
+            summary: String::new(),
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.result == StageResult::Open
     }
