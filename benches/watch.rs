@@ -1803,16 +1803,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-const OBS_KINDS: [&str; 8] = [
-    "promotion",
-    "source",
-    "reconciler",
-    "deployment",
-    "replicaset",
-    "event",
-    "flux_event",
-    "deleted",
-];
+const OBS_KINDS: [&str; 10] = fluxtrace::agent::OBSERVATION_KINDS;
 
 fn sum_kinds(f: &Family<KindLabel, Counter>) -> u64 {
     OBS_KINDS

@@ -163,6 +163,8 @@ pub enum EventBody {
     FluxEvent(FluxEventObs),
     /// The outcome of a traffic probe the engine asked for.
     ProbeResult(ProbeResult),
+    /// A notification-controller Receiver: which objects its webhook asks to reconcile.
+    Receiver(ReceiverObs),
     /// A watched object was deleted.
     Deleted(ObjectRef),
 }
@@ -298,6 +300,27 @@ pub struct HistoryEntry {
     pub last_reconciled: Option<Timestamp>,
     pub last_duration: Option<SignedDuration>,
     pub last_status: String,
+}
+
+/// A Receiver (notification.toolkit.fluxcd.io): a webhook that requests reconciles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceiverObs {
+    pub object: ObjectRef,
+    /// `spec.resources`: the objects it triggers (`name` may be `*`).
+    pub resources: Vec<ObjectRef>,
+    /// `status.webhookPath`.
+    pub webhook_path: Option<String>,
+}
+
+impl ReceiverObs {
+    /// Whether a call to this Receiver requests a reconcile of `object`.
+    pub fn targets(&self, object: &ObjectRef) -> bool {
+        self.resources.iter().any(|r| {
+            r.kind == object.kind
+                && r.namespace == object.namespace
+                && (r.name == object.name || r.name == "*")
+        })
+    }
 }
 
 /// An apps/v1 Deployment.

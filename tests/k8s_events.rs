@@ -56,20 +56,10 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn observed(m: &Metrics) -> u64 {
-    [
-        "promotion",
-        "source",
-        "reconciler",
-        "deployment",
-        "replicaset",
-        "event",
-        "flux_event",
-        "probe_result",
-        "deleted",
-    ]
-    .into_iter()
-    .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
-    .sum()
+    fluxtrace::agent::OBSERVATION_KINDS
+        .into_iter()
+        .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
+        .sum()
 }
 
 /// One agent (engine task, watchers, Event writer) on a test clock.

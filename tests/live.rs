@@ -112,19 +112,10 @@ async fn replayed(text: &str) -> BTreeMap<String, WireSpan> {
 }
 
 fn observed(m: &Metrics) -> u64 {
-    [
-        "promotion",
-        "source",
-        "reconciler",
-        "deployment",
-        "replicaset",
-        "event",
-        "flux_event",
-        "deleted",
-    ]
-    .into_iter()
-    .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
-    .sum()
+    fluxtrace::agent::OBSERVATION_KINDS
+        .into_iter()
+        .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
+        .sum()
 }
 
 fn restarts(m: &Metrics) -> u64 {
@@ -718,4 +709,44 @@ async fn the_agent_probes_traffic_after_a_rollout() {
         .find(|s| s.name == "promotion")
         .expect("root");
     assert_eq!(t.parent_span_id, root.span_id);
+}
+
+/// An object that does not decode (a wrong type in a field the agent reads) is skipped and
+/// counted; the watch goes on and the traces are whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_does_not_decode_is_skipped_and_counted() {
+    let (name, text) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "git-success.jsonl")
+        .expect("example");
+    let want = replayed(text).await;
+    let mut live = Live::start(KubeApi::with_recording(text)).await;
+    live.play(text, Disrupt::None).await;
+    live.server.apply(
+        "ADDED",
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "broken", "namespace": "web", "uid": "b1", "generation": 1},
+            "spec": {"replicas": "many"}
+        }),
+    );
+    let m = live.metrics.clone();
+    let errors = move || {
+        m.decode_errors
+            .get_or_create(&fluxtrace::metrics::KindError {
+                kind: "Deployment",
+                error_type: "invalid_object",
+            })
+            .get()
+    };
+    let e = errors.clone();
+    eventually("the decode error to be counted", move || e() == 1).await;
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+    assert_eq!(errors(), 1);
+    assert_eq!(
+        restarts(&live.metrics),
+        0,
+        "a bad object does not restart the watch"
+    );
 }

@@ -213,7 +213,22 @@ pub fn trace_link(
     Some(crate::links::fill(template?, trace_id, start, end))
 }
 
-fn body_kind(b: &EventBody) -> &'static str {
+/// Every `kind` label of the `observations` metrics (see [`body_kind`]).
+pub const OBSERVATION_KINDS: [&str; 10] = [
+    "promotion",
+    "source",
+    "reconciler",
+    "deployment",
+    "replicaset",
+    "event",
+    "flux_event",
+    "probe_result",
+    "receiver",
+    "deleted",
+];
+
+/// The `kind` label an observation is counted under.
+pub fn body_kind(b: &EventBody) -> &'static str {
     match b {
         EventBody::Promotion(_) => "promotion",
         EventBody::Source(_) => "source",
@@ -223,6 +238,7 @@ fn body_kind(b: &EventBody) -> &'static str {
         EventBody::KubeEvent(_) => "event",
         EventBody::FluxEvent(_) => "flux_event",
         EventBody::ProbeResult(_) => "probe_result",
+        EventBody::Receiver(_) => "receiver",
         EventBody::Deleted(_) => "deleted",
     }
 }

@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::model::{
     condition, CondStatus, DeliveryEvent, DeploymentObs, EventBody, FluxEventObs, Kind,
-    KubeEventObs, ObjectRef, ProbeRequest, ProbeResult, ProbeVerdict, PromotionReport,
+    KubeEventObs, ObjectRef, ProbeRequest, ProbeResult, ProbeVerdict, PromotionReport, ReceiverObs,
     ReconcilerObs, ReplicaSetObs, SourceObs,
 };
 use crate::revision;
@@ -260,6 +260,8 @@ pub struct Engine {
     /// Revision key → sources and reconcilers currently at that revision.
     at_revision: HashMap<String, BTreeSet<ObjectRef>>,
     deployments: HashMap<ObjectRef, DeploymentState>,
+    /// Receivers: which objects their webhooks trigger.
+    receivers: HashMap<ObjectRef, ReceiverObs>,
     /// Deployments with a rollout no promotion has claimed yet.
     unclaimed: BTreeSet<ObjectRef>,
     /// Reconciler → the Deployments it applied.
@@ -292,6 +294,7 @@ impl Engine {
             deployments: HashMap::new(),
             managed: HashMap::new(),
             unclaimed: BTreeSet::new(),
+            receivers: HashMap::new(),
             replicasets: HashMap::new(),
             events: HashMap::new(),
             seen_events: HashMap::new(),
@@ -363,6 +366,9 @@ impl Engine {
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e, &mut out),
             EventBody::ProbeResult(r) => self.on_probe_result(at, r),
+            EventBody::Receiver(r) => {
+                self.receivers.insert(r.object.clone(), r);
+            }
             EventBody::Deleted(o) => self.on_deleted(&o),
         }
         self.advance(self.now, &mut out);
@@ -615,11 +621,12 @@ impl Engine {
             .and_then(|s| s.trigger.as_mut());
         let cluster = self.cfg.cluster.clone();
         let d = self.cfg.deadlines.clone();
+        let via = self.receivers.values().find(|r| r.targets(&obs.object));
         let Some(p) = self.open.get_mut(pid) else {
             return;
         };
         self.touched.insert(pid.to_string());
-        claim_trigger(p, trigger, &obs.object, &obs.uid, &cluster, &d);
+        claim_trigger(p, trigger, &obs.object, &obs.uid, &cluster, &d, via);
         if p.digest.is_none() {
             p.digest = obs
                 .revision
@@ -815,11 +822,12 @@ impl Engine {
             .and_then(|s| s.trigger.as_mut());
         let cluster = self.cfg.cluster.clone();
         let d = self.cfg.deadlines.clone();
+        let via = self.receivers.values().find(|r| r.targets(&obs.object));
         let Some(p) = self.open.get_mut(&pid) else {
             return;
         };
         self.touched.insert(pid.clone());
-        claim_trigger(p, trigger, &obs.object, &obs.uid, &cluster, &d);
+        claim_trigger(p, trigger, &obs.object, &obs.uid, &cluster, &d, via);
         let helm = obs.object.kind == Kind::HelmRelease;
         let idx = match p
             .reconciles
@@ -1322,6 +1330,9 @@ impl Engine {
                     }
                 }
                 self.events.remove(o);
+            }
+            Kind::Receiver => {
+                self.receivers.remove(o);
             }
             Kind::ReplicaSet => {
                 self.replicasets
@@ -2084,6 +2095,7 @@ fn claim_trigger(
     uid: &str,
     cluster: &str,
     d: &Deadlines,
+    via: Option<&ReceiverObs>,
 ) {
     let Some(draft) = draft else {
         return;
@@ -2113,6 +2125,11 @@ fn claim_trigger(
     s.set_object_attrs(object);
     s.attrs
         .set(attr::DELIVERY_TRIGGER_REQUESTED_AT, draft.value.clone());
+    if let Some(r) = via {
+        s.attrs.set(attr::FLUX_RECEIVER_NAME, r.object.name.clone());
+        s.attrs
+            .set(attr::FLUX_RECEIVER_NAMESPACE, r.object.namespace.clone());
+    }
     if let Some(h) = draft.handled {
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }

@@ -122,6 +122,13 @@ pub const WATCHED: &[Watched] = &[
         "helmreleases",
         &["v2", "v2beta2", "v2beta1"],
     ),
+    // For its status and targets: which webhook requested a reconcile.
+    flux(
+        "notification.toolkit.fluxcd.io",
+        "Receiver",
+        "receivers",
+        &["v1", "v1beta2"],
+    ),
     Watched {
         group: "apps",
         kind: "Deployment",

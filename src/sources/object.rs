@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use crate::model::{
     sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
-    KubeEventObs, Marks, ObjectRef, ProbeSpec, ReconcilerObs, ReplicaSetObs, SourceObs,
-    PROBE_EXPECTED_VERSION_ANNOTATION, PROBE_EXPECT_ANNOTATION, PROBE_URL_ANNOTATION,
+    KubeEventObs, Marks, ObjectRef, ProbeSpec, ReceiverObs, ReconcilerObs, ReplicaSetObs,
+    SourceObs, PROBE_EXPECTED_VERSION_ANNOTATION, PROBE_EXPECT_ANNOTATION, PROBE_URL_ANNOTATION,
     PROMOTION_ANNOTATION, REQUESTED_AT_ANNOTATION, TRACEPARENT_ANNOTATION,
 };
 
@@ -196,6 +196,8 @@ pub struct Spec {
     pub chart_ref: Option<CrossRef>,
     pub chart: Option<ChartField>,
     pub timeout: Option<String>,
+    // Receiver
+    pub resources: Option<Vec<CrossRef>>,
     // Deployment, ReplicaSet
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
@@ -262,6 +264,7 @@ pub struct Status {
     pub conditions: Option<Vec<RawCondition>>,
     pub artifact: Option<Artifact>,
     pub last_handled_reconcile_at: Option<String>,
+    pub webhook_path: Option<String>,
     pub last_applied_revision: Option<String>,
     pub last_attempted_revision: Option<String>,
     pub last_attempted_revision_digest: Option<String>,
@@ -413,8 +416,8 @@ fn raw_to_event(mut obj: RawKubeObject, deleted: bool) -> Result<Option<EventBod
         }
         Kind::Deployment => EventBody::Deployment(deployment(obj, object, uid)),
         Kind::ReplicaSet => EventBody::ReplicaSet(replica_set(obj, object, uid)),
-        // Receivers and Pods are read through other objects (the annotation a Receiver sets,
-        // the Events about a Pod); their own state adds nothing yet.
+        Kind::Receiver => EventBody::Receiver(receiver(obj, object)),
+        // Pods are read through the Events about them; their own state adds nothing.
         _ => return Ok(None),
     };
     Ok(Some(body))
@@ -491,6 +494,21 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
         last_handled: status.last_handled_reconcile_at,
         conditions,
         history,
+        object,
+    }
+}
+
+fn receiver(obj: RawKubeObject, object: ObjectRef) -> ReceiverObs {
+    let spec = obj.spec.unwrap_or_default();
+    let resources = spec
+        .resources
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| cross_ref(Some(r), None, &object.namespace))
+        .collect();
+    ReceiverObs {
+        resources,
+        webhook_path: obj.status.and_then(|s| s.webhook_path),
         object,
     }
 }
