@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{ErrorType, Metrics, ResultLabel};
 use crate::sources::kube::WATCHED;
-use crate::story::{Outcome, Story};
+use crate::story::{one_line, Outcome, Story};
 
 /// The Event reason.
 pub const REASON: &str = "DeliveryTrace";
@@ -199,15 +199,6 @@ fn end_sentence(m: &mut String) {
     if !m.ends_with(['.', '!', '?']) {
         m.push('.');
     }
-}
-
-/// Multi-line messages (Flux change sets) on one line.
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn cut(s: &str, max_chars: usize) -> String {

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Api, DynamicObject};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::watcher::Event;
 use kube::Client;
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::agent::Clock;
-use crate::sources::kube::{served, Watched, WATCHED};
+use crate::sources::kube::{served, watch_stream, Watched, WATCHED};
 
 /// Why a recording stopped short.
 #[derive(Debug, thiserror::Error)]
@@ -119,15 +118,8 @@ async fn watch_kind(
     let Some(ar) = served(&client, &w, rediscover, &stop, || {}).await else {
         return;
     };
-    let api: Api<DynamicObject> = match &namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &ar),
-        None => Api::all_with(client, &ar),
-    };
-    let mut cfg = watcher::Config::default();
-    if let Some(sel) = &selector {
-        cfg = cfg.labels(sel);
-    }
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream =
+        watch_stream::<DynamicObject>(client, &ar, namespace.as_deref(), selector.as_deref());
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return,

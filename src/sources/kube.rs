@@ -313,15 +313,12 @@ async fn watch_kind(
         return;
     };
     handle.readiness.set(&name, false);
-    let api: Api<DeserializeGuard<KubeObject>> = match &namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &ar),
-        None => Api::all_with(client, &ar),
-    };
-    let mut cfg = watcher::Config::default();
-    if let Some(sel) = &selector {
-        cfg = cfg.labels(sel);
-    }
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = watch_stream::<DeserializeGuard<KubeObject>>(
+        client,
+        &ar,
+        namespace.as_deref(),
+        selector.as_deref(),
+    );
     let mut listed_once = false;
     loop {
         let next = tokio::select! {
@@ -367,6 +364,33 @@ async fn watch_kind(
         }
     }
     debug!(message = "Watcher stopped.", kind);
+}
+
+/// A watcher of `ar` (all namespaces, or one) with `.default_backoff()`, optionally narrowed by
+/// a label selector: the agent and `record` watch alike.
+pub(crate) fn watch_stream<K>(
+    client: Client,
+    ar: &ApiResource,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, ar),
+        None => Api::all_with(client, ar),
+    };
+    let mut cfg = watcher::Config::default();
+    if let Some(sel) = selector {
+        cfg = cfg.labels(sel);
+    }
+    watcher::watcher(api, cfg).default_backoff().boxed()
 }
 
 /// Decodes and queues one object. `false` once the engine has stopped.

@@ -121,7 +121,7 @@ fn duration(start: Timestamp, end: Timestamp) -> String {
 }
 
 /// Multi-line messages (Flux change sets) on one line.
-fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
