@@ -343,6 +343,8 @@ pub struct DeploymentObs {
     pub probe: Option<ProbeSpec>,
     /// Container images of the pod template, in order.
     pub images: Vec<String>,
+    /// A fingerprint of the whole pod template: a rollout starts only when it changes.
+    pub template: u64,
     pub conditions: Vec<Condition>,
 }
 

@@ -192,7 +192,7 @@ fn each_recording_reaches_the_verdict_a_user_expects() {
         ),
         (
             "untraced-rollout.jsonl",
-            "untraced/ops/cache/4",
+            "untraced/ops/cache/964a170e-4",
             Outcome::Succeeded,
             None,
         ),

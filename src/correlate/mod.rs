@@ -905,6 +905,11 @@ impl Engine {
             evaluate_kustomization(r, obs, at, first);
         }
         let reconcile_start = r.span.start;
+        // A revision already applied changed nothing: it explains no rollout.
+        let claim_until = match r.span.result {
+            StageResult::NoChange => None,
+            _ => Some(r.span.end.map(|e| e + self.cfg.deadlines.settle)),
+        };
         // Rollouts of Deployments this reconciler applied that started before we knew.
         let managed: Vec<ObjectRef> = self
             .managed
@@ -914,7 +919,8 @@ impl Engine {
         for dep in managed {
             let claimable = self.deployments.get(&dep).is_some_and(|d| {
                 matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
-                    if s.start + CLAIM_SLACK >= reconcile_start)
+                    if s.start + CLAIM_SLACK >= reconcile_start
+                        && claim_until.is_some_and(|u| u.is_none_or(|u| s.start <= u)))
             });
             if claimable {
                 self.claim_rollout(&dep, &pid);
@@ -954,7 +960,8 @@ impl Engine {
                 && !obs.rollout_complete()
                 && progressing.is_none_or(|c| c.status != CondStatus::False)
         } else {
-            obs.generation > prev_gen
+            // Only a new pod template rolls out; scaling bumps the generation too.
+            obs.generation > prev_gen && prev.is_some_and(|p| p.last.template != obs.template)
         };
         let state = self
             .deployments
@@ -998,6 +1005,9 @@ impl Engine {
                 owner: RolloutOwner::Unclaimed(Box::new(span)),
             });
             self.unclaimed.insert(key.clone());
+            // Its deadline must wake the engine even with no promotion open.
+            let deadline = at + obs.progress_deadline + self.cfg.deadlines.rollout_grace;
+            self.wake = Some(self.wake.map_or(deadline, |w| w.min(deadline)));
             if let Some(pid) = self.rollout_claimant(&obs, at) {
                 self.claim_rollout(&key, &pid);
             }
@@ -1065,7 +1075,8 @@ impl Engine {
         let Some(rollout) = state.rollout.as_mut() else {
             return;
         };
-        if rollout.generation != obs.generation {
+        // A later generation with the same pod template (a scale) continues this rollout.
+        if obs.generation < rollout.generation {
             return;
         }
         let span = match &mut rollout.owner {
@@ -1277,7 +1288,16 @@ impl Engine {
         }) else {
             return;
         };
-        let id = format!("untraced/{}/{}/{}", key.namespace, key.name, generation);
+        // The uid tells a re-created Deployment (generations start over) from the old one.
+        let short_uid: String = uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        let id = format!(
+            "untraced/{}/{}/{}-{}",
+            key.namespace, key.name, short_uid, generation
+        );
         let known = self.finished.contains_key(&id) || self.open.contains_key(&id);
         let mut p = self.new_promotion(id.clone(), start, None, "missing");
         let Some(rollout) = self
@@ -1786,6 +1806,13 @@ impl Engine {
         let Some(p) = self.open.get_mut(old) else {
             return;
         };
+        // A promotion that already failed, or whose work is all done, reaches its own verdict:
+        // a newer one does not hide what happened to it.
+        let failed = p.spans().any(|s| s.result.failure().is_some());
+        let done = p.spans().next().is_some() && !p.spans().any(StageSpan::is_open);
+        if failed || done {
+            return;
+        }
         let msg = format!("superseded by promotion {}", newer.id);
         for s in p.spans_mut() {
             if s.is_open() {

@@ -164,6 +164,8 @@ fn deploy(name: &str, generation: i64) -> DeploymentObs {
         manager: Some(ObjectRef::new(Kind::Kustomization, "flux-system", "apps")),
         probe: None,
         images: vec!["ghcr.io/acme/podinfo:6.6.1".into()],
+        // Each generation of these builders is a new pod template (a rollout).
+        template: generation as u64,
         conditions: vec![
             cond(
                 "Available",
@@ -1333,5 +1335,85 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
         r.engine.events.is_empty(),
         "{:?}",
         r.engine.events.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn scaling_bumps_the_generation_but_is_not_a_rollout() {
+    let mut r = Run::new();
+    let mut d = deploy("web", 3);
+    d.manager = None;
+    r.feed(0, EventBody::Deployment(d.clone()));
+    // `kubectl scale` / an HPA: a new generation, the same pod template.
+    let mut scaled = d.clone();
+    scaled.generation = 4;
+    scaled.observed_generation = 4;
+    scaled.replicas = 5;
+    scaled.updated = 5;
+    scaled.ready = 5;
+    scaled.available = 5;
+    r.feed(10, EventBody::Deployment(scaled)).finish();
+    assert!(r.stories().is_empty(), "no untraced rollout for a scale");
+    // A stuck rollout of a workload nobody announced still times out on its own.
+    let mut r = Run::new();
+    let mut d = deploy("cache", 1);
+    d.manager = None;
+    let mut stuck_d = rolling("cache", 2, 5);
+    stuck_d.manager = None;
+    r.feed(0, EventBody::Deployment(d))
+        .feed(5, EventBody::Deployment(stuck_d))
+        .finish();
+    let s = &r.stories()[0];
+    assert_eq!(s.traceability, "missing");
+    assert_eq!(s.outcome, Outcome::TimedOut);
+}
+
+#[test]
+fn a_newer_promotion_does_not_hide_that_the_older_one_failed() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA2}");
+    r.feed(1, EventBody::Promotion(report("P-old", SHA2)))
+        .feed(3, EventBody::Source(git(SHA2, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)))
+        .feed(
+            6,
+            EventBody::Reconciler(ks_failed(
+                "apps",
+                &rev,
+                "BuildFailed",
+                "kustomize build failed",
+                6,
+            )),
+        )
+        // Reported inside P-old's settle period.
+        .feed(20, EventBody::Promotion(report("P-new", SHA)))
+        .finish();
+    let old = r.story("P-old");
+    assert_eq!(old.outcome, Outcome::Failed);
+    assert_eq!(
+        old.divergence.as_ref().map(|d| d.stage),
+        Some(Stage::Reconcile)
+    );
+    assert!(old.superseded_by.is_none());
+}
+
+#[test]
+fn a_revision_already_applied_claims_no_rollout_in_progress() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    r.feed(0, EventBody::Source(git(SHA, -300)))
+        .feed(0, EventBody::Reconciler(ks_ready("apps", &rev, -200)))
+        .feed(0, EventBody::Deployment(deploy("podinfo", 3)))
+        // Someone restarts the Deployment by hand...
+        .feed(2, EventBody::Deployment(rolling("podinfo", 4, 2)))
+        // ...while a promotion of the revision already applied arrives.
+        .feed(5, EventBody::Promotion(report("P-same", SHA)))
+        .feed(20, EventBody::Deployment(rolled("podinfo", 4, 20)))
+        .finish();
+    assert_eq!(r.story("P-same").outcome, Outcome::NoChange);
+    assert!(r.spans_of("P-same").iter().all(|s| s.name != "rollout"));
+    assert!(
+        r.stories().iter().any(|s| s.traceability == "missing"),
+        "the restart is its own trace"
     );
 }

@@ -201,7 +201,8 @@ pub struct Spec {
     // Deployment, ReplicaSet
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
-    pub template: Option<PodTemplate>,
+    /// Kept whole: its fingerprint tells a new pod template (a rollout) from a scale.
+    pub template: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -530,7 +531,15 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
     let conditions = conditions(obj.status.as_mut());
     let spec = obj.spec.unwrap_or_default();
     let status = obj.status.unwrap_or_default();
-    let mut template = spec.template.unwrap_or_default();
+    let template_value = spec.template.unwrap_or(serde_json::Value::Null);
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        template_value.to_string().hash(&mut h);
+        h.finish()
+    };
+    let template: PodTemplate = serde_json::from_value(template_value).unwrap_or_default();
+    let mut template = template;
     if let Some(meta) = template.metadata.as_mut() {
         let pod = self::marks(meta);
         marks.promotion_id = marks.promotion_id.or(pod.promotion_id);
@@ -558,6 +567,7 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
         manager: manager(obj.metadata.labels.as_ref()),
         probe,
         images,
+        template: fingerprint,
         conditions,
         object,
     }
