@@ -498,8 +498,14 @@ impl Engine {
     }
 
     /// Opens a promotion named only by an annotation or event metadata.
+    ///
+    /// Evidence older than the promotion deadline opens nothing: after a restart, an annotation
+    /// left on an object by a promotion long finished must not bring that promotion back.
     fn ensure_annotated(&mut self, id: &str, start: Timestamp) -> bool {
         if self.finished.contains_key(id) {
+            return false;
+        }
+        if !self.open.contains_key(id) && start + self.cfg.deadlines.promotion < self.now {
             return false;
         }
         if !self.open.contains_key(id) {
@@ -783,7 +789,12 @@ impl Engine {
         };
         let pid = match &obs.marks.promotion_id {
             Some(n) => {
-                if !self.ensure_annotated(n, at) {
+                // When the reconcile happened, as far as the object says.
+                let evidence = condition(&obs.conditions, "Ready")
+                    .and_then(|c| c.last_transition)
+                    .unwrap_or(at)
+                    .min(at);
+                if !self.ensure_annotated(n, evidence) {
                     return;
                 }
                 Some(n.clone())

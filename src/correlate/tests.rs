@@ -1417,3 +1417,25 @@ fn a_revision_already_applied_claims_no_rollout_in_progress() {
         "the restart is its own trace"
     );
 }
+
+#[test]
+fn an_annotation_left_by_a_promotion_long_finished_reopens_nothing() {
+    // An agent that starts (or restarts) sees the OCI artifact of a promotion from yesterday.
+    let mut r = Run::new();
+    let rev = format!("prod@sha256:{DIG}");
+    let mut oci = source(Kind::OCIRepository, "manifests", &rev, 0);
+    oci.artifact_promotion_id = Some("rel-old".into());
+    let mut k = ks_ready("apps", &rev, 10);
+    k.marks.promotion_id = Some("rel-old".into());
+    r.feed(86_400, EventBody::Source(oci))
+        .feed(86_400, EventBody::Reconciler(k))
+        .finish();
+    assert!(
+        r.stories().is_empty(),
+        "{:?}",
+        r.stories()
+            .iter()
+            .map(|s| &s.promotion_id)
+            .collect::<Vec<_>>()
+    );
+}
