@@ -1151,7 +1151,13 @@ impl Engine {
             let succeeded = span.result == StageResult::Succeeded;
             let end = span.end.unwrap_or(at);
             match &rollout.owner {
-                RolloutOwner::Unclaimed(_) => self.untraced(key),
+                // Not yet: the report that explains it may still come (CI reports late, a
+                // watch delivers the reconcile after the rollout). After the settle period
+                // it becomes its own trace (`expire_unclaimed`).
+                RolloutOwner::Unclaimed(_) => {
+                    let due = end + self.cfg.deadlines.settle;
+                    self.wake = Some(self.wake.map_or(due, |w| w.min(due)));
+                }
                 RolloutOwner::Promotion(pid) if succeeded => {
                     let pid = pid.clone();
                     let generation = rollout.generation;
@@ -1589,13 +1595,14 @@ impl Engine {
     }
 
     fn expire_unclaimed(&mut self, now: Timestamp) {
+        let settle = self.cfg.deadlines.settle;
         let expired: Vec<ObjectRef> = self
             .unclaimed
             .iter()
             .filter(|k| {
                 self.deployments.get(*k).is_some_and(|d| {
                     matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
-                        if s.is_open() && s.deadline <= now)
+                        if unclaimed_due(s, settle) <= now)
                 })
             })
             .cloned()
@@ -1609,11 +1616,13 @@ impl Engine {
                 .get_mut(&key)
                 .and_then(|d| d.rollout.as_mut())
             {
-                let msg = format!(
-                    "rollout did not complete within its deadline ({})",
-                    s.deadline
-                );
-                s.time_out("RolloutTimeout", msg, Stage::Rollout);
+                if s.is_open() {
+                    let msg = format!(
+                        "rollout did not complete within its deadline ({})",
+                        s.deadline
+                    );
+                    s.time_out("RolloutTimeout", msg, Stage::Rollout);
+                }
             }
             self.untraced(&key);
         }
@@ -1635,9 +1644,7 @@ impl Engine {
                 ..
             }) = &d.rollout
             {
-                if s.is_open() {
-                    min(s.deadline);
-                }
+                min(unclaimed_due(s, self.cfg.deadlines.settle));
             }
         }
         self.wake = wake;
@@ -2326,6 +2333,15 @@ fn image_tag(image: &str) -> Option<&str> {
 fn replicaset_in(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("ReplicaSet \"")?;
     rest.split_once('"').map(|(n, _)| n)
+}
+
+/// When a rollout no promotion claimed becomes its own trace: at its deadline while open, a
+/// settle period after it ended otherwise.
+fn unclaimed_due(s: &StageSpan, settle: SignedDuration) -> Timestamp {
+    match s.end {
+        Some(end) if !s.is_open() => end + settle,
+        _ => s.deadline,
+    }
 }
 
 /// `Kind/namespace/name configured|created|deleted` lines of a kustomize-controller

@@ -1439,3 +1439,22 @@ fn an_annotation_left_by_a_promotion_long_finished_reopens_nothing() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_rollout_that_finished_before_the_report_arrived_joins_its_promotion() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    r.feed(0, EventBody::Deployment(deploy("podinfo", 3)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)))
+        .feed(5, EventBody::Deployment(rolling("podinfo", 4, 5)))
+        .feed(6, EventBody::Reconciler(ks_ready("apps", &rev, 6)))
+        .feed(20, EventBody::Deployment(rolled("podinfo", 4, 20)));
+    // CI reports late, with the time it started the promotion.
+    let mut late = report("P-late", SHA);
+    late.time = Some(t(1));
+    r.feed(25, EventBody::Promotion(late)).finish();
+    assert_eq!(r.stories().len(), 1, "no separate untraced trace");
+    assert_eq!(r.story("P-late").outcome, Outcome::Succeeded);
+    assert_eq!(r.span("P-late", "rollout").end, t(20));
+}
