@@ -14,7 +14,8 @@
 //!
 //! Shutdown is ordered: sources stop, the engine drains what is queued, the export task flushes
 //! what is finished, all within a deadline. Open promotions are not forced to a verdict: their
-//! ids are deterministic, so the next run continues the same traces.
+//! ids are deterministic, so the next run continues the same traces for what the objects
+//! themselves name (annotations); a report held only in memory is lost with the process.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
