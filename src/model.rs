@@ -343,7 +343,8 @@ pub struct DeploymentObs {
     pub probe: Option<ProbeSpec>,
     /// Container images of the pod template, in order.
     pub images: Vec<String>,
-    /// A fingerprint of the whole pod template: a rollout starts only when it changes.
+    /// A fingerprint of the pod template's images, labels and annotations (tells a new
+    /// template from a scale).
     pub template: u64,
     pub conditions: Vec<Condition>,
 }

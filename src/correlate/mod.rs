@@ -971,8 +971,13 @@ impl Engine {
                 && !obs.rollout_complete()
                 && progressing.is_none_or(|c| c.status != CondStatus::False)
         } else {
-            // Only a new pod template rolls out; scaling bumps the generation too.
-            obs.generation > prev_gen && prev.is_some_and(|p| p.last.template != obs.template)
+            // A new pod template rolls out; a scale (replicas changed, same images, labels and
+            // annotations) bumps the generation too and is not a rollout. A spec change that
+            // keeps replicas (env, resources) is one.
+            obs.generation > prev_gen
+                && prev.is_some_and(|p| {
+                    p.last.template != obs.template || p.last.replicas == obs.replicas
+                })
         };
         let state = self
             .deployments

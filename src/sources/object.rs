@@ -201,8 +201,7 @@ pub struct Spec {
     // Deployment, ReplicaSet
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
-    /// Kept whole: its fingerprint tells a new pod template (a rollout) from a scale.
-    pub template: Option<serde_json::Value>,
+    pub template: Option<PodTemplate>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -531,15 +530,8 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
     let conditions = conditions(obj.status.as_mut());
     let spec = obj.spec.unwrap_or_default();
     let status = obj.status.unwrap_or_default();
-    let template_value = spec.template.unwrap_or(serde_json::Value::Null);
-    let fingerprint = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        template_value.to_string().hash(&mut h);
-        h.finish()
-    };
-    let template: PodTemplate = serde_json::from_value(template_value).unwrap_or_default();
-    let mut template = template;
+    let mut template = spec.template.unwrap_or_default();
+    let fingerprint = template_fingerprint(&template);
     if let Some(meta) = template.metadata.as_mut() {
         let pod = self::marks(meta);
         marks.promotion_id = marks.promotion_id.or(pod.promotion_id);
@@ -571,6 +563,27 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
         conditions,
         object,
     }
+}
+
+/// What tells a new pod template from a scale without keeping the template: its images, labels
+/// and annotations (where tools put config checksums and promotion ids). Order-independent.
+fn template_fingerprint(t: &PodTemplate) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for map in t
+        .metadata
+        .iter()
+        .flat_map(|m| [m.labels.as_ref(), m.annotations.as_ref()])
+    {
+        let mut pairs: Vec<(&String, &String)> = map.into_iter().flatten().collect();
+        pairs.sort();
+        pairs.hash(&mut h);
+        0xffu8.hash(&mut h);
+    }
+    for c in t.spec.iter().flat_map(|s| s.containers.iter()) {
+        c.image.hash(&mut h);
+    }
+    h.finish()
 }
 
 fn replica_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> ReplicaSetObs {
