@@ -2880,24 +2880,3 @@ fn build_story(
 
 #[cfg(test)]
 mod tests;
-impl Engine {
-    #[doc(hidden)]
-    pub fn debug_open(&self) -> Vec<String> {
-        self.open
-            .values()
-            .map(|p| {
-                format!(
-                    "{} start={} deadline={} spans={:?} wake={:?} now={}",
-                    p.id,
-                    p.start,
-                    p.deadline,
-                    p.spans()
-                        .map(|s| (s.stage, s.start, s.end, s.deadline, s.result.outcome()))
-                        .collect::<Vec<_>>(),
-                    self.wake,
-                    self.now
-                )
-            })
-            .collect()
-    }
-}
