@@ -280,6 +280,11 @@ pub struct ReconcilerObs {
     /// Opt-in to the traffic probe for the workloads it applies.
     pub probe: Option<ProbeSpec>,
     pub source_ref: Option<ObjectRef>,
+    /// Kustomization `spec.path`: with the name and namespaces, what tells one environment's
+    /// reconciler from another's on the same source.
+    pub path: Option<String>,
+    /// Kustomization or HelmRelease `spec.targetNamespace`.
+    pub target_namespace: Option<String>,
     /// `spec.timeout`.
     pub timeout: Option<SignedDuration>,
     pub last_attempted: Option<String>,

@@ -7,7 +7,10 @@ use crate::model::{
     ArtifactRef, Condition, DeploymentObs, FluxEventObs, KubeEventObs, Marks, PipelineRef,
     ProbeResult, ProbeSpec, ProbeVerdict, ReconcilerObs, SourceObs,
 };
+use crate::model::{CondStatus, DeliveryEvent, EventBody, Kind, ObjectRef, PromotionReport};
+use crate::story::{Outcome, Story};
 use crate::trace::SpanStatus;
+use crate::trace::{attr, AttrValue, SpanRecord, Stage};
 
 const SHA: &str = "450796ddb2ab6724ee1cc32a4be56da032d1cca0";
 const SHA2: &str = "67e2c98a60dc92283531412a9e604dd4bae005a9";
@@ -100,6 +103,8 @@ fn ks(name: &str) -> ReconcilerObs {
         marks: Marks::default(),
         probe: None,
         source_ref: Some(ObjectRef::new(Kind::GitRepository, "flux-system", "app")),
+        path: None,
+        target_namespace: None,
         timeout: None,
         last_attempted: None,
         last_applied: None,
@@ -566,6 +571,10 @@ fn flux_event_metadata_names_the_promotion_with_or_without_prefix() {
     let apply = r.span("P-ev", "apply");
     assert_eq!(
         apply.attributes.get(attr::DELIVERY_APPLY_CHANGED),
+        Some(&AttrValue::Bool(true))
+    );
+    assert_eq!(
+        apply.attributes.get(attr::DELIVERY_APPLY_CHANGES),
         Some(&AttrValue::StrArray(vec![
             "Deployment/apps/podinfo configured".into()
         ]))
@@ -1302,12 +1311,14 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
             revision: Some("3".into()),
         }),
     );
-    assert!(
-        r.engine.events.is_empty(),
+    assert_eq!(
+        r.engine.size().buffered_events,
+        0,
         "old events of idle objects are not kept"
     );
-    assert!(
-        r.engine.replicasets.is_empty(),
+    assert_eq!(
+        r.engine.size().replicasets,
+        0,
         "old ReplicaSets are not kept"
     );
     // A workload with a rollout in progress keeps its events, old ones included.
@@ -1324,18 +1335,14 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
             1190,
         )),
     );
-    assert_eq!(r.engine.events.len(), 1);
+    assert_eq!(r.engine.size().objects_with_events, 1);
     // Once nothing waits on it, a pruning pass forgets it.
     let mut done = rolled("busy", 5, 1210);
     done.manager = None;
     r.feed(1210, EventBody::Deployment(done)).finish();
     r.out
         .extend(r.engine.tick(t(1210) + SignedDuration::from_hours(2)));
-    assert!(
-        r.engine.events.is_empty(),
-        "{:?}",
-        r.engine.events.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(r.engine.size().objects_with_events, 0);
 }
 
 #[test]
