@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::object::{self, KubeObject};
+use super::relist::Relist;
 use crate::agent::EngineHandle;
 use crate::metrics::{KindError, KindLabel};
-use crate::model::{DeliveryEvent, EventBody};
+use crate::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
 
 /// Why the watchers could not start.
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +321,8 @@ async fn watch_kind(
         selector.as_deref(),
     );
     let mut listed_once = false;
+    // Core/v1 Events are never forgotten by name: the engine de-duplicates and ages them.
+    let mut relist = (kind != "Event").then(Relist::default);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -338,19 +341,47 @@ async fn watch_kind(
                         .inc();
                     debug!(message = "Watch restarted; re-listing.", kind);
                 }
+                if let Some(r) = relist.as_mut() {
+                    r.begin();
+                }
             }
-            Ok(Event::InitApply(obj) | Event::Apply(obj)) => {
+            Ok(Event::InitApply(obj)) => {
+                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
+                    r.listed(key);
+                }
+                if !deliver(&handle, &w, &ar, obj, false).await {
+                    break;
+                }
+            }
+            Ok(Event::Apply(obj)) => {
+                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
+                    r.applied(key);
+                }
                 if !deliver(&handle, &w, &ar, obj, false).await {
                     break;
                 }
             }
             Ok(Event::Delete(obj)) => {
+                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
+                    r.deleted(&key);
+                }
                 if !deliver(&handle, &w, &ar, obj, true).await {
                     break;
                 }
             }
             Ok(Event::InitDone) => {
                 listed_once = true;
+                let gone = relist.as_mut().map(Relist::done).unwrap_or_default();
+                if !gone.is_empty() {
+                    debug!(
+                        message = "Objects deleted while the watch was down.",
+                        kind,
+                        count = gone.len()
+                    );
+                }
+                if !deliver_gone(&handle, kind, gone).await {
+                    break;
+                }
                 handle.readiness.set(&name, true);
             }
             Err(e) => {
@@ -391,6 +422,36 @@ where
         cfg = cfg.labels(sel);
     }
     watcher::watcher(api, cfg).default_backoff().boxed()
+}
+
+/// Namespace and name of a watched object, decodable or not.
+fn key_of(obj: &DeserializeGuard<KubeObject>) -> Option<(String, String)> {
+    let meta = match &obj.0 {
+        Ok(o) => kube::Resource::meta(o),
+        Err(invalid) => &invalid.metadata,
+    };
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
+}
+
+/// Tells the engine about objects a re-list left out, as DELETED events. `false` once the
+/// engine has stopped.
+async fn deliver_gone(handle: &EngineHandle, kind: &str, gone: Vec<(String, String)>) -> bool {
+    let Some(k) = Kind::parse(kind) else {
+        return true;
+    };
+    for (namespace, name) in gone {
+        let ev = DeliveryEvent {
+            at: handle.now(),
+            body: EventBody::Deleted(ObjectRef::new(k, namespace, name)),
+        };
+        if handle.submit(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decodes and queues one object. `false` once the engine has stopped.
