@@ -256,7 +256,7 @@ impl Engine {
     /// Forgets what can no longer matter: events past the promotion deadline, and events and
     /// ReplicaSets of idle objects past the idle retention. Runs at most once a minute.
     fn prune(&mut self, now: Timestamp) {
-        if now < self.pruned + jiff::SignedDuration::from_mins(1) {
+        if now < super::config::add(self.pruned, jiff::SignedDuration::from_mins(1)) {
             return;
         }
         self.pruned = now;
