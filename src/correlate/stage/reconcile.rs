@@ -80,18 +80,18 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.clone());
-        let unchanged = st.last.as_ref() == Some(&obs);
-        st.last = Some(obs.clone());
-        self.revs.reindex(
-            &obs.object,
-            old_rev.as_deref(),
-            obs.last_attempted.as_deref(),
-        );
-        if unchanged {
-            return;
+        if st.last.as_ref() == Some(&obs) {
+            return; // a re-list: nothing new
         }
+        let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.as_deref());
+        self.revs
+            .reindex(&obs.object, old_rev, obs.last_attempted.as_deref());
+        // Joining reads the object's trigger and joined promotion, not its last observation:
+        // store it after.
         self.correlate_reconciler(at, &obs);
+        if let Some(st) = self.reconcilers.get_mut(&obs.object) {
+            st.last = Some(obs);
+        }
     }
 
     /// Reads what a kustomize-controller event says about an apply: the objects a

@@ -6,6 +6,7 @@
 //! the Kustomization or HelmRelease). One that nobody claims within the settle period after it
 //! ends becomes its own trace, `traceability=missing`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
@@ -135,31 +136,11 @@ impl Engine {
         };
         self.rollouts
             .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
-        let state = self
-            .rollouts
-            .deployments
-            .entry(key.clone())
-            .or_insert(DeploymentState {
-                last: obs.clone(),
-                rollout: None,
-            });
-        state.last = obs.clone();
-        if starts {
-            if let Some(old) = state.rollout.take() {
-                match old.owner {
-                    RolloutOwner::Promotion(pid) => {
-                        if let Some(s) = self
-                            .reg
-                            .get_mut(&pid)
-                            .and_then(|p| rollout_span(p, &key, old.generation))
-                        {
-                            s.finish(at, StageResult::Superseded, "superseded by a newer rollout");
-                        }
-                        self.touched.insert(pid);
-                    }
-                    RolloutOwner::Unclaimed(_) | RolloutOwner::Done => {}
-                }
-            }
+        // What the rest needs of the observation, before it moves into the state.
+        let generation = obs.generation;
+        let named = obs.marks.promotion_id.clone();
+        let manager = obs.manager.clone();
+        let span = starts.then(|| {
             let deadline = add(
                 add(at, obs.progress_deadline),
                 self.cfg.deadlines.rollout_grace,
@@ -175,20 +156,46 @@ impl Engine {
             span.set_object_attrs(&key);
             span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
             span.attrs
-                .set(attr::DELIVERY_ROLLOUT_GENERATION, obs.generation);
-            span.key.generation = Some(obs.generation);
+                .set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
+            span.key.generation = Some(generation);
             image_attrs(&mut span.attrs, &obs.images);
-            let state = self.rollouts.deployments.get_mut(&key);
-            if let Some(state) = state {
-                state.rollout = Some(Rollout {
-                    generation: obs.generation,
-                    owner: RolloutOwner::Unclaimed(Box::new(span)),
-                });
+            span
+        });
+        let state = match self.rollouts.deployments.entry(key.clone()) {
+            Entry::Occupied(e) => {
+                let state = e.into_mut();
+                state.last = obs;
+                state
+            }
+            Entry::Vacant(e) => e.insert(DeploymentState {
+                last: obs,
+                rollout: None,
+            }),
+        };
+        if let Some(span) = span {
+            let deadline = span.deadline;
+            let old = state.rollout.replace(Rollout {
+                generation,
+                owner: RolloutOwner::Unclaimed(Box::new(span)),
+            });
+            if let Some(Rollout {
+                owner: RolloutOwner::Promotion(pid),
+                generation: old_generation,
+            }) = old
+            {
+                if let Some(s) = self
+                    .reg
+                    .get_mut(&pid)
+                    .and_then(|p| rollout_span(p, &key, old_generation))
+                {
+                    s.finish(at, StageResult::Superseded, "superseded by a newer rollout");
+                }
+                self.touched.insert(pid);
             }
             self.rollouts.unclaimed.insert(key.clone());
             // Its deadline must wake the engine even with no promotion open.
             self.timers.schedule(Wake::Unclaimed(key.clone()), deadline);
-            if let Some(pid) = self.rollout_claimant(&obs, at) {
+            if let Some(pid) = self.rollout_claimant(named.as_deref(), manager.as_ref(), at) {
                 self.claim_rollout(&key, &pid);
             }
         }
@@ -196,14 +203,19 @@ impl Engine {
     }
 
     /// Which open promotion explains a rollout starting now.
-    fn rollout_claimant(&mut self, obs: &DeploymentObs, at: Timestamp) -> Option<String> {
-        if let Some(id) = &obs.marks.promotion_id {
+    fn rollout_claimant(
+        &mut self,
+        named: Option<&str>,
+        manager: Option<&ObjectRef>,
+        at: Timestamp,
+    ) -> Option<String> {
+        if let Some(id) = named {
             if !self.reg.is_finished(id) {
                 self.ensure_annotated(id, at);
-                return Some(id.clone());
+                return Some(id.to_string());
             }
         }
-        let manager = obs.manager.as_ref()?;
+        let manager = manager?;
         let pid = self.reconcilers.get(manager)?.joined.clone()?;
         let p = self.reg.get(&pid)?;
         let settle = self.cfg.deadlines.settle;

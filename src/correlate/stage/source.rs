@@ -46,16 +46,17 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        let old_rev = st.last.as_ref().and_then(|l| l.revision.clone());
-        self.revs
-            .reindex(&obs.object, old_rev.as_deref(), obs.revision.as_deref());
-        let st = self.sources.entry(obs.object.clone()).or_default();
-        let unchanged = st.last.as_ref() == Some(&obs);
-        st.last = Some(obs.clone());
-        if unchanged {
+        if st.last.as_ref() == Some(&obs) {
             return; // a re-list: nothing new
         }
+        let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
+        self.revs
+            .reindex(&obs.object, old_rev, obs.revision.as_deref());
+        // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
+        if let Some(st) = self.sources.get_mut(&obs.object) {
+            st.last = Some(obs);
+        }
     }
 
     pub(in crate::correlate) fn correlate_source(&mut self, at: Timestamp, obs: &SourceObs) {
