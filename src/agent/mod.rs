@@ -241,6 +241,7 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::ProbeResult(_) => "probe_result",
         EventBody::Receiver(_) => "receiver",
         EventBody::Deleted(_) => "deleted",
+        EventBody::Relisted(_) => "relisted",
     }
 }
 

@@ -19,7 +19,7 @@ use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
 use super::timers::{Timers, Wake};
 use super::verdict::divergence;
-use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, ReceiverObs};
+use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, ReceiverObs, RelistObs};
 use crate::story::{Outcome, Story};
 use crate::trace::SpanRecord;
 
@@ -176,6 +176,7 @@ impl Engine {
                 self.receivers.insert(r.object.clone(), r);
             }
             EventBody::Deleted(o) => self.on_deleted(&o),
+            EventBody::Relisted(r) => self.on_relisted(&r),
         }
         self.advance(self.now);
         std::mem::take(&mut self.out)
@@ -266,6 +267,32 @@ impl Engine {
             active.extend(p.spans().filter_map(|s| s.object.as_ref()));
         }
         self.events.prune(horizon, idle, &active);
+    }
+
+    /// A watch re-listed its kind: what it held of that kind and did not list again was
+    /// deleted while the watch was down (kube-runtime's `InitDone` contract).
+    fn on_relisted(&mut self, r: &RelistObs) {
+        use crate::model::Kind;
+        let left_out = |o: &&ObjectRef| r.left_out(o);
+        let gone: Vec<ObjectRef> = match r.kind {
+            Kind::Deployment => self
+                .rollouts
+                .deployments
+                .keys()
+                .filter(left_out)
+                .cloned()
+                .collect(),
+            Kind::Receiver => self.receivers.keys().filter(left_out).cloned().collect(),
+            Kind::Kustomization | Kind::HelmRelease => {
+                self.reconcilers.keys().filter(left_out).cloned().collect()
+            }
+            k if k.is_source() => self.sources.keys().filter(left_out).cloned().collect(),
+            Kind::ReplicaSet => self.events.replicasets_left_out(r),
+            _ => Vec::new(),
+        };
+        for o in gone {
+            self.on_deleted(&o);
+        }
     }
 
     /// An object is gone (a DELETED watch event, or not listed again after a re-list): forget

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
 use super::engine::Engine;
-use crate::model::{FluxEventObs, Kind, KubeEventObs, ObjectRef, ReplicaSetObs};
+use crate::model::{FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs};
 use crate::trace::{attr, Attributes, SpanEventRecord};
 
 pub(super) struct BufferedEvent {
@@ -90,6 +90,15 @@ impl EventStore {
                 created: obs.created,
             },
         );
+    }
+
+    /// ReplicaSets held that a re-list of ReplicaSets left out.
+    pub fn replicasets_left_out(&self, r: &RelistObs) -> Vec<ObjectRef> {
+        self.replicasets
+            .keys()
+            .map(|(ns, name)| ObjectRef::new(Kind::ReplicaSet, ns.clone(), name.clone()))
+            .filter(|o| r.left_out(o))
+            .collect()
     }
 
     pub fn forget_replicaset(&mut self, o: &ObjectRef) {

@@ -11,6 +11,7 @@
 //!   back-pressure; core/v1 Events are dropped (and counted) when the engine queue is full.
 //! - `/readyz` waits for every watcher's initial list.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,10 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::object::{self, KubeObject};
-use super::relist::Relist;
 use crate::agent::EngineHandle;
 use crate::metrics::{KindError, KindLabel};
-use crate::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
+use crate::model::{object_key_hash, DeliveryEvent, EventBody, Kind, RelistObs};
 
 /// Why the watchers could not start.
 #[derive(Debug, thiserror::Error)]
@@ -321,8 +321,11 @@ async fn watch_kind(
         selector.as_deref(),
     );
     let mut listed_once = false;
-    // Core/v1 Events are never forgotten by name: the engine de-duplicates and ages them.
-    let mut relist = (kind != "Event").then(Relist::default);
+    // While a (re-)list is in progress: hashes of what it delivered. At its end the engine
+    // forgets objects of this kind the list left out (deleted while the watch was down). Core/v1
+    // Events are never forgotten by name: the engine de-duplicates and ages them.
+    let relisted_kind = Kind::parse(kind);
+    let mut listing: Option<HashSet<u64>> = None;
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -341,46 +344,42 @@ async fn watch_kind(
                         .inc();
                     debug!(message = "Watch restarted; re-listing.", kind);
                 }
-                if let Some(r) = relist.as_mut() {
-                    r.begin();
+                if relisted_kind.is_some() {
+                    listing = Some(HashSet::new());
                 }
             }
             Ok(Event::InitApply(obj)) => {
-                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
-                    r.listed(key);
+                if let (Some(l), Some((ns, name))) = (listing.as_mut(), key_of(&obj)) {
+                    l.insert(object_key_hash(&ns, &name));
                 }
                 if !deliver(&handle, &w, &ar, obj, false).await {
                     break;
                 }
             }
             Ok(Event::Apply(obj)) => {
-                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
-                    r.applied(key);
-                }
                 if !deliver(&handle, &w, &ar, obj, false).await {
                     break;
                 }
             }
             Ok(Event::Delete(obj)) => {
-                if let (Some(r), Some(key)) = (relist.as_mut(), key_of(&obj)) {
-                    r.deleted(&key);
-                }
                 if !deliver(&handle, &w, &ar, obj, true).await {
                     break;
                 }
             }
             Ok(Event::InitDone) => {
                 listed_once = true;
-                let gone = relist.as_mut().map(Relist::done).unwrap_or_default();
-                if !gone.is_empty() {
-                    debug!(
-                        message = "Objects deleted while the watch was down.",
-                        kind,
-                        count = gone.len()
-                    );
-                }
-                if !deliver_gone(&handle, kind, gone).await {
-                    break;
+                if let (Some(k), Some(present)) = (relisted_kind, listing.take()) {
+                    let ev = DeliveryEvent {
+                        at: handle.now(),
+                        body: EventBody::Relisted(RelistObs {
+                            kind: k,
+                            namespace: namespace.clone(),
+                            present,
+                        }),
+                    };
+                    if handle.submit(ev).await.is_err() {
+                        break;
+                    }
                 }
                 handle.readiness.set(&name, true);
             }
@@ -434,24 +433,6 @@ fn key_of(obj: &DeserializeGuard<KubeObject>) -> Option<(String, String)> {
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone()?,
     ))
-}
-
-/// Tells the engine about objects a re-list left out, as DELETED events. `false` once the
-/// engine has stopped.
-async fn deliver_gone(handle: &EngineHandle, kind: &str, gone: Vec<(String, String)>) -> bool {
-    let Some(k) = Kind::parse(kind) else {
-        return true;
-    };
-    for (namespace, name) in gone {
-        let ev = DeliveryEvent {
-            at: handle.now(),
-            body: EventBody::Deleted(ObjectRef::new(k, namespace, name)),
-        };
-        if handle.submit(ev).await.is_err() {
-            return false;
-        }
-    }
-    true
 }
 
 /// Decodes and queues one object. `false` once the engine has stopped.

@@ -128,3 +128,39 @@ fn times_at_the_ends_of_the_range_do_not_panic() {
     }
     e.finish();
 }
+
+/// A re-list that leaves objects out: they were deleted while the watch was down.
+#[test]
+fn a_relist_forgets_what_it_did_not_list_within_its_scope() {
+    use crate::model::{object_key_hash, RelistObs};
+    let mut r = Run::new();
+    let mut other_ns = deploy("web", 3);
+    other_ns.object = ObjectRef::new(Kind::Deployment, "other", "web");
+    r.feed(1, EventBody::Deployment(deploy("web", 3)))
+        .feed(1, EventBody::Deployment(deploy("api", 3)))
+        .feed(1, EventBody::Deployment(other_ns));
+    // The watch of namespace `apps` re-lists and finds only `web`.
+    r.feed(
+        2,
+        EventBody::Relisted(RelistObs {
+            kind: Kind::Deployment,
+            namespace: Some("apps".into()),
+            present: [object_key_hash("apps", "web")].into_iter().collect(),
+        }),
+    );
+    assert_eq!(
+        r.engine.size().deployments,
+        2,
+        "api is gone; other/web is out of scope"
+    );
+    // A re-list of another kind forgets no Deployment.
+    r.feed(
+        3,
+        EventBody::Relisted(RelistObs {
+            kind: Kind::Kustomization,
+            namespace: None,
+            present: Default::default(),
+        }),
+    );
+    assert_eq!(r.engine.size().deployments, 2);
+}
