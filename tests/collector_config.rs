@@ -26,10 +26,12 @@ use fluxtrace::metrics::{ErrorType, Metrics};
 use fluxtrace::replay::{self, EXAMPLES};
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::attr::{
-    CICD_PIPELINE_RUN_ID, CICD_PIPELINE_RUN_URL_FULL, DELIVERY_DIVERGENCE_MESSAGE,
-    DELIVERY_DIVERGENCE_REASON, DELIVERY_DIVERGENCE_STAGE, DELIVERY_OUTCOME, DELIVERY_PROMOTION_ID,
-    DELIVERY_STAGE, DELIVERY_TRACEABILITY, DEPLOYMENT_ENVIRONMENT_NAME, K8S_CLUSTER_NAME,
-    K8S_POD_NAME, K8S_REPLICASET_NAME, OCI_MANIFEST_DIGEST, SERVICE_NAME, VCS_REF_HEAD_REVISION,
+    CICD_PIPELINE_RESULT, CICD_PIPELINE_RUN_ID, CICD_PIPELINE_RUN_URL_FULL,
+    CICD_PIPELINE_TASK_RUN_RESULT, DELIVERY_DIVERGENCE_MESSAGE, DELIVERY_DIVERGENCE_STAGE,
+    DELIVERY_PROMOTION_ID, DELIVERY_STAGE, DELIVERY_TRACEABILITY, DEPLOYMENT_ENVIRONMENT_NAME,
+    DEPLOYMENT_ID, ERROR_TYPE, K8S_CLUSTER_NAME, K8S_DEPLOYMENT_UID, K8S_POD_NAME,
+    K8S_REPLICASET_NAME, K8S_REPLICASET_UID, OCI_MANIFEST_DIGEST, SERVICE_NAME,
+    VCS_REF_HEAD_REVISION,
 };
 use fluxtrace::trace::{AttrValue, SpanRecord, Stage};
 use serde_json::Value as Json;
@@ -381,6 +383,8 @@ fn agent_exposition() -> Exposition {
     out
 }
 
+const OUTCOMES: [Outcome; 5] = Outcome::FINAL;
+
 /// Labels every scraped series carries.
 const SCRAPE_LABELS: &[&str] = &["job", "instance"];
 
@@ -400,18 +404,21 @@ impl Values {
             "span_name".into(),
             Stage::ALL.iter().map(|s| s.span_name().into()).collect(),
         );
-        let mut outcomes: BTreeSet<String> = [
-            Outcome::Succeeded,
-            Outcome::Failed,
-            Outcome::TimedOut,
-            Outcome::Superseded,
-            Outcome::NoChange,
-        ]
-        .iter()
-        .map(|o| o.as_str().to_string())
-        .collect();
-        outcomes.extend(emitted.get(DELIVERY_OUTCOME).cloned().unwrap_or_default());
-        known.insert(label_name(DELIVERY_OUTCOME), outcomes);
+        // Root and stage results share the CI/CD conventions' values: every verdict's.
+        let results: BTreeSet<String> = OUTCOMES
+            .iter()
+            .filter_map(|o| o.pipeline_result())
+            .map(str::to_string)
+            .collect();
+        for key in [CICD_PIPELINE_RESULT, CICD_PIPELINE_TASK_RUN_RESULT] {
+            let mut values = results.clone();
+            values.extend(emitted.get(key).cloned().unwrap_or_default());
+            known.insert(label_name(key), values);
+        }
+        known.insert(
+            "outcome".into(),
+            OUTCOMES.iter().map(|o| o.as_str().to_string()).collect(),
+        );
         known.insert(
             label_name(DELIVERY_TRACEABILITY),
             emitted
@@ -424,8 +431,8 @@ impl Values {
         let mut services = emitted.get(SERVICE_NAME).cloned().expect("services");
         services.insert("fluxtrace-probe".into());
         known.insert(label_name(SERVICE_NAME), services);
-        // traceutil.StatusCodeStr and SpanKindStr of the collector (the agent's spans are
-        // INTERNAL, src/export/mod.rs).
+        // traceutil.StatusCodeStr and SpanKindStr of the collector (promotion roots are SERVER,
+        // stages INTERNAL, src/export/mod.rs).
         known.insert(
             "status_code".into(),
             ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
@@ -435,7 +442,11 @@ impl Values {
         );
         known.insert(
             "span_kind".into(),
-            ["SPAN_KIND_INTERNAL".to_string()].into(),
+            [
+                "SPAN_KIND_INTERNAL".to_string(),
+                "SPAN_KIND_SERVER".to_string(),
+            ]
+            .into(),
         );
         Values { known }
     }
@@ -1084,7 +1095,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
         .collect();
     for want in [
         DELIVERY_STAGE,
-        DELIVERY_OUTCOME,
+        CICD_PIPELINE_RESULT,
+        CICD_PIPELINE_TASK_RUN_RESULT,
         DELIVERY_DIVERGENCE_STAGE,
         DEPLOYMENT_ENVIRONMENT_NAME,
         DELIVERY_TRACEABILITY,
@@ -1106,7 +1118,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
     // Per-promotion values would make one series per promotion.
     for unbounded in [
         DELIVERY_PROMOTION_ID,
-        DELIVERY_DIVERGENCE_REASON,
+        DEPLOYMENT_ID,
+        ERROR_TYPE,
         DELIVERY_DIVERGENCE_MESSAGE,
         VCS_REF_HEAD_REVISION,
         OCI_MANIFEST_DIGEST,
@@ -1114,6 +1127,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
         CICD_PIPELINE_RUN_URL_FULL,
         K8S_POD_NAME,
         K8S_REPLICASET_NAME,
+        K8S_REPLICASET_UID,
+        K8S_DEPLOYMENT_UID,
     ] {
         assert!(
             !dims.contains(unbounded),
@@ -1212,7 +1227,8 @@ fn the_exposition_is_derived_as_the_prometheus_exporter_names_it() {
         "span_name",
         "status_code",
         "delivery_stage",
-        "delivery_outcome",
+        "cicd_pipeline_result",
+        "cicd_pipeline_task_run_result",
         "delivery_divergence_stage",
         "delivery_traceability",
         "deployment_environment_name",
@@ -1225,7 +1241,7 @@ fn the_exposition_is_derived_as_the_prometheus_exporter_names_it() {
 fn the_reader_catches_wrong_names_and_values() {
     let known = known_metrics();
     let values = Values::new();
-    let ok = r#"sum by (delivery_stage) (increase(fluxtrace_delivery_calls_total{delivery_stage=~"rollout|traffic", delivery_outcome="failed"}[15m]))"#;
+    let ok = r#"sum by (delivery_stage) (increase(fluxtrace_delivery_calls_total{delivery_stage=~"rollout|traffic", cicd_pipeline_task_run_result="failure"}[15m]))"#;
     let m = check_promql("ok", ok, &known, &values);
     assert_eq!(
         stages_in(&m),
@@ -1235,7 +1251,8 @@ fn the_reader_catches_wrong_names_and_values() {
         r#"sum(traces_span_metrics_calls_total)"#,
         r#"sum(fluxtrace_delivery_calls_total{stage="rollout"})"#,
         r#"sum(fluxtrace_delivery_calls_total{delivery_stage="deploy"})"#,
-        r#"sum(fluxtrace_delivery_calls_total{delivery_outcome="error"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{delivery_outcome="failed"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{cicd_pipeline_task_run_result="failed"})"#,
         r#"sum by (delivery_phase) (fluxtrace_delivery_calls_total)"#,
         r#"sum(fluxtrace_delivery_calls_total{span_name="source"})"#,
         r#"sum(fluxtrace_delivery_calls_total{delivery_traceability="absent"})"#,
@@ -1328,7 +1345,8 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
         alerts.insert(name.to_string(), matched);
     }
     let stage = label_name(DELIVERY_STAGE);
-    let outcome = label_name(DELIVERY_OUTCOME);
+    let outcome = label_name(CICD_PIPELINE_TASK_RUN_RESULT);
+    let failure = Outcome::Failed.pipeline_result().expect("failure");
     let has = |alert: &str, label: &str, value: &str| {
         let m = alerts
             .get(alert)
@@ -1343,28 +1361,20 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
         &stage,
         Stage::Reconcile.as_str(),
     );
-    has(
-        "FluxtraceReconcileFailed",
-        &outcome,
-        Outcome::Failed.as_str(),
-    );
+    has("FluxtraceReconcileFailed", &outcome, failure);
     has("FluxtraceRolloutFailed", &stage, Stage::Rollout.as_str());
-    has("FluxtraceRolloutFailed", &outcome, Outcome::Failed.as_str());
+    has("FluxtraceRolloutFailed", &outcome, failure);
     has(
         "FluxtraceProlongedNotReady",
         &outcome,
-        Outcome::TimedOut.as_str(),
+        Outcome::TimedOut.pipeline_result().expect("timeout"),
     );
     has(
         "FluxtraceTrafficProbeFailed",
         &stage,
         Stage::Traffic.as_str(),
     );
-    has(
-        "FluxtraceTrafficProbeFailed",
-        &outcome,
-        Outcome::Failed.as_str(),
-    );
+    has("FluxtraceTrafficProbeFailed", &outcome, failure);
     has(
         "FluxtraceUntraceableChange",
         &label_name(DELIVERY_TRACEABILITY),

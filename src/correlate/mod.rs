@@ -28,7 +28,7 @@ use crate::model::{
 use crate::revision;
 use crate::story::{Divergence, Outcome, StageStory, Story};
 use crate::trace::{
-    attr, span_id_for, trace_id_for, AttrValue, Attributes, SpanEventRecord, SpanId,
+    attr, span_id_for, trace_id_for, AttrValue, Attributes, SpanEventRecord, SpanId, SpanKind,
     SpanLinkRecord, SpanRecord, SpanStatus, Stage, TraceId, Traceparent,
 };
 pub use span::{Failure, StageResult, StageSpan};
@@ -233,6 +233,7 @@ struct DeploymentState {
 }
 
 struct RsInfo {
+    uid: String,
     deployment: Option<String>,
     created: Option<Timestamp>,
 }
@@ -1013,6 +1014,7 @@ impl Engine {
             );
             span.set_object_attrs(&key);
             span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
+            span.attrs.set(attr::K8S_DEPLOYMENT_UID, obs.uid.clone());
             span.attrs
                 .set(attr::DELIVERY_ROLLOUT_GENERATION, obs.generation);
             image_attrs(&mut span.attrs, &obs.images);
@@ -1120,10 +1122,13 @@ impl Engine {
         let progressing = condition(&obs.conditions, "Progressing");
         if let Some(rs) = progressing.and_then(|c| replicaset_in(&c.message)) {
             span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
-            let created = self
+            let info = self
                 .replicasets
-                .get(&(key.namespace.clone(), rs.to_string()))
-                .and_then(|i| i.created);
+                .get(&(key.namespace.clone(), rs.to_string()));
+            if let Some(i) = info.filter(|i| !i.uid.is_empty()) {
+                span.attrs.set(attr::K8S_REPLICASET_UID, i.uid.clone());
+            }
+            let created = info.and_then(|i| i.created);
             if let Some(c) = created
                 .filter(|c| *c <= span.start && *c + SignedDuration::from_mins(1) >= span.start)
             {
@@ -1354,6 +1359,7 @@ impl Engine {
         self.replicasets.insert(
             (obs.object.namespace.clone(), obs.object.name.clone()),
             RsInfo {
+                uid: obs.uid,
                 deployment: obs.deployment,
                 created: obs.created,
             },
@@ -2326,6 +2332,16 @@ fn image_attrs(a: &mut Attributes, images: &[String]) {
     if let Some(t) = tag {
         a.set(attr::CONTAINER_IMAGE_TAGS, vec![t.to_string()]);
     }
+    // A digest-pinned reference names its repo digest (`repo@sha256:…`).
+    if let Some((_, digest)) = image
+        .split_once('@')
+        .filter(|(_, d)| d.starts_with("sha256:"))
+    {
+        a.set(
+            attr::CONTAINER_IMAGE_REPO_DIGESTS,
+            vec![format!("{name}@{digest}")],
+        );
+    }
 }
 
 /// The tag of an image reference (`repo:tag`, `repo:tag@sha256:…`), if any.
@@ -2675,7 +2691,29 @@ fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanRecord {
     for (k, v) in &s.attrs.0 {
         attributes.set(k, v.clone());
     }
-    attributes.set(attr::DELIVERY_OUTCOME, s.result.outcome());
+    // CI/CD semantic conventions: each stage is a task of the promotion's pipeline run.
+    attributes.set(attr::CICD_PIPELINE_TASK_NAME, s.stage.span_name());
+    attributes.set(
+        attr::CICD_PIPELINE_TASK_TYPE,
+        if s.stage == Stage::Traffic {
+            "test"
+        } else {
+            "deploy"
+        },
+    );
+    let result = match s.result {
+        StageResult::Open => None,
+        StageResult::Succeeded => Some("success"),
+        StageResult::NoChange => Some("skip"),
+        StageResult::Failed(_) => Some("failure"),
+        StageResult::TimedOut(_) => Some("timeout"),
+        StageResult::Superseded => Some("cancellation"),
+    };
+    attributes.set_opt(attr::CICD_PIPELINE_TASK_RUN_RESULT, result);
+    let vcs = vcs_attrs(&s.attrs);
+    for (k, v) in vcs.0 {
+        attributes.set(k, v);
+    }
     let status = match &s.result {
         StageResult::Failed(f) | StageResult::TimedOut(f) => {
             attributes.set(attr::ERROR_TYPE, f.reason.clone());
@@ -2692,6 +2730,7 @@ fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanRecord {
         parent_span_id: Some(s.parent),
         service: service_of(s),
         name: s.stage.span_name(),
+        kind: SpanKind::Internal,
         start: s.start,
         end: s.end.unwrap_or(s.deadline).max(s.start),
         status,
@@ -2712,7 +2751,21 @@ fn root_record(
     let mut a = Attributes::default();
     common_attrs(&mut a, p, Stage::Promotion, cluster);
     a.set(attr::DELIVERY_TRACEABILITY, p.traceability);
-    a.set(attr::DELIVERY_OUTCOME, outcome.as_str());
+    // CI/CD and deployment semantic conventions: the promotion is a pipeline run that deploys.
+    a.set_opt(attr::CICD_PIPELINE_RESULT, outcome.pipeline_result());
+    a.set(attr::DEPLOYMENT_ID, p.id.clone());
+    let target = p
+        .reconciles
+        .iter()
+        .map(|r| &r.span)
+        .chain(p.rollouts.iter())
+        .find_map(|s| s.object.as_ref())
+        .map(|o| o.name.clone());
+    a.set_opt(
+        attr::DEPLOYMENT_NAME,
+        p.report.as_ref().and_then(|r| r.app.clone()).or(target),
+    );
+    a.set_opt(attr::DEPLOYMENT_STATUS, outcome.deployment_status());
     if let Some(r) = &p.report {
         a.set_opt(attr::DELIVERY_APP, r.app.clone());
         a.set_opt(attr::DELIVERY_PROMOTION_ACTOR, r.actor.clone());
@@ -2730,11 +2783,25 @@ fn root_record(
         }
     }
     a.set_opt(attr::VCS_REF_HEAD_REVISION, p.commit.clone());
+    // The Git repository and ref the promotion's source fetched, when one did.
+    if let Some(source) = p
+        .sources
+        .iter()
+        .find(|s| s.attrs.get(attr::VCS_REPOSITORY_URL_FULL).is_some())
+    {
+        let vcs = vcs_attrs(&source.attrs);
+        for key in [attr::VCS_REF_HEAD_NAME, attr::VCS_REPOSITORY_NAME] {
+            a.set_opt(key, vcs.get(key).cloned());
+        }
+        a.set_opt(
+            attr::VCS_REPOSITORY_URL_FULL,
+            source.attrs.get(attr::VCS_REPOSITORY_URL_FULL).cloned(),
+        );
+    }
     a.set_opt(attr::OCI_MANIFEST_DIGEST, p.digest.clone());
     let status = match divergence {
         Some(d) => {
             a.set(attr::DELIVERY_DIVERGENCE_STAGE, d.stage.as_str());
-            a.set(attr::DELIVERY_DIVERGENCE_REASON, d.reason.clone());
             a.set(attr::DELIVERY_DIVERGENCE_MESSAGE, d.message.clone());
             a.set(attr::ERROR_TYPE, d.reason.clone());
             SpanStatus::Error {
@@ -2766,6 +2833,7 @@ fn root_record(
         parent_span_id: p.ci_parent,
         service: SERVICE_FLUXTRACE,
         name: Stage::Promotion.span_name(),
+        kind: SpanKind::Server,
         start,
         end,
         status,
@@ -2773,6 +2841,26 @@ fn root_record(
         events: Vec::new(),
         links,
     }
+}
+
+/// `vcs.ref.head.name` and `vcs.repository.name` implied by a Git source span's revision and URL.
+fn vcs_attrs(source: &Attributes) -> Attributes {
+    let mut a = Attributes::default();
+    let Some(url) = source.get_str(attr::VCS_REPOSITORY_URL_FULL) else {
+        return a;
+    };
+    a.set_opt(
+        attr::VCS_REF_HEAD_NAME,
+        source
+            .get_str(attr::FLUX_REVISION)
+            .and_then(revision::ref_name)
+            .map(str::to_string),
+    );
+    a.set_opt(
+        attr::VCS_REPOSITORY_NAME,
+        revision::repository_name(url).map(str::to_string),
+    );
+    a
 }
 
 fn build_story(
