@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// Capacity of the queue in front of the engine.
     #[arg(long, default_value_t = 4096, env = "FLUXTRACE_QUEUE")]
     pub queue: usize,
+    /// Environment and app pairs with DORA metrics of their own; later pairs are counted under
+    /// `other` (bounds the series a report can create).
+    #[arg(long, default_value_t = crate::dora::DEFAULT_MAX_SERIES, env = "FLUXTRACE_DORA_MAX_SERIES")]
+    pub dora_max_series: usize,
     /// Do not write a Kubernetes Event (reason DeliveryTrace, with the trace link) on the
     /// Kustomization or HelmRelease and the Deployments of each finished promotion.
     #[arg(long, env = "FLUXTRACE_NO_K8S_EVENTS")]
@@ -177,6 +181,10 @@ pub struct PromoteArgs {
     /// When the promotion started (RFC 3339) [default: when the agent receives the report].
     #[arg(long, env = "FLUXTRACE_TIME")]
     pub time: Option<jiff::Timestamp>,
+    /// When the promoted commit was made (RFC 3339), for the lead time of changes. Default:
+    /// GitLab's CI_COMMIT_TIMESTAMP, else `git log` when run in a checkout; else left out.
+    #[arg(long, env = "FLUXTRACE_COMMIT_TIME")]
+    pub commit_time: Option<jiff::Timestamp>,
     /// Retries on connection errors, timeouts and 5xx, with exponential backoff from 0.5 s.
     #[arg(long, default_value_t = 5, env = "FLUXTRACE_RETRIES")]
     pub retries: u32,
@@ -209,7 +217,8 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// After the replay, serve its stories on this address (`GET /v1/promotions/{id}`,
+    /// After the replay, serve its stories and DORA metrics on this address
+    /// (`GET /v1/promotions/{id}`, `/metrics`,
     /// read-only, no authentication) until Ctrl-C, so that `fluxtrace explain` can be tried
     /// without a cluster.
     #[arg(long, env = "FLUXTRACE_SERVE")]

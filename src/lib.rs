@@ -40,6 +40,7 @@ pub mod announce;
 pub mod client;
 pub mod config;
 pub mod correlate;
+pub mod dora;
 pub mod export;
 pub mod intake;
 pub mod links;

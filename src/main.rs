@@ -240,6 +240,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             export: export_settings(g),
             trace_url_template: g.trace_link_template()?,
             announce,
+            dora_max_series: args.dora_max_series,
             ..AgentConfig::default()
         };
         let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
@@ -429,6 +430,13 @@ fn serve_replay(addr: std::net::SocketAddr, stories: Vec<story::Story>) -> anyho
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
+        // The replay's DORA metrics, in the order its promotions finished.
+        let mut dora = fluxtrace::dora::Dora::new(metrics.clone(), fluxtrace::dora::DEFAULT_MAX_SERIES);
+        let mut finished: Vec<&story::Story> = stories.iter().collect();
+        finished.sort_by_key(|s| s.end);
+        for s in finished {
+            dora.record(s);
+        }
         let readiness = Arc::new(Readiness::default());
         readiness.register("http");
         let n = stories.len();

@@ -427,6 +427,10 @@ pub struct PromotionReport {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
+    /// When the promoted commit was made (its committer date), for the lead time of changes.
+    /// Unknown is left out, never guessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]

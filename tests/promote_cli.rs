@@ -726,3 +726,80 @@ async fn dry_run_shows_the_report_built_from_the_ci_environment() {
     assert_eq!(v["actor"], "carol");
     assert!(v.get("pipeline").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_time_comes_from_ci_or_git_and_is_never_guessed() {
+    let sha = "78e7e93a2812ee6725fe1cbb2659ddc496d09657";
+    let promote = [
+        "promote",
+        "--agent",
+        "http://unused:1",
+        "--environment",
+        "prod",
+        "--dry-run",
+    ];
+    // GitLab names the commit's time.
+    let out = fluxtrace(
+        &promote,
+        &[
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "9"),
+            ("CI_COMMIT_SHA", sha),
+            ("CI_COMMIT_TIMESTAMP", "2026-11-26T09:15:00+01:00"),
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["commit_time"], "2026-11-26T08:15:00Z");
+    // GitHub does not, and outside a checkout nothing else can: left out.
+    let out = fluxtrace(
+        &promote,
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "7"),
+            ("GITHUB_SHA", sha),
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v.get("commit_time").is_none(), "{v}");
+
+    // In a checkout, `git log` gives the committer date of the promoted commit.
+    let dir = std::env::temp_dir().join(format!("fluxtrace-commit-time-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_DATE", "2026-11-25T17:00:00Z")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "change"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+        .args(promote)
+        .args(["--id", "P-git", "--revision", &head])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("the binary runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["commit_time"], "2026-11-25T17:00:00Z");
+}

@@ -2024,6 +2024,7 @@ fn merge_report(p: &mut Promotion, r: PromotionReport) {
     cur.actor = cur.actor.take().or(r.actor);
     cur.pipeline = cur.pipeline.take().or(r.pipeline);
     cur.time = cur.time.or(r.time);
+    cur.commit_time = cur.commit_time.or(r.commit_time);
     cur.artifact = match (cur.artifact.take(), r.artifact) {
         (Some(mut a), Some(b)) => {
             a.repository = a.repository.or(b.repository);
@@ -2953,6 +2954,7 @@ fn build_story(
         app: report.and_then(|r| r.app.clone()),
         actor: report.and_then(|r| r.actor.clone()),
         pipeline: report.and_then(|r| r.pipeline.clone()),
+        commit_time: report.and_then(|r| r.commit_time),
         promoted,
         resolved_digest: p.digest.clone(),
         cluster: cluster.to_string(),

@@ -44,6 +44,7 @@ pub fn decode(json: &str) -> Result<PromotionReport, ReportError> {
 pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportError> {
     report.id = report.id.trim().to_string();
     report.time = report.time.map(crate::model::sane_time);
+    report.commit_time = report.commit_time.map(crate::model::sane_time);
     report.environment = report.environment.trim().to_string();
     if report.id.is_empty() {
         return Err(ReportError::Missing("id"));

@@ -121,6 +121,9 @@ pub struct Story {
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineRef>,
+    /// When the promoted commit was made, as reported (the start of its lead time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<Timestamp>,
     /// What was promoted, as the report or annotation said it.
     pub promoted: String,
     /// The OCI manifest digest a floating tag resolved to, if any.
