@@ -17,12 +17,15 @@
 //!   its traces;
 //! - with promtool installed, the rules pass `promtool check rules` and their unit tests.
 
+#[path = "support/tools.rs"]
+mod tools;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::metrics::{ErrorType, Metrics};
+use fluxtrace::metrics::{DoraLabels, DoraOutcome, ErrorType, Metrics};
 use fluxtrace::replay::{self, EXAMPLES};
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::attr::{
@@ -351,6 +354,24 @@ fn agent_exposition() -> Exposition {
             error_type: "unavailable",
         })
         .inc();
+    // One DORA observation, so that the histograms' series and the labels show.
+    let labels = DoraLabels {
+        environment: "prod".into(),
+        app: "web".into(),
+    };
+    m.dora_promotions
+        .get_or_create(&DoraOutcome {
+            environment: "prod".into(),
+            app: "web".into(),
+            outcome: "failed",
+        })
+        .inc();
+    m.dora_lead_time
+        .get_or_create(&labels)
+        .observe(60.0, None, None);
+    m.dora_time_to_restore
+        .get_or_create(&labels)
+        .observe(60.0, None, None);
     let text = m.encode();
     let mut out = Exposition::new();
     for line in text.lines() {
@@ -1264,14 +1285,22 @@ fn the_reader_catches_wrong_names_and_values() {
 
 /// The rule files: recording rules add their names (with the labels of what they record).
 fn rules() -> Vec<Value> {
-    let v = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.yaml"));
-    v["groups"]
-        .as_sequence()
-        .expect("groups")
+    RULE_FILES
         .iter()
-        .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+        .flat_map(|f| {
+            let v = yaml(&Path::new(DIR).join("prometheus").join(f));
+            v["groups"]
+                .as_sequence()
+                .expect("groups")
+                .iter()
+                .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
+
+/// The Prometheus rule files of collector-config/prometheus/.
+const RULE_FILES: [&str; 2] = ["fluxtrace-alerts.yaml", "fluxtrace-dora.yaml"];
 
 fn known_with_recordings() -> Exposition {
     let mut known = known_metrics();
@@ -1281,14 +1310,19 @@ fn known_with_recordings() -> Exposition {
             let expr = r["expr"].as_str().expect("expr");
             check_promql(name, expr, &known, &values);
             let q = parse_promql(expr);
-            let labels: BTreeSet<String> = q
-                .selectors
-                .iter()
-                .flat_map(|(m, _)| known[m].clone())
-                .collect();
+            // An aggregation keeps the labels it groups by; anything else every label of
+            // what it records.
+            let labels: BTreeSet<String> = if expr.contains(" by ") {
+                q.grouping.iter().filter(|l| *l != "le").cloned().collect()
+            } else {
+                q.selectors
+                    .iter()
+                    .flat_map(|(m, _)| known[m].clone())
+                    .collect()
+            };
             assert!(
-                !expr.contains(" by ") && !expr.contains("without"),
-                "{name}: keeps every label of what it records"
+                !expr.contains("without"),
+                "{name}: names the labels it keeps"
             );
             known.insert(name.to_string(), labels);
         }
@@ -1413,7 +1447,14 @@ fn promtool_tests_feed_series_named_as_the_collector_exposes_them() {
 
 #[test]
 fn promtool_checks_and_unit_tests_the_rules() {
-    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
+    let Some(promtool) = tools::tool(
+        "promtool_checks_and_unit_tests_the_rules",
+        "promtool",
+        "PROMTOOL",
+        &["--version"],
+    ) else {
+        return;
+    };
     let dir = Path::new(DIR).join("prometheus");
     let run = |args: &[&str]| {
         Command::new(&promtool)
@@ -1421,18 +1462,13 @@ fn promtool_checks_and_unit_tests_the_rules() {
             .current_dir(&dir)
             .output()
     };
-    match run(&["--version"]) {
-        Err(e) => {
-            println!(
-                "SKIPPED promtool_checks_and_unit_tests_the_rules: promtool is not installed \
-                 ({e}); .ci/run installs it (Debian package prometheus)"
-            );
-            return;
-        }
-        Ok(o) => assert!(o.status.success(), "promtool --version"),
-    }
     for args in [
-        &["check", "rules", "fluxtrace-alerts.yaml"][..],
+        &[
+            "check",
+            "rules",
+            "fluxtrace-alerts.yaml",
+            "fluxtrace-dora.yaml",
+        ][..],
         &["test", "rules", "fluxtrace-alerts.test.yaml"][..],
     ] {
         let o = run(args).expect("promtool runs");
@@ -1477,7 +1513,7 @@ fn link_queries(panel: &Json) -> Vec<String> {
 #[test]
 fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
     let d = dashboard();
-    let known = known_metrics();
+    let known = known_with_recordings();
     let values = Values::new();
     let emitted = emitted();
     for v in d["templating"]["list"].as_array().expect("variables") {
@@ -1506,6 +1542,8 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
                 Some("control")
             } else if title.starts_with("Data plane") {
                 Some("data")
+            } else if title.starts_with("DORA") {
+                Some("dora")
             } else {
                 panic!("row {title:?} names its plane");
             };
@@ -1542,6 +1580,15 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
             }
         }
         assert!(!stages.is_empty(), "{title}: selects stages");
+        if plane == "dora" {
+            // The four keys are about whole promotions: their links open root spans.
+            assert_eq!(
+                stages,
+                [Stage::Promotion].into(),
+                "{title}: links to promotions"
+            );
+            continue;
+        }
         for s in &stages {
             assert_eq!(
                 s.plane(),
@@ -1553,7 +1600,7 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
         }
         covered.entry(plane).or_default().extend(stages);
     }
-    assert!(rows >= 2, "rows for both planes");
+    assert!(rows >= 3, "rows for both planes and DORA");
     for s in Stage::ALL {
         assert!(
             covered.get(s.plane()).is_some_and(|c| c.contains(&s)),
