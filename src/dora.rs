@@ -233,6 +233,29 @@ mod tests {
     }
 
     #[test]
+    fn an_oci_artifacts_created_time_starts_the_lead_time_without_a_reported_one() {
+        let (_, text) = EXAMPLES
+            .iter()
+            .find(|(n, _)| *n == "oci-success.jsonl")
+            .expect("the oci-success recording");
+        let r = replay::run(text, EngineConfig::default());
+        let story = &r.traces[0].story;
+        // The artifact the promotion delivered, not the one the source held before.
+        assert_eq!(
+            story.commit_time,
+            Some("2026-11-26T09:59:57Z".parse().expect("a time"))
+        );
+        let metrics = Arc::new(Metrics::new());
+        Dora::new(metrics.clone(), 10).record(story);
+        let lead = rollout_complete(story)
+            .duration_since("2026-11-26T09:59:57Z".parse().expect("a time"))
+            .as_secs_f64();
+        assert!(metrics.encode().contains(&format!(
+            "fluxtrace_dora_lead_time_seconds_sum{{environment=\"prod\",app=\"checkout\"}} {lead:?}"
+        )));
+    }
+
+    #[test]
     fn lead_time_is_never_guessed() {
         let metrics = Arc::new(Metrics::new());
         let mut dora = Dora::new(metrics.clone(), 10);

@@ -262,6 +262,10 @@ pub struct SourceObs {
     pub artifact_updated: Option<Timestamp>,
     /// `status.artifact.metadata["org.opencontainers.image.revision"]`.
     pub origin_revision: Option<String>,
+    /// `status.artifact.metadata["org.opencontainers.image.created"]` (OCI artifacts): when the
+    /// artifact was built, the start of a promotion's lead time when its report has no
+    /// `commit_time`.
+    pub artifact_created: Option<Timestamp>,
     /// `status.artifact.metadata["fluxtrace.io/promotion-id"]`.
     pub artifact_promotion_id: Option<String>,
     /// `metadata.annotations["reconcile.fluxcd.io/requestedAt"]`.

@@ -140,6 +140,8 @@ struct Promotion {
     expect_source: bool,
     commit: Option<String>,
     digest: Option<String>,
+    /// `org.opencontainers.image.created` of the OCI artifact a source fetched for it.
+    artifact_created: Option<Timestamp>,
     keys: Vec<String>,
     target: Option<String>,
     trigger: Option<StageSpan>,
@@ -487,6 +489,7 @@ impl Engine {
             deadline: start + self.cfg.deadlines.promotion,
             commit,
             digest,
+            artifact_created: None,
             keys: Vec::new(),
             trigger: None,
             sources: Vec::new(),
@@ -640,6 +643,9 @@ impl Engine {
                 .as_deref()
                 .and_then(revision::digest_hex)
                 .map(|h| format!("sha256:{h}"));
+        }
+        if p.artifact_created.is_none() {
+            p.artifact_created = obs.artifact_created;
         }
         if p.commit.is_none() {
             p.commit = obs
@@ -2954,7 +2960,7 @@ fn build_story(
         app: report.and_then(|r| r.app.clone()),
         actor: report.and_then(|r| r.actor.clone()),
         pipeline: report.and_then(|r| r.pipeline.clone()),
-        commit_time: report.and_then(|r| r.commit_time),
+        commit_time: report.and_then(|r| r.commit_time).or(p.artifact_created),
         promoted,
         resolved_digest: p.digest.clone(),
         cluster: cluster.to_string(),

@@ -144,6 +144,7 @@ pub fn story_to_proto(s: Story) -> proto::Story {
             .collect(),
         superseded_by: s.superseded_by,
         trace_link: s.trace_link,
+        commit_time: s.commit_time.map(|t| t.to_string()),
     }
 }
 

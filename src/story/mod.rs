@@ -121,7 +121,8 @@ pub struct Story {
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineRef>,
-    /// When the promoted commit was made, as reported (the start of its lead time).
+    /// When the promoted change was made, the start of its lead time: the report's
+    /// `commit_time`, else the `org.opencontainers.image.created` of the OCI artifact fetched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<Timestamp>,
     /// What was promoted, as the report or annotation said it.
