@@ -15,7 +15,10 @@
 //!   label values the agent emits (stages, span names, outcomes, traceability);
 //! - the dashboard keeps control plane and data plane in separate rows and links every panel to
 //!   its traces;
-//! - with promtool installed, the rules pass `promtool check rules` and their unit tests.
+//! - with promtool installed, the rules pass `promtool check rules` and their unit tests;
+//! - docs/queries.md names only attributes (the constants of `fluxtrace::trace::attr`, seen on
+//!   replayed spans), services, span names and metrics (the registry, the span metrics and the
+//!   recording rules) the agent and the configs produce.
 
 #[path = "support/tools.rs"]
 mod tools;
@@ -1619,6 +1622,138 @@ fn the_readme_points_at_every_config() {
             assert!(
                 readme.contains(&r),
                 "collector-config/README.md describes {r}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/queries.md, the on-call cookbook.
+
+/// The attribute keys the agent can emit: the constants of src/trace/attr.rs, read from the
+/// source so that a key added there needs no list here.
+fn attribute_constants() -> BTreeSet<String> {
+    let src = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/trace/attr.rs"));
+    let keys: BTreeSet<String> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split_once("&str = \""))
+        .filter_map(|(_, v)| v.split_once('"').map(|(k, _)| k.to_string()))
+        .collect();
+    assert!(keys.len() > 40, "attribute constants: {keys:?}");
+    keys
+}
+
+/// The fenced code blocks of a Markdown text: (info string, body).
+fn code_blocks(md: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in md.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => out.extend(open.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "an unclosed code block");
+    out
+}
+
+#[test]
+fn every_name_in_the_query_cookbook_is_one_the_agent_emits() {
+    let md = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/queries.md"));
+    let attrs = attribute_constants();
+    let emitted = emitted();
+    let known = known_with_recordings();
+    let values = Values::new();
+    let services = &values.known[&label_name(SERVICE_NAME)];
+    let span_names: BTreeSet<&str> = Stage::ALL.iter().map(|s| s.span_name()).collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (lang, body) in code_blocks(&md) {
+        *seen
+            .entry(match lang.as_str() {
+                "traceql" => "traceql",
+                "promql" => "promql",
+                "jaeger" => "jaeger",
+                other => panic!("docs/queries.md: a code block in {other:?}"),
+            })
+            .or_default() += 1;
+        match lang.as_str() {
+            "traceql" => {
+                let q = body.trim();
+                for (_, attr, _) in traceql_refs(q) {
+                    assert!(
+                        attrs.contains(&attr),
+                        "{q}: {attr} is no attribute constant"
+                    );
+                }
+                check_traceql("docs/queries.md", q, &emitted);
+            }
+            "promql" => {
+                check_promql("docs/queries.md", body.trim(), &known, &values);
+            }
+            _ => {
+                for search in body.lines().filter(|l| !l.trim().is_empty()) {
+                    for field in search.split('|').map(str::trim) {
+                        let (name, v) = field.split_once(": ").expect("Field: value");
+                        match name {
+                            "Service" => assert!(services.contains(v), "{search}: service {v}"),
+                            "Operation" => {
+                                assert!(span_names.contains(v), "{search}: operation {v}")
+                            }
+                            "Tags" => {
+                                for tag in v.split_whitespace() {
+                                    let (k, val) = tag.split_once('=').expect("key=value");
+                                    assert!(attrs.contains(k), "{search}: {k} is no attribute");
+                                    assert!(emitted.contains_key(k), "{search}: {k} never emitted");
+                                    values.check(search, &label_name(k), "=", val);
+                                }
+                            }
+                            "Lookback" | "Min Duration" => {}
+                            other => panic!("{search}: unknown search field {other}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for lang in ["traceql", "jaeger", "promql"] {
+        assert!(
+            seen.get(lang).is_some_and(|n| *n > 0),
+            "no {lang} in the cookbook"
+        );
+    }
+    // Names in the prose: every backticked attribute-like or metric-like name.
+    let prefixes = [
+        "delivery.",
+        "flux.",
+        "cicd.",
+        "vcs.",
+        "k8s.",
+        "deployment.",
+        "container.",
+        "service.",
+        "oci.",
+        "error.",
+    ];
+    for chunk in md.split('`').skip(1).step_by(2) {
+        let word = chunk.trim();
+        if word.contains(char::is_whitespace) || word.contains(['(', '{', '"', '/']) {
+            continue;
+        }
+        if prefixes.iter().any(|p| word.starts_with(p)) {
+            assert!(
+                attrs.contains(word),
+                "docs/queries.md names `{word}`: no such attribute"
+            );
+        } else if word.starts_with("fluxtrace_") {
+            assert!(
+                known.contains_key(word) || known.contains_key(&format!("{word}_total")),
+                "docs/queries.md names `{word}`: no such metric"
             );
         }
     }
