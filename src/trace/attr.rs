@@ -80,3 +80,27 @@ pub const DELIVERY_PROBE_EXPECTED: &str = "delivery.probe.expected";
 pub const DELIVERY_PROBE_SAMPLES: &str = "delivery.probe.samples";
 pub const DELIVERY_PROBE_MATCHED: &str = "delivery.probe.matched";
 pub const DELIVERY_PROBE_VERSIONS: &str = "delivery.probe.versions";
+
+#[cfg(test)]
+mod tests {
+    /// Deprecated semantic-convention names (semconv 1.44) are never emitted.
+    #[test]
+    fn no_deprecated_names() {
+        let keys: Vec<&str> = include_str!("attr.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split_once("&str = \""))
+            .filter_map(|(_, v)| v.split_once('"').map(|(k, _)| k))
+            .collect();
+        assert!(keys.len() > 40, "{keys:?}");
+        for key in keys {
+            assert!(
+                key != "deployment.environment"
+                    && !key.starts_with("vcs.repository.ref.")
+                    && !key.starts_with("vcs.repository.change.")
+                    && key != "container.image.tag",
+                "{key} is deprecated"
+            );
+        }
+    }
+}
