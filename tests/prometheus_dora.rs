@@ -14,8 +14,8 @@
 //! saying so, when prometheus is not installed (`.ci/run` installs it and sets
 //! `FLUXTRACE_REQUIRE_TOOLS=1`, which turns the skip into a failure).
 
-#[path = "support/shift.rs"]
-mod shift;
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/tools.rs"]
 mod tools;
 
@@ -25,9 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use examples::recording;
 use fluxtrace::client::encode_segment;
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::replay::{self, EXAMPLES};
+use fluxtrace::replay;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::Stage;
 use jiff::{SignedDuration, Timestamp};
@@ -43,14 +44,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn recording(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("a bundled recording")
 }
 
 /// `text` with its promotion report edited by `edit`.
@@ -267,7 +260,7 @@ fn prometheus_scrapes_the_four_keys_and_their_exemplars() {
     // report; staging/frontend succeeds without a commit time.
     let failed = recording("oci-rollout-imagepull.jsonl").to_string();
     let fixed = edit_report(
-        &shift::shift(
+        &examples::shift(
             recording("oci-success.jsonl"),
             SignedDuration::from_hours(2),
         ),

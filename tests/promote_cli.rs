@@ -9,10 +9,10 @@
 //! spans that crossed the wire: the report is the root of the trace the Flux objects continue,
 //! and with a `TRACEPARENT` the root's parent is the CI span.
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/otlp_receiver.rs"]
 mod otlp_receiver;
-#[path = "support/shift.rs"]
-mod shift;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use examples::{recording, shift};
 use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig, EngineHandle};
 use fluxtrace::correlate::EngineConfig;
@@ -31,27 +32,17 @@ use fluxtrace::export::ExportSettings;
 use fluxtrace::intake::{self, Auth, Intake};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
-use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::{trace_id_for, Traceparent};
 use jiff::{SignedDuration, Timestamp};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_receiver::{attr_str, OtlpReceiver};
-use shift::shift;
 
 const TOKEN: &str = "ci-token-0e5d";
 const CLUSTER: &str = "test-cluster";
 const CI_TRACEPARENT: &str = "00-bcc6fef14921ca4b919966fea2f61b03-cd43ae110eed53d9-01";
 const BOUND: Duration = Duration::from_secs(60);
-
-fn recording(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("a bundled recording")
-}
 
 fn line_kind(line: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(line)

@@ -1,7 +1,17 @@
-//! Moving a recording in time, so that it plays at another moment (the present, or after
-//! another recording).
+//! The bundled example recordings, and moving a recording in time so that it plays at another
+//! moment (the present, or after another recording).
 
+use fluxtrace::replay::EXAMPLES;
 use jiff::SignedDuration;
+
+/// A bundled recording by file name.
+pub fn recording(name: &str) -> &'static str {
+    EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .expect("a bundled recording")
+}
 
 /// Moves every `YYYY-MM-DD?HH:MM:SS` (RFC 3339 `T`, or Go's `time.Time` string with a space,
 /// as in `reconcile.fluxcd.io/requestedAt`) by `by`; all recording times are UTC.
