@@ -1436,16 +1436,21 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
 fn promtool_tests_feed_series_named_as_the_collector_exposes_them() {
     let known = known_with_recordings();
     let values = Values::new();
-    let tests = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.test.yaml"));
-    let mut n = 0;
-    for t in tests["tests"].as_sequence().expect("tests") {
-        for s in t["input_series"].as_sequence().expect("input_series") {
-            let series = s["series"].as_str().expect("series");
-            check_promql("fluxtrace-alerts.test.yaml", series, &known, &values);
-            n += 1;
+    for file in ["fluxtrace-alerts.test.yaml", "fluxtrace-dora.test.yaml"] {
+        let tests = yaml(&Path::new(DIR).join("prometheus").join(file));
+        let mut n = 0;
+        for t in tests["tests"].as_sequence().expect("tests") {
+            for s in t["input_series"].as_sequence().expect("input_series") {
+                let series = s["series"].as_str().expect("series");
+                check_promql(file, series, &known, &values);
+                n += 1;
+            }
+            for e in t["promql_expr_test"].as_sequence().into_iter().flatten() {
+                check_promql(file, e["expr"].as_str().expect("expr"), &known, &values);
+            }
         }
+        assert!(n >= 5, "{file}: series");
     }
-    assert!(n >= 5);
 }
 
 #[test]
@@ -1473,6 +1478,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
             "fluxtrace-dora.yaml",
         ][..],
         &["test", "rules", "fluxtrace-alerts.test.yaml"][..],
+        &["test", "rules", "fluxtrace-dora.test.yaml"][..],
     ] {
         let o = run(args).expect("promtool runs");
         assert!(
