@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_SERIES: usize = 200;
 const UNKNOWN: &str = "unknown";
 /// The label value of pairs beyond the series limit.
 const OTHER: &str = "other";
+/// Label values are cut to this many characters (reports may carry long ones).
+const MAX_LABEL_CHARS: usize = 128;
 
 /// The DORA bookkeeping of one agent. Owned by one task; not shared.
 pub struct Dora {
@@ -106,7 +108,9 @@ impl Dora {
             v.map(|s| s.trim())
                 .filter(|s| !s.is_empty())
                 .unwrap_or(UNKNOWN)
-                .to_string()
+                .chars()
+                .take(MAX_LABEL_CHARS)
+                .collect::<String>()
         };
         let labels = DoraLabels {
             environment: value(story.environment.as_ref()),
@@ -277,6 +281,13 @@ mod tests {
         for app in ["a", "b", "c", "d", "a"] {
             dora.record(&story(Outcome::Succeeded, 10, "prod", app));
         }
+        let long = Dora::new(metrics.clone(), 2).labels(&story(
+            Outcome::Succeeded,
+            10,
+            &"e".repeat(5000),
+            "a",
+        ));
+        assert_eq!(long.environment.len(), MAX_LABEL_CHARS);
         let text = metrics.encode();
         let series = sample(&text, "fluxtrace_dora_promotions_finished_total{");
         assert_eq!(series.len(), 3, "{text}");
