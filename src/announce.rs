@@ -446,6 +446,7 @@ mod tests {
             app: None,
             actor: None,
             pipeline: None,
+            commit_time: None,
             promoted: "x".into(),
             resolved_digest: None,
             cluster: "c".into(),

@@ -381,6 +381,7 @@ pub fn parse_artifact(s: &str) -> ArtifactRef {
 pub fn build_report(
     args: &PromoteArgs,
     env: impl Fn(&str) -> Option<String>,
+    git_commit_time: impl Fn(&str) -> Option<jiff::Timestamp>,
 ) -> Result<(PromotionReport, Option<&'static str>), ClientError> {
     let run = if args.no_ci { None } else { ci::detect(env) };
     let given = |v: &Option<String>| {
@@ -416,6 +417,30 @@ pub fn build_report(
                     .into(),
             )
         })?;
+    // The commit time, for the lead time of changes: given, else from CI for the commit CI
+    // built, else from `git log` in a checkout that has the commit; unknown stays unknown.
+    let commit = revision
+        .as_deref()
+        .and_then(crate::revision::commit_sha)
+        .or_else(|| run.as_ref().and_then(|r| r.commit.as_deref()))
+        .map(str::to_string);
+    let ci_commit_time = run
+        .as_ref()
+        .filter(|r| r.commit.is_some() && r.commit == commit)
+        .and_then(|r| r.commit_time.as_deref())
+        .map(|t| {
+            t.parse::<jiff::Timestamp>().map_err(|e| {
+                ClientError::Report(ReportError::Field {
+                    field: "commit_time",
+                    reason: format!("CI_COMMIT_TIMESTAMP {t:?} is not RFC 3339: {e}"),
+                })
+            })
+        })
+        .transpose()?;
+    let commit_time = args
+        .commit_time
+        .or(ci_commit_time)
+        .or_else(|| commit.as_deref().and_then(&git_commit_time));
     let report = PromotionReport {
         id,
         environment: args.environment.clone(),
@@ -426,6 +451,7 @@ pub fn build_report(
         pipeline,
         traceparent: given(&args.traceparent),
         time: args.time,
+        commit_time,
     };
     let report = promotion::validate(report).map_err(|e| match e {
         ReportError::Missing("revision") => ClientError::Input(
@@ -435,6 +461,23 @@ pub fn build_report(
         other => ClientError::Report(other),
     })?;
     Ok((report, run.map(|r| r.system)))
+}
+
+/// The committer date of `commit` from `git log`, when the current directory is a checkout that
+/// has it; `None` otherwise (no git, not a checkout, unknown commit).
+pub fn git_commit_time(commit: &str) -> Option<jiff::Timestamp> {
+    if !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let out = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%cI", commit])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
@@ -458,7 +501,7 @@ fn fail(e: &ClientError) -> ExitCode {
 /// Exit codes: 0 accepted, 2 refused (a bad report or flags: fix, do not retry), 1 the agent
 /// could not be reached.
 pub fn promote_command(args: &PromoteArgs) -> ExitCode {
-    let (report, ci) = match build_report(args, |k| std::env::var(k).ok()) {
+    let (report, ci) = match build_report(args, |k| std::env::var(k).ok(), git_commit_time) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

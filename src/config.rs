@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Replay the built-in example recordings: waterfall and triage story for each, no cluster
     /// needed.
-    Demo(OutputArgs),
+    Demo(DemoArgs),
     /// Replay recordings (JSON Lines) through the engine: export the traces over OTLP and print
     /// waterfall and story for each promotion.
     Replay(ReplayArgs),
@@ -41,6 +41,27 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
     Record(RecordArgs),
+}
+
+impl Command {
+    /// The OTLP flags of the commands that export spans (`run`, `replay`, `demo`); `None` for
+    /// the others, whose help does not show them.
+    pub fn otlp(&self) -> Option<&OtlpArgs> {
+        match self {
+            Command::Run(a) => Some(&a.otlp),
+            Command::Replay(a) => Some(&a.otlp),
+            Command::Demo(a) => Some(&a.otlp),
+            Command::Promote(_) | Command::Explain(_) | Command::Record(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +86,8 @@ pub struct RecordArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Address of the HTTP server (/healthz, /readyz, /metrics, and the intake API).
     #[arg(long, default_value = "0.0.0.0:8080", env = "FLUXTRACE_LISTEN")]
     pub listen: SocketAddr,
@@ -87,6 +110,10 @@ pub struct RunArgs {
     /// Capacity of the queue in front of the engine.
     #[arg(long, default_value_t = 4096, env = "FLUXTRACE_QUEUE")]
     pub queue: usize,
+    /// Environment and app pairs with DORA metrics of their own; later pairs are counted under
+    /// `other` (bounds the series a report can create).
+    #[arg(long, default_value_t = crate::dora::DEFAULT_MAX_SERIES, env = "FLUXTRACE_DORA_MAX_SERIES")]
+    pub dora_max_series: usize,
     /// Do not write a Kubernetes Event (reason DeliveryTrace, with the trace link) on the
     /// Kustomization or HelmRelease and the Deployments of each finished promotion.
     #[arg(long, env = "FLUXTRACE_NO_K8S_EVENTS")]
@@ -177,6 +204,10 @@ pub struct PromoteArgs {
     /// When the promotion started (RFC 3339) [default: when the agent receives the report].
     #[arg(long, env = "FLUXTRACE_TIME")]
     pub time: Option<jiff::Timestamp>,
+    /// When the promoted commit was made (RFC 3339), for the lead time of changes. Default:
+    /// GitLab's CI_COMMIT_TIMESTAMP, else `git log` when run in a checkout; else left out.
+    #[arg(long, env = "FLUXTRACE_COMMIT_TIME")]
+    pub commit_time: Option<jiff::Timestamp>,
     /// Retries on connection errors, timeouts and 5xx, with exponential backoff from 0.5 s.
     #[arg(long, default_value_t = 5, env = "FLUXTRACE_RETRIES")]
     pub retries: u32,
@@ -209,7 +240,10 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// After the replay, serve its stories on this address (`GET /v1/promotions/{id}`,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    /// After the replay, serve its stories and DORA metrics on this address
+    /// (`GET /v1/promotions/{id}`, `/metrics`,
     /// read-only, no authentication) until Ctrl-C, so that `fluxtrace explain` can be tried
     /// without a cluster.
     #[arg(long, env = "FLUXTRACE_SERVE")]
@@ -240,8 +274,6 @@ pub struct Global {
     )]
     pub cluster_name: String,
     #[command(flatten)]
-    pub otlp: OtlpArgs,
-    #[command(flatten)]
     pub deadlines: DeadlineArgs,
     /// Link template for the trace, with `{trace_id}` (and optionally `{start_ms}`, `{end_ms}`),
     /// e.g. `https://jaeger.example/trace/{trace_id}`.
@@ -265,22 +297,17 @@ pub struct Global {
 pub struct OtlpArgs {
     /// OTLP/gRPC endpoint (overrides OTEL_EXPORTER_OTLP_ENDPOINT and
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). With neither, nothing is exported.
-    #[arg(long, global = true, env = "FLUXTRACE_OTLP_ENDPOINT")]
+    #[arg(long, env = "FLUXTRACE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// Per-request export timeout [default: OTEL_EXPORTER_OTLP_TIMEOUT, else 10s].
-    #[arg(long, global = true, value_parser = parse_duration, env = "FLUXTRACE_OTLP_TIMEOUT")]
+    #[arg(long, value_parser = parse_duration, env = "FLUXTRACE_OTLP_TIMEOUT")]
     pub otlp_timeout: Option<SignedDuration>,
     /// Retries of a failed export request (exponential backoff).
-    #[arg(
-        long,
-        global = true,
-        default_value_t = 3,
-        env = "FLUXTRACE_OTLP_RETRIES"
-    )]
+    #[arg(long, default_value_t = 3, env = "FLUXTRACE_OTLP_RETRIES")]
     pub otlp_retries: usize,
     /// Send uncompressed (gzip is the default unless OTEL_EXPORTER_OTLP_COMPRESSION says
     /// otherwise).
-    #[arg(long, global = true, env = "FLUXTRACE_OTLP_NO_GZIP")]
+    #[arg(long, env = "FLUXTRACE_OTLP_NO_GZIP")]
     pub otlp_no_gzip: bool,
 }
 
@@ -407,12 +434,12 @@ impl Global {
             datasource: self.trace_datasource.as_deref(),
         })
     }
+}
 
+impl OtlpArgs {
     /// The export timeout given on the command line, if any.
     pub fn export_timeout(&self) -> Option<Duration> {
-        self.otlp
-            .otlp_timeout
-            .and_then(|t| Duration::try_from(t).ok())
+        self.otlp_timeout.and_then(|t| Duration::try_from(t).ok())
     }
 
     /// gzip unless turned off here, or unless the standard variables choose.
@@ -423,7 +450,7 @@ impl Global {
         ]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()));
-        match (self.otlp.otlp_no_gzip, env_chooses) {
+        match (self.otlp_no_gzip, env_chooses) {
             (true, _) => Some(false),
             (false, true) => None,
             (false, false) => Some(true),
@@ -477,6 +504,36 @@ mod tests {
             .expect("parses")
             .is_err());
         assert!(parse(&["--trace-backend", "zipkin"]).is_err());
+    }
+
+    #[test]
+    fn otlp_flags_show_only_where_spans_are_exported() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        for (sub, exports) in [
+            ("run", true),
+            ("replay", true),
+            ("demo", true),
+            ("promote", false),
+            ("explain", false),
+            ("record", false),
+        ] {
+            let help = cli
+                .find_subcommand_mut(sub)
+                .expect("a subcommand")
+                .render_long_help()
+                .to_string();
+            for flag in [
+                "--otlp-endpoint",
+                "--otlp-timeout",
+                "--otlp-retries",
+                "--otlp-no-gzip",
+            ] {
+                assert_eq!(help.contains(flag), exports, "{sub} --help and {flag}");
+            }
+        }
+        let top = cli.render_long_help().to_string();
+        assert!(!top.contains("--otlp"), "{top}");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
 //! - [`config`]: command-line configuration.
 //! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
+//! - [`dora`]: DORA's four keys from finished stories, on `/metrics`.
 //! - [`announce`]: Kubernetes Events (`DeliveryTrace`) with the trace link on finished
 //!   promotions.
 
@@ -40,6 +41,7 @@ pub mod announce;
 pub mod client;
 pub mod config;
 pub mod correlate;
+pub mod dora;
 pub mod export;
 pub mod intake;
 pub mod links;

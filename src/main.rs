@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig};
-use fluxtrace::config::{Cli, Command, Format, Global, OutputArgs, RecordArgs, RunArgs};
+use fluxtrace::config::{Cli, Command, Format, Global, OtlpArgs, OutputArgs, RecordArgs, RunArgs};
 use fluxtrace::export::{configured_endpoint, ExportSettings, Exporter};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::replay::{self, Replay};
@@ -51,11 +51,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let output: &OutputArgs = match &cli.command {
-        Command::Demo(o) => {
+        Command::Demo(d) => {
             for (name, text) in replay::EXAMPLES {
                 inputs.push((name.to_string(), text.to_string()));
             }
-            o
+            &d.output
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
         Command::Promote(_) | Command::Explain(_) => unreachable!("handled above"),
@@ -112,7 +112,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .into_iter()
         .flat_map(|(_, r)| r.traces.into_iter().flat_map(|t| t.spans))
         .collect();
-    export(&cli.global, spans)?;
+    if let Some(otlp) = cli.command.otlp() {
+        export(&cli.global, otlp, spans)?;
+    }
     if let Command::Replay(fluxtrace::config::ReplayArgs {
         serve: Some(addr), ..
     }) = &cli.command
@@ -143,8 +145,8 @@ fn print_text(w: &mut impl std::io::Write, name: &str, r: &Replay) -> std::io::R
     Ok(())
 }
 
-fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
-    let Some(endpoint) = configured_endpoint(g.otlp.otlp_endpoint.as_deref()) else {
+fn export(g: &Global, otlp: &OtlpArgs, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
+    let Some(endpoint) = configured_endpoint(otlp.otlp_endpoint.as_deref()) else {
         eprintln!(
             "fluxtrace: no OTLP endpoint configured (OTEL_EXPORTER_OTLP_ENDPOINT or --otlp-endpoint): {} span(s) not exported",
             spans.len()
@@ -157,7 +159,7 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let Some(settings) = export_settings(g) else {
+    let Some(settings) = export_settings(g, otlp) else {
         return Ok(());
     };
     let result = runtime.block_on(async move {
@@ -184,14 +186,14 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
     }
 }
 
-fn export_settings(g: &Global) -> Option<ExportSettings> {
-    configured_endpoint(g.otlp.otlp_endpoint.as_deref())?;
+fn export_settings(g: &Global, otlp: &OtlpArgs) -> Option<ExportSettings> {
+    configured_endpoint(otlp.otlp_endpoint.as_deref())?;
     Some(ExportSettings {
-        endpoint: g.otlp.otlp_endpoint.clone(),
+        endpoint: otlp.otlp_endpoint.clone(),
         cluster: g.cluster_name.clone(),
-        timeout: g.export_timeout(),
-        gzip: g.export_gzip(),
-        retries: g.otlp.otlp_retries,
+        timeout: otlp.export_timeout(),
+        gzip: otlp.export_gzip(),
+        retries: otlp.otlp_retries,
     })
 }
 
@@ -237,9 +239,10 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             engine: g.engine_config(),
             queue: args.queue,
             probe: args.probe.settings(),
-            export: export_settings(g),
+            export: export_settings(g, &args.otlp),
             trace_url_template: g.trace_link_template()?,
             announce,
+            dora_max_series: args.dora_max_series,
             ..AgentConfig::default()
         };
         let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
@@ -429,6 +432,13 @@ fn serve_replay(addr: std::net::SocketAddr, stories: Vec<story::Story>) -> anyho
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
+        // The replay's DORA metrics, in the order its promotions finished.
+        let mut dora = fluxtrace::dora::Dora::new(metrics.clone(), fluxtrace::dora::DEFAULT_MAX_SERIES);
+        let mut finished: Vec<&story::Story> = stories.iter().collect();
+        finished.sort_by_key(|s| s.end);
+        for s in finished {
+            dora.record(s);
+        }
         let readiness = Arc::new(Readiness::default());
         readiness.register("http");
         let n = stories.len();

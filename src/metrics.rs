@@ -1,13 +1,18 @@
 //! The agent's own metrics, in Prometheus text format at `/metrics`.
 //!
 //! Label sets are bounded: routes, results, stages, outcomes, kinds and error types come from
-//! fixed lists in the code, never from input.
+//! fixed lists in the code, never from input. The DORA metrics' `environment` and `app` come
+//! from reports, bounded by `crate::dora`'s series guard.
+//!
+//! Served as OpenMetrics (with exemplars) when the scraper asks for
+//! `application/openmetrics-text`, as the Prometheus text format otherwise.
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::encoding::{prometheus_text, text::encode, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteResult {
@@ -42,6 +47,50 @@ pub struct OutcomeLabel {
     pub divergence_stage: &'static str,
 }
 
+/// DORA series: one environment and app (bounded by `crate::dora`'s guard).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoraLabels {
+    pub environment: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoraOutcome {
+    pub environment: String,
+    pub app: String,
+    pub outcome: &'static str,
+}
+
+/// The exemplar of a DORA observation: the trace to jump to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+pub type DoraHistogram = Family<
+    DoraLabels,
+    HistogramWithExemplars<TraceExemplar>,
+    fn() -> HistogramWithExemplars<TraceExemplar>,
+>;
+
+/// Lead time for changes: minutes to a month.
+const LEAD_TIME_BUCKETS: [f64; 12] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 604800.0,
+    2592000.0,
+];
+/// Time to restore: minutes to a week.
+const RESTORE_BUCKETS: [f64; 11] = [
+    60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0,
+];
+
+fn lead_time_histogram() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(LEAD_TIME_BUCKETS.into_iter())
+}
+
+fn restore_histogram() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(RESTORE_BUCKETS.into_iter())
+}
+
 /// Every metric the agent exposes. Cheap to share (`Arc`); updates are lock-free.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +111,15 @@ pub struct Metrics {
     pub k8s_events: Family<ResultLabel, Counter>,
     pub k8s_events_failed: Family<ErrorType, Counter>,
     pub k8s_events_dropped: Counter,
+    /// DORA: promotions finished, by environment, app and outcome (deployment frequency; the
+    /// change failure rate is a recording rule over it).
+    pub dora_promotions: Family<DoraOutcome, Counter>,
+    /// DORA: commit → rollout complete of succeeded promotions that know their commit time.
+    pub dora_lead_time: DoraHistogram,
+    /// DORA: a failed promotion → the next succeeded one of the same environment and app.
+    pub dora_time_to_restore: DoraHistogram,
+    /// DORA observations filed under `other` because the series limit was reached.
+    pub dora_series_overflow: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +147,10 @@ impl Metrics {
             k8s_events: Family::default(),
             k8s_events_failed: Family::default(),
             k8s_events_dropped: Counter::default(),
+            dora_promotions: Family::default(),
+            dora_lead_time: Family::new_with_constructor(lead_time_histogram),
+            dora_time_to_restore: Family::new_with_constructor(restore_histogram),
+            dora_series_overflow: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,14 +228,43 @@ impl Metrics {
             "Finished promotions whose Kubernetes Events were dropped because the queue was full",
             m.k8s_events_dropped.clone(),
         );
+        registry.register(
+            "dora_promotions_finished",
+            "DORA deployment frequency: promotions finished, by environment, app and outcome",
+            m.dora_promotions.clone(),
+        );
+        registry.register_with_unit(
+            "dora_lead_time",
+            "DORA lead time for changes: commit time to rollout complete, succeeded promotions",
+            Unit::Seconds,
+            m.dora_lead_time.clone(),
+        );
+        registry.register_with_unit(
+            "dora_time_to_restore",
+            "DORA time to restore: a failed promotion to the next succeeded one of its environment and app",
+            Unit::Seconds,
+            m.dora_time_to_restore.clone(),
+        );
+        registry.register(
+            "dora_series_overflow",
+            "DORA observations filed under environment and app `other`: the series limit was reached",
+            m.dora_series_overflow.clone(),
+        );
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition, exemplars included.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The Prometheus text exposition (format 0.0.4: no exemplars).
+    pub fn encode_prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }

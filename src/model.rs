@@ -296,6 +296,10 @@ pub struct SourceObs {
     pub artifact_updated: Option<Timestamp>,
     /// `status.artifact.metadata["org.opencontainers.image.revision"]`.
     pub origin_revision: Option<String>,
+    /// `status.artifact.metadata["org.opencontainers.image.created"]` (OCI artifacts): when the
+    /// artifact was built, the start of a promotion's lead time when its report has no
+    /// `commit_time`.
+    pub artifact_created: Option<Timestamp>,
     /// `status.artifact.metadata["fluxtrace.io/promotion-id"]`.
     pub artifact_promotion_id: Option<String>,
     /// `metadata.annotations["reconcile.fluxcd.io/requestedAt"]`.
@@ -466,6 +470,10 @@ pub struct PromotionReport {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
+    /// When the promoted commit was made (its committer date), for the lead time of changes.
+    /// Unknown is left out, never guessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -23,6 +23,30 @@ pub fn commit_sha(rev: &str) -> Option<&str> {
     is_hex(legacy, 40).then_some(legacy)
 }
 
+/// The branch or tag a Git revision names (`main@sha1:…` → `main`, `refs/tags/v1@sha1:…` →
+/// `v1`, legacy `main/<40 hex>` → `main`); `None` for a bare commit or a non-Git revision.
+pub fn ref_name(rev: &str) -> Option<&str> {
+    let commit = commit_sha(rev)?;
+    let head = match rev.rsplit_once('@') {
+        Some((head, _)) => head,
+        None => rev.strip_suffix(commit)?.strip_suffix('/')?,
+    };
+    let head = head
+        .strip_prefix("refs/heads/")
+        .or_else(|| head.strip_prefix("refs/tags/"))
+        .unwrap_or(head);
+    (!head.is_empty()).then_some(head)
+}
+
+/// The repository name in a repository URL: its last path segment without `.git`
+/// (`https://github.com/org/app.git` → `app`).
+pub fn repository_name(url: &str) -> Option<&str> {
+    let path = url.trim_end_matches('/');
+    let last = path.rsplit(['/', ':']).next()?;
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    (!name.is_empty() && !name.contains('@') && path.contains(['/', ':'])).then_some(name)
+}
+
 /// The sha256 digest (64 hex) named by an OCI revision (`tag@sha256:…`, `sha256:…`).
 pub fn digest_hex(rev: &str) -> Option<&str> {
     let tail = rev.rsplit_once('@').map_or(rev, |(_, t)| t);
@@ -87,6 +111,35 @@ mod tests {
             assert_eq!(digest_hex(&rev), None, "{rev}");
         }
         assert_eq!(commit_sha("main@sha1:abc"), None);
+    }
+
+    #[test]
+    fn git_revisions_name_their_ref() {
+        assert_eq!(ref_name(&format!("main@sha1:{SHA}")), Some("main"));
+        assert_eq!(
+            ref_name(&format!("refs/tags/v1.0.1@sha1:{SHA}")),
+            Some("v1.0.1")
+        );
+        assert_eq!(ref_name(&format!("refs/heads/dev@sha1:{SHA}")), Some("dev"));
+        assert_eq!(ref_name(&format!("main/{SHA}")), Some("main"));
+        assert_eq!(ref_name(&format!("sha1:{SHA}")), None);
+        assert_eq!(ref_name(SHA), None);
+        assert_eq!(ref_name(&format!("latest@sha256:{DIG}")), None);
+    }
+
+    #[test]
+    fn repository_names_drop_owner_and_suffix() {
+        assert_eq!(
+            repository_name("https://github.com/org/app.git"),
+            Some("app")
+        );
+        assert_eq!(repository_name("ssh://git@github.com/org/app"), Some("app"));
+        assert_eq!(repository_name("git@github.com:app.git"), Some("app"));
+        assert_eq!(
+            repository_name("https://gitlab.com/g/sub/app/"),
+            Some("app")
+        );
+        assert_eq!(repository_name("app"), None);
     }
 
     #[test]

@@ -15,21 +15,29 @@
 //!   label values the agent emits (stages, span names, outcomes, traceability);
 //! - the dashboard keeps control plane and data plane in separate rows and links every panel to
 //!   its traces;
-//! - with promtool installed, the rules pass `promtool check rules` and their unit tests.
+//! - with promtool installed, the rules pass `promtool check rules` and their unit tests;
+//! - docs/queries.md names only attributes (the constants of `fluxtrace::trace::attr`, seen on
+//!   replayed spans), services, span names and metrics (the registry, the span metrics and the
+//!   recording rules) the agent and the configs produce.
+
+#[path = "support/tools.rs"]
+mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::metrics::{ErrorType, Metrics};
+use fluxtrace::metrics::{DoraLabels, DoraOutcome, ErrorType, Metrics};
 use fluxtrace::replay::{self, EXAMPLES};
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::attr::{
-    CICD_PIPELINE_RUN_ID, CICD_PIPELINE_RUN_URL_FULL, DELIVERY_DIVERGENCE_MESSAGE,
-    DELIVERY_DIVERGENCE_REASON, DELIVERY_DIVERGENCE_STAGE, DELIVERY_OUTCOME, DELIVERY_PROMOTION_ID,
-    DELIVERY_STAGE, DELIVERY_TRACEABILITY, DEPLOYMENT_ENVIRONMENT_NAME, K8S_CLUSTER_NAME,
-    K8S_POD_NAME, K8S_REPLICASET_NAME, OCI_MANIFEST_DIGEST, SERVICE_NAME, VCS_REF_HEAD_REVISION,
+    CICD_PIPELINE_RESULT, CICD_PIPELINE_RUN_ID, CICD_PIPELINE_RUN_URL_FULL,
+    CICD_PIPELINE_TASK_RUN_RESULT, DELIVERY_DIVERGENCE_MESSAGE, DELIVERY_DIVERGENCE_STAGE,
+    DELIVERY_PROMOTION_ID, DELIVERY_STAGE, DELIVERY_TRACEABILITY, DEPLOYMENT_ENVIRONMENT_NAME,
+    DEPLOYMENT_ID, ERROR_TYPE, K8S_CLUSTER_NAME, K8S_DEPLOYMENT_UID, K8S_POD_NAME,
+    K8S_REPLICASET_NAME, K8S_REPLICASET_UID, OCI_MANIFEST_DIGEST, SERVICE_NAME,
+    VCS_REF_HEAD_REVISION,
 };
 use fluxtrace::trace::{AttrValue, SpanRecord, Stage};
 use serde_json::Value as Json;
@@ -349,6 +357,24 @@ fn agent_exposition() -> Exposition {
             error_type: "unavailable",
         })
         .inc();
+    // One DORA observation, so that the histograms' series and the labels show.
+    let labels = DoraLabels {
+        environment: "prod".into(),
+        app: "web".into(),
+    };
+    m.dora_promotions
+        .get_or_create(&DoraOutcome {
+            environment: "prod".into(),
+            app: "web".into(),
+            outcome: "failed",
+        })
+        .inc();
+    m.dora_lead_time
+        .get_or_create(&labels)
+        .observe(60.0, None, None);
+    m.dora_time_to_restore
+        .get_or_create(&labels)
+        .observe(60.0, None, None);
     let text = m.encode();
     let mut out = Exposition::new();
     for line in text.lines() {
@@ -381,6 +407,8 @@ fn agent_exposition() -> Exposition {
     out
 }
 
+const OUTCOMES: [Outcome; 5] = Outcome::FINAL;
+
 /// Labels every scraped series carries.
 const SCRAPE_LABELS: &[&str] = &["job", "instance"];
 
@@ -400,18 +428,21 @@ impl Values {
             "span_name".into(),
             Stage::ALL.iter().map(|s| s.span_name().into()).collect(),
         );
-        let mut outcomes: BTreeSet<String> = [
-            Outcome::Succeeded,
-            Outcome::Failed,
-            Outcome::TimedOut,
-            Outcome::Superseded,
-            Outcome::NoChange,
-        ]
-        .iter()
-        .map(|o| o.as_str().to_string())
-        .collect();
-        outcomes.extend(emitted.get(DELIVERY_OUTCOME).cloned().unwrap_or_default());
-        known.insert(label_name(DELIVERY_OUTCOME), outcomes);
+        // Root and stage results share the CI/CD conventions' values: every verdict's.
+        let results: BTreeSet<String> = OUTCOMES
+            .iter()
+            .filter_map(|o| o.pipeline_result())
+            .map(str::to_string)
+            .collect();
+        for key in [CICD_PIPELINE_RESULT, CICD_PIPELINE_TASK_RUN_RESULT] {
+            let mut values = results.clone();
+            values.extend(emitted.get(key).cloned().unwrap_or_default());
+            known.insert(label_name(key), values);
+        }
+        known.insert(
+            "outcome".into(),
+            OUTCOMES.iter().map(|o| o.as_str().to_string()).collect(),
+        );
         known.insert(
             label_name(DELIVERY_TRACEABILITY),
             emitted
@@ -424,8 +455,8 @@ impl Values {
         let mut services = emitted.get(SERVICE_NAME).cloned().expect("services");
         services.insert("fluxtrace-probe".into());
         known.insert(label_name(SERVICE_NAME), services);
-        // traceutil.StatusCodeStr and SpanKindStr of the collector (the agent's spans are
-        // INTERNAL, src/export/mod.rs).
+        // traceutil.StatusCodeStr and SpanKindStr of the collector (promotion roots are SERVER,
+        // stages INTERNAL, src/export/mod.rs).
         known.insert(
             "status_code".into(),
             ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"]
@@ -435,7 +466,11 @@ impl Values {
         );
         known.insert(
             "span_kind".into(),
-            ["SPAN_KIND_INTERNAL".to_string()].into(),
+            [
+                "SPAN_KIND_INTERNAL".to_string(),
+                "SPAN_KIND_SERVER".to_string(),
+            ]
+            .into(),
         );
         Values { known }
     }
@@ -1084,7 +1119,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
         .collect();
     for want in [
         DELIVERY_STAGE,
-        DELIVERY_OUTCOME,
+        CICD_PIPELINE_RESULT,
+        CICD_PIPELINE_TASK_RUN_RESULT,
         DELIVERY_DIVERGENCE_STAGE,
         DEPLOYMENT_ENVIRONMENT_NAME,
         DELIVERY_TRACEABILITY,
@@ -1106,7 +1142,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
     // Per-promotion values would make one series per promotion.
     for unbounded in [
         DELIVERY_PROMOTION_ID,
-        DELIVERY_DIVERGENCE_REASON,
+        DEPLOYMENT_ID,
+        ERROR_TYPE,
         DELIVERY_DIVERGENCE_MESSAGE,
         VCS_REF_HEAD_REVISION,
         OCI_MANIFEST_DIGEST,
@@ -1114,6 +1151,8 @@ fn span_metric_dimensions_are_attributes_the_agent_emits() {
         CICD_PIPELINE_RUN_URL_FULL,
         K8S_POD_NAME,
         K8S_REPLICASET_NAME,
+        K8S_REPLICASET_UID,
+        K8S_DEPLOYMENT_UID,
     ] {
         assert!(
             !dims.contains(unbounded),
@@ -1212,7 +1251,8 @@ fn the_exposition_is_derived_as_the_prometheus_exporter_names_it() {
         "span_name",
         "status_code",
         "delivery_stage",
-        "delivery_outcome",
+        "cicd_pipeline_result",
+        "cicd_pipeline_task_run_result",
         "delivery_divergence_stage",
         "delivery_traceability",
         "deployment_environment_name",
@@ -1225,7 +1265,7 @@ fn the_exposition_is_derived_as_the_prometheus_exporter_names_it() {
 fn the_reader_catches_wrong_names_and_values() {
     let known = known_metrics();
     let values = Values::new();
-    let ok = r#"sum by (delivery_stage) (increase(fluxtrace_delivery_calls_total{delivery_stage=~"rollout|traffic", delivery_outcome="failed"}[15m]))"#;
+    let ok = r#"sum by (delivery_stage) (increase(fluxtrace_delivery_calls_total{delivery_stage=~"rollout|traffic", cicd_pipeline_task_run_result="failure"}[15m]))"#;
     let m = check_promql("ok", ok, &known, &values);
     assert_eq!(
         stages_in(&m),
@@ -1235,7 +1275,8 @@ fn the_reader_catches_wrong_names_and_values() {
         r#"sum(traces_span_metrics_calls_total)"#,
         r#"sum(fluxtrace_delivery_calls_total{stage="rollout"})"#,
         r#"sum(fluxtrace_delivery_calls_total{delivery_stage="deploy"})"#,
-        r#"sum(fluxtrace_delivery_calls_total{delivery_outcome="error"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{delivery_outcome="failed"})"#,
+        r#"sum(fluxtrace_delivery_calls_total{cicd_pipeline_task_run_result="failed"})"#,
         r#"sum by (delivery_phase) (fluxtrace_delivery_calls_total)"#,
         r#"sum(fluxtrace_delivery_calls_total{span_name="source"})"#,
         r#"sum(fluxtrace_delivery_calls_total{delivery_traceability="absent"})"#,
@@ -1247,14 +1288,22 @@ fn the_reader_catches_wrong_names_and_values() {
 
 /// The rule files: recording rules add their names (with the labels of what they record).
 fn rules() -> Vec<Value> {
-    let v = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.yaml"));
-    v["groups"]
-        .as_sequence()
-        .expect("groups")
+    RULE_FILES
         .iter()
-        .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+        .flat_map(|f| {
+            let v = yaml(&Path::new(DIR).join("prometheus").join(f));
+            v["groups"]
+                .as_sequence()
+                .expect("groups")
+                .iter()
+                .flat_map(|g| g["rules"].as_sequence().expect("rules").clone())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
+
+/// The Prometheus rule files of collector-config/prometheus/.
+const RULE_FILES: [&str; 2] = ["fluxtrace-alerts.yaml", "fluxtrace-dora.yaml"];
 
 fn known_with_recordings() -> Exposition {
     let mut known = known_metrics();
@@ -1264,14 +1313,19 @@ fn known_with_recordings() -> Exposition {
             let expr = r["expr"].as_str().expect("expr");
             check_promql(name, expr, &known, &values);
             let q = parse_promql(expr);
-            let labels: BTreeSet<String> = q
-                .selectors
-                .iter()
-                .flat_map(|(m, _)| known[m].clone())
-                .collect();
+            // An aggregation keeps the labels it groups by; anything else every label of
+            // what it records.
+            let labels: BTreeSet<String> = if expr.contains(" by ") {
+                q.grouping.iter().filter(|l| *l != "le").cloned().collect()
+            } else {
+                q.selectors
+                    .iter()
+                    .flat_map(|(m, _)| known[m].clone())
+                    .collect()
+            };
             assert!(
-                !expr.contains(" by ") && !expr.contains("without"),
-                "{name}: keeps every label of what it records"
+                !expr.contains("without"),
+                "{name}: names the labels it keeps"
             );
             known.insert(name.to_string(), labels);
         }
@@ -1328,7 +1382,8 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
         alerts.insert(name.to_string(), matched);
     }
     let stage = label_name(DELIVERY_STAGE);
-    let outcome = label_name(DELIVERY_OUTCOME);
+    let outcome = label_name(CICD_PIPELINE_TASK_RUN_RESULT);
+    let failure = Outcome::Failed.pipeline_result().expect("failure");
     let has = |alert: &str, label: &str, value: &str| {
         let m = alerts
             .get(alert)
@@ -1343,28 +1398,20 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
         &stage,
         Stage::Reconcile.as_str(),
     );
-    has(
-        "FluxtraceReconcileFailed",
-        &outcome,
-        Outcome::Failed.as_str(),
-    );
+    has("FluxtraceReconcileFailed", &outcome, failure);
     has("FluxtraceRolloutFailed", &stage, Stage::Rollout.as_str());
-    has("FluxtraceRolloutFailed", &outcome, Outcome::Failed.as_str());
+    has("FluxtraceRolloutFailed", &outcome, failure);
     has(
         "FluxtraceProlongedNotReady",
         &outcome,
-        Outcome::TimedOut.as_str(),
+        Outcome::TimedOut.pipeline_result().expect("timeout"),
     );
     has(
         "FluxtraceTrafficProbeFailed",
         &stage,
         Stage::Traffic.as_str(),
     );
-    has(
-        "FluxtraceTrafficProbeFailed",
-        &outcome,
-        Outcome::Failed.as_str(),
-    );
+    has("FluxtraceTrafficProbeFailed", &outcome, failure);
     has(
         "FluxtraceUntraceableChange",
         &label_name(DELIVERY_TRACEABILITY),
@@ -1389,21 +1436,33 @@ fn alert_rules_use_only_emitted_metrics_labels_and_values() {
 fn promtool_tests_feed_series_named_as_the_collector_exposes_them() {
     let known = known_with_recordings();
     let values = Values::new();
-    let tests = yaml(&Path::new(DIR).join("prometheus/fluxtrace-alerts.test.yaml"));
-    let mut n = 0;
-    for t in tests["tests"].as_sequence().expect("tests") {
-        for s in t["input_series"].as_sequence().expect("input_series") {
-            let series = s["series"].as_str().expect("series");
-            check_promql("fluxtrace-alerts.test.yaml", series, &known, &values);
-            n += 1;
+    for file in ["fluxtrace-alerts.test.yaml", "fluxtrace-dora.test.yaml"] {
+        let tests = yaml(&Path::new(DIR).join("prometheus").join(file));
+        let mut n = 0;
+        for t in tests["tests"].as_sequence().expect("tests") {
+            for s in t["input_series"].as_sequence().expect("input_series") {
+                let series = s["series"].as_str().expect("series");
+                check_promql(file, series, &known, &values);
+                n += 1;
+            }
+            for e in t["promql_expr_test"].as_sequence().into_iter().flatten() {
+                check_promql(file, e["expr"].as_str().expect("expr"), &known, &values);
+            }
         }
+        assert!(n >= 5, "{file}: series");
     }
-    assert!(n >= 5);
 }
 
 #[test]
 fn promtool_checks_and_unit_tests_the_rules() {
-    let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
+    let Some(promtool) = tools::tool(
+        "promtool_checks_and_unit_tests_the_rules",
+        "promtool",
+        "PROMTOOL",
+        &["--version"],
+    ) else {
+        return;
+    };
     let dir = Path::new(DIR).join("prometheus");
     let run = |args: &[&str]| {
         Command::new(&promtool)
@@ -1411,19 +1470,15 @@ fn promtool_checks_and_unit_tests_the_rules() {
             .current_dir(&dir)
             .output()
     };
-    match run(&["--version"]) {
-        Err(e) => {
-            println!(
-                "SKIPPED promtool_checks_and_unit_tests_the_rules: promtool is not installed \
-                 ({e}); .ci/run installs it (Debian package prometheus)"
-            );
-            return;
-        }
-        Ok(o) => assert!(o.status.success(), "promtool --version"),
-    }
     for args in [
-        &["check", "rules", "fluxtrace-alerts.yaml"][..],
+        &[
+            "check",
+            "rules",
+            "fluxtrace-alerts.yaml",
+            "fluxtrace-dora.yaml",
+        ][..],
         &["test", "rules", "fluxtrace-alerts.test.yaml"][..],
+        &["test", "rules", "fluxtrace-dora.test.yaml"][..],
     ] {
         let o = run(args).expect("promtool runs");
         assert!(
@@ -1467,7 +1522,7 @@ fn link_queries(panel: &Json) -> Vec<String> {
 #[test]
 fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
     let d = dashboard();
-    let known = known_metrics();
+    let known = known_with_recordings();
     let values = Values::new();
     let emitted = emitted();
     for v in d["templating"]["list"].as_array().expect("variables") {
@@ -1496,6 +1551,8 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
                 Some("control")
             } else if title.starts_with("Data plane") {
                 Some("data")
+            } else if title.starts_with("DORA") {
+                Some("dora")
             } else {
                 panic!("row {title:?} names its plane");
             };
@@ -1532,6 +1589,15 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
             }
         }
         assert!(!stages.is_empty(), "{title}: selects stages");
+        if plane == "dora" {
+            // The four keys are about whole promotions: their links open root spans.
+            assert_eq!(
+                stages,
+                [Stage::Promotion].into(),
+                "{title}: links to promotions"
+            );
+            continue;
+        }
         for s in &stages {
             assert_eq!(
                 s.plane(),
@@ -1543,7 +1609,7 @@ fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
         }
         covered.entry(plane).or_default().extend(stages);
     }
-    assert!(rows >= 2, "rows for both planes");
+    assert!(rows >= 3, "rows for both planes and DORA");
     for s in Stage::ALL {
         assert!(
             covered.get(s.plane()).is_some_and(|c| c.contains(&s)),
@@ -1562,6 +1628,138 @@ fn the_readme_points_at_every_config() {
             assert!(
                 readme.contains(&r),
                 "collector-config/README.md describes {r}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/queries.md, the on-call cookbook.
+
+/// The attribute keys the agent can emit: the constants of src/trace/attr.rs, read from the
+/// source so that a key added there needs no list here.
+fn attribute_constants() -> BTreeSet<String> {
+    let src = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/trace/attr.rs"));
+    let keys: BTreeSet<String> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split_once("&str = \""))
+        .filter_map(|(_, v)| v.split_once('"').map(|(k, _)| k.to_string()))
+        .collect();
+    assert!(keys.len() > 40, "attribute constants: {keys:?}");
+    keys
+}
+
+/// The fenced code blocks of a Markdown text: (info string, body).
+fn code_blocks(md: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in md.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => open = Some((info.trim().to_string(), String::new())),
+            (Some(_), Some(_)) => out.extend(open.take()),
+            (Some((_, body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "an unclosed code block");
+    out
+}
+
+#[test]
+fn every_name_in_the_query_cookbook_is_one_the_agent_emits() {
+    let md = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/queries.md"));
+    let attrs = attribute_constants();
+    let emitted = emitted();
+    let known = known_with_recordings();
+    let values = Values::new();
+    let services = &values.known[&label_name(SERVICE_NAME)];
+    let span_names: BTreeSet<&str> = Stage::ALL.iter().map(|s| s.span_name()).collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (lang, body) in code_blocks(&md) {
+        *seen
+            .entry(match lang.as_str() {
+                "traceql" => "traceql",
+                "promql" => "promql",
+                "jaeger" => "jaeger",
+                other => panic!("docs/queries.md: a code block in {other:?}"),
+            })
+            .or_default() += 1;
+        match lang.as_str() {
+            "traceql" => {
+                let q = body.trim();
+                for (_, attr, _) in traceql_refs(q) {
+                    assert!(
+                        attrs.contains(&attr),
+                        "{q}: {attr} is no attribute constant"
+                    );
+                }
+                check_traceql("docs/queries.md", q, &emitted);
+            }
+            "promql" => {
+                check_promql("docs/queries.md", body.trim(), &known, &values);
+            }
+            _ => {
+                for search in body.lines().filter(|l| !l.trim().is_empty()) {
+                    for field in search.split('|').map(str::trim) {
+                        let (name, v) = field.split_once(": ").expect("Field: value");
+                        match name {
+                            "Service" => assert!(services.contains(v), "{search}: service {v}"),
+                            "Operation" => {
+                                assert!(span_names.contains(v), "{search}: operation {v}")
+                            }
+                            "Tags" => {
+                                for tag in v.split_whitespace() {
+                                    let (k, val) = tag.split_once('=').expect("key=value");
+                                    assert!(attrs.contains(k), "{search}: {k} is no attribute");
+                                    assert!(emitted.contains_key(k), "{search}: {k} never emitted");
+                                    values.check(search, &label_name(k), "=", val);
+                                }
+                            }
+                            "Lookback" | "Min Duration" => {}
+                            other => panic!("{search}: unknown search field {other}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for lang in ["traceql", "jaeger", "promql"] {
+        assert!(
+            seen.get(lang).is_some_and(|n| *n > 0),
+            "no {lang} in the cookbook"
+        );
+    }
+    // Names in the prose: every backticked attribute-like or metric-like name.
+    let prefixes = [
+        "delivery.",
+        "flux.",
+        "cicd.",
+        "vcs.",
+        "k8s.",
+        "deployment.",
+        "container.",
+        "service.",
+        "oci.",
+        "error.",
+    ];
+    for chunk in md.split('`').skip(1).step_by(2) {
+        let word = chunk.trim();
+        if word.contains(char::is_whitespace) || word.contains(['(', '{', '"', '/']) {
+            continue;
+        }
+        if prefixes.iter().any(|p| word.starts_with(p)) {
+            assert!(
+                attrs.contains(word),
+                "docs/queries.md names `{word}`: no such attribute"
+            );
+        } else if word.starts_with("fluxtrace_") {
+            assert!(
+                known.contains_key(word) || known.contains_key(&format!("{word}_total")),
+                "docs/queries.md names `{word}`: no such metric"
             );
         }
     }

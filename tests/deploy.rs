@@ -16,6 +16,9 @@
 //!   CLI accepts, and use the annotation the agent reads;
 //! - README.md documents installing with Kustomize and with Flux.
 
+#[path = "support/tools.rs"]
+mod tools;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,23 +93,9 @@ fn seq(v: &Value) -> Vec<Value> {
 // ---------------------------------------------------------------------------------------------
 // kubectl.
 
-/// kubectl: `$KUBECTL`, else `kubectl` on PATH; `None` (and the reason printed) when missing.
+/// kubectl: `$KUBECTL`, else `kubectl` on PATH; `None` (and the skip announced) when missing.
 fn kubectl(test: &str) -> Option<std::ffi::OsString> {
-    let bin = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
-    match Command::new(&bin).args(["version", "--client"]).output() {
-        Ok(o) if o.status.success() => Some(bin),
-        Ok(o) => panic!(
-            "kubectl version --client failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => {
-            println!(
-                "SKIPPED {test}: kubectl is not installed ({e}); .ci/run installs it, or set \
-                 KUBECTL to its path"
-            );
-            None
-        }
-    }
+    tools::tool(test, "kubectl", "KUBECTL", &["version", "--client"])
 }
 
 /// `kubectl kustomize <dir>`: the rendered objects.

@@ -91,6 +91,7 @@ async fn reports_and_stories_over_grpc() {
     let started = started.round(jiff::Unit::Second).expect("round");
     let first = PromotionReport {
         time: Some(started.to_string()),
+        commit_time: Some("2026-11-26T09:15:00+01:00".into()),
         ..report("G-1")
     };
     let a = s
@@ -153,6 +154,7 @@ async fn reports_and_stories_over_grpc() {
     assert_eq!(story.outcome, "in_progress");
     assert_eq!(story.traceability, "reported");
     assert_eq!(story.start, started.to_string());
+    assert_eq!(story.commit_time.as_deref(), Some("2026-11-26T08:15:00Z"));
     assert_eq!(
         story.pipeline.and_then(|p| p.name).as_deref(),
         Some("release")
@@ -248,6 +250,16 @@ async fn refused_calls_get_their_codes_and_change_nothing() {
             Some(TOKEN),
             Code::InvalidArgument,
             Some("time"),
+        ),
+        (
+            "bad commit time",
+            PromotionReport {
+                commit_time: Some("last tuesday".into()),
+                ..report("G-x9")
+            },
+            Some(TOKEN),
+            Code::InvalidArgument,
+            Some("commit_time"),
         ),
         (
             "bad digest",

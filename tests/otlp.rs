@@ -193,6 +193,20 @@ fn assert_arrived_as_sent(
                 Some(cluster),
                 "{label}: k8s.cluster.name of resource {service}"
             );
+            // The agent's own spans say which agent made them; the controllers' spans do not
+            // carry fluxtrace's version.
+            let own = service.starts_with("fluxtrace");
+            assert_eq!(
+                attr_str(&resource.attributes, "service.version"),
+                own.then_some(env!("CARGO_PKG_VERSION")),
+                "{label}: service.version of resource {service}"
+            );
+            let instance = attr_str(&resource.attributes, "service.instance.id");
+            assert_eq!(
+                instance.is_some_and(|i| i.len() == 36 && i.matches('-').count() == 4),
+                own,
+                "{label}: service.instance.id (a UUID) of resource {service}: {instance:?}"
+            );
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().expect("an instrumentation scope");
                 assert_eq!(scope.name, "fluxtrace", "{label}: scope name");
@@ -240,7 +254,13 @@ fn assert_span_is_record(label: &str, r: &SpanRecord, s: &Span, cluster: &str) {
     );
     let parent: Vec<u8> = r.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default();
     assert_eq!(s.parent_span_id, parent, "{what}: parent span id");
-    assert_eq!(s.kind, SpanKind::Internal as i32, "{what}: kind");
+    // A promotion is a pipeline run (SERVER, as the CI/CD conventions give); stages are internal.
+    let kind = if r.name == "promotion" {
+        SpanKind::Server
+    } else {
+        SpanKind::Internal
+    };
+    assert_eq!(s.kind, kind as i32, "{what}: kind");
     assert_eq!(s.flags & 0xff, 1, "{what}: sampled trace flag");
     // The only parent outside fluxtrace is the CI span a promotion root hangs under.
     let remote_parent = r.name == "promotion" && r.parent_span_id.is_some();
@@ -279,10 +299,15 @@ fn assert_span_is_record(label: &str, r: &SpanRecord, s: &Span, cluster: &str) {
             attr(&s.attributes, key)
         );
     }
+    let result = if r.name == "promotion" {
+        "cicd.pipeline.result"
+    } else {
+        "cicd.pipeline.task.run.result"
+    };
     for key in [
         "delivery.promotion.id",
         "delivery.stage",
-        "delivery.outcome",
+        result,
         "k8s.cluster.name",
     ] {
         assert!(attr_str(&s.attributes, key).is_some(), "{what}: no {key}");

@@ -9,6 +9,8 @@
 //! spans that crossed the wire: the report is the root of the trace the Flux objects continue,
 //! and with a `TRACEPARENT` the root's parent is the CI span.
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/otlp_receiver.rs"]
 mod otlp_receiver;
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use examples::{recording, shift};
 use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig, EngineHandle};
 use fluxtrace::correlate::EngineConfig;
@@ -29,7 +32,6 @@ use fluxtrace::export::ExportSettings;
 use fluxtrace::intake::{self, Auth, Intake};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
-use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::{trace_id_for, Traceparent};
@@ -41,54 +43,6 @@ const TOKEN: &str = "ci-token-0e5d";
 const CLUSTER: &str = "test-cluster";
 const CI_TRACEPARENT: &str = "00-bcc6fef14921ca4b919966fea2f61b03-cd43ae110eed53d9-01";
 const BOUND: Duration = Duration::from_secs(60);
-
-fn recording(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("a bundled recording")
-}
-
-/// Moves every `YYYY-MM-DD?HH:MM:SS` (RFC 3339 `T`, or Go's `time.Time` string with a space,
-/// as in `reconcile.fluxcd.io/requestedAt`) by `by`; all recording times are UTC.
-fn shift(text: &str, by: SignedDuration) -> String {
-    let b = text.as_bytes();
-    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
-    let is_stamp = |i: usize| {
-        [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-            .iter()
-            .all(|&o| digit(i + o))
-            && b[i + 4] == b'-'
-            && b[i + 7] == b'-'
-            && matches!(b[i + 10], b'T' | b' ')
-            && b[i + 13] == b':'
-            && b[i + 16] == b':'
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < b.len() {
-        if i + 19 <= b.len() && is_stamp(i) {
-            let sep = b[i + 10] as char;
-            let civil: jiff::civil::DateTime = text[i..i + 19]
-                .replacen(' ', "T", 1)
-                .parse()
-                .expect("a civil time");
-            let moved = civil.checked_add(by).expect("in range");
-            out.push_str(
-                &moved
-                    .strftime(&format!("%Y-%m-%d{sep}%H:%M:%S"))
-                    .to_string(),
-            );
-            i += 19;
-        } else {
-            let c = text[i..].chars().next().expect("a char");
-            out.push(c);
-            i += c.len_utf8();
-        }
-    }
-    out
-}
 
 fn line_kind(line: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(line)
@@ -725,4 +679,81 @@ async fn dry_run_shows_the_report_built_from_the_ci_environment() {
     assert_eq!(v["id"], "mine");
     assert_eq!(v["actor"], "carol");
     assert!(v.get("pipeline").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_time_comes_from_ci_or_git_and_is_never_guessed() {
+    let sha = "78e7e93a2812ee6725fe1cbb2659ddc496d09657";
+    let promote = [
+        "promote",
+        "--agent",
+        "http://unused:1",
+        "--environment",
+        "prod",
+        "--dry-run",
+    ];
+    // GitLab names the commit's time.
+    let out = fluxtrace(
+        &promote,
+        &[
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "9"),
+            ("CI_COMMIT_SHA", sha),
+            ("CI_COMMIT_TIMESTAMP", "2026-11-26T09:15:00+01:00"),
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["commit_time"], "2026-11-26T08:15:00Z");
+    // GitHub does not, and outside a checkout nothing else can: left out.
+    let out = fluxtrace(
+        &promote,
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "7"),
+            ("GITHUB_SHA", sha),
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v.get("commit_time").is_none(), "{v}");
+
+    // In a checkout, `git log` gives the committer date of the promoted commit.
+    let dir = std::env::temp_dir().join(format!("fluxtrace-commit-time-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@example.com")
+            .env("GIT_COMMITTER_DATE", "2026-11-25T17:00:00Z")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "change"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+        .args(promote)
+        .args(["--id", "P-git", "--revision", &head])
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("the binary runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["commit_time"], "2026-11-25T17:00:00Z");
 }

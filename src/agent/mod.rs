@@ -96,6 +96,8 @@ pub struct AgentConfig {
     /// Events. Offered without waiting: when the queue is full the story's Events are dropped
     /// and counted (`k8s_events_dropped`).
     pub announce: Option<mpsc::Sender<Story>>,
+    /// Environment and app pairs with DORA series of their own (`crate::dora`).
+    pub dora_max_series: usize,
 }
 
 impl Default for AgentConfig {
@@ -111,6 +113,7 @@ impl Default for AgentConfig {
             clock: Clock::system(),
             probe: None,
             announce: None,
+            dora_max_series: crate::dora::DEFAULT_MAX_SERIES,
         }
     }
 }
@@ -360,6 +363,7 @@ async fn engine_loop(
     cfg: AgentConfig,
     drain: tokio_util::sync::CancellationToken,
 ) {
+    let mut dora = crate::dora::Dora::new(metrics.clone(), cfg.dora_max_series);
     let mut store = StoryStore {
         capacity: cfg.stories.max(1),
         stories: VecDeque::new(),
@@ -418,6 +422,7 @@ async fn engine_loop(
                         story.end,
                     );
                     record_story(&story, &metrics);
+                    dora.record(&story);
                     if let Some(tx) = &cfg.announce {
                         if tx.try_send((*story).clone()).is_err() {
                             metrics.k8s_events_dropped.inc();

@@ -18,6 +18,8 @@ pub struct CiRun {
     pub actor: Option<String>,
     /// The commit the run built (`vcs.ref.head.revision`).
     pub commit: Option<String>,
+    /// When that commit was made (GitLab `CI_COMMIT_TIMESTAMP`), RFC 3339.
+    pub commit_time: Option<String>,
 }
 
 /// Detects GitHub Actions (`GITHUB_ACTIONS=true`) or GitLab CI (`GITLAB_CI=true`).
@@ -49,6 +51,8 @@ pub fn detect(env: impl Fn(&str) -> Option<String>) -> Option<CiRun> {
             },
             actor: var("GITHUB_ACTOR"),
             commit: var("GITHUB_SHA"),
+            // GitHub gives no commit time in the environment: `git log` in the checkout does.
+            commit_time: None,
         });
     }
     if var("GITLAB_CI").as_deref() == Some("true") {
@@ -67,6 +71,7 @@ pub fn detect(env: impl Fn(&str) -> Option<String>) -> Option<CiRun> {
             pipeline: PipelineRef { name, run_id, url },
             actor: var("GITLAB_USER_LOGIN"),
             commit: var("CI_COMMIT_SHA"),
+            commit_time: var("CI_COMMIT_TIMESTAMP"),
         });
     }
     None

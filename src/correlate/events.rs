@@ -21,6 +21,7 @@ pub(super) struct BufferedEvent {
 }
 
 pub(super) struct RsInfo {
+    pub uid: String,
     pub deployment: Option<String>,
     pub created: Option<Timestamp>,
 }
@@ -70,10 +71,8 @@ impl EventStore {
         buf.push_back(ev);
     }
 
-    pub fn replicaset_created(&self, ns: &str, rs: &str) -> Option<Timestamp> {
-        self.replicasets
-            .get(&(ns.to_string(), rs.to_string()))
-            .and_then(|i| i.created)
+    pub fn replicaset(&self, ns: &str, rs: &str) -> Option<&RsInfo> {
+        self.replicasets.get(&(ns.to_string(), rs.to_string()))
     }
 
     pub fn on_replicaset(&mut self, obs: ReplicaSetObs, idle_since: Timestamp) {
@@ -86,6 +85,7 @@ impl EventStore {
         self.replicasets.insert(
             key,
             RsInfo {
+                uid: obs.uid,
                 deployment: obs.deployment,
                 created: obs.created,
             },

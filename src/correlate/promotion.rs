@@ -46,6 +46,8 @@ pub(super) struct Promotion {
     pub expect_source: bool,
     pub commit: Option<String>,
     pub digest: Option<String>,
+    /// `org.opencontainers.image.created` of the OCI artifact a source fetched for it.
+    pub artifact_created: Option<Timestamp>,
     /// Revision keys (commit, digest, 12-hex prefix) indexed for this promotion.
     pub keys: Vec<String>,
     /// Environment and app (or artifact repository): a newer report for the same target
@@ -104,6 +106,7 @@ impl Promotion {
             deadline: add(start, deadline),
             commit,
             digest,
+            artifact_created: None,
             keys: Vec::new(),
             trigger: None,
             sources: Vec::new(),
@@ -211,6 +214,7 @@ impl Promotion {
         cur.actor = cur.actor.take().or(r.actor);
         cur.pipeline = cur.pipeline.take().or(r.pipeline);
         cur.time = cur.time.or(r.time);
+        cur.commit_time = cur.commit_time.or(r.commit_time);
         cur.artifact = match (cur.artifact.take(), r.artifact) {
             (Some(mut a), Some(b)) => {
                 a.repository = a.repository.or(b.repository);

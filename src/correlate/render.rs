@@ -11,7 +11,8 @@ use super::span::{StageResult, StageSpan};
 use super::stage::traffic::strip_credentials;
 use crate::model::Kind;
 use crate::story::{Divergence, Outcome, StageStory, Story};
-use crate::trace::{attr, Attributes, SpanLinkRecord, SpanRecord, SpanStatus, Stage};
+use crate::revision;
+use crate::trace::{attr, Attributes, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus, Stage};
 
 const SERVICE_FLUXTRACE: &str = "fluxtrace";
 const SERVICE_NOTIFICATION: &str = "notification-controller";
@@ -53,7 +54,29 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
     for (k, v) in &s.attrs.0 {
         attributes.set(k, v.clone());
     }
-    attributes.set(attr::DELIVERY_OUTCOME, s.result.outcome());
+    // CI/CD semantic conventions: each stage is a task of the promotion's pipeline run.
+    attributes.set(attr::CICD_PIPELINE_TASK_NAME, s.stage.span_name());
+    attributes.set(
+        attr::CICD_PIPELINE_TASK_TYPE,
+        if s.stage == Stage::Traffic {
+            "test"
+        } else {
+            "deploy"
+        },
+    );
+    let result = match s.result {
+        StageResult::Open => None,
+        StageResult::Succeeded => Some("success"),
+        StageResult::NoChange => Some("skip"),
+        StageResult::Failed(_) => Some("failure"),
+        StageResult::TimedOut(_) => Some("timeout"),
+        StageResult::Superseded => Some("cancellation"),
+    };
+    attributes.set_opt(attr::CICD_PIPELINE_TASK_RUN_RESULT, result);
+    let vcs = vcs_attrs(&s.attrs);
+    for (k, v) in vcs.0 {
+        attributes.set(k, v);
+    }
     let status = match &s.result {
         StageResult::Failed(f) | StageResult::TimedOut(f) => {
             attributes.set(attr::ERROR_TYPE, f.reason.clone());
@@ -70,6 +93,7 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
         parent_span_id: Some(s.parent),
         service: service_of(s),
         name: s.stage.span_name(),
+        kind: SpanKind::Internal,
         start: s.start,
         end: s.end.unwrap_or(s.deadline).max(s.start),
         status,
@@ -90,7 +114,21 @@ pub(super) fn root_record(
     let mut a = Attributes::default();
     common_attrs(&mut a, p, Stage::Promotion, cluster);
     a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
-    a.set(attr::DELIVERY_OUTCOME, outcome.as_str());
+    // CI/CD and deployment semantic conventions: the promotion is a pipeline run that deploys.
+    a.set_opt(attr::CICD_PIPELINE_RESULT, outcome.pipeline_result());
+    a.set(attr::DEPLOYMENT_ID, p.id.clone());
+    let target = p
+        .reconciles
+        .iter()
+        .map(|r| &r.span)
+        .chain(p.rollouts.iter())
+        .find_map(|s| s.object.as_ref())
+        .map(|o| o.name.clone());
+    a.set_opt(
+        attr::DEPLOYMENT_NAME,
+        p.report.as_ref().and_then(|r| r.app.clone()).or(target),
+    );
+    a.set_opt(attr::DEPLOYMENT_STATUS, outcome.deployment_status());
     if let Some(r) = &p.report {
         a.set_opt(attr::DELIVERY_APP, r.app.clone());
         a.set_opt(attr::DELIVERY_PROMOTION_ACTOR, r.actor.clone());
@@ -108,11 +146,25 @@ pub(super) fn root_record(
         }
     }
     a.set_opt(attr::VCS_REF_HEAD_REVISION, p.commit.clone());
+    // The Git repository and ref the promotion's source fetched, when one did.
+    if let Some(source) = p
+        .sources
+        .iter()
+        .find(|s| s.attrs.get(attr::VCS_REPOSITORY_URL_FULL).is_some())
+    {
+        let vcs = vcs_attrs(&source.attrs);
+        for key in [attr::VCS_REF_HEAD_NAME, attr::VCS_REPOSITORY_NAME] {
+            a.set_opt(key, vcs.get(key).cloned());
+        }
+        a.set_opt(
+            attr::VCS_REPOSITORY_URL_FULL,
+            source.attrs.get(attr::VCS_REPOSITORY_URL_FULL).cloned(),
+        );
+    }
     a.set_opt(attr::OCI_MANIFEST_DIGEST, p.digest.clone());
     let status = match divergence {
         Some(d) => {
             a.set(attr::DELIVERY_DIVERGENCE_STAGE, d.stage.as_str());
-            a.set(attr::DELIVERY_DIVERGENCE_REASON, d.reason.clone());
             a.set(attr::DELIVERY_DIVERGENCE_MESSAGE, d.message.clone());
             a.set(attr::ERROR_TYPE, d.reason.clone());
             SpanStatus::Error {
@@ -144,6 +196,7 @@ pub(super) fn root_record(
         parent_span_id: p.ci_parent,
         service: SERVICE_FLUXTRACE,
         name: Stage::Promotion.span_name(),
+        kind: SpanKind::Server,
         start,
         end,
         status,
@@ -151,6 +204,26 @@ pub(super) fn root_record(
         events: Vec::new(),
         links,
     }
+}
+
+/// `vcs.ref.head.name` and `vcs.repository.name` implied by a Git source span's revision and URL.
+fn vcs_attrs(source: &Attributes) -> Attributes {
+    let mut a = Attributes::default();
+    let Some(url) = source.get_str(attr::VCS_REPOSITORY_URL_FULL) else {
+        return a;
+    };
+    a.set_opt(
+        attr::VCS_REF_HEAD_NAME,
+        source
+            .get_str(attr::FLUX_REVISION)
+            .and_then(revision::ref_name)
+            .map(str::to_string),
+    );
+    a.set_opt(
+        attr::VCS_REPOSITORY_NAME,
+        revision::repository_name(url).map(str::to_string),
+    );
+    a
 }
 
 pub(super) fn build_story(
@@ -243,6 +316,7 @@ pub(super) fn build_story(
         app: report.and_then(|r| r.app.clone()),
         actor: report.and_then(|r| r.actor.clone()),
         pipeline: report.and_then(|r| r.pipeline.clone()),
+        commit_time: report.and_then(|r| r.commit_time).or(p.artifact_created),
         promoted,
         resolved_digest: p.digest.clone(),
         cluster: cluster.to_string(),

@@ -19,6 +19,7 @@ use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
 use opentelemetry_sdk::Resource;
 
+use crate::trace::SpanKind as RecordKind;
 use crate::trace::{attr, AttrValue, Attributes, SpanRecord, SpanStatus, Stage};
 
 /// Why export failed.
@@ -186,12 +187,41 @@ impl Exporter {
 }
 
 fn resource(service: &'static str, cluster: &str) -> Resource {
-    Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new(attr::SERVICE_NAME, service),
-            KeyValue::new(attr::K8S_CLUSTER_NAME, cluster.to_string()),
-        ])
-        .build()
+    let mut attrs = vec![
+        KeyValue::new(attr::SERVICE_NAME, service),
+        KeyValue::new(attr::K8S_CLUSTER_NAME, cluster.to_string()),
+    ];
+    // The agent's own spans (the promotion root, the traffic probe) carry its version and
+    // instance; the controllers' spans describe work of Flux and Kubernetes, not of fluxtrace.
+    if service.starts_with("fluxtrace") {
+        attrs.push(KeyValue::new(
+            attr::SERVICE_VERSION,
+            env!("CARGO_PKG_VERSION"),
+        ));
+        attrs.push(KeyValue::new(attr::SERVICE_INSTANCE_ID, instance_id()));
+    }
+    Resource::builder_empty().with_attributes(attrs).build()
+}
+
+/// `service.instance.id`: a UUID v5 of the host name (the pod name in Kubernetes) in the
+/// namespace the semantic conventions give for it, so that it is stable across exporters and
+/// opaque; a random UUID v4 when the host name is unknown.
+pub fn instance_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        const NAMESPACE: uuid::Uuid = uuid::uuid!("4d63009a-8d0f-11ee-aad7-4c796ed8e320");
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        match host {
+            Some(h) => uuid::Uuid::new_v5(&NAMESPACE, h.as_bytes()),
+            None => uuid::Uuid::new_v4(),
+        }
+        .to_string()
+    })
+    .clone()
 }
 
 fn value(v: &AttrValue) -> Value {
@@ -260,7 +290,10 @@ pub fn to_span_data(r: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
         // (its traceparent); OTLP flags say so, so that backends do not look for it here.
         parent_span_is_remote: r.parent_span_id.is_some()
             && r.stage() == Some(Stage::Promotion.as_str()),
-        span_kind: SpanKind::Internal,
+        span_kind: match r.kind {
+            RecordKind::Server => SpanKind::Server,
+            RecordKind::Internal => SpanKind::Internal,
+        },
         name: Cow::Borrowed(r.name),
         start_time: system_time(r.start),
         end_time: system_time(r.end),

@@ -50,13 +50,8 @@ impl From<IntakeError> for Status {
 
 /// Converts a protobuf report to the model's, then validates it like a JSON body.
 pub fn report_from_proto(p: proto::PromotionReport) -> Result<PromotionReport, ReportError> {
-    let time = match p.time.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => Some(t.parse().map_err(|e: jiff::Error| ReportError::Field {
-            field: "time",
-            reason: format!("expected an RFC 3339 timestamp: {e}"),
-        })?),
-    };
+    let time = timestamp("time", p.time.as_deref())?;
+    let commit_time = timestamp("commit_time", p.commit_time.as_deref())?;
     promotion::validate(PromotionReport {
         id: p.id,
         environment: p.environment,
@@ -71,7 +66,25 @@ pub fn report_from_proto(p: proto::PromotionReport) -> Result<PromotionReport, R
         pipeline: p.pipeline.map(pipeline_from_proto),
         traceparent: p.traceparent,
         time,
+        commit_time,
     })
+}
+
+/// An optional RFC 3339 field; empty counts as unset.
+fn timestamp(
+    field: &'static str,
+    value: Option<&str>,
+) -> Result<Option<jiff::Timestamp>, ReportError> {
+    match value.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => t
+            .parse()
+            .map(Some)
+            .map_err(|e: jiff::Error| ReportError::Field {
+                field,
+                reason: format!("expected an RFC 3339 timestamp: {e}"),
+            }),
+    }
 }
 
 fn pipeline_from_proto(p: proto::Pipeline) -> PipelineRef {
@@ -131,6 +144,7 @@ pub fn story_to_proto(s: Story) -> proto::Story {
             .collect(),
         superseded_by: s.superseded_by,
         trace_link: s.trace_link,
+        commit_time: s.commit_time.map(|t| t.to_string()),
     }
 }
 

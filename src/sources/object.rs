@@ -445,6 +445,13 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
             &mut artifact.metadata,
             "org.opencontainers.image.revision",
         ),
+        // Unparseable is unknown: the lead time is never guessed.
+        artifact_created: take_annotation(
+            &mut artifact.metadata,
+            "org.opencontainers.image.created",
+        )
+        .and_then(|t| t.parse().ok())
+        .map(sane_time),
         artifact_promotion_id: take_annotation(&mut artifact.metadata, PROMOTION_ANNOTATION),
         requested_at,
         last_handled: status.last_handled_reconcile_at,

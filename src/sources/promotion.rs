@@ -44,6 +44,7 @@ pub fn decode(json: &str) -> Result<PromotionReport, ReportError> {
 pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportError> {
     report.id = report.id.trim().to_string();
     report.time = report.time.map(crate::model::sane_time);
+    report.commit_time = report.commit_time.map(crate::model::sane_time);
     report.environment = report.environment.trim().to_string();
     if report.id.is_empty() {
         return Err(ReportError::Missing("id"));
@@ -137,7 +138,21 @@ mod tests {
                 ),
                 "time",
             ),
+            (
+                format!(
+                    r#"{{"id":"P","environment":"prod","revision":"{SHA}","commit_time":"soon"}}"#
+                ),
+                "commit_time",
+            ),
         ];
+        let ok = decode(&format!(
+            r#"{{"id":"P","environment":"prod","revision":"{SHA}","commit_time":"2026-11-26T09:15:00+01:00"}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            ok.commit_time,
+            Some("2026-11-26T08:15:00Z".parse().expect("time"))
+        );
         for (body, field) in cases {
             let e = decode(&body).expect_err(&body);
             assert!(e.to_string().contains(field), "{body}: {e}");

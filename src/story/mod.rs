@@ -27,6 +27,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every verdict a finished promotion can have (all but [`Outcome::InProgress`]).
+    pub const FINAL: [Outcome; 5] = [
+        Outcome::Succeeded,
+        Outcome::Failed,
+        Outcome::TimedOut,
+        Outcome::Superseded,
+        Outcome::NoChange,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
@@ -35,6 +44,29 @@ impl Outcome {
             Outcome::Superseded => "superseded",
             Outcome::NoChange => "no_change",
             Outcome::InProgress => "in_progress",
+        }
+    }
+
+    /// `cicd.pipeline.result` (semantic conventions): a superseded promotion was cancelled, one
+    /// with no change skipped; `None` while in progress.
+    pub fn pipeline_result(self) -> Option<&'static str> {
+        Some(match self {
+            Outcome::Succeeded => "success",
+            Outcome::Failed => "failure",
+            Outcome::TimedOut => "timeout",
+            Outcome::Superseded => "cancellation",
+            Outcome::NoChange => "skip",
+            Outcome::InProgress => return None,
+        })
+    }
+
+    /// `deployment.status` (semantic conventions): `succeeded` or `failed`; `None` for a
+    /// promotion that deployed nothing of its own (superseded, no change) or is in progress.
+    pub fn deployment_status(self) -> Option<&'static str> {
+        match self {
+            Outcome::Succeeded => Some("succeeded"),
+            Outcome::Failed | Outcome::TimedOut => Some("failed"),
+            Outcome::Superseded | Outcome::NoChange | Outcome::InProgress => None,
         }
     }
 }
@@ -116,6 +148,10 @@ pub struct Story {
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineRef>,
+    /// When the promoted change was made, the start of its lead time: the report's
+    /// `commit_time`, else the `org.opencontainers.image.created` of the OCI artifact fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<Timestamp>,
     /// What was promoted, as the report or annotation said it.
     pub promoted: String,
     /// The OCI manifest digest a floating tag resolved to, if any.

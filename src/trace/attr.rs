@@ -1,22 +1,45 @@
-//! Attribute keys. OpenTelemetry semantic-convention names where one exists, `delivery.*` and
-//! `flux.*` for the rest. Collector configs and alert rules use these names: change one only
-//! together with them.
+//! Attribute keys. OpenTelemetry semantic-convention names (semconv 1.44) where one exists,
+//! `delivery.*` and `flux.*` for the rest; no deprecated names. Collector configs, alert rules,
+//! the dashboard and docs/queries.md use these names: change one only together with them.
 
 pub const SERVICE_NAME: &str = "service.name";
+/// Resource of the agent's own spans (`fluxtrace`, `fluxtrace-probe`).
+pub const SERVICE_VERSION: &str = "service.version";
+pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
 pub const K8S_CLUSTER_NAME: &str = "k8s.cluster.name";
 pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
 pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
+pub const K8S_DEPLOYMENT_UID: &str = "k8s.deployment.uid";
 pub const K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
+pub const K8S_REPLICASET_UID: &str = "k8s.replicaset.uid";
 pub const K8S_POD_NAME: &str = "k8s.pod.name";
 pub const DEPLOYMENT_ENVIRONMENT_NAME: &str = "deployment.environment.name";
+/// Root span: the promotion id.
+pub const DEPLOYMENT_ID: &str = "deployment.id";
+/// Root span: the app, else the Flux object or Deployment the promotion delivered.
+pub const DEPLOYMENT_NAME: &str = "deployment.name";
+/// Root span: `succeeded` or `failed` (absent for superseded and no-change promotions).
+pub const DEPLOYMENT_STATUS: &str = "deployment.status";
 pub const CICD_PIPELINE_NAME: &str = "cicd.pipeline.name";
 pub const CICD_PIPELINE_RUN_ID: &str = "cicd.pipeline.run.id";
 pub const CICD_PIPELINE_RUN_URL_FULL: &str = "cicd.pipeline.run.url.full";
+/// Root span: `success`, `failure`, `timeout`, `cancellation` (superseded), `skip` (no change).
+pub const CICD_PIPELINE_RESULT: &str = "cicd.pipeline.result";
+/// Stage spans: the stage's span name.
+pub const CICD_PIPELINE_TASK_NAME: &str = "cicd.pipeline.task.name";
+/// Stage spans: the values of [`CICD_PIPELINE_RESULT`].
+pub const CICD_PIPELINE_TASK_RUN_RESULT: &str = "cicd.pipeline.task.run.result";
+/// Stage spans: `deploy`, or `test` for the traffic probe.
+pub const CICD_PIPELINE_TASK_TYPE: &str = "cicd.pipeline.task.type";
 pub const VCS_REF_HEAD_REVISION: &str = "vcs.ref.head.revision";
+pub const VCS_REF_HEAD_NAME: &str = "vcs.ref.head.name";
 pub const VCS_REPOSITORY_URL_FULL: &str = "vcs.repository.url.full";
+pub const VCS_REPOSITORY_NAME: &str = "vcs.repository.name";
 pub const OCI_MANIFEST_DIGEST: &str = "oci.manifest.digest";
 pub const CONTAINER_IMAGE_NAME: &str = "container.image.name";
 pub const CONTAINER_IMAGE_TAGS: &str = "container.image.tags";
+pub const CONTAINER_IMAGE_REPO_DIGESTS: &str = "container.image.repo_digests";
+/// The divergence reason on the root span, the failure reason on a stage span.
 pub const ERROR_TYPE: &str = "error.type";
 
 pub const DELIVERY_PROMOTION_ID: &str = "delivery.promotion.id";
@@ -26,9 +49,7 @@ pub const DELIVERY_ARTIFACT_REPOSITORY: &str = "delivery.artifact.repository";
 pub const DELIVERY_ARTIFACT_TAG: &str = "delivery.artifact.tag";
 pub const DELIVERY_STAGE: &str = "delivery.stage";
 pub const DELIVERY_PLANE: &str = "delivery.plane";
-pub const DELIVERY_OUTCOME: &str = "delivery.outcome";
 pub const DELIVERY_DIVERGENCE_STAGE: &str = "delivery.divergence.stage";
-pub const DELIVERY_DIVERGENCE_REASON: &str = "delivery.divergence.reason";
 pub const DELIVERY_DIVERGENCE_MESSAGE: &str = "delivery.divergence.message";
 pub const DELIVERY_TRACEABILITY: &str = "delivery.traceability";
 pub const DELIVERY_APPLY_CHANGED: &str = "delivery.apply.changed";
@@ -60,3 +81,27 @@ pub const DELIVERY_PROBE_EXPECTED: &str = "delivery.probe.expected";
 pub const DELIVERY_PROBE_SAMPLES: &str = "delivery.probe.samples";
 pub const DELIVERY_PROBE_MATCHED: &str = "delivery.probe.matched";
 pub const DELIVERY_PROBE_VERSIONS: &str = "delivery.probe.versions";
+
+#[cfg(test)]
+mod tests {
+    /// Deprecated semantic-convention names (semconv 1.44) are never emitted.
+    #[test]
+    fn no_deprecated_names() {
+        let keys: Vec<&str> = include_str!("attr.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split_once("&str = \""))
+            .filter_map(|(_, v)| v.split_once('"').map(|(k, _)| k))
+            .collect();
+        assert!(keys.len() > 40, "{keys:?}");
+        for key in keys {
+            assert!(
+                key != "deployment.environment"
+                    && !key.starts_with("vcs.repository.ref.")
+                    && !key.starts_with("vcs.repository.change.")
+                    && key != "container.image.tag",
+                "{key} is deprecated"
+            );
+        }
+    }
+}

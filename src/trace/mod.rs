@@ -307,6 +307,22 @@ pub struct SpanLinkRecord {
     pub attributes: Attributes,
 }
 
+/// The OpenTelemetry span kind: `Server` for a promotion's root (a pipeline run, as the CI/CD
+/// semantic conventions give), `Internal` for its stages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKind {
+    #[default]
+    Internal,
+    Server,
+}
+
+impl SpanKind {
+    fn is_internal(&self) -> bool {
+        *self == SpanKind::Internal
+    }
+}
+
 /// A finished span, ready to export or print.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpanRecord {
@@ -317,6 +333,8 @@ pub struct SpanRecord {
     #[serde(rename = "service.name")]
     pub service: &'static str,
     pub name: &'static str,
+    #[serde(skip_serializing_if = "SpanKind::is_internal")]
+    pub kind: SpanKind,
     #[serde(with = "ts")]
     pub start: Timestamp,
     #[serde(with = "ts")]

@@ -155,6 +155,7 @@ impl Engine {
             );
             span.set_object_attrs(&key);
             span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
+            span.attrs.set(attr::K8S_DEPLOYMENT_UID, obs.uid.clone());
             span.attrs
                 .set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
             span.key.generation = Some(generation);
@@ -321,7 +322,11 @@ impl Engine {
         let progressing = condition(&obs.conditions, "Progressing");
         if let Some(rs) = progressing.and_then(|c| replicaset_in(&c.message)) {
             span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
-            let created = self.events.replicaset_created(&key.namespace, rs);
+            let info = self.events.replicaset(&key.namespace, rs);
+            if let Some(i) = info.filter(|i| !i.uid.is_empty()) {
+                span.attrs.set(attr::K8S_REPLICASET_UID, i.uid.clone());
+            }
+            let created = info.and_then(|i| i.created);
             if let Some(c) = created
                 .filter(|c| *c <= span.start && add(*c, SignedDuration::from_mins(1)) >= span.start)
             {
@@ -455,7 +460,7 @@ impl Engine {
     }
 }
 
-fn image_attrs(a: &mut Attributes, images: &[String]) {
+pub(in crate::correlate) fn image_attrs(a: &mut Attributes, images: &[String]) {
     let Some(image) = images.first() else {
         return;
     };
@@ -469,6 +474,16 @@ fn image_attrs(a: &mut Attributes, images: &[String]) {
     a.set(attr::CONTAINER_IMAGE_NAME, name.to_string());
     if let Some(t) = tag {
         a.set(attr::CONTAINER_IMAGE_TAGS, vec![t.to_string()]);
+    }
+    // A digest-pinned reference names its repo digest (`repo@sha256:…`).
+    if let Some((_, digest)) = image
+        .split_once('@')
+        .filter(|(_, d)| d.starts_with("sha256:"))
+    {
+        a.set(
+            attr::CONTAINER_IMAGE_REPO_DIGESTS,
+            vec![format!("{name}@{digest}")],
+        );
     }
 }
 

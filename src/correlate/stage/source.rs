@@ -110,6 +110,9 @@ impl Engine {
                 .and_then(revision::digest_hex)
                 .map(|h| format!("sha256:{h}"));
         }
+        if p.artifact_created.is_none() {
+            p.artifact_created = obs.artifact_created;
+        }
         if p.commit.is_none() {
             p.commit = obs
                 .origin_revision

@@ -82,6 +82,7 @@ pub(super) fn source(kind: Kind, name: &str, rev: &str, at: i64) -> SourceObs {
         revision: Some(rev.into()),
         artifact_updated: Some(t(at)),
         origin_revision: None,
+        artifact_created: None,
         artifact_promotion_id: None,
         requested_at: None,
         last_handled: None,

@@ -216,8 +216,8 @@ fn a_revision_already_applied_is_no_change() {
     assert_eq!(
         r.span("P-same", "reconcile")
             .attributes
-            .get_str(attr::DELIVERY_OUTCOME),
-        Some("no_change")
+            .get_str(attr::CICD_PIPELINE_TASK_RUN_RESULT),
+        Some("skip")
     );
     assert!(r.spans_of("P-same").iter().all(|s| s.name != "rollout"));
 }

@@ -110,3 +110,31 @@ fn a_rollout_that_finished_before_the_report_arrived_joins_its_promotion() {
     assert_eq!(r.story("P-late").outcome, Outcome::Succeeded);
     assert_eq!(r.span("P-late", "rollout").end, t(20));
 }
+
+#[test]
+fn a_digest_pinned_image_names_its_repo_digest() {
+    use crate::correlate::stage::rollout::image_attrs;
+    use crate::trace::Attributes;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let mut a = Attributes::default();
+    image_attrs(
+        &mut a,
+        &[format!("registry.local:5000/team/api:1.4.2@{digest}")],
+    );
+    assert_eq!(
+        a.get_str(attr::CONTAINER_IMAGE_NAME),
+        Some("registry.local:5000/team/api")
+    );
+    assert_eq!(
+        a.get(attr::CONTAINER_IMAGE_REPO_DIGESTS),
+        Some(&AttrValue::StrArray(vec![format!(
+            "registry.local:5000/team/api@{digest}"
+        )]))
+    );
+    let mut untagged = Attributes::default();
+    image_attrs(
+        &mut untagged,
+        &["registry.local:5000/team/api:1.4.2".into()],
+    );
+    assert_eq!(untagged.get(attr::CONTAINER_IMAGE_REPO_DIGESTS), None);
+}

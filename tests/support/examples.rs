@@ -1,0 +1,54 @@
+//! The bundled example recordings, and moving a recording in time so that it plays at another
+//! moment (the present, or after another recording).
+
+use fluxtrace::replay::EXAMPLES;
+use jiff::SignedDuration;
+
+/// A bundled recording by file name.
+pub fn recording(name: &str) -> &'static str {
+    EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .expect("a bundled recording")
+}
+
+/// Moves every `YYYY-MM-DD?HH:MM:SS` (RFC 3339 `T`, or Go's `time.Time` string with a space,
+/// as in `reconcile.fluxcd.io/requestedAt`) by `by`; all recording times are UTC.
+pub fn shift(text: &str, by: SignedDuration) -> String {
+    let b = text.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let is_stamp = |i: usize| {
+        [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&o| digit(i + o))
+            && b[i + 4] == b'-'
+            && b[i + 7] == b'-'
+            && matches!(b[i + 10], b'T' | b' ')
+            && b[i + 13] == b':'
+            && b[i + 16] == b':'
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        if i + 19 <= b.len() && is_stamp(i) {
+            let sep = b[i + 10] as char;
+            let civil: jiff::civil::DateTime = text[i..i + 19]
+                .replacen(' ', "T", 1)
+                .parse()
+                .expect("a civil time");
+            let moved = civil.checked_add(by).expect("in range");
+            out.push_str(
+                &moved
+                    .strftime(&format!("%Y-%m-%d{sep}%H:%M:%S"))
+                    .to_string(),
+            );
+            i += 19;
+        } else {
+            let c = text[i..].chars().next().expect("a char");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
