@@ -40,7 +40,7 @@ const SPAN_NAMES: [&str; 6] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 7] = [
+const DIVERGENCE: [(&str, Option<&str>); 11] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -48,6 +48,10 @@ const DIVERGENCE: [(&str, Option<&str>); 7] = [
     ("helmrelease-upgrade-failure.jsonl", Some("apply")),
     ("receiver-trigger.jsonl", None),
     ("untraced-rollout.jsonl", None),
+    ("multi-env-oci.jsonl", None),
+    ("multi-env-git.jsonl", None),
+    ("monorepo-bootstrap.jsonl", None),
+    ("helmrelease-chartref-success.jsonl", None),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.
@@ -394,17 +398,23 @@ fn assert_delivery_shape(label: &str, text: &str, spans: &[(Option<String>, Span
 
         for s in spans {
             let status = s.status.as_ref().expect("a status");
-            let outcome = attr_str(&s.attributes, "delivery.outcome");
+            // The CI/CD result of the span: the root's pipeline result, a stage's task result.
+            let key = if s.name == "promotion" {
+                "cicd.pipeline.result"
+            } else {
+                "cicd.pipeline.task.run.result"
+            };
+            let outcome = attr_str(&s.attributes, key);
+            assert!(outcome.is_some(), "{what}: {} without {key}", s.name);
             if status.code == StatusCode::Error as i32 {
                 assert!(
                     !status.message.is_empty(),
                     "{what}: {} error without a description",
                     s.name
                 );
-                assert_ne!(
-                    outcome,
-                    Some("succeeded"),
-                    "{what}: {} failed but succeeded",
+                assert!(
+                    matches!(outcome, Some("failure" | "timeout")),
+                    "{what}: {} failed but its result is {outcome:?}",
                     s.name
                 );
             } else {
@@ -473,13 +483,23 @@ async fn all_recordings_in_one_export_group_by_resource() {
         .await
         .unwrap_or_else(|(_, errors)| panic!("export failed: {errors:?}"));
     assert_arrived_as_sent("all recordings", &sent, &receiver, CLUSTER);
-    // Seven promotions, one resource per component that did the work.
+    // One trace per promotion (two recordings hold two), one resource per component that did
+    // the work.
     let traces: BTreeSet<_> = receiver
         .spans()
         .into_iter()
         .map(|(_, s)| s.trace_id)
         .collect();
-    assert_eq!(traces.len(), EXAMPLES.len());
+    let promotions: usize = EXAMPLES
+        .iter()
+        .map(|(_, text)| {
+            fluxtrace::replay::run(text, EngineConfig::default())
+                .traces
+                .len()
+        })
+        .sum();
+    assert_eq!(promotions, EXAMPLES.len() + 2);
+    assert_eq!(traces.len(), promotions);
 }
 
 #[tokio::test]

@@ -287,7 +287,10 @@ impl Engine {
                 self.reconcilers.keys().filter(left_out).cloned().collect()
             }
             k if k.is_source() => self.sources.keys().filter(left_out).cloned().collect(),
-            Kind::ReplicaSet => self.events.replicasets_left_out(r),
+            Kind::ReplicaSet => {
+                self.events.forget_replicasets_left_out(r);
+                Vec::new()
+            }
             _ => Vec::new(),
         };
         for o in gone {

@@ -11,7 +11,9 @@ use jiff::Timestamp;
 
 use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
 use super::engine::Engine;
-use crate::model::{FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs};
+use crate::model::{
+    object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs,
+};
 use crate::trace::{attr, Attributes, SpanEventRecord};
 
 pub(super) struct BufferedEvent {
@@ -21,6 +23,7 @@ pub(super) struct BufferedEvent {
 }
 
 pub(super) struct RsInfo {
+    pub namespace: String,
     pub uid: String,
     pub deployment: Option<String>,
     pub created: Option<Timestamp>,
@@ -31,7 +34,9 @@ pub(super) struct EventStore {
     by_object: HashMap<ObjectRef, VecDeque<BufferedEvent>>,
     /// Events already applied, by a 64-bit hash of their identity: (count, when).
     seen: HashMap<u64, (i64, Timestamp)>,
-    replicasets: HashMap<(String, String), RsInfo>,
+    /// Recent ReplicaSets by [`object_key_hash`] of namespace and name: looked up for every Pod
+    /// event, with no allocation.
+    replicasets: HashMap<u64, RsInfo>,
 }
 
 impl EventStore {
@@ -72,11 +77,11 @@ impl EventStore {
     }
 
     pub fn replicaset(&self, ns: &str, rs: &str) -> Option<&RsInfo> {
-        self.replicasets.get(&(ns.to_string(), rs.to_string()))
+        self.replicasets.get(&object_key_hash(ns, rs))
     }
 
     pub fn on_replicaset(&mut self, obs: ReplicaSetObs, idle_since: Timestamp) {
-        let key = (obs.object.namespace, obs.object.name);
+        let key = object_key_hash(&obs.object.namespace, &obs.object.name);
         // Only a new ReplicaSet can start a rollout; Pod names lead to older ones anyway.
         if obs.created.is_some_and(|c| c < idle_since) {
             self.replicasets.remove(&key);
@@ -85,6 +90,7 @@ impl EventStore {
         self.replicasets.insert(
             key,
             RsInfo {
+                namespace: obs.object.namespace,
                 uid: obs.uid,
                 deployment: obs.deployment,
                 created: obs.created,
@@ -92,18 +98,16 @@ impl EventStore {
         );
     }
 
-    /// ReplicaSets held that a re-list of ReplicaSets left out.
-    pub fn replicasets_left_out(&self, r: &RelistObs) -> Vec<ObjectRef> {
-        self.replicasets
-            .keys()
-            .map(|(ns, name)| ObjectRef::new(Kind::ReplicaSet, ns.clone(), name.clone()))
-            .filter(|o| r.left_out(o))
-            .collect()
+    /// Forgets the ReplicaSets a re-list of ReplicaSets left out.
+    pub fn forget_replicasets_left_out(&mut self, r: &RelistObs) {
+        self.replicasets.retain(|key, rs| {
+            r.namespace.as_ref().is_some_and(|ns| *ns != rs.namespace) || r.present.contains(key)
+        });
     }
 
     pub fn forget_replicaset(&mut self, o: &ObjectRef) {
         self.replicasets
-            .remove(&(o.namespace.clone(), o.name.clone()));
+            .remove(&object_key_hash(&o.namespace, &o.name));
     }
 
     /// Drops what was buffered for an object that is gone.
@@ -114,7 +118,7 @@ impl EventStore {
     pub fn deployment_of_rs(&self, ns: &str, rs: &str) -> ObjectRef {
         let name = self
             .replicasets
-            .get(&(ns.to_string(), rs.to_string()))
+            .get(&object_key_hash(ns, rs))
             .and_then(|i| i.deployment.clone())
             .unwrap_or_else(|| rs.rsplit_once('-').map_or(rs, |(d, _)| d).to_string());
         ObjectRef::new(Kind::Deployment, ns, name)

@@ -10,8 +10,8 @@ use super::promotion::{Promotion, Traceability};
 use super::span::{StageResult, StageSpan};
 use super::stage::traffic::strip_credentials;
 use crate::model::Kind;
-use crate::story::{Divergence, Outcome, StageStory, Story};
 use crate::revision;
+use crate::story::{Divergence, Outcome, StageStory, Story};
 use crate::trace::{attr, Attributes, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus, Stage};
 
 const SERVICE_FLUXTRACE: &str = "fluxtrace";

@@ -29,13 +29,19 @@ pub(super) struct Timers {
 impl Timers {
     /// Sets (or moves) the timer of `what` to `when`.
     pub fn schedule(&mut self, what: Wake, when: Timestamp) {
-        if let Some(old) = self.at.insert(what.clone(), when) {
-            if old == when {
-                return;
+        match self.at.get_mut(&what) {
+            // Most observations leave a promotion's next deadline where it was.
+            Some(t) if *t == when => {}
+            Some(t) => {
+                let old = std::mem::replace(t, when);
+                self.queue.remove(&(old, what.clone()));
+                self.queue.insert((when, what));
             }
-            self.queue.remove(&(old, what.clone()));
+            None => {
+                self.at.insert(what.clone(), when);
+                self.queue.insert((when, what));
+            }
         }
-        self.queue.insert((when, what));
     }
 
     pub fn cancel(&mut self, what: &Wake) {

@@ -134,25 +134,33 @@ impl Engine {
     /// observation (anything due by now was handled when `check` ran).
     pub(super) fn wake_of(&self, p: &Promotion) -> Timestamp {
         let d = &self.cfg.deadlines;
-        let mut due = vec![p.deadline];
-        due.extend(p.spans().filter(|s| s.is_open()).map(|s| s.deadline));
+        let now = self.now;
+        let mut next: Option<Timestamp> = None;
+        let mut due = |t: Timestamp| {
+            if t > now && next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
+        due(p.deadline);
+        let mut open = false;
+        for s in p.spans().filter(|s| s.is_open()) {
+            open = true;
+            due(s.deadline);
+        }
         if p.expect_source && p.sources.is_empty() {
-            due.push(add(p.start, d.source));
+            due(add(p.start, d.source));
         }
         if let Some(end) = p.sources_done() {
             if p.reconciles.is_empty() {
-                due.push(add(end, d.reconcile));
+                due(add(end, d.reconcile));
             }
         }
-        if p.spans().all(|s| !s.is_open()) && p.verdict_due() {
+        if !open && p.verdict_due() {
             if let Some(last) = p.spans().filter_map(|s| s.end).max() {
-                due.push(add(last, d.settle));
+                due(add(last, d.settle));
             }
         }
-        due.into_iter()
-            .filter(|t| *t > self.now)
-            .min()
-            .unwrap_or(add(self.now, d.settle))
+        next.unwrap_or(add(now, d.settle))
     }
 
     /// The verdict: the promotion leaves the registry, its spans and story go out.

@@ -164,3 +164,28 @@ fn a_relist_forgets_what_it_did_not_list_within_its_scope() {
     );
     assert_eq!(r.engine.size().deployments, 2);
 }
+
+#[test]
+fn a_relist_of_replicasets_forgets_the_ones_it_did_not_list() {
+    use crate::model::{object_key_hash, RelistObs, ReplicaSetObs};
+    let rs = |name: &str| ReplicaSetObs {
+        object: ObjectRef::new(Kind::ReplicaSet, "apps", name),
+        uid: format!("uid-{name}"),
+        deployment: Some("web".into()),
+        created: Some(t(0)),
+        revision: Some("2".into()),
+    };
+    let mut r = Run::new();
+    r.feed(1, EventBody::ReplicaSet(rs("web-a")))
+        .feed(1, EventBody::ReplicaSet(rs("web-b")));
+    assert_eq!(r.engine.size().replicasets, 2);
+    r.feed(
+        2,
+        EventBody::Relisted(RelistObs {
+            kind: Kind::ReplicaSet,
+            namespace: None,
+            present: [object_key_hash("apps", "web-b")].into_iter().collect(),
+        }),
+    );
+    assert_eq!(r.engine.size().replicasets, 1);
+}
