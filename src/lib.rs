@@ -39,6 +39,7 @@ pub mod admin;
 pub mod agent;
 pub mod announce;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod correlate;
 pub mod dora;

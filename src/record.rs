@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::agent::Clock;
+use crate::clock::Clock;
 use crate::sources::kube::{served, watch_stream, Watched, WATCHED};
 
 /// Why a recording stopped short.

@@ -35,36 +35,7 @@ use crate::probe::Prober;
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
 
-/// Where the agent reads the time: the system clock, or a test's own.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Self {
-        Clock(Arc::new(Timestamp::now))
-    }
-
-    /// A clock that reads `f` (tests drive time by hand).
-    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
-        Clock(Arc::new(f))
-    }
-
-    pub fn now(&self) -> Timestamp {
-        (self.0)()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
+pub use crate::clock::Clock;
 
 /// The agent is shutting down and takes no more input.
 #[derive(Debug, thiserror::Error)]

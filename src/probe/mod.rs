@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
-use crate::agent::Clock;
+use crate::clock::Clock;
 use crate::model::{ProbeRequest, ProbeResult, ProbeVerdict};
 
 /// Agent-wide probe defaults and limits.
