@@ -161,7 +161,7 @@ fn export(g: &Global, spans: Vec<SpanRecord>) -> anyhow::Result<()> {
         return Ok(());
     };
     let result = runtime.block_on(async move {
-        let mut exporter = Exporter::new(settings);
+        let mut exporter = Exporter::new(settings).with_limits(g.batch_limits());
         let r = exporter.export(spans).await;
         exporter.shutdown();
         r
@@ -201,7 +201,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
         readiness.register("http");
@@ -238,6 +238,12 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             queue: args.queue,
             probe: args.probe.settings(),
             export: export_settings(g),
+            batch_limits: g.batch_limits(),
+            export_buffer: fluxtrace::export::pipeline::BufferSettings {
+                max_bytes: g.otlp.otlp_buffer_bytes,
+                retries: g.otlp.otlp_retries,
+                ..Default::default()
+            },
             trace_url_template: g.trace_link_template()?,
             announce,
             ..AgentConfig::default()
@@ -311,19 +317,26 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         let deadline = std::time::Duration::try_from(args.shutdown_timeout).unwrap_or_default();
         let started = std::time::Instant::now();
-        // Ordered: sources, then intake, then drain the engine and flush the export.
+        // Ordered: sources, then intake, then drain the engine and flush the export; every
+        // step within what is left of the one deadline.
         stop_sources.cancel();
-        while sources.join_next().await.is_some() {}
-        stop_http.cancel();
-        if !server.is_finished() {
-            let _ = tokio::time::timeout(deadline / 4, &mut server).await;
-        }
-        // (A finished JoinHandle must not be polled again.)
-        if let Some(g) = grpc.as_mut().filter(|g| !g.is_finished()) {
-            let _ = tokio::time::timeout(deadline / 4, g).await;
+        let stop_inputs = async {
+            while sources.join_next().await.is_some() {}
+            stop_http.cancel();
+            if !server.is_finished() {
+                let _ = (&mut server).await;
+            }
+            // (A finished JoinHandle must not be polled again.)
+            if let Some(g) = grpc.as_mut().filter(|g| !g.is_finished()) {
+                let _ = g.await;
+            }
+        };
+        if tokio::time::timeout(deadline / 2, stop_inputs).await.is_err() {
+            stop_http.cancel();
+            tracing::warn!(message = "Sources and listeners did not stop in time; going on.");
         }
         let left = deadline.saturating_sub(started.elapsed());
-        let clean = agent.shutdown(left).await;
+        let report = agent.shutdown(left).await;
         // The engine has stopped offering stories: write what is queued, within the deadline.
         if let Some(task) = announcer {
             let left = deadline.saturating_sub(started.elapsed());
@@ -333,15 +346,26 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(
             message = "Stopped.",
-            clean,
+            clean = report.clean(),
+            spans_lost = report.spans_lost,
             took_ms = started.elapsed().as_millis() as u64
         );
-        Ok(if failure.is_some() {
+        if report.spans_lost > 0 {
+            eprintln!(
+                "fluxtrace: shutdown could not deliver {} span(s) to the collector; they are lost",
+                report.spans_lost
+            );
+        }
+        Ok(if failure.is_some() || report.spans_lost > 0 {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
         })
-    })
+    });
+    // Whatever is still running (a request to a collector that never answers) must not hold
+    // the process past --shutdown-timeout.
+    runtime.shutdown_background();
+    code
 }
 
 /// A client from the in-cluster config or the kubeconfig.

@@ -183,7 +183,10 @@ impl Live {
         self.stop.cancel();
         while self.watchers.join_next().await.is_some() {}
         if let Some(a) = self.agent.take() {
-            assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+            assert!(
+                a.shutdown(Duration::from_secs(5)).await.clean(),
+                "clean shutdown"
+            );
         }
         if let Some(t) = self.announcer.take() {
             tokio::time::timeout(WAIT, t)

@@ -306,7 +306,10 @@ impl Live {
         self.stop.cancel();
         while self.watchers.join_next().await.is_some() {}
         if let Some(a) = self.agent.take() {
-            assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+            assert!(
+                a.shutdown(Duration::from_secs(5)).await.clean(),
+                "clean shutdown"
+            );
         }
         self.receiver.spans()
     }

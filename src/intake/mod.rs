@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde::Serialize;
 use tracing::info;
 
@@ -220,7 +220,7 @@ impl Intake {
         let Backend::Engine(handle) = &self.backend else {
             return Err(IntakeError::ReadOnly);
         };
-        let now = Timestamp::now();
+        let now = handle.now();
         // A report time in the future (a CI clock ahead of ours, or a typo) must not move the
         // engine's clock past deadlines that have not passed.
         let at = report.time.map_or(now, |t| t.min(now));
@@ -269,7 +269,7 @@ impl Intake {
         };
         handle
             .submit(DeliveryEvent {
-                at: Timestamp::now(),
+                at: handle.now(),
                 body: EventBody::FluxEvent(ev),
             })
             .await
