@@ -68,6 +68,22 @@ pub struct RunArgs {
     /// Address of the HTTP server (/healthz, /readyz, /metrics, and the intake API).
     #[arg(long, default_value = "0.0.0.0:8080", env = "FLUXTRACE_LISTEN")]
     pub listen: SocketAddr,
+    /// A second address for /healthz, /readyz and /metrics alone, so that load or abuse of
+    /// the intake cannot fail the probes (point the liveness and readiness probes here).
+    #[arg(long, env = "FLUXTRACE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Most HTTP connections held at once on --listen; beyond it new ones wait in the
+    /// kernel's backlog.
+    #[arg(long, default_value_t = 1024, env = "FLUXTRACE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Time for a client to send a request's headers; an idle keep-alive connection is closed
+    /// after it too.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: SignedDuration,
+    /// Open promotions held at most; beyond it new reports are refused with 429 and
+    /// Retry-After (gRPC: RESOURCE_EXHAUSTED). Promotions already open are never evicted.
+    #[arg(long, default_value_t = 5000, env = "FLUXTRACE_MAX_OPEN_PROMOTIONS")]
+    pub max_open_promotions: usize,
     /// Namespaces to watch (repeat, or separate with commas); every namespace when none.
     #[arg(
         long = "namespace",

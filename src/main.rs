@@ -19,10 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The agent's lifecycle (listening, each promotion finished with its trace link) is INFO
+    // and shown by default; the one-shot commands only say what went wrong.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -236,6 +242,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
+            max_open_promotions: args.max_open_promotions,
             probe: args.probe.settings(),
             export: export_settings(g),
             batch_limits: g.batch_limits(),
@@ -259,11 +266,27 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(message = "Listening.", address = %args.listen);
         let stop_http = CancellationToken::new();
         let stop = stop_http.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
+        let limits = fluxtrace::intake::listener::ConnectionLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: std::time::Duration::try_from(args.header_read_timeout)
+                .unwrap_or_default(),
+        };
+        let mut server = tokio::spawn(fluxtrace::intake::listener::serve(listener, app, limits, stop));
+        // Health and metrics on their own listener: intake connections cannot starve them.
+        if let Some(addr) = args.health_listen {
+            let l = tokio::net::TcpListener::bind(addr)
                 .await
-        });
+                .with_context(|| format!("cannot listen on {addr} (health)"))?;
+            tracing::info!(message = "Listening (health and metrics).", address = %addr);
+            let health = admin::router(metrics.clone(), readiness.clone());
+            let stop = stop_http.clone();
+            tokio::spawn(fluxtrace::intake::listener::serve(
+                l,
+                health,
+                fluxtrace::intake::listener::ConnectionLimits::default(),
+                stop,
+            ));
+        }
         // The gRPC intake stops with the HTTP one; so does the re-reading of secret files.
         let mut grpc = match args.intake.grpc_listen {
             Some(addr) => {

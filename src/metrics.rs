@@ -51,6 +51,7 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub spans_pending: Gauge,
     pub engine_queue_depth: Gauge,
+    pub open_promotions: Gauge,
     pub observations: Family<KindLabel, Counter>,
     pub observations_dropped: Family<KindLabel, Counter>,
     pub decode_errors: Family<KindError, Counter>,
@@ -78,6 +79,7 @@ impl Metrics {
             spans_dropped: Counter::default(),
             spans_pending: Gauge::default(),
             engine_queue_depth: Gauge::default(),
+            open_promotions: Gauge::default(),
             observations: Family::default(),
             observations_dropped: Family::default(),
             decode_errors: Family::default(),
@@ -117,6 +119,11 @@ impl Metrics {
             "engine_queue_depth",
             "Observations waiting for the correlation engine",
             m.engine_queue_depth.clone(),
+        );
+        registry.register(
+            "open_promotions",
+            "Promotions waiting for a verdict (reports beyond --max-open-promotions are refused)",
+            m.open_promotions.clone(),
         );
         registry.register(
             "observations",

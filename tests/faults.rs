@@ -417,3 +417,224 @@ async fn a_rejected_request_is_dropped_after_its_retries_and_newer_spans_still_g
     assert!(total >= 1, "the later promotion arrived");
     assert_eq!(metric(&h.metrics, "fluxtrace_spans_dropped_total"), dropped);
 }
+
+/// Serves `app` with the intake's listener and `limits`; returns its address.
+async fn serve_limited(
+    app: Router,
+    limits: fluxtrace::intake::listener::ConnectionLimits,
+) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("address");
+    tokio::spawn(fluxtrace::intake::listener::serve(
+        l,
+        app,
+        limits,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    addr
+}
+
+/// One `GET /healthz` on a fresh connection; how long the answer took.
+async fn healthz(addr: std::net::SocketAddr) -> Duration {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let start = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slowloris_connections_are_closed_and_health_keeps_answering() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let idle = sized(300, 15_000);
+    let slow = sized(50, 500);
+    let h = start(None, BatchLimits::default(), quick_buffer());
+    let timeout = Duration::from_secs(2);
+    let intake = serve_limited(
+        h.app.clone(),
+        fluxtrace::intake::listener::ConnectionLimits {
+            max_connections: idle + slow + 64,
+            header_read_timeout: timeout,
+        },
+    )
+    .await;
+    let health = serve_limited(
+        admin::router(h.metrics.clone(), Arc::new(Readiness::default())),
+        fluxtrace::intake::listener::ConnectionLimits::default(),
+    )
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..idle {
+        conns.push(
+            tokio::net::TcpStream::connect(intake)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut slowloris = Vec::new();
+    for _ in 0..slow {
+        let mut s = tokio::net::TcpStream::connect(intake)
+            .await
+            .expect("connect");
+        s.write_all(b"POST /v1/promotions HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        slowloris.push(s);
+    }
+    let opened = Instant::now();
+    // While the connections are held (the slow ones trickling a header line now and then),
+    // the health listener answers.
+    let mut worst = Duration::ZERO;
+    let mut samples = 0;
+    while opened.elapsed() < timeout + Duration::from_secs(1) {
+        for s in &mut slowloris {
+            let _ = s.write_all(b"x-a: b\r\n").await;
+        }
+        worst = worst.max(healthz(health).await);
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "/healthz took {worst:?}"
+    );
+    // Every connection was closed by the agent: reading gives end of file (or a reset).
+    let mut closed = 0;
+    for mut s in conns.into_iter().chain(slowloris) {
+        let mut buf = [0u8; 1024];
+        let done = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        if done.is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed,
+        idle + slow,
+        "every idle and slow connection was closed"
+    );
+    println!(
+        "faults: {idle} idle and {slow} slowloris connections: all closed by the {} s header \
+         timeout; /healthz worst {:.1} ms over {samples} samples",
+        timeout.as_secs(),
+        worst.as_secs_f64() * 1000.0
+    );
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_beyond_the_open_cap_get_429_with_retry_after() {
+    let reports = sized(1_500, 100_000);
+    let cap = sized(500, 5_000);
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    let agent = Agent::start(
+        AgentConfig {
+            max_open_promotions: cap,
+            tick: Duration::from_millis(20),
+            ..AgentConfig::default()
+        },
+        metrics.clone(),
+        readiness.clone(),
+    );
+    let app = admin::router(metrics.clone(), readiness).merge(intake::http::router(Intake::new(
+        agent.handle.clone(),
+        Arc::new(Auth::with_secrets(&[TOKEN], None)),
+    )));
+    let before = rss_bytes();
+    let post = |id: String| {
+        let body =
+            format!(r#"{{"id":"{id}","environment":"prod","revision":"{SHA}","app":"{id}"}}"#);
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/promotions")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("a request")
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for i in 0..reports {
+        let resp = app
+            .clone()
+            .oneshot(post(format!("cap-{i}")))
+            .await
+            .expect("an answer");
+        match resp.status() {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(
+                    resp.headers().get("retry-after").map(|v| v.as_bytes()),
+                    Some(&b"30"[..])
+                );
+            }
+            other => panic!("report {i}: {other}"),
+        }
+    }
+    // The engine counts what it has applied a little after the intake queued it: a few more
+    // than the cap may get in, never many.
+    assert!(
+        accepted >= cap && accepted <= cap + 4096,
+        "{accepted} accepted"
+    );
+    assert_eq!(accepted + refused, reports);
+    // A promotion already open is never refused: its report again is accepted.
+    let again = app
+        .clone()
+        .oneshot(post("cap-0".into()))
+        .await
+        .expect("an answer");
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let counted = metrics
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"fluxtrace_intake_requests_total{route="promotions_report",result="too_many_open"} "#,
+            )
+        })
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap_or(0.0) as usize);
+    assert_eq!(counted, refused);
+    let grown = rss_bytes()
+        .zip(before)
+        .map_or(0, |(a, b)| a.saturating_sub(b));
+    // The cap bounds the engine: about 2.5 KB per open promotion, far under this.
+    assert!(grown < 256 << 20, "RSS grew by {grown} bytes");
+    println!(
+        "faults: {reports} reports with unique ids, cap {cap}: {accepted} accepted, {refused} \
+         refused with 429; RSS grew by {:.1} MiB",
+        grown as f64 / (1 << 20) as f64
+    );
+}

@@ -91,6 +91,8 @@ pub struct AgentConfig {
     pub export_buffer: BufferSettings,
     /// Finished stories kept for queries.
     pub stories: usize,
+    /// Open promotions beyond which new reports are refused (`--max-open-promotions`).
+    pub max_open_promotions: usize,
     /// `{trace_id}`, `{start_ms}`, `{end_ms}`.
     pub trace_url_template: Option<String>,
     /// Observations are stamped, and the engine ticks, with this clock.
@@ -113,6 +115,7 @@ impl Default for AgentConfig {
             batch_limits: BatchLimits::default(),
             export_buffer: BufferSettings::default(),
             stories: 1000,
+            max_open_promotions: 5000,
             trace_url_template: None,
             clock: Clock::system(),
             probe: None,
@@ -136,9 +139,19 @@ pub struct EngineHandle {
     trace_url_template: Option<Arc<str>>,
     cluster: Arc<str>,
     clock: Clock,
+    /// Promotions open in the engine, as of its last step.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max_open: usize,
 }
 
 impl EngineHandle {
+    /// `Some(open)` when the engine holds as many open promotions as it may: new ones are to
+    /// be refused.
+    pub fn over_open_cap(&self) -> Option<usize> {
+        let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
+        (open >= self.max_open).then_some(open)
+    }
+
     /// Queues an observation, waiting while the queue is full (for promotion reports: they
     /// must not be lost).
     pub async fn submit(&self, ev: DeliveryEvent) -> Result<(), Stopped> {
@@ -273,6 +286,8 @@ impl Agent {
             trace_url_template: cfg.trace_url_template.as_deref().map(Arc::from),
             cluster: Arc::from(cfg.engine.cluster.as_str()),
             clock: cfg.clock.clone(),
+            open: Arc::default(),
+            max_open: cfg.max_open_promotions.max(1),
         };
         let exporter = match cfg.export.clone() {
             Some(s) => Some(Exporter::new(s).with_limits(cfg.batch_limits)),
@@ -293,6 +308,7 @@ impl Agent {
             Outlets {
                 spans: span_tx,
                 probes,
+                open: handle.open.clone(),
             },
             metrics.clone(),
             cfg.clone(),
@@ -374,6 +390,8 @@ struct Outlets {
     spans: mpsc::Sender<FinishedSpans>,
     /// Probe requests, when probing is on.
     probes: Option<mpsc::Sender<ProbeRequest>>,
+    /// How many promotions are open, for the intake's cap.
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn engine_loop(
@@ -415,6 +433,9 @@ async fn engine_loop(
             _ = interval.tick() => engine.tick(cfg.clock.now()),
         };
         metrics.engine_queue_depth.set(events.len() as i64);
+        let n = engine.open_promotions();
+        outlets.open.store(n, std::sync::atomic::Ordering::Relaxed);
+        metrics.open_promotions.set(n as i64);
         for o in outputs {
             match o {
                 Output::Span(s) => pending.push(s),
