@@ -55,21 +55,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Explain(args) = &cli.command {
         return Ok(fluxtrace::client::explain_command(args));
     }
-    let mut inputs: Vec<(String, String)> = Vec::new();
+    let mut inputs: Vec<(String, fluxtrace::sources::recording::Decoded)> = Vec::new();
+    let mut unreadable = 0;
     let output: &OutputArgs = match &cli.command {
         Command::Demo(o) => {
             for (name, text) in replay::EXAMPLES {
-                inputs.push((name.to_string(), text.to_string()));
+                inputs.push((
+                    name.to_string(),
+                    fluxtrace::sources::recording::decode_all(text),
+                ));
             }
             o
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
         Command::Promote(_) | Command::Explain(_) => unreachable!("handled above"),
         Command::Replay(r) => {
+            // A line at a time, as bytes: a bad line (not UTF-8, too long) is reported and
+            // skipped, and a file that cannot be read does not stop the others.
             for f in &r.files {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read recording {}", f.display()))?;
-                inputs.push((f.display().to_string(), text));
+                let read = std::fs::File::open(f).and_then(|file| {
+                    fluxtrace::sources::recording::decode_reader(std::io::BufReader::new(file))
+                });
+                match read {
+                    Ok(d) => inputs.push((f.display().to_string(), d)),
+                    Err(e) => {
+                        eprintln!("{}: cannot read: {e}", f.display());
+                        unreadable += 1;
+                    }
+                }
             }
             &r.output
         }
@@ -78,13 +91,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = cli.global.engine_config();
     let mut replays = Vec::new();
     let mut bad_lines = 0;
-    for (name, text) in &inputs {
-        let r = replay::run(text, cfg.clone());
+    for (name, decoded) in inputs {
+        let r = replay::run_decoded(decoded, cfg.clone());
         for b in &r.bad {
-            eprintln!("{name}:{}: {}", b.line, b.error);
+            eprintln!(
+                "{}:{}: {}",
+                story::terminal_safe(&name),
+                b.line,
+                story::terminal_safe(&b.error.to_string())
+            );
         }
         bad_lines += r.bad.len();
-        replays.push((name.clone(), r));
+        replays.push((name, r));
     }
     for (_, r) in &mut replays {
         for t in &mut r.traces {
@@ -125,8 +143,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     {
         serve_replay(*addr, served)?;
     }
-    if bad_lines > 0 {
-        eprintln!("fluxtrace: {bad_lines} line(s) were rejected (see above)");
+    if bad_lines > 0 || unreadable > 0 {
+        eprintln!(
+            "fluxtrace: {bad_lines} line(s) were rejected and {unreadable} file(s) could not be read (see above)"
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

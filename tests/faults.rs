@@ -638,3 +638,64 @@ async fn reports_beyond_the_open_cap_get_429_with_retry_after() {
         grown as f64 / (1 << 20) as f64
     );
 }
+
+#[test]
+fn replay_reports_bad_bytes_and_huge_lines_and_goes_on_with_the_rest() {
+    use std::io::Write as _;
+    let big = sized(8 << 20, 1 << 30);
+    let dir = std::env::temp_dir().join(format!("fluxtrace-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = include_str!("../examples/recordings/oci-success.jsonl")
+        .replace(r#""actor":"alice""#, r#""actor":"mallory\u001b[2J""#)
+        .replace(r#""app":"checkout""#, r#""app":"check\u202eout""#);
+    // File 1: an invalid byte on line 2, then a line of `big` bytes, then the recording.
+    let broken = dir.join("broken.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&broken).expect("create"));
+        f.write_all(b"{\"at\":\"2026-11-26T10:00:00Z\",\"kind\":\"note\"}\n")
+            .expect("write");
+        f.write_all(b"{\"at\":\"2026-11-26T10:00:00Z\",\"kind\":\"\xff\"}\n")
+            .expect("write");
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..big / chunk.len() {
+            f.write_all(&chunk).expect("write");
+        }
+        f.write_all(b"\n{\"at\":\"9999-12-31T23:59:59Z\",\"kind\":\"watch\"}\n")
+            .expect("write");
+        f.write_all(good.as_bytes()).expect("write");
+    }
+    // File 2: the recording alone.
+    let other = dir.join("other.jsonl");
+    std::fs::write(&other, &good).expect("write");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+        .args(["replay"])
+        .arg(&broken)
+        .arg(&other)
+        .env_clear()
+        .output()
+        .expect("the binary runs");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let name = broken.display().to_string();
+    assert!(stderr.contains(&format!("{name}:2: not UTF-8")), "{stderr}");
+    assert!(stderr.contains(&format!("{name}:3: line is")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{name}:4: field `at` is out of range")),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "rejected lines fail the run");
+    // Both files' promotions are replayed, and what reached the terminal is escaped.
+    assert_eq!(stdout.matches("Promotion rel-2041").count(), 2, "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'));
+    assert!(stdout.contains("mallory\\u{1b}[2J"), "{stdout}");
+    assert!(stdout.contains("check\\u{202e}out"), "{stdout}");
+    println!(
+        "faults: replay of a file with a {} MiB line, a bad byte and an out-of-range time, \
+         and a good file: {:.2} s",
+        big >> 20,
+        took.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
