@@ -98,6 +98,8 @@ fn start(export: Option<ExportSettings>, limits: BatchLimits, buffer: BufferSett
             ..EngineConfig::default()
         },
         tick: Duration::from_millis(20),
+        // These tests are about export; the cap on open promotions has its own test.
+        max_open_promotions: usize::MAX,
         export,
         batch_limits: limits,
         export_buffer: buffer,
@@ -457,8 +459,10 @@ async fn healthz(addr: std::net::SocketAddr) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slowloris_connections_are_closed_and_health_keeps_answering() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let idle = sized(300, 15_000);
     let slow = sized(50, 500);
+    // Both ends of every connection live in this process: as many as the open-file limit
+    // allows, up to the 20,000 asked for.
+    let idle = sized(300, 20_000).min((open_file_limit() - 1_000) / 2 - slow);
     let h = start(None, BatchLimits::default(), quick_buffer());
     let timeout = Duration::from_secs(2);
     let intake = serve_limited(
@@ -537,6 +541,21 @@ async fn idle_and_slowloris_connections_are_closed_and_health_keeps_answering() 
         timeout.as_secs(),
         worst.as_secs_f64() * 1000.0
     );
+}
+
+/// The soft limit on open files (`ulimit -n`), from /proc (Linux); 4,096 when unknown.
+fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(4_096)
 }
 
 /// Resident memory of this process, from /proc (Linux).
