@@ -21,9 +21,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent's lifecycle (listening, each promotion finished with its trace link) is INFO
     // and shown by default; the one-shot commands only say what went wrong.
+    // kube's client logs a whole response body at WARN when it does not decode: objects must
+    // not reach the log, so only its errors are shown unless RUST_LOG asks for more.
     let default_level = match cli.command {
-        Command::Run(_) => "info",
-        _ => "warn",
+        Command::Run(_) => "info,kube_client=error",
+        _ => "warn,kube_client=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -174,6 +174,18 @@ async fn until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `n` promotions have their verdict and nothing is pending export.
+async fn delivered(h: &Harness, n: usize) {
+    until("every verdict", Duration::from_secs(300), || {
+        finished(&h.metrics) >= n as i64
+    })
+    .await;
+    until("delivery", Duration::from_secs(300), || {
+        metric(&h.metrics, "fluxtrace_spans_pending") == 0
+    })
+    .await;
+}
+
 /// Span ids received, and how many spans arrived in all (duplicates included).
 fn received(r: &OtlpReceiver) -> (BTreeSet<Vec<u8>>, usize) {
     let spans = r.spans();
@@ -260,14 +272,7 @@ async fn the_default_limits_stay_under_the_4_mib_of_a_grpc_receiver() {
     );
     let started = Instant::now();
     finish_together(&h, "burst", n).await;
-    until("every verdict", Duration::from_secs(300), || {
-        finished(&h.metrics) >= n as i64
-    })
-    .await;
-    until("delivery", Duration::from_secs(300), || {
-        metric(&h.metrics, "fluxtrace_spans_pending") == 0
-    })
-    .await;
+    delivered(&h, n).await;
     let took = started.elapsed();
     let (ids, total) = received(&receiver);
     assert_eq!(metric(&h.metrics, "fluxtrace_spans_dropped_total"), 0);
@@ -306,14 +311,7 @@ async fn a_full_buffer_holds_the_engine_back_instead_of_dropping() {
         },
     );
     finish_together(&h, "pressure", n).await;
-    until("every verdict", Duration::from_secs(300), || {
-        finished(&h.metrics) >= n as i64
-    })
-    .await;
-    until("delivery", Duration::from_secs(300), || {
-        metric(&h.metrics, "fluxtrace_spans_pending") == 0
-    })
-    .await;
+    delivered(&h, n).await;
     let (ids, total) = received(&receiver);
     assert_eq!(metric(&h.metrics, "fluxtrace_spans_dropped_total"), 0);
     assert_eq!(ids.len(), total);

@@ -9,21 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fluxtrace::replay::EXAMPLES;
-use kube_api::KubeApi;
-
-fn kubeconfig(url: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "fluxtrace-record-kubeconfig-{}",
-        std::process::id()
-    ));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
-    );
-    std::fs::write(&path, text).expect("kubeconfig");
-    path
-}
+use kube_api::{kubeconfig, KubeApi};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_with_a_duration_ends_cleanly_and_its_file_replays() {
@@ -42,7 +28,7 @@ async fn record_with_a_duration_ends_cleanly_and_its_file_replays() {
     }
     let objects = live.values().filter(|t| *t != "DELETED").count();
     assert!(objects > 0);
-    let config = kubeconfig(&server.url());
+    let config = kubeconfig(&server.url(), "record-duration");
     let output =
         std::env::temp_dir().join(format!("fluxtrace-record-{}.jsonl", std::process::id()));
     let out = tokio::time::timeout(
