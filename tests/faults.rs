@@ -716,3 +716,109 @@ fn replay_reports_bad_bytes_and_huge_lines_and_goes_on_with_the_rest() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A bare HTTP/1.1 request on a fresh connection; the status code.
+async fn http(addr: std::net::SocketAddr, request: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The binary: a promotion finishes while the collector takes requests and never answers;
+/// SIGTERM ends the agent within --shutdown-timeout, saying how many spans it lost, non-zero.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_hung_collector_stops_in_time_and_says_what_was_lost() {
+    let receiver = OtlpReceiver::start().await;
+    receiver.hang();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+        .args([
+            "run",
+            "--no-watch",
+            "--no-k8s-events",
+            "--insecure-no-auth",
+            "--listen",
+            &addr.to_string(),
+            "--source-deadline",
+            "1s",
+            "--promotion-deadline",
+            "1s",
+            "--settle",
+            "0s",
+            "--shutdown-timeout",
+            "2s",
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+        ])
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fluxtrace run");
+    let started = Instant::now();
+    while http(
+        addr,
+        "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+        != Some(200)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = format!(r#"{{"id":"hung-1","environment":"prod","revision":"{SHA}"}}"#);
+    let report = format!(
+        "POST /v1/promotions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(http(addr, &report).await, Some(202));
+    // The verdict comes after the 1 s deadlines; its spans go to the collector, which hangs.
+    until("the export request", Duration::from_secs(20), || {
+        !receiver.calls().is_empty()
+    })
+    .await;
+    let pid = child.id().expect("pid");
+    let sent = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("exit status");
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("shutdown could not deliver"),
+        "says what was lost: {stderr}"
+    );
+    assert!(
+        stderr.contains("Listening."),
+        "lifecycle at INFO by default: {stderr}"
+    );
+    assert!(stderr.contains("Promotion finished."), "{stderr}");
+    // --shutdown-timeout 2s, and the slack of a process exiting on a shared machine.
+    assert!(took < Duration::from_millis(2_750), "took {took:?}");
+    println!(
+        "faults: SIGTERM with a collector that never answers, --shutdown-timeout 2s: exited in \
+         {:.2} s",
+        took.as_secs_f64()
+    );
+}

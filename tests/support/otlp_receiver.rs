@@ -64,9 +64,6 @@ impl TraceService for Service {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        if self.0.hang.load(std::sync::atomic::Ordering::Relaxed) {
-            return std::future::pending().await;
-        }
         let encoding = request
             .metadata()
             .get("grpc-encoding")
@@ -87,6 +84,10 @@ impl TraceService for Service {
             encoding,
             refused,
         });
+        if self.0.hang.load(std::sync::atomic::Ordering::Relaxed) {
+            // Taken (and recorded), never answered.
+            return std::future::pending().await;
+        }
         match refused {
             Some(code) => Err(Status::new(code, "the test receiver was told to refuse")),
             None => Ok(Response::new(ExportTraceServiceResponse {
@@ -201,7 +202,8 @@ impl OtlpReceiver {
         *lock(&self.state.refusal) = None;
     }
 
-    /// Takes every later call and never answers it (a collector stuck behind a full queue).
+    /// Takes every later call, records it, and never answers it (a collector stuck behind a
+    /// full queue).
     pub fn hang(&self) {
         self.state
             .hang
