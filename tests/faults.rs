@@ -743,7 +743,7 @@ async fn sigterm_with_a_hung_collector_stops_in_time_and_says_what_was_lost() {
         .expect("free port")
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
         .args([
             "run",
             "--no-watch",
