@@ -565,13 +565,14 @@ pub fn explain_command(args: &ExplainArgs) -> ExitCode {
             match serde_json::from_str::<serde_json::Value>(&text)
                 .and_then(|v| serde_json::to_string_pretty(&v))
             {
-                Ok(pretty) => println!("{pretty}"),
-                Err(_) => println!("{text}"),
+                Ok(pretty) => println!("{}", crate::story::terminal_safe(&pretty)),
+                Err(_) => println!("{}", crate::story::terminal_safe(&text)),
             }
             ExitCode::SUCCESS
         }
         Ok(text) => {
-            print!("{text}");
+            // The agent's text is safe already; an older or impostor agent's may not be.
+            print!("{}", crate::story::terminal_safe(&text));
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),

@@ -91,6 +91,22 @@ pub struct RunArgs {
     /// Address of the HTTP server (/healthz, /readyz, /metrics, and the intake API).
     #[arg(long, default_value = "0.0.0.0:8080", env = "FLUXTRACE_LISTEN")]
     pub listen: SocketAddr,
+    /// A second address for /healthz, /readyz and /metrics alone, so that load or abuse of
+    /// the intake cannot fail the probes (point the liveness and readiness probes here).
+    #[arg(long, env = "FLUXTRACE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Most HTTP connections held at once on --listen; beyond it new ones wait in the
+    /// kernel's backlog.
+    #[arg(long, default_value_t = 1024, env = "FLUXTRACE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Time for a client to send a request's headers; an idle keep-alive connection is closed
+    /// after it too.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: SignedDuration,
+    /// Open promotions held at most; beyond it new reports are refused with 429 and
+    /// Retry-After (gRPC: RESOURCE_EXHAUSTED). Promotions already open are never evicted.
+    #[arg(long, default_value_t = 5000, env = "FLUXTRACE_MAX_OPEN_PROMOTIONS")]
+    pub max_open_promotions: usize,
     /// Namespaces to watch (repeat, or separate with commas); every namespace when none.
     #[arg(
         long = "namespace",
@@ -309,6 +325,18 @@ pub struct OtlpArgs {
     /// otherwise).
     #[arg(long, env = "FLUXTRACE_OTLP_NO_GZIP")]
     pub otlp_no_gzip: bool,
+    /// Largest export request (uncompressed, estimated), e.g. `3MiB`. Keep it under the
+    /// collector's limit (4 MiB by default in gRPC and the OpenTelemetry Collector); a request
+    /// refused as too large is split anyway.
+    #[arg(long, default_value = "3MiB", value_parser = parse_bytes, env = "FLUXTRACE_OTLP_MAX_BATCH_BYTES")]
+    pub otlp_max_batch_bytes: usize,
+    /// Most spans in one export request.
+    #[arg(long, default_value_t = 4096, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize), env = "FLUXTRACE_OTLP_MAX_BATCH_SPANS")]
+    pub otlp_max_batch_spans: usize,
+    /// Finished spans held for export (estimated bytes), e.g. `64MiB`. When full, the agent
+    /// waits while the collector answers and drops the oldest (counted) while it does not.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes, env = "FLUXTRACE_OTLP_BUFFER_BYTES")]
+    pub otlp_buffer_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -406,6 +434,31 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
     Ok(d)
 }
 
+/// Parses a size: `4096`, `512KiB`, `3MiB`, `1GiB` (binary units; `KB`, `MB`, `GB` are read
+/// as the same).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("not a size like 4096, 512KiB or 3MiB: {s:?}"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("unknown size unit in {s:?} (use KiB, MiB or GiB)")),
+    };
+    let bytes = n
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("size too large: {s:?}"))?;
+    if bytes < 4096 {
+        return Err(format!("a size of at least 4KiB is needed: {s:?}"));
+    }
+    Ok(bytes)
+}
+
 impl Global {
     pub fn engine_config(&self) -> EngineConfig {
         let d = &self.deadlines;
@@ -437,6 +490,14 @@ impl Global {
 }
 
 impl OtlpArgs {
+    /// The size limits of one export request.
+    pub fn batch_limits(&self) -> crate::export::BatchLimits {
+        crate::export::BatchLimits {
+            max_bytes: self.otlp_max_batch_bytes,
+            max_spans: self.otlp_max_batch_spans,
+        }
+    }
+
     /// The export timeout given on the command line, if any.
     pub fn export_timeout(&self) -> Option<Duration> {
         self.otlp_timeout.and_then(|t| Duration::try_from(t).ok())
@@ -461,6 +522,16 @@ impl OtlpArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("3MiB"), Ok(3 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("8192"), Ok(8192));
+        assert!(parse_bytes("3 parsecs").is_err_and(|e| e.contains("unit")));
+        assert!(parse_bytes("12").is_err_and(|e| e.contains("4KiB")));
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
 
     #[test]
     fn cli_parses() {

@@ -19,10 +19,18 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The agent's lifecycle (listening, each promotion finished with its trace link) is INFO
+    // and shown by default; the one-shot commands only say what went wrong.
+    // kube's client logs a whole response body at WARN when it does not decode: objects must
+    // not reach the log, so only its errors are shown unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Command::Run(_) => "info,kube_client=error",
+        _ => "warn,kube_client=error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -49,21 +57,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Explain(args) = &cli.command {
         return Ok(fluxtrace::client::explain_command(args));
     }
-    let mut inputs: Vec<(String, String)> = Vec::new();
+    let mut inputs: Vec<(String, fluxtrace::sources::recording::Decoded)> = Vec::new();
+    let mut unreadable = 0;
     let output: &OutputArgs = match &cli.command {
         Command::Demo(d) => {
             for (name, text) in replay::EXAMPLES {
-                inputs.push((name.to_string(), text.to_string()));
+                inputs.push((
+                    name.to_string(),
+                    fluxtrace::sources::recording::decode_all(text),
+                ));
             }
             &d.output
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
         Command::Promote(_) | Command::Explain(_) => unreachable!("handled above"),
         Command::Replay(r) => {
+            // A line at a time, as bytes: a bad line (not UTF-8, too long) is reported and
+            // skipped, and a file that cannot be read does not stop the others.
             for f in &r.files {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read recording {}", f.display()))?;
-                inputs.push((f.display().to_string(), text));
+                let read = std::fs::File::open(f).and_then(|file| {
+                    fluxtrace::sources::recording::decode_reader(std::io::BufReader::new(file))
+                });
+                match read {
+                    Ok(d) => inputs.push((f.display().to_string(), d)),
+                    Err(e) => {
+                        eprintln!("{}: cannot read: {e}", f.display());
+                        unreadable += 1;
+                    }
+                }
             }
             &r.output
         }
@@ -72,13 +93,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = cli.global.engine_config();
     let mut replays = Vec::new();
     let mut bad_lines = 0;
-    for (name, text) in &inputs {
-        let r = replay::run(text, cfg.clone());
+    for (name, decoded) in inputs {
+        let r = replay::run_decoded(decoded, cfg.clone());
         for b in &r.bad {
-            eprintln!("{name}:{}: {}", b.line, b.error);
+            eprintln!(
+                "{}:{}: {}",
+                story::terminal_safe(&name),
+                b.line,
+                story::terminal_safe(&b.error.to_string())
+            );
         }
         bad_lines += r.bad.len();
-        replays.push((name.clone(), r));
+        replays.push((name, r));
     }
     for (_, r) in &mut replays {
         for t in &mut r.traces {
@@ -121,8 +147,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     {
         serve_replay(*addr, served)?;
     }
-    if bad_lines > 0 {
-        eprintln!("fluxtrace: {bad_lines} line(s) were rejected (see above)");
+    if bad_lines > 0 || unreadable > 0 {
+        eprintln!(
+            "fluxtrace: {bad_lines} line(s) were rejected and {unreadable} file(s) could not be read (see above)"
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -163,7 +191,7 @@ fn export(g: &Global, otlp: &OtlpArgs, spans: Vec<SpanRecord>) -> anyhow::Result
         return Ok(());
     };
     let result = runtime.block_on(async move {
-        let mut exporter = Exporter::new(settings);
+        let mut exporter = Exporter::new(settings).with_limits(otlp.batch_limits());
         let r = exporter.export(spans).await;
         exporter.shutdown();
         r
@@ -203,7 +231,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(Readiness::default());
         readiness.register("http");
@@ -238,8 +266,15 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
+            max_open_promotions: args.max_open_promotions,
             probe: args.probe.settings(),
             export: export_settings(g, &args.otlp),
+            batch_limits: args.otlp.batch_limits(),
+            export_buffer: fluxtrace::export::pipeline::BufferSettings {
+                max_bytes: args.otlp.otlp_buffer_bytes,
+                retries: args.otlp.otlp_retries,
+                ..Default::default()
+            },
             trace_url_template: g.trace_link_template()?,
             announce,
             dora_max_series: args.dora_max_series,
@@ -256,11 +291,27 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(message = "Listening.", address = %args.listen);
         let stop_http = CancellationToken::new();
         let stop = stop_http.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
+        let limits = fluxtrace::intake::listener::ConnectionLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: std::time::Duration::try_from(args.header_read_timeout)
+                .unwrap_or_default(),
+        };
+        let mut server = tokio::spawn(fluxtrace::intake::listener::serve(listener, app, limits, stop));
+        // Health and metrics on their own listener: intake connections cannot starve them.
+        if let Some(addr) = args.health_listen {
+            let l = tokio::net::TcpListener::bind(addr)
                 .await
-        });
+                .with_context(|| format!("cannot listen on {addr} (health)"))?;
+            tracing::info!(message = "Listening (health and metrics).", address = %addr);
+            let health = admin::router(metrics.clone(), readiness.clone());
+            let stop = stop_http.clone();
+            tokio::spawn(fluxtrace::intake::listener::serve(
+                l,
+                health,
+                fluxtrace::intake::listener::ConnectionLimits::default(),
+                stop,
+            ));
+        }
         // The gRPC intake stops with the HTTP one; so does the re-reading of secret files.
         let mut grpc = match args.intake.grpc_listen {
             Some(addr) => {
@@ -314,19 +365,26 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         let deadline = std::time::Duration::try_from(args.shutdown_timeout).unwrap_or_default();
         let started = std::time::Instant::now();
-        // Ordered: sources, then intake, then drain the engine and flush the export.
+        // Ordered: sources, then intake, then drain the engine and flush the export; every
+        // step within what is left of the one deadline.
         stop_sources.cancel();
-        while sources.join_next().await.is_some() {}
-        stop_http.cancel();
-        if !server.is_finished() {
-            let _ = tokio::time::timeout(deadline / 4, &mut server).await;
-        }
-        // (A finished JoinHandle must not be polled again.)
-        if let Some(g) = grpc.as_mut().filter(|g| !g.is_finished()) {
-            let _ = tokio::time::timeout(deadline / 4, g).await;
+        let stop_inputs = async {
+            while sources.join_next().await.is_some() {}
+            stop_http.cancel();
+            if !server.is_finished() {
+                let _ = (&mut server).await;
+            }
+            // (A finished JoinHandle must not be polled again.)
+            if let Some(g) = grpc.as_mut().filter(|g| !g.is_finished()) {
+                let _ = g.await;
+            }
+        };
+        if tokio::time::timeout(deadline / 2, stop_inputs).await.is_err() {
+            stop_http.cancel();
+            tracing::warn!(message = "Sources and listeners did not stop in time; going on.");
         }
         let left = deadline.saturating_sub(started.elapsed());
-        let clean = agent.shutdown(left).await;
+        let report = agent.shutdown(left).await;
         // The engine has stopped offering stories: write what is queued, within the deadline.
         if let Some(task) = announcer {
             let left = deadline.saturating_sub(started.elapsed());
@@ -336,15 +394,26 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(
             message = "Stopped.",
-            clean,
+            clean = report.clean(),
+            spans_lost = report.spans_lost,
             took_ms = started.elapsed().as_millis() as u64
         );
-        Ok(if failure.is_some() {
+        if report.spans_lost > 0 {
+            eprintln!(
+                "fluxtrace: shutdown could not deliver {} span(s) to the collector; they are lost",
+                report.spans_lost
+            );
+        }
+        Ok(if failure.is_some() || report.spans_lost > 0 {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
         })
-    })
+    });
+    // Whatever is still running (a request to a collector that never answers) must not hold
+    // the process past --shutdown-timeout.
+    runtime.shutdown_background();
+    code
 }
 
 /// A client from the in-cluster config or the kubeconfig.

@@ -102,6 +102,7 @@ pub struct Metrics {
     pub engine_queue_depth: Gauge,
     /// What the correlation engine holds, by kind (`open_promotions`, `deployments`, …).
     pub engine_objects: Family<KindLabel, Gauge>,
+    pub open_promotions: Gauge,
     pub observations: Family<KindLabel, Counter>,
     pub observations_dropped: Family<KindLabel, Counter>,
     pub decode_errors: Family<KindError, Counter>,
@@ -139,6 +140,7 @@ impl Metrics {
             spans_pending: Gauge::default(),
             engine_queue_depth: Gauge::default(),
             engine_objects: Family::default(),
+            open_promotions: Gauge::default(),
             observations: Family::default(),
             observations_dropped: Family::default(),
             decode_errors: Family::default(),
@@ -187,6 +189,11 @@ impl Metrics {
             "engine_objects",
             "What the correlation engine holds, by kind",
             m.engine_objects.clone(),
+        );
+        registry.register(
+            "open_promotions",
+            "Promotions waiting for a verdict (reports beyond --max-open-promotions are refused)",
+            m.open_promotions.clone(),
         );
         registry.register(
             "observations",

@@ -86,9 +86,15 @@ pub async fn record<W: AsyncWrite + Unpin>(
     };
     tokio::pin!(deadline);
     let mut summary = RecordSummary::default();
+    // A finished future must not be polled again: once the duration is up, only the lines
+    // still queued are written.
+    let mut timed_out = false;
     loop {
         tokio::select! {
-            _ = &mut deadline => watchers.cancel(),
+            _ = &mut deadline, if !timed_out => {
+                timed_out = true;
+                watchers.cancel();
+            }
             line = rx.recv() => match line {
                 Some((kind, l)) => {
                     out.write_all(l.as_bytes()).await?;

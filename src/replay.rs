@@ -102,7 +102,11 @@ pub fn collect(
 
 /// Replays a whole recording.
 pub fn run(text: &str, cfg: EngineConfig) -> Replay {
-    let decoded = recording::decode_all(text);
+    run_decoded(recording::decode_all(text), cfg)
+}
+
+/// Replays a recording already decoded (see [`recording::decode_reader`]).
+pub fn run_decoded(decoded: recording::Decoded, cfg: EngineConfig) -> Replay {
     let mut engine = Engine::new(cfg);
     let mut out = Replay {
         bad: decoded.bad,

@@ -705,7 +705,7 @@ async fn with_no_token_file_nothing_gets_in() {
 async fn a_shutting_down_agent_answers_503() {
     let t = start();
     let app = t.app.clone();
-    assert!(t.agent.shutdown(Duration::from_secs(5)).await);
+    assert!(t.agent.shutdown(Duration::from_secs(5)).await.clean());
     let (status, v) = send_json(
         &app,
         request(

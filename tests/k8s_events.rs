@@ -22,7 +22,7 @@ use fluxtrace::sources::kube::{spawn_with_client, WatchSettings};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::Story;
 use jiff::{SignedDuration, Timestamp};
-use kube_api::{KubeApi, ServerHandle, WriteRecord};
+use kube_api::{kubeconfig, KubeApi, ServerHandle, WriteRecord};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -183,7 +183,10 @@ impl Live {
         self.stop.cancel();
         while self.watchers.join_next().await.is_some() {}
         if let Some(a) = self.agent.take() {
-            assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+            assert!(
+                a.shutdown(Duration::from_secs(5)).await.clean(),
+                "clean shutdown"
+            );
         }
         if let Some(t) = self.announcer.take() {
             tokio::time::timeout(WAIT, t)
@@ -571,20 +574,6 @@ fn own_delivery_trace_events_are_not_read_back() {
 }
 
 // ---- the binary ---------------------------------------------------------------------------
-
-fn kubeconfig(url: &str, tag: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "fluxtrace-events-kubeconfig-{}-{tag}",
-        std::process::id()
-    ));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
-    );
-    std::fs::write(&path, text).expect("kubeconfig");
-    path
-}
 
 /// `fluxtrace run` against the test API server with the untraced recording, until the trace
 /// reached the OTLP receiver; then SIGTERM. Returns the server's writes.

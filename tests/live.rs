@@ -23,7 +23,7 @@ use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::kube::{spawn_with_client, WatchSettings, WATCHED};
 use fluxtrace::sources::recording::decode_line;
 use jiff::{SignedDuration, Timestamp};
-use kube_api::KubeApi;
+use kube_api::{kubeconfig, KubeApi};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otlp_receiver::OtlpReceiver;
 use tokio_util::sync::CancellationToken;
@@ -306,7 +306,10 @@ impl Live {
         self.stop.cancel();
         while self.watchers.join_next().await.is_some() {}
         if let Some(a) = self.agent.take() {
-            assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+            assert!(
+                a.shutdown(Duration::from_secs(5)).await.clean(),
+                "clean shutdown"
+            );
         }
         self.receiver.spans()
     }
@@ -469,17 +472,6 @@ async fn record_then_replay_gives_the_same_spans() {
     }
 }
 
-fn kubeconfig(url: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("fluxtrace-kubeconfig-{}", std::process::id()));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
-    );
-    std::fs::write(&path, text).expect("kubeconfig");
-    path
-}
-
 /// The real binary: `fluxtrace run` watching the test API server, SIGTERM while a promotion is
 /// still open. It exits within its shutdown deadline and the finished traces reach the receiver.
 #[cfg(unix)]
@@ -497,7 +489,7 @@ async fn sigterm_mid_recording_exits_in_time_with_finished_spans_delivered() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = kubeconfig(&server.url());
+    let config = kubeconfig(&server.url(), "live-sigterm");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
         .args([
             "run",
@@ -801,7 +793,10 @@ async fn objects_deleted_while_the_watch_was_down_are_forgotten_after_the_relist
     live.stop.cancel();
     while live.watchers.join_next().await.is_some() {}
     if let Some(a) = live.agent.take() {
-        assert!(a.shutdown(Duration::from_secs(5)).await, "clean shutdown");
+        assert!(
+            a.shutdown(Duration::from_secs(5)).await.clean(),
+            "clean shutdown"
+        );
     }
     assert_eq!(
         by_id(&live.receiver.spans()),

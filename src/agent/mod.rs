@@ -7,9 +7,11 @@
 //!  intake ────submit (await when full)──────┤
 //!                                           ▼
 //!                       engine task: Engine::apply / tick every second
-//!                         │ spans (per verdict)          │ stories
-//!                         ▼                              ▼
-//!                 export task: buffer, retry         story store (bounded)
+//!                         │ spans (per verdict;           │ stories
+//!                         │ waits when the buffer is full)│
+//!                         ▼                               ▼
+//!          export task (export::pipeline): buffer,   story store (bounded)
+//!          split, retry, drop only during an outage
 //! ```
 //!
 //! Shutdown is ordered: sources stop, the engine drains what is queued, the export task flushes
@@ -28,7 +30,8 @@ use tracing::{info, warn};
 
 use crate::admin::Readiness;
 use crate::correlate::{Engine, EngineConfig, Output};
-use crate::export::{ExportSettings, Exporter};
+use crate::export::pipeline::{self, BufferSettings, FinishedSpans};
+use crate::export::{BatchLimits, ExportSettings, Exporter};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
 use crate::probe::Prober;
@@ -52,11 +55,15 @@ pub struct AgentConfig {
     pub tick: Duration,
     /// `None`: nothing is exported (said once in the log).
     pub export: Option<ExportSettings>,
-    /// Spans kept while the collector is unreachable; the oldest are dropped (and counted)
-    /// beyond this.
-    pub max_pending_spans: usize,
+    /// Size of each export request.
+    pub batch_limits: BatchLimits,
+    /// The export buffer: back-pressure when full, drops only while the collector is
+    /// unreachable.
+    pub export_buffer: BufferSettings,
     /// Finished stories kept for queries.
     pub stories: usize,
+    /// Open promotions beyond which new reports are refused (`--max-open-promotions`).
+    pub max_open_promotions: usize,
     /// `{trace_id}`, `{start_ms}`, `{end_ms}`.
     pub trace_url_template: Option<String>,
     /// Observations are stamped, and the engine ticks, with this clock.
@@ -78,8 +85,10 @@ impl Default for AgentConfig {
             queue: 4096,
             tick: Duration::from_secs(1),
             export: None,
-            max_pending_spans: 100_000,
+            batch_limits: BatchLimits::default(),
+            export_buffer: BufferSettings::default(),
             stories: 1000,
+            max_open_promotions: 5000,
             trace_url_template: None,
             clock: Clock::system(),
             probe: None,
@@ -104,9 +113,19 @@ pub struct EngineHandle {
     trace_url_template: Option<Arc<str>>,
     cluster: Arc<str>,
     clock: Clock,
+    /// Promotions open in the engine, as of its last step.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max_open: usize,
 }
 
 impl EngineHandle {
+    /// `Some(open)` when the engine holds as many open promotions as it may: new ones are to
+    /// be refused.
+    pub fn over_open_cap(&self) -> Option<usize> {
+        let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
+        (open >= self.max_open).then_some(open)
+    }
+
     /// Queues an observation, waiting while the queue is full (for promotion reports: they
     /// must not be lost).
     pub async fn submit(&self, ev: DeliveryEvent) -> Result<(), Stopped> {
@@ -232,7 +251,7 @@ impl Agent {
     pub fn start(cfg: AgentConfig, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Agent {
         let (ev_tx, ev_rx) = mpsc::channel(cfg.queue.max(1));
         let (q_tx, q_rx) = mpsc::channel(64);
-        let (span_tx, span_rx) = mpsc::channel::<Vec<SpanRecord>>(1024);
+        let (span_tx, span_rx) = mpsc::channel::<FinishedSpans>(256);
         let drain = tokio_util::sync::CancellationToken::new();
         let handle = EngineHandle {
             events: ev_tx,
@@ -242,9 +261,11 @@ impl Agent {
             trace_url_template: cfg.trace_url_template.as_deref().map(Arc::from),
             cluster: Arc::from(cfg.engine.cluster.as_str()),
             clock: cfg.clock.clone(),
+            open: Arc::default(),
+            max_open: cfg.max_open_promotions.max(1),
         };
         let exporter = match cfg.export.clone() {
-            Some(s) => Some(Exporter::new(s)),
+            Some(s) => Some(Exporter::new(s).with_limits(cfg.batch_limits)),
             None => {
                 warn!(message = "No OTLP endpoint configured: spans are not exported.");
                 None
@@ -262,16 +283,17 @@ impl Agent {
             Outlets {
                 spans: span_tx,
                 probes,
+                open: handle.open.clone(),
             },
             metrics.clone(),
             cfg.clone(),
             drain.clone(),
         ));
-        let export_task = tokio::spawn(export_loop(
+        let export_task = tokio::spawn(pipeline::run(
             span_rx,
             exporter,
             metrics,
-            cfg.max_pending_spans,
+            cfg.export_buffer.clone(),
         ));
         Agent {
             handle,
@@ -282,8 +304,8 @@ impl Agent {
     }
 
     /// Stops taking input, applies what is queued, exports what is finished. Returns when done
-    /// or at the deadline, whichever comes first; `false` if the deadline cut it short.
-    pub async fn shutdown(self, deadline: Duration) -> bool {
+    /// or at the deadline, whichever comes first.
+    pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
         self.drain.cancel();
         let Agent {
             handle,
@@ -291,12 +313,32 @@ impl Agent {
             export_task,
             ..
         } = self;
+        let metrics = handle.metrics.clone();
         drop(handle);
         let work = async {
             let _ = engine_task.await;
             let _ = export_task.await;
         };
-        tokio::time::timeout(deadline, work).await.is_ok()
+        let in_time = tokio::time::timeout(deadline, work).await.is_ok();
+        ShutdownReport {
+            in_time,
+            spans_lost: metrics.spans_pending.get().max(0) as u64,
+        }
+    }
+}
+
+/// How shutdown went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// `false`: the deadline cut it short.
+    pub in_time: bool,
+    /// Finished spans that were neither delivered nor already counted as dropped.
+    pub spans_lost: u64,
+}
+
+impl ShutdownReport {
+    pub fn clean(&self) -> bool {
+        self.in_time && self.spans_lost == 0
     }
 }
 
@@ -320,9 +362,11 @@ impl StoryStore {
 /// Where the engine task sends what it produces.
 struct Outlets {
     /// Finished spans, one batch per verdict.
-    spans: mpsc::Sender<Vec<SpanRecord>>,
+    spans: mpsc::Sender<FinishedSpans>,
     /// Probe requests, when probing is on.
     probes: Option<mpsc::Sender<ProbeRequest>>,
+    /// How many promotions are open, for the intake's cap.
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn engine_loop(
@@ -368,6 +412,9 @@ async fn engine_loop(
             }
         };
         metrics.engine_queue_depth.set(events.len() as i64);
+        let n = engine.open_promotions();
+        outlets.open.store(n, std::sync::atomic::Ordering::Relaxed);
+        metrics.open_promotions.set(n as i64);
         for o in outputs {
             match o {
                 Output::Span(s) => pending.push(s),
@@ -399,9 +446,17 @@ async fn engine_loop(
                             metrics.k8s_events_dropped.inc();
                         }
                     }
-                    let batch = std::mem::take(&mut pending);
-                    if outlets.spans.try_send(batch).is_err() {
-                        metrics.spans_dropped.inc_by(count_spans(&story));
+                    let spans = std::mem::take(&mut pending);
+                    let n = spans.len() as i64;
+                    metrics.spans_pending.inc_by(n);
+                    let batch = FinishedSpans {
+                        promotion_id: story.promotion_id.clone(),
+                        spans,
+                    };
+                    // Waits while the export buffer is full: back-pressure, not drops.
+                    if outlets.spans.send(batch).await.is_err() {
+                        metrics.spans_pending.dec_by(n);
+                        metrics.spans_dropped.inc_by(n as u64);
                     }
                     store.push(*story);
                 }
@@ -433,10 +488,6 @@ fn report_size(engine: &Engine, metrics: &Metrics) {
             .get_or_create(&KindLabel { kind })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
-}
-
-fn count_spans(story: &Story) -> u64 {
-    story.stages.len() as u64 + 1
 }
 
 fn record_story(story: &Story, metrics: &Metrics) {
@@ -520,90 +571,5 @@ async fn probe_loop(
             };
             let _ = handle.submit(ev).await;
         });
-    }
-}
-
-/// Exports batches as they come; keeps what failed (bounded) and retries with backoff.
-async fn export_loop(
-    mut batches: mpsc::Receiver<Vec<SpanRecord>>,
-    mut exporter: Option<Exporter>,
-    metrics: Arc<Metrics>,
-    max_pending: usize,
-) {
-    const MIN_BACKOFF: Duration = Duration::from_secs(1);
-    const MAX_BACKOFF: Duration = Duration::from_secs(60);
-    let mut pending: VecDeque<SpanRecord> = VecDeque::new();
-    let mut backoff = MIN_BACKOFF;
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut open = true;
-    while open || (!pending.is_empty() && exporter.is_some()) {
-        let wait = retry_at.map(tokio::time::sleep_until);
-        tokio::select! {
-            b = batches.recv(), if open => match b {
-                Some(b) => {
-                    if exporter.is_none() {
-                        continue;
-                    }
-                    pending.extend(b);
-                    let over = pending.len().saturating_sub(max_pending);
-                    if over > 0 {
-                        pending.drain(..over);
-                        metrics.spans_dropped.inc_by(over as u64);
-                    }
-                    if retry_at.is_some() {
-                        metrics.spans_pending.set(pending.len() as i64);
-                        continue;
-                    }
-                }
-                None => {
-                    open = false;
-                    // At shutdown: one last attempt, whatever the backoff.
-                    retry_at = None;
-                }
-            },
-            _ = async { if let Some(w) = wait { w.await } }, if retry_at.is_some() => {
-                retry_at = None;
-            }
-        }
-        let Some(exp) = exporter.as_mut() else {
-            continue;
-        };
-        if pending.is_empty() {
-            continue;
-        }
-        let batch: Vec<SpanRecord> = pending.drain(..).collect();
-        let n = batch.len() as u64;
-        match exp.export(batch).await {
-            Ok(()) => {
-                metrics.spans_exported.inc_by(n);
-                backoff = MIN_BACKOFF;
-            }
-            Err((failed, errors)) => {
-                metrics.spans_exported.inc_by(n - failed.len() as u64);
-                for e in &errors {
-                    metrics
-                        .spans_export_failed
-                        .get_or_create(&crate::metrics::ErrorType {
-                            error_type: e.metric_label(),
-                        })
-                        .inc();
-                    warn!(message = "Failed to export spans.", error = %e, retry_in_s = backoff.as_secs());
-                }
-                for s in failed.into_iter().rev() {
-                    pending.push_front(s);
-                }
-                if !open {
-                    metrics.spans_dropped.inc_by(pending.len() as u64);
-                    pending.clear();
-                    break;
-                }
-                retry_at = Some(tokio::time::Instant::now() + backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-        metrics.spans_pending.set(pending.len() as i64);
-    }
-    if let Some(mut e) = exporter {
-        e.shutdown();
     }
 }

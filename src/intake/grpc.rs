@@ -41,7 +41,9 @@ impl From<IntakeError> for Status {
             | IntakeError::NotUtf8
             | IntakeError::Report(_)
             | IntakeError::FluxEvent(_)
-            | IntakeError::Query { .. } => Status::invalid_argument(msg),
+            | IntakeError::Query { .. }
+            | IntakeError::Path { .. } => Status::invalid_argument(msg),
+            IntakeError::TooManyOpen { .. } => Status::resource_exhausted(msg),
             IntakeError::NotFound(_) => Status::not_found(msg),
             IntakeError::Unavailable | IntakeError::ReadOnly => Status::unavailable(msg),
         }
@@ -173,7 +175,7 @@ impl PromotionApi {
             Err(e) => {
                 self.intake.count(route, e.metric_label());
                 if !matches!(e, IntakeError::NotFound(_)) {
-                    tracing::info!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
+                    tracing::debug!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
                 }
                 Err(e.into())
             }

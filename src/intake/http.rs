@@ -59,7 +59,9 @@ fn status_of(e: &IntakeError) -> StatusCode {
         | IntakeError::NotUtf8
         | IntakeError::Report(_)
         | IntakeError::FluxEvent(_)
-        | IntakeError::Query { .. } => StatusCode::BAD_REQUEST,
+        | IntakeError::Query { .. }
+        | IntakeError::Path { .. } => StatusCode::BAD_REQUEST,
+        IntakeError::TooManyOpen { .. } => StatusCode::TOO_MANY_REQUESTS,
         IntakeError::NotFound(_) => StatusCode::NOT_FOUND,
         IntakeError::Unavailable | IntakeError::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -74,6 +76,12 @@ impl IntoResponse for IntakeError {
             field: self.field(),
         };
         let mut resp = (status, Json(body)).into_response();
+        if let IntakeError::TooManyOpen { .. } = &self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(super::RETRY_AFTER_SECS),
+            );
+        }
         if let IntakeError::Unauthorized(e) = &self {
             let challenge = match e {
                 super::AuthError::MissingSignature
@@ -105,7 +113,9 @@ fn finish<T: IntoResponse>(
         Err(e) => {
             intake.count(route, e.metric_label());
             if !matches!(e, IntakeError::NotFound(_)) {
-                tracing::info!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
+                // Debug, not info: a client sending garbage must not flood the log (the
+                // refusals are counted in fluxtrace_intake_requests_total).
+                tracing::debug!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
             }
             e.into_response()
         }
@@ -117,14 +127,18 @@ fn authorization(h: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Reads the whole body, at most [`MAX_BODY_BYTES`] (the router's `DefaultBodyLimit`).
+/// A body that does not arrive within [`super::BODY_TIMEOUT`] is refused.
 async fn read_body(req: Request) -> Result<Bytes, IntakeError> {
-    Bytes::from_request(req, &()).await.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IntakeError::TooLarge
-        } else {
-            IntakeError::Body(r.body_text())
-        }
-    })
+    let read = Bytes::from_request(req, &());
+    match tokio::time::timeout(super::BODY_TIMEOUT, read).await {
+        Err(_) => Err(IntakeError::Body(format!(
+            "the body did not arrive within {} s",
+            super::BODY_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(IntakeError::TooLarge),
+        Ok(Err(r)) => Err(IntakeError::Body(r.body_text())),
+    }
 }
 
 fn utf8(body: &[u8]) -> Result<&str, IntakeError> {
@@ -193,9 +207,14 @@ async fn get_story(
 ) -> Response {
     let result = async {
         intake.auth().check_bearer(authorization(&headers))?;
-        let Path(id) = id.map_err(|e| IntakeError::Query {
+        let Path(id) = id.map_err(|e| IntakeError::Path {
             field: "id",
-            reason: e.body_text(),
+            reason: match e {
+                PathRejection::FailedToDeserializePathParams(_) => {
+                    "not valid percent-encoded UTF-8".to_string()
+                }
+                other => other.body_text(),
+            },
         })?;
         let s = intake.story(&id).await?;
         Ok(if wants_text(&headers) {

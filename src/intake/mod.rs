@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde::Serialize;
 use tracing::info;
 
@@ -34,12 +34,19 @@ use crate::trace::{trace_id_for, TraceId, Traceparent};
 pub mod auth;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 
 pub use auth::{Auth, AuthError, SecretFileError};
 
 /// Largest request body (HTTP) or message (gRPC) the intake reads: a report is a few hundred
 /// bytes, and a Flux event message at most 39,000 characters.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Time for a request body to arrive once its headers have.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a refused report's `Retry-After` says when too many promotions are open.
+pub const RETRY_AFTER_SECS: u64 = 30;
 
 /// How often the token and HMAC key files are re-read.
 pub const SECRET_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -65,6 +72,10 @@ pub enum IntakeError {
     FluxEvent(#[from] FluxEventError),
     #[error("query parameter `{field}` is invalid: {reason}")]
     Query { field: &'static str, reason: String },
+    #[error("path segment `{field}` is invalid: {reason}")]
+    Path { field: &'static str, reason: String },
+    #[error("{open} promotions are open, the most this agent holds (--max-open-promotions); retry when some have finished")]
+    TooManyOpen { open: usize },
     #[error("no promotion {0:?} is known to this agent")]
     NotFound(String),
     #[error("the agent is shutting down")]
@@ -85,6 +96,8 @@ impl IntakeError {
             IntakeError::FluxEvent(FluxEventError::Invalid { .. }) => "invalid_json",
             IntakeError::FluxEvent(FluxEventError::Missing(_)) => "missing_field",
             IntakeError::Query { .. } => "invalid_query",
+            IntakeError::Path { .. } => "invalid_path",
+            IntakeError::TooManyOpen { .. } => "too_many_open",
             IntakeError::NotFound(_) => "not_found",
             IntakeError::Unavailable => "unavailable",
             IntakeError::ReadOnly => "read_only",
@@ -111,7 +124,9 @@ impl IntakeError {
                 }
             }
             IntakeError::FluxEvent(FluxEventError::Missing(f)) => Some((*f).to_string()),
-            IntakeError::Query { field, .. } => Some((*field).to_string()),
+            IntakeError::Query { field, .. } | IntakeError::Path { field, .. } => {
+                Some((*field).to_string())
+            }
             _ => None,
         }
     }
@@ -220,12 +235,19 @@ impl Intake {
         let Backend::Engine(handle) = &self.backend else {
             return Err(IntakeError::ReadOnly);
         };
-        let now = Timestamp::now();
+        let now = handle.now();
         // A report time in the future (a CI clock ahead of ours, or a typo) must not move the
         // engine's clock past deadlines that have not passed.
         let at = report.time.map_or(now, |t| t.min(now));
         let start = report.time.unwrap_or(now);
         let id = report.id.clone();
+        // Beyond the cap a new promotion is refused; one the engine already holds (a repeated
+        // report) is not, and nothing open is ever evicted.
+        if let Some(open) = handle.over_open_cap() {
+            if handle.story(&id).await.is_none() {
+                return Err(IntakeError::TooManyOpen { open });
+            }
+        }
         let derived = report
             .traceparent
             .as_deref()
@@ -269,7 +291,7 @@ impl Intake {
         };
         handle
             .submit(DeliveryEvent {
-                at: Timestamp::now(),
+                at: handle.now(),
                 body: EventBody::FluxEvent(ev),
             })
             .await

@@ -78,6 +78,16 @@ pub fn decode(json: &str) -> Result<Option<FluxEventObs>, FluxEventError> {
             _ => {}
         }
     }
+    let promotion_id = promotion_id.filter(|p| !p.is_empty());
+    if let Some(reason) = promotion_id
+        .as_deref()
+        .and_then(super::promotion::id_problem)
+    {
+        return Err(FluxEventError::Invalid {
+            path: "metadata.promotion-id".into(),
+            message: reason,
+        });
+    }
     Ok(Some(FluxEventObs {
         object: ObjectRef::new(kind, raw.involved_object.namespace, name),
         error: raw.severity == "error",
@@ -85,7 +95,7 @@ pub fn decode(json: &str) -> Result<Option<FluxEventObs>, FluxEventError> {
         reason: raw.reason,
         message: raw.message,
         revision,
-        promotion_id: promotion_id.filter(|p| !p.is_empty()),
+        promotion_id,
         controller: raw.reporting_controller,
     }))
 }
@@ -134,6 +144,25 @@ mod tests {
             );
             let ev = decode(&body).expect("valid").expect("followed");
             assert_eq!(ev.promotion_id.as_deref(), Some("P-1"), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_promotion_id_is_checked_as_a_report_id_is() {
+        for bad in [
+            "x".repeat(900_000),
+            "P-\u{1b}[2J".into(),
+            "P-\u{202e}1".into(),
+        ] {
+            let body = serde_json::json!({
+                "involvedObject": {"kind": "Kustomization", "name": "a", "namespace": "n"},
+                "severity": "info", "timestamp": "2026-11-26T10:00:00Z",
+                "reason": "Progressing", "message": "m", "metadata": {"promotion-id": bad}
+            })
+            .to_string();
+            let e = decode(&body).expect_err("refused");
+            assert!(e.to_string().contains("metadata.promotion-id"), "{e}");
+            assert!(e.to_string().contains("printable"), "{e}");
         }
     }
 

@@ -326,6 +326,7 @@ async fn watch_kind(
     // Events are never forgotten by name: the engine de-duplicates and ages them.
     let relisted_kind = Kind::parse(kind);
     let mut listing: Option<HashSet<u64>> = None;
+    let mut failures = RepeatedWarning::default();
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -389,11 +390,51 @@ async fn watch_kind(
                     .watch_restarts
                     .get_or_create(&KindLabel { kind })
                     .inc();
-                warn!(message = "Watch failed; retrying with backoff.", kind, error = %e);
+                if let Some(suppressed) = failures.due() {
+                    warn!(
+                        message = "Watch failed; retrying with backoff.",
+                        kind,
+                        error = %bounded(&e.to_string()),
+                        similar_since_last = suppressed
+                    );
+                }
             }
         }
     }
     debug!(message = "Watcher stopped.", kind);
+}
+
+/// A warning repeated by a failing watch: the first is logged, then at most one every
+/// [`RepeatedWarning::EVERY`] with how many were left out, so that an API server failing
+/// every second cannot flood the log.
+#[derive(Default)]
+struct RepeatedWarning {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RepeatedWarning {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    /// `Some(left out since the last)` when this one is to be logged.
+    fn due(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// An error message cut to 300 characters: an API error can quote a whole response body,
+/// objects included, and object bodies never go to the log.
+fn bounded(message: &str) -> String {
+    const MAX: usize = 300;
+    match message.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}… ({} bytes left out)", &message[..i], message.len() - i),
+        None => message.to_string(),
+    }
 }
 
 /// A watcher of `ar` (all namespaces, or one) with `.default_backoff()`, optionally narrowed by
@@ -460,7 +501,7 @@ async fn deliver(
                 kind,
                 name = invalid.metadata.name.as_deref().unwrap_or(""),
                 namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
-                error = %invalid.error
+                error = %bounded(&invalid.error.to_string())
             );
             return true;
         }
@@ -535,4 +576,36 @@ pub fn cluster_role_yaml() -> String {
             .join(", ")
     ));
     out
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn repeated_warnings_are_logged_once_per_interval_with_a_count() {
+        let mut w = RepeatedWarning::default();
+        assert_eq!(w.due(), Some(0), "the first is logged");
+        for _ in 0..18 {
+            assert_eq!(w.due(), None);
+        }
+        w.last = w.last.map(|t| t - RepeatedWarning::EVERY);
+        assert_eq!(
+            w.due(),
+            Some(18),
+            "then one line says how many were left out"
+        );
+    }
+
+    #[test]
+    fn long_error_messages_are_cut() {
+        let body = format!(
+            "Error deserializing response: {}",
+            "{\"kind\":\"x\"}".repeat(1000)
+        );
+        let cut = bounded(&body);
+        assert!(cut.chars().count() < 400, "{cut}");
+        assert!(cut.ends_with("bytes left out)"));
+        assert_eq!(bounded("short"), "short");
+    }
 }

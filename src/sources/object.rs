@@ -340,7 +340,9 @@ fn take_annotation(map: &mut Option<HashMap<String, String>>, key: &str) -> Opti
 
 fn marks(meta: &mut Meta) -> Marks {
     Marks {
-        promotion_id: take_annotation(&mut meta.annotations, PROMOTION_ANNOTATION),
+        // An id no report could carry is no id (same check as the intake's).
+        promotion_id: take_annotation(&mut meta.annotations, PROMOTION_ANNOTATION)
+            .and_then(super::promotion::valid_id),
         traceparent: take_annotation(&mut meta.annotations, TRACEPARENT_ANNOTATION),
     }
 }
@@ -452,7 +454,8 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
         )
         .and_then(|t| t.parse().ok())
         .map(sane_time),
-        artifact_promotion_id: take_annotation(&mut artifact.metadata, PROMOTION_ANNOTATION),
+        artifact_promotion_id: take_annotation(&mut artifact.metadata, PROMOTION_ANNOTATION)
+            .and_then(super::promotion::valid_id),
         requested_at,
         last_handled: status.last_handled_reconcile_at,
         conditions,
@@ -663,7 +666,7 @@ fn kube_event(mut obj: RawKubeObject) -> Result<EventBody, ObjectError> {
     let mut promotion_id = None;
     for (k, v) in obj.metadata.annotations.take().unwrap_or_default() {
         if k == crate::model::FLUX_EVENT_PROMOTION_KEY {
-            promotion_id = Some(v);
+            promotion_id = super::promotion::valid_id(v);
         } else if k.ends_with(".toolkit.fluxcd.io/revision") {
             revision = Some(v);
         }

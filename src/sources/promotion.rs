@@ -27,7 +27,27 @@ impl ReportError {
     }
 }
 
-const MAX_ID_LEN: usize = 256;
+/// Longest promotion id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Why `id` cannot be a promotion id; `None` when it can. The one check for every place an id
+/// enters: reports (HTTP, gRPC, `fluxtrace promote`), Flux event metadata, annotations and
+/// Kubernetes Events, so that none can carry more (a megabyte, a terminal escape) than another.
+pub fn id_problem(id: &str) -> Option<String> {
+    let printable = !id.chars().any(|c| {
+        c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    });
+    (id.is_empty() || id.len() > MAX_ID_LEN || !printable).then(|| {
+        format!(
+            "at most {MAX_ID_LEN} printable characters (no control or bidirectional characters)"
+        )
+    })
+}
+
+/// `id` when it is a valid promotion id (see [`id_problem`]).
+pub fn valid_id(id: String) -> Option<String> {
+    id_problem(&id).is_none().then_some(id)
+}
 
 /// Decodes and validates a report body.
 pub fn decode(json: &str) -> Result<PromotionReport, ReportError> {
@@ -49,10 +69,10 @@ pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportEr
     if report.id.is_empty() {
         return Err(ReportError::Missing("id"));
     }
-    if report.id.len() > MAX_ID_LEN || report.id.chars().any(char::is_control) {
+    if let Some(reason) = id_problem(&report.id) {
         return Err(ReportError::Field {
             field: "id",
-            reason: format!("at most {MAX_ID_LEN} printable characters"),
+            reason,
         });
     }
     if report.environment.is_empty() {

@@ -30,6 +30,10 @@ pub enum LineError {
     Missing(&'static str),
     #[error("field `at` is not an RFC 3339 timestamp: {0}")]
     BadTime(String),
+    #[error("field `at` is out of range (years 1 to 9999, not the last day of 9999): {0}")]
+    TimeOutOfRange(String),
+    #[error("not UTF-8")]
+    NotUtf8,
     #[error("{kind} line has no `{field}`")]
     MissingPayload {
         kind: &'static str,
@@ -57,7 +61,8 @@ impl LineError {
         match self {
             LineError::Json(_) => "invalid_json",
             LineError::Missing(_) | LineError::MissingPayload { .. } => "missing_field",
-            LineError::BadTime(_) => "invalid_time",
+            LineError::BadTime(_) | LineError::TimeOutOfRange(_) => "invalid_time",
+            LineError::NotUtf8 => "not_utf8",
             LineError::WatchType(_) => "invalid_watch_type",
             LineError::ObjectJson(_) | LineError::Object(_) => "invalid_object",
             LineError::Promotion(_) => "invalid_promotion",
@@ -97,8 +102,24 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
     }
     let raw: RawLine<'_> = serde_json::from_str(line).map_err(LineError::Json)?;
     let at = raw.at.ok_or(LineError::Missing("at"))?;
-    let at: Timestamp = serde_json::from_str(at.get())
-        .map_err(|_| LineError::BadTime(at.get().chars().take(64).collect()))?;
+    let at: Timestamp = serde_json::from_str(at.get()).map_err(|_| {
+        let shown: String = at.get().chars().take(64).collect();
+        // Well-formed, but beyond what a timestamp holds (jiff's range ends a day before
+        // 10000-01-01 so that every offset fits).
+        let well_formed = serde_json::from_str::<&str>(at.get())
+            .ok()
+            .and_then(|s| {
+                jiff::fmt::temporal::DateTimeParser::new()
+                    .parse_pieces(s)
+                    .ok()
+            })
+            .is_some();
+        if well_formed {
+            LineError::TimeOutOfRange(shown)
+        } else {
+            LineError::BadTime(shown)
+        }
+    })?;
     let at = crate::model::sane_time(at);
     let kind = raw.kind.ok_or(LineError::Missing("kind"))?;
     let body = match kind {
@@ -169,15 +190,80 @@ pub struct Decoded {
 
 /// Decodes every line of a recording.
 pub fn decode_all(text: &str) -> Decoded {
+    // Reading from memory cannot fail.
+    decode_reader(text.as_bytes()).unwrap_or_default()
+}
+
+/// Decodes a recording as it is read, a line at a time: a line that is not UTF-8 is rejected
+/// by itself (`NotUtf8`), and a line over [`MAX_LINE_BYTES`] is skipped while it is read,
+/// never held whole. Fails only when reading fails.
+pub fn decode_reader(mut r: impl std::io::BufRead) -> std::io::Result<Decoded> {
     let mut out = Decoded::default();
-    for (i, line) in text.lines().enumerate() {
-        match decode_line(line) {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let (len, complete) = read_line_bounded(&mut r, &mut line, MAX_LINE_BYTES)?;
+        if len == 0 {
+            break;
+        }
+        number += 1;
+        let decoded = if !complete {
+            Err(LineError::TooLong(len))
+        } else {
+            let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            match std::str::from_utf8(bytes) {
+                Ok(text) => decode_line(text),
+                Err(_) => Err(LineError::NotUtf8),
+            }
+        };
+        match decoded {
             Ok(Some(ev)) => out.events.push(ev),
             Ok(None) => out.ignored += 1,
-            Err(error) => out.bad.push(BadLine { line: i + 1, error }),
+            Err(error) => out.bad.push(BadLine {
+                line: number,
+                error,
+            }),
         }
     }
-    out
+    Ok(out)
+}
+
+/// Reads one line (with its newline) into `buf`, keeping at most `max` bytes: returns the
+/// line's whole length and whether it was kept whole. 0 at the end of the input.
+fn read_line_bounded(
+    r: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut len = 0;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((len, len <= max));
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if len + take <= max + 1 {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            // Over the limit: the rest of the line is counted, not kept.
+            buf.clear();
+        }
+        len += take;
+        r.consume(take);
+        if done {
+            let body = len - 1;
+            return Ok((len, body <= max));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,12 +272,39 @@ mod tests {
     use crate::model::Kind;
 
     #[test]
+    fn a_line_that_is_not_utf8_or_too_long_is_rejected_alone() {
+        let good = r#"{"at":"2026-11-26T10:00:00Z","kind":"something-else"}"#;
+        let mut input = Vec::new();
+        input.extend_from_slice(good.as_bytes());
+        input.extend_from_slice(b"\n{\"at\":\"\xff\"}\n");
+        input.extend_from_slice(&vec![b'x'; MAX_LINE_BYTES + 10]);
+        input.push(b'\n');
+        input.extend_from_slice(good.as_bytes());
+        // A small buffer: the long line arrives in many pieces, and is never held whole.
+        let d = decode_reader(std::io::BufReader::with_capacity(4096, &input[..])).expect("read");
+        assert_eq!(d.ignored, 2, "both good lines are read");
+        let bad: Vec<(usize, String)> = d
+            .bad
+            .iter()
+            .map(|b| (b.line, b.error.to_string()))
+            .collect();
+        assert_eq!(bad[0], (2, "not UTF-8".to_string()));
+        assert_eq!(bad[1].0, 3);
+        assert!(bad[1].1.contains("over the"), "{}", bad[1].1);
+        assert_eq!(bad.len(), 2);
+    }
+
+    #[test]
     fn bad_lines_say_what_is_wrong() {
         let cases = [
             ("{", "not valid JSON"),
             (r#"{"kind":"watch"}"#, "missing field `at`"),
             (r#"{"at":"2026-11-26T10:00:00Z"}"#, "missing field `kind`"),
             (r#"{"at":"noon","kind":"watch"}"#, "not an RFC 3339"),
+            (
+                r#"{"at":"9999-12-31T23:59:59Z","kind":"watch"}"#,
+                "out of range",
+            ),
             (
                 r#"{"at":"2026-11-26T10:00:00Z","kind":"watch","type":"ADDED"}"#,
                 "no `object`",

@@ -192,8 +192,37 @@ pub fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-/// Renders the on-call narrative.
+/// Whether `c` reorders or hides text on a terminal: a bidirectional control (U+202A–U+202E,
+/// U+2066–U+2069, the marks U+200E, U+200F, U+061C).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// `text` safe to print on a terminal or write to a log: control characters other than
+/// newline and tab, and bidirectional controls, are written as `\u{..}` escapes, so that text
+/// from a report or a cluster object cannot move the cursor, recolour, or reverse a line.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Renders the on-call narrative, [`terminal_safe`].
 pub fn render(story: &Story) -> String {
+    terminal_safe(&render_raw(story)).into_owned()
+}
+
+fn render_raw(story: &Story) -> String {
     let mut out = String::new();
     let verdict = match (&story.divergence, story.outcome) {
         (Some(d), _) => format!(

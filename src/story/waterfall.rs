@@ -10,6 +10,10 @@ const BAR_WIDTH: usize = 40;
 
 /// Renders the spans of one trace (any order) as a tree with bars.
 pub fn render(spans: &[SpanRecord]) -> String {
+    super::terminal_safe(&render_raw(spans)).into_owned()
+}
+
+fn render_raw(spans: &[SpanRecord]) -> String {
     let mut out = String::new();
     let Some(t0) = spans.iter().map(|s| s.start).min() else {
         return out;

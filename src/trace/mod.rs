@@ -101,7 +101,9 @@ impl Traceparent {
             reason,
         };
         let parts: Vec<&str> = value.trim().split('-').collect();
-        let [version, trace, span, flags] = parts[..] else {
+        // A later version may append fields; its first four are read as version 00's (W3C
+        // Trace Context, "Versioning of traceparent").
+        let [version, trace, span, flags, ..] = parts[..] else {
             return Err(err("expected 4 dash-separated fields"));
         };
         let lower_hex = |s: &str, n: usize| {
@@ -397,8 +399,14 @@ mod tests {
         assert_eq!(tp.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(tp.span_id.to_string(), "00f067aa0ba902b7");
         assert!(tp.sampled);
+        let newer = Traceparent::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next",
+        )
+        .expect("a newer version with more fields");
+        assert_eq!(newer, tp);
         for bad in [
             "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -1728,3 +1728,17 @@ pub fn paths_histogram(requests: &[RequestRecord]) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// A kubeconfig file pointing kube's client at `url` (the test API server), with no
+/// credentials; `tag` keeps files of parallel tests apart.
+pub fn kubeconfig(url: &str, tag: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("fluxtrace-kubeconfig-{}-{tag}", std::process::id()));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).expect("kubeconfig");
+    path
+}

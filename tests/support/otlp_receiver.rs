@@ -47,6 +47,8 @@ enum Refusal {
 struct State {
     calls: Mutex<Vec<Call>>,
     refusal: Mutex<Option<Refusal>>,
+    /// Take calls and never answer them.
+    hang: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +84,10 @@ impl TraceService for Service {
             encoding,
             refused,
         });
+        if self.0.hang.load(std::sync::atomic::Ordering::Relaxed) {
+            // Taken (and recorded), never answered.
+            return std::future::pending().await;
+        }
         match refused {
             Some(code) => Err(Status::new(code, "the test receiver was told to refuse")),
             None => Ok(Response::new(ExportTraceServiceResponse {
@@ -101,13 +107,23 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start() -> OtlpReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0", None).await
+    }
+
+    /// Serves on `addr` (e.g. the address of an [`unused_endpoint`], for a collector that
+    /// comes up late), refusing messages larger than `max_decoding` bytes with
+    /// RESOURCE_EXHAUSTED as any gRPC server does (`None`: tonic's default, 4 MiB).
+    pub async fn start_on(addr: &str, max_decoding: Option<usize>) -> OtlpReceiver {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind the OTLP receiver");
         let addr = listener.local_addr().expect("receiver address");
         let state = Arc::new(State::default());
-        let service = TraceServiceServer::new(Service(Arc::clone(&state)))
+        let mut service = TraceServiceServer::new(Service(Arc::clone(&state)))
             .accept_compressed(CompressionEncoding::Gzip);
+        if let Some(max) = max_decoding {
+            service = service.max_decoding_message_size(max);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -184,6 +200,14 @@ impl OtlpReceiver {
     /// Accepts every later call again.
     pub fn accept_all(&self) {
         *lock(&self.state.refusal) = None;
+    }
+
+    /// Takes every later call, records it, and never answers it (a collector stuck behind a
+    /// full queue).
+    pub fn hang(&self) {
+        self.state
+            .hang
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
