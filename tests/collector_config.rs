@@ -32,6 +32,7 @@ use fluxtrace::trace::attr::{
     K8S_POD_NAME, K8S_REPLICASET_NAME, OCI_MANIFEST_DIGEST, SERVICE_NAME, VCS_REF_HEAD_REVISION,
 };
 use fluxtrace::trace::{AttrValue, SpanRecord, Stage};
+use fluxtrace_testkit::files::files;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
 
@@ -142,25 +143,8 @@ fn component(kind: Kind, id: &str) -> Option<&'static Component> {
 // ---------------------------------------------------------------------------------------------
 // Files.
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 fn all_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    files(Path::new(DIR), &mut out);
-    out
+    files(Path::new(DIR))
 }
 
 fn rel(p: &Path) -> String {
@@ -420,7 +404,7 @@ impl Values {
                 .expect("traceability is emitted"),
         );
         // service.name of each stage: what the recordings show, and the traffic probe's
-        // (DESIGN.md's span catalog; no bundled recording has a probe result).
+        // (docs/design.md's span catalog; no bundled recording has a probe result).
         let mut services = emitted.get(SERVICE_NAME).cloned().expect("services");
         services.insert("fluxtrace-probe".into());
         known.insert(label_name(SERVICE_NAME), services);

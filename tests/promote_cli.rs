@@ -9,9 +9,6 @@
 //! spans that crossed the wire: the report is the root of the trace the Flux objects continue,
 //! and with a `TRACEPARENT` the root's parent is the CI span.
 
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -29,26 +26,18 @@ use fluxtrace::export::ExportSettings;
 use fluxtrace::intake::{self, Auth, Intake};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
-use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::{trace_id_for, Traceparent};
+use fluxtrace_testkit::otlp_receiver::{attr_str, OtlpReceiver};
+use fluxtrace_testkit::recordings::example;
 use jiff::{SignedDuration, Timestamp};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otlp_receiver::{attr_str, OtlpReceiver};
 
 const TOKEN: &str = "ci-token-0e5d";
 const CLUSTER: &str = "test-cluster";
 const CI_TRACEPARENT: &str = "00-bcc6fef14921ca4b919966fea2f61b03-cd43ae110eed53d9-01";
 const BOUND: Duration = Duration::from_secs(60);
-
-fn recording(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("a bundled recording")
-}
 
 /// Moves every `YYYY-MM-DD?HH:MM:SS` (RFC 3339 `T`, or Go's `time.Time` string with a space,
 /// as in `reconcile.fluxcd.io/requestedAt`) by `by`; all recording times are UTC.
@@ -101,7 +90,7 @@ fn line_kind(line: &str) -> Option<String> {
 /// The recording moved so that it starts now; split around its promotion line: (before, the
 /// promotion's `time`, after). The promotion line itself is left out: `promote` sends it.
 fn present(name: &str) -> (Vec<String>, Timestamp, Vec<String>) {
-    let text = recording(name);
+    let text = example(name);
     let first: Timestamp =
         serde_json::from_str::<serde_json::Value>(text.lines().next().expect("a line"))
             .expect("JSON")["at"]
