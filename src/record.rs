@@ -1,4 +1,4 @@
-//! `fluxtrace record`: captures a live cluster's delivery objects as a recording (DESIGN.md,
+//! `fluxtrace record`: captures a live cluster's delivery objects as a recording (docs/design.md,
 //! "Recording format") that `fluxtrace replay` turns into the same traces offline.
 //!
 //! The initial state is written as `ADDED`, changes as `MODIFIED`/`DELETED`, one line each, in

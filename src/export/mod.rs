@@ -2,7 +2,7 @@
 //! (`service.name`) of the component that did the work, and are sent with opentelemetry-otlp's
 //! tonic exporter (gzip, retries with backoff).
 //!
-//! Runs on the caller's tokio runtime; never from a thread without one (RUST-NOTES.md). The
+//! Runs on the caller's tokio runtime; never from a thread without one (tonic needs its reactor). The
 //! endpoint comes from `--otlp-endpoint` or the standard `OTEL_EXPORTER_OTLP_*` variables; with
 //! neither, nothing is exported and the caller says so.
 
