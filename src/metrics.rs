@@ -51,6 +51,8 @@ pub struct Metrics {
     pub spans_dropped: Counter,
     pub spans_pending: Gauge,
     pub engine_queue_depth: Gauge,
+    /// What the correlation engine holds, by kind (`open_promotions`, `deployments`, …).
+    pub engine_objects: Family<KindLabel, Gauge>,
     pub observations: Family<KindLabel, Counter>,
     pub observations_dropped: Family<KindLabel, Counter>,
     pub decode_errors: Family<KindError, Counter>,
@@ -78,6 +80,7 @@ impl Metrics {
             spans_dropped: Counter::default(),
             spans_pending: Gauge::default(),
             engine_queue_depth: Gauge::default(),
+            engine_objects: Family::default(),
             observations: Family::default(),
             observations_dropped: Family::default(),
             decode_errors: Family::default(),
@@ -117,6 +120,11 @@ impl Metrics {
             "engine_queue_depth",
             "Observations waiting for the correlation engine",
             m.engine_queue_depth.clone(),
+        );
+        registry.register(
+            "engine_objects",
+            "What the correlation engine holds, by kind",
+            m.engine_objects.clone(),
         );
         registry.register(
             "observations",

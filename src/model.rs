@@ -167,6 +167,40 @@ pub enum EventBody {
     Receiver(ReceiverObs),
     /// A watched object was deleted.
     Deleted(ObjectRef),
+    /// A watch re-listed its kind: objects of that kind (in that namespace, if the watch is
+    /// scoped to one) that the list did not contain were deleted while the watch was down.
+    Relisted(RelistObs),
+}
+
+/// What a completed re-list contained, as hashes of namespace and name ([`object_key_hash`]):
+/// eight bytes an object, held only while the list is in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelistObs {
+    pub kind: Kind,
+    /// The namespace the watch is scoped to; `None` for all namespaces.
+    pub namespace: Option<String>,
+    pub present: std::collections::HashSet<u64>,
+}
+
+impl RelistObs {
+    /// Whether `o` is of the re-listed kind and scope but was not listed.
+    pub fn left_out(&self, o: &ObjectRef) -> bool {
+        o.kind == self.kind
+            && self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace)
+            && !self
+                .present
+                .contains(&object_key_hash(&o.namespace, &o.name))
+    }
+}
+
+/// A stable 64-bit hash of an object's namespace and name (SipHash with fixed keys: the same
+/// in every process of the same build).
+pub fn object_key_hash(namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    namespace.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
 }
 
 /// The annotation naming the URL a traffic probe checks after a rollout.
@@ -280,6 +314,11 @@ pub struct ReconcilerObs {
     /// Opt-in to the traffic probe for the workloads it applies.
     pub probe: Option<ProbeSpec>,
     pub source_ref: Option<ObjectRef>,
+    /// Kustomization `spec.path`: with the name and namespaces, what tells one environment's
+    /// reconciler from another's on the same source.
+    pub path: Option<String>,
+    /// Kustomization or HelmRelease `spec.targetNamespace`.
+    pub target_namespace: Option<String>,
     /// `spec.timeout`.
     pub timeout: Option<SignedDuration>,
     pub last_attempted: Option<String>,

@@ -10,7 +10,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 7] = [
+pub const EXAMPLES: [(&str, &str); 11] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -39,8 +39,23 @@ pub const EXAMPLES: [(&str, &str); 7] = [
         "untraced-rollout.jsonl",
         include_str!("../examples/recordings/untraced-rollout.jsonl"),
     ),
+    (
+        "multi-env-oci.jsonl",
+        include_str!("../examples/recordings/multi-env-oci.jsonl"),
+    ),
+    (
+        "multi-env-git.jsonl",
+        include_str!("../examples/recordings/multi-env-git.jsonl"),
+    ),
+    (
+        "monorepo-bootstrap.jsonl",
+        include_str!("../examples/recordings/monorepo-bootstrap.jsonl"),
+    ),
+    (
+        "helmrelease-chartref-success.jsonl",
+        include_str!("../examples/recordings/helmrelease-chartref-success.jsonl"),
+    ),
 ];
-
 /// One promotion's trace: its spans (stage spans, then the root) and its story.
 #[derive(Debug)]
 pub struct Trace {

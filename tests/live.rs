@@ -11,7 +11,7 @@ use std::time::Duration;
 use fluxtrace::agent::AgentConfig;
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::export::Exporter;
-use fluxtrace::metrics::KindLabel;
+use fluxtrace::metrics::{KindLabel, Metrics};
 use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::kube::WATCHED;
 use fluxtrace_testkit::agent::{eventually, restarts, Disrupt, LiveAgent, TestClock};
@@ -548,5 +548,57 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
         restarts(&live.agent.metrics),
         0,
         "a bad object does not restart the watch"
+    );
+}
+
+fn held(m: &Metrics, kind: &'static str) -> i64 {
+    m.engine_objects.get_or_create(&KindLabel { kind }).get()
+}
+
+/// Objects deleted while every watch was down: the re-list after `410 Gone` leaves them out,
+/// the agent takes them as deleted (kube-runtime's `InitDone` contract), and the engine forgets
+/// them: `fluxtrace_engine_objects` goes down, and the traces already sent are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_deleted_while_the_watch_was_down_are_forgotten_after_the_relist() {
+    let name = "multi-env-oci.jsonl";
+    let text = example(name);
+    let want = replayed(text).await;
+    let mut live = Live::start(KubeApi::with_recording(text)).await;
+    live.play(text, Disrupt::None).await;
+    // Every promotion reaches its verdict first.
+    live.agent.pass_deadlines();
+    let r = &live.receiver;
+    eventually("the spans at the receiver", || {
+        r.spans().len() >= want.len()
+    })
+    .await;
+    let m = live.agent.metrics.clone();
+    eventually("the engine's size on /metrics", || {
+        held(&m, "deployments") == 2 && held(&m, "reconcilers") == 2 && held(&m, "sources") == 2
+    })
+    .await;
+    assert_eq!(held(&m, "open_promotions"), 0);
+    // The staging environment is torn down while the agent cannot watch.
+    for (kind, ns, obj) in [
+        ("Deployment", "podinfo-staging", "podinfo"),
+        ("Kustomization", "flux-system", "podinfo-staging"),
+        ("OCIRepository", "flux-system", "podinfo-staging"),
+    ] {
+        let before = restarts(&m);
+        let ended = live.server.delete_while_watches_down(kind, ns, obj);
+        assert!(ended > 0, "watches were open");
+        eventually("re-lists after 410", || restarts(&m) > before).await;
+        let s = &live.server;
+        eventually("watches to reopen", || s.open_watches() >= ended).await;
+    }
+    eventually("the engine to forget what was deleted", || {
+        held(&m, "deployments") == 1 && held(&m, "reconcilers") == 1 && held(&m, "sources") == 1
+    })
+    .await;
+    live.agent.stop().await;
+    assert_eq!(
+        by_id(&live.receiver.spans()),
+        want,
+        "{name}: no span added or lost"
     );
 }

@@ -155,10 +155,124 @@ fn golden_untraced_rollout() {
     golden("untraced-rollout.jsonl");
 }
 
+#[test]
+fn golden_multi_env_oci() {
+    golden("multi-env-oci.jsonl");
+}
+
+#[test]
+fn golden_multi_env_git() {
+    golden("multi-env-git.jsonl");
+}
+
+#[test]
+fn golden_monorepo_bootstrap() {
+    golden("monorepo-bootstrap.jsonl");
+}
+
+#[test]
+fn golden_helmrelease_chartref_success() {
+    golden("helmrelease-chartref-success.jsonl");
+}
+
+/// The objects (kind/namespace/name) a trace's stage spans are about.
+fn objects_of(t: &replay::Trace) -> Vec<String> {
+    let mut objs: Vec<String> = t
+        .story
+        .stages
+        .iter()
+        .filter_map(|s| s.object.clone())
+        .collect();
+    objs.sort();
+    objs.dedup();
+    objs
+}
+
+/// Staging and prod of one app promoted with the same digest (two OCIRepositories on two tags)
+/// or the same commit (two Kustomizations on one GitRepository): each trace holds only its own
+/// environment's objects, neither supersedes the other, each gets its own verdict.
+#[test]
+fn the_same_artifact_promoted_to_two_environments_gives_two_separate_traces() {
+    for (file, staging, prod, shared_source) in [
+        ("multi-env-oci.jsonl", "rel-310", "rel-311", None),
+        (
+            "multi-env-git.jsonl",
+            "P-2026-11-26-500",
+            "P-2026-11-26-501",
+            Some("GitRepository/flux-system/podinfo-deploy"),
+        ),
+    ] {
+        let r = replay(file);
+        assert_eq!(r.traces.len(), 2, "{file}");
+        for (id, env, other) in [(staging, "staging", "prod"), (prod, "prod", "staging")] {
+            let t = r
+                .traces
+                .iter()
+                .find(|t| t.story.promotion_id == id)
+                .expect("trace");
+            assert_eq!(t.story.outcome, Outcome::Succeeded, "{file} {id}");
+            assert_eq!(t.story.superseded_by, None, "{file} {id}");
+            let objs = objects_of(t);
+            assert!(
+                objs.iter()
+                    .all(|o| !o.contains(&format!("podinfo-{other}"))),
+                "{file} {id} holds only {env} objects: {objs:?}"
+            );
+            assert!(
+                objs.contains(&format!("Kustomization/flux-system/podinfo-{env}")),
+                "{file} {id}: {objs:?}"
+            );
+            assert!(
+                objs.contains(&format!("Deployment/podinfo-{env}/podinfo")),
+                "{file} {id}: {objs:?}"
+            );
+            match shared_source {
+                Some(src) => assert!(objs.contains(&src.to_string()), "{file} {id}"),
+                None => assert!(
+                    objs.contains(&format!("OCIRepository/flux-system/podinfo-{env}")),
+                    "{file} {id}: {objs:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// `flux bootstrap` layout: one GitRepository feeds flux-system, infrastructure and apps; the
+/// commit changes one Deployment. Every Kustomization that reconciled the revision is in the
+/// trace, the ones that changed nothing say so, and only the changed Deployment rolls out.
+#[test]
+fn a_monorepo_commit_shows_every_kustomization_and_marks_the_ones_that_changed_nothing() {
+    let r = replay("monorepo-bootstrap.jsonl");
+    assert_eq!(r.traces.len(), 1);
+    let t = &r.traces[0];
+    assert_eq!(t.story.outcome, Outcome::Succeeded);
+    let applies: Vec<&SpanRecord> = t.spans.iter().filter(|s| s.name == "apply").collect();
+    let changed = |name: &str| {
+        applies
+            .iter()
+            .find(|s| s.attributes.get_str("flux.object.name") == Some(name))
+            .and_then(|s| s.attributes.get("delivery.apply.changed").cloned())
+    };
+    assert_eq!(changed("flux-system"), Some(AttrValue::Bool(false)));
+    assert_eq!(changed("infrastructure"), Some(AttrValue::Bool(false)));
+    assert_eq!(changed("apps"), Some(AttrValue::Bool(true)));
+    let reconciles = t.spans.iter().filter(|s| s.name == "reconcile").count();
+    assert_eq!(reconciles, 3);
+    let rollouts: Vec<&str> = t
+        .spans
+        .iter()
+        .filter(|s| s.name == "rollout")
+        .filter_map(|s| s.attributes.get_str("k8s.deployment.name"))
+        .collect();
+    assert_eq!(rollouts, vec!["podinfo"]);
+    let story = story::render(&t.story);
+    assert!(story.contains("no change"), "{story}");
+}
+
 /// What on-call must read from each recording, stated outright (not only in snapshots).
 #[test]
 fn each_recording_reaches_the_verdict_a_user_expects() {
-    let expect: [(&str, &str, Outcome, Option<Stage>); 7] = [
+    let expect: [(&str, &str, Outcome, Option<Stage>); 9] = [
         ("oci-success.jsonl", "rel-2041", Outcome::Succeeded, None),
         (
             "oci-rollout-imagepull.jsonl",
@@ -193,6 +307,18 @@ fn each_recording_reaches_the_verdict_a_user_expects() {
         (
             "untraced-rollout.jsonl",
             "untraced/ops/cache/964a170e-4",
+            Outcome::Succeeded,
+            None,
+        ),
+        (
+            "monorepo-bootstrap.jsonl",
+            "P-2026-11-26-700",
+            Outcome::Succeeded,
+            None,
+        ),
+        (
+            "helmrelease-chartref-success.jsonl",
+            "rel-2060",
             Outcome::Succeeded,
             None,
         ),

@@ -241,6 +241,7 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::ProbeResult(_) => "probe_result",
         EventBody::Receiver(_) => "receiver",
         EventBody::Deleted(_) => "deleted",
+        EventBody::Relisted(_) => "relisted",
     }
 }
 
@@ -386,7 +387,10 @@ async fn engine_loop(
                 }
                 None => break,
             },
-            _ = interval.tick() => engine.tick(cfg.clock.now()),
+            _ = interval.tick() => {
+                report_size(&engine, &metrics);
+                engine.tick(cfg.clock.now())
+            }
         };
         metrics.engine_queue_depth.set(events.len() as i64);
         for o in outputs {
@@ -432,6 +436,27 @@ async fn engine_loop(
         message = "Engine drained.",
         open_promotions = engine.open_promotions()
     );
+}
+
+/// What the engine holds, on `/metrics` (`fluxtrace_engine_objects`).
+fn report_size(engine: &Engine, metrics: &Metrics) {
+    let size = engine.size();
+    for (kind, n) in [
+        ("open_promotions", size.open_promotions),
+        ("finished_promotions", size.finished_promotions),
+        ("sources", size.sources),
+        ("reconcilers", size.reconcilers),
+        ("deployments", size.deployments),
+        ("receivers", size.receivers),
+        ("unclaimed_rollouts", size.unclaimed_rollouts),
+        ("replicasets", size.replicasets),
+        ("buffered_events", size.buffered_events),
+    ] {
+        metrics
+            .engine_objects
+            .get_or_create(&KindLabel { kind })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }
 
 fn count_spans(story: &Story) -> u64 {

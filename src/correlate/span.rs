@@ -1,4 +1,6 @@
-//! Stage spans while they are being built, and how a promotion's spans become records.
+//! Stage spans while they are being built: open, then finished once with a result.
+//!
+//! Every stage module builds these; `render` turns them into span records at the verdict.
 
 use jiff::Timestamp;
 
@@ -62,6 +64,18 @@ pub struct StageSpan {
     pub events: Vec<SpanEventRecord>,
     /// A one-line account for the story.
     pub summary: String,
+    /// What this span is about, as typed keys (never read back from `attrs`): the revision a
+    /// source stored or a reconciler attempted, the Deployment generation a rollout or probe
+    /// belongs to, the `requestedAt` value of a trigger.
+    pub key: SpanKey,
+}
+
+/// The domain values that identify a stage span among its promotion's spans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanKey {
+    pub revision: Option<String>,
+    pub generation: Option<i64>,
+    pub requested_at: Option<String>,
 }
 
 impl StageSpan {
@@ -86,6 +100,7 @@ impl StageSpan {
             attrs: Attributes::default(),
             events: Vec::new(),
             summary: String::new(),
+            key: SpanKey::default(),
         }
     }
 

@@ -11,6 +11,7 @@
 //!   back-pressure; core/v1 Events are dropped (and counted) when the engine queue is full.
 //! - `/readyz` waits for every watcher's initial list.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::object::{self, KubeObject};
 use crate::agent::EngineHandle;
 use crate::metrics::{KindError, KindLabel};
-use crate::model::{DeliveryEvent, EventBody};
+use crate::model::{object_key_hash, DeliveryEvent, EventBody, Kind, RelistObs};
 
 /// Why the watchers could not start.
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +321,11 @@ async fn watch_kind(
         selector.as_deref(),
     );
     let mut listed_once = false;
+    // While a (re-)list is in progress: hashes of what it delivered. At its end the engine
+    // forgets objects of this kind the list left out (deleted while the watch was down). Core/v1
+    // Events are never forgotten by name: the engine de-duplicates and ages them.
+    let relisted_kind = Kind::parse(kind);
+    let mut listing: Option<HashSet<u64>> = None;
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break,
@@ -338,8 +344,19 @@ async fn watch_kind(
                         .inc();
                     debug!(message = "Watch restarted; re-listing.", kind);
                 }
+                if relisted_kind.is_some() {
+                    listing = Some(HashSet::new());
+                }
             }
-            Ok(Event::InitApply(obj) | Event::Apply(obj)) => {
+            Ok(Event::InitApply(obj)) => {
+                if let (Some(l), Some((ns, name))) = (listing.as_mut(), key_of(&obj)) {
+                    l.insert(object_key_hash(&ns, &name));
+                }
+                if !deliver(&handle, &w, &ar, obj, false).await {
+                    break;
+                }
+            }
+            Ok(Event::Apply(obj)) => {
                 if !deliver(&handle, &w, &ar, obj, false).await {
                     break;
                 }
@@ -351,6 +368,19 @@ async fn watch_kind(
             }
             Ok(Event::InitDone) => {
                 listed_once = true;
+                if let (Some(k), Some(present)) = (relisted_kind, listing.take()) {
+                    let ev = DeliveryEvent {
+                        at: handle.now(),
+                        body: EventBody::Relisted(RelistObs {
+                            kind: k,
+                            namespace: namespace.clone(),
+                            present,
+                        }),
+                    };
+                    if handle.submit(ev).await.is_err() {
+                        break;
+                    }
+                }
                 handle.readiness.set(&name, true);
             }
             Err(e) => {
@@ -391,6 +421,18 @@ where
         cfg = cfg.labels(sel);
     }
     watcher::watcher(api, cfg).default_backoff().boxed()
+}
+
+/// Namespace and name of a watched object, decodable or not.
+fn key_of(obj: &DeserializeGuard<KubeObject>) -> Option<(String, String)> {
+    let meta = match &obj.0 {
+        Ok(o) => kube::Resource::meta(o),
+        Err(invalid) => &invalid.metadata,
+    };
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
 }
 
 /// Decodes and queues one object. `false` once the engine has stopped.

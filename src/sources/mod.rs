@@ -14,3 +14,4 @@ pub mod kube;
 pub mod object;
 pub mod promotion;
 pub mod recording;
+pub mod relist;

@@ -196,6 +196,9 @@ pub struct Spec {
     pub chart_ref: Option<CrossRef>,
     pub chart: Option<ChartField>,
     pub timeout: Option<String>,
+    // Kustomization
+    pub path: Option<String>,
+    pub target_namespace: Option<String>,
     // Receiver
     pub resources: Option<Vec<CrossRef>>,
     // Deployment, ReplicaSet
@@ -486,6 +489,8 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
         marks,
         probe,
         source_ref,
+        path: spec.path,
+        target_namespace: spec.target_namespace,
         timeout: duration(spec.timeout.as_deref()),
         last_attempted: status.last_attempted_revision,
         last_applied: status.last_applied_revision,

@@ -32,6 +32,7 @@ pub const DELIVERY_DIVERGENCE_REASON: &str = "delivery.divergence.reason";
 pub const DELIVERY_DIVERGENCE_MESSAGE: &str = "delivery.divergence.message";
 pub const DELIVERY_TRACEABILITY: &str = "delivery.traceability";
 pub const DELIVERY_APPLY_CHANGED: &str = "delivery.apply.changed";
+pub const DELIVERY_APPLY_CHANGES: &str = "delivery.apply.changes";
 pub const DELIVERY_TRIGGER_REQUESTED_AT: &str = "delivery.trigger.requested_at";
 pub const DELIVERY_ROLLOUT_GENERATION: &str = "delivery.rollout.generation";
 pub const DELIVERY_SUPERSEDED_BY: &str = "delivery.superseded_by";

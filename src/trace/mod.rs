@@ -229,6 +229,12 @@ impl From<String> for AttrValue {
     }
 }
 
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        AttrValue::Bool(v)
+    }
+}
+
 impl From<i64> for AttrValue {
     fn from(v: i64) -> Self {
         AttrValue::Int(v)

@@ -462,10 +462,19 @@ pub fn render(instances: &[Instance]) -> Recording {
     }
 }
 
-/// The lines of `scenario` in their own order, every timestamp in them (`at`, conditions,
-/// Events, the report's `time`) moved by `shift` seconds, names and ids as recorded.
-pub fn shifted(scenario: &Scenario, shift: i64) -> Vec<String> {
-    let t = template(scenario);
+/// The lines of the recording `text` (`name` for messages) in their own order, every timestamp
+/// in them (`at`, conditions, Events, the report's `time`) moved by `shift` seconds, names and
+/// ids as recorded.
+pub fn shifted(name: &'static str, text: &'static str, shift: i64) -> Vec<String> {
+    let scenario = Scenario {
+        name,
+        text,
+        words: &[],
+        promotion_id: None,
+        expect: expect(Outcome::Succeeded, None, "reported"),
+        weight: 0,
+    };
+    let t = template(&scenario);
     t.lines
         .iter()
         .map(|line| {

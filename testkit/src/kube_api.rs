@@ -1594,6 +1594,29 @@ impl ServerHandle {
         sent
     }
 
+    /// Deletes an object as if that happened while every watch was down: no watch is sent the
+    /// DELETED event; history is compacted past it and open watches end with `410 Expired`, so
+    /// clients re-list and find it missing. Returns how many watches were ended.
+    pub fn delete_while_watches_down(&self, kind: &str, namespace: &str, name: &str) -> usize {
+        let mut store = self.shared.lock();
+        let before = store.objects.len();
+        store
+            .objects
+            .retain(|k, _| !(k.kind == kind && k.namespace == namespace && k.name == name));
+        assert_eq!(
+            store.objects.len() + 1,
+            before,
+            "{kind} {namespace}/{name} was stored"
+        );
+        let compacted = store.compact();
+        let mut sent = 0;
+        for mut w in std::mem::take(&mut store.watches) {
+            let event = json!({"type": "ERROR", "object": expired_status(w.last_rv, compacted)});
+            sent += usize::from(w.send(&event, compacted));
+        }
+        sent
+    }
+
     /// Gives out one more resource version (as a write elsewhere would) and compacts there: a
     /// watch from any version handed out before gets 410 Expired; open watches carry on (a
     /// bookmark moves a client past the compaction point). Returns the new compaction point.

@@ -1,0 +1,331 @@
+//! The engine's public face and its dispatch: one observation in, outputs out.
+//!
+//! `apply` routes each observation to the concern that owns it, then `advance` checks the
+//! promotions it touched and the timers that came due. Nothing here decides a join or a
+//! verdict: the stage modules and `verdict` do.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use jiff::Timestamp;
+
+use super::config::{sub, EngineConfig, IDLE_RETENTION};
+use super::events::EventStore;
+use super::registry::Registry;
+use super::render::build_story;
+use super::revisions::RevisionIndex;
+use super::span::StageSpan;
+use super::stage::reconcile::ReconcilerState;
+use super::stage::rollout::Rollouts;
+use super::stage::source::SourceState;
+use super::timers::{Timers, Wake};
+use super::verdict::divergence;
+use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, ReceiverObs, RelistObs};
+use crate::story::{Outcome, Story};
+use crate::trace::SpanRecord;
+
+/// What the engine produces.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// A finished span (each span is emitted once).
+    Span(SpanRecord),
+    /// A promotion reached its verdict; its spans were emitted just before.
+    Story(Box<Story>),
+    /// A rollout completed for a workload that opted in to the traffic probe: probe it and
+    /// apply the [`crate::model::ProbeResult`].
+    Probe(ProbeRequest),
+}
+
+/// How much the engine holds, for `/metrics` and for tests that check nothing leaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineSize {
+    pub open_promotions: usize,
+    pub finished_promotions: usize,
+    pub sources: usize,
+    pub reconcilers: usize,
+    pub deployments: usize,
+    pub receivers: usize,
+    pub unclaimed_rollouts: usize,
+    pub objects_with_events: usize,
+    pub buffered_events: usize,
+    pub replicasets: usize,
+    pub revision_keys: usize,
+    pub timers: usize,
+}
+
+/// The correlation engine. See the module documentation.
+pub struct Engine {
+    pub(super) cfg: EngineConfig,
+    pub(super) reg: Registry,
+    pub(super) revs: RevisionIndex,
+    pub(super) sources: HashMap<ObjectRef, SourceState>,
+    pub(super) reconcilers: HashMap<ObjectRef, ReconcilerState>,
+    pub(super) rollouts: Rollouts,
+    /// Receivers: which objects their webhooks trigger.
+    pub(super) receivers: HashMap<ObjectRef, ReceiverObs>,
+    pub(super) events: EventStore,
+    pub(super) timers: Timers,
+    /// Outputs of the current `apply` or `tick`, in the order they happened.
+    pub(super) out: Vec<Output>,
+    /// Promotions changed by the current observation: checked before it returns.
+    pub(super) touched: BTreeSet<String>,
+    pub(super) now: Timestamp,
+    pruned: Timestamp,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Engine {
+            cfg,
+            reg: Registry::default(),
+            revs: RevisionIndex::default(),
+            sources: HashMap::new(),
+            reconcilers: HashMap::new(),
+            rollouts: Rollouts::default(),
+            receivers: HashMap::new(),
+            events: EventStore::default(),
+            timers: Timers::default(),
+            out: Vec::new(),
+            touched: BTreeSet::new(),
+            now: Timestamp::UNIX_EPOCH,
+            pruned: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The story so far of a promotion still waiting for its verdict (outcome `in_progress`;
+    /// a divergence already seen is named). `None` for unknown or finished promotions.
+    pub fn progress(&self, id: &str) -> Option<Story> {
+        let p = self.reg.get(id)?;
+        let mut spans: Vec<&StageSpan> = p.spans().collect();
+        spans.sort_by(|a, b| {
+            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
+        });
+        let start = spans
+            .iter()
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(p.start)
+            .min(p.start);
+        let end = spans
+            .iter()
+            .filter_map(|s| s.end)
+            .max()
+            .unwrap_or(self.now)
+            .max(start);
+        let divergence = divergence(p, &self.events).map(|(d, _)| d);
+        Some(build_story(
+            p,
+            &spans,
+            start,
+            end,
+            Outcome::InProgress,
+            divergence,
+            &self.cfg.cluster,
+        ))
+    }
+
+    /// Ids of the promotions still waiting for a verdict.
+    pub fn open_ids(&self) -> impl Iterator<Item = &str> {
+        self.reg.ids()
+    }
+
+    /// Promotions still waiting for a verdict.
+    pub fn open_promotions(&self) -> usize {
+        self.reg.open_count()
+    }
+
+    /// How much the engine holds.
+    pub fn size(&self) -> EngineSize {
+        let (objects_with_events, buffered_events, _, replicasets) = self.events.sizes();
+        EngineSize {
+            open_promotions: self.reg.open_count(),
+            finished_promotions: self.reg.finished_count(),
+            sources: self.sources.len(),
+            reconcilers: self.reconcilers.len(),
+            deployments: self.rollouts.deployments.len(),
+            receivers: self.receivers.len(),
+            unclaimed_rollouts: self.rollouts.unclaimed.len(),
+            objects_with_events,
+            buffered_events,
+            replicasets,
+            revision_keys: self.revs.len() + self.reg.index_entries(),
+            timers: self.timers.len(),
+        }
+    }
+
+    /// Applies one observation, then advances the clock to its time.
+    pub fn apply(&mut self, ev: DeliveryEvent) -> Vec<Output> {
+        let at = ev.at;
+        self.now = self.now.max(at);
+        match ev.body {
+            EventBody::Promotion(r) => self.on_promotion(at, r),
+            EventBody::Source(s) => self.on_source(at, s),
+            EventBody::Reconciler(r) => self.on_reconciler(at, r),
+            EventBody::Deployment(d) => self.on_deployment(at, d),
+            EventBody::ReplicaSet(rs) => {
+                let idle = self.idle_since();
+                self.events.on_replicaset(rs, idle);
+            }
+            EventBody::KubeEvent(e) => self.on_kube_event(at, e),
+            EventBody::FluxEvent(e) => self.on_flux_event(at, e),
+            EventBody::ProbeResult(r) => self.on_probe_result(at, r),
+            EventBody::Receiver(r) => {
+                self.receivers.insert(r.object.clone(), r);
+            }
+            EventBody::Deleted(o) => self.on_deleted(&o),
+            EventBody::Relisted(r) => self.on_relisted(&r),
+        }
+        self.advance(self.now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// Moves the clock to `now`: deadlines that passed fire, settled promotions get their verdict.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Output> {
+        self.now = self.now.max(now);
+        self.advance(self.now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// The next time at which [`Engine::tick`] has something to do, if any.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.timers.next()
+    }
+
+    /// Advances past every deadline so that each open promotion reaches a verdict (the end of a
+    /// recording).
+    pub fn finish(&mut self) -> Vec<Output> {
+        while let Some(t) = self.timers.next() {
+            let t = t.max(self.now);
+            self.now = t;
+            self.advance(t);
+            if self.timers.next().is_some_and(|w| w <= t) {
+                // A deadline that does not move would loop forever: end what is left.
+                break;
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Checks what the last observation touched and what came due, then re-arms the timers of
+    /// the promotions still open.
+    fn advance(&mut self, now: Timestamp) {
+        let mut ids = std::mem::take(&mut self.touched);
+        for wake in self.timers.pop_due(now) {
+            match wake {
+                Wake::Promotion(id) => {
+                    ids.insert(id);
+                }
+                Wake::Unclaimed(key) => self.expire_unclaimed(&key, now),
+            }
+        }
+        // `expire_unclaimed` may have opened untraced promotions.
+        ids.append(&mut self.touched);
+        for id in &ids {
+            self.check(id, now);
+            if let Some(when) = self.reg.get(id).map(|p| self.wake_of(p)) {
+                self.timers.schedule(Wake::Promotion(id.clone()), when);
+            } else {
+                self.timers.cancel(&Wake::Promotion(id.clone()));
+            }
+        }
+        // After the verdicts: what they needed is no longer needed.
+        self.prune(now);
+    }
+
+    /// Before this, an event or ReplicaSet of an object no open work is about cannot matter.
+    pub(super) fn idle_since(&self) -> Timestamp {
+        sub(self.now, IDLE_RETENTION)
+    }
+
+    /// Before this, nothing can land on a span of a promotion still open.
+    pub(super) fn horizon(&self) -> Timestamp {
+        sub(
+            sub(self.now, self.cfg.deadlines.promotion),
+            self.cfg.deadlines.settle,
+        )
+    }
+
+    /// Whether an object has work that events about it may still land on: a span of an open
+    /// promotion, or a rollout no promotion has claimed yet.
+    pub(super) fn active(&self, obj: &ObjectRef) -> bool {
+        self.rollouts.unclaimed.contains(obj) || self.reg.values().any(|p| p.touches(obj))
+    }
+
+    /// Forgets what can no longer matter: events past the promotion deadline, and events and
+    /// ReplicaSets of idle objects past the idle retention. Runs at most once a minute.
+    fn prune(&mut self, now: Timestamp) {
+        if now < super::config::add(self.pruned, jiff::SignedDuration::from_mins(1)) {
+            return;
+        }
+        self.pruned = now;
+        let (horizon, idle) = (self.horizon(), self.idle_since());
+        let mut active: HashSet<&ObjectRef> = self.rollouts.unclaimed.iter().collect();
+        for p in self.reg.values() {
+            active.extend(p.spans().filter_map(|s| s.object.as_ref()));
+        }
+        self.events.prune(horizon, idle, &active);
+    }
+
+    /// A watch re-listed its kind: what it held of that kind and did not list again was
+    /// deleted while the watch was down (kube-runtime's `InitDone` contract).
+    fn on_relisted(&mut self, r: &RelistObs) {
+        use crate::model::Kind;
+        let left_out = |o: &&ObjectRef| r.left_out(o);
+        let gone: Vec<ObjectRef> = match r.kind {
+            Kind::Deployment => self
+                .rollouts
+                .deployments
+                .keys()
+                .filter(left_out)
+                .cloned()
+                .collect(),
+            Kind::Receiver => self.receivers.keys().filter(left_out).cloned().collect(),
+            Kind::Kustomization | Kind::HelmRelease => {
+                self.reconcilers.keys().filter(left_out).cloned().collect()
+            }
+            k if k.is_source() => self.sources.keys().filter(left_out).cloned().collect(),
+            Kind::ReplicaSet => self.events.replicasets_left_out(r),
+            _ => Vec::new(),
+        };
+        for o in gone {
+            self.on_deleted(&o);
+        }
+    }
+
+    /// An object is gone (a DELETED watch event, or not listed again after a re-list): forget
+    /// everything held for it. Spans of open promotions about it stay: they end on their own
+    /// evidence or deadline.
+    fn on_deleted(&mut self, o: &ObjectRef) {
+        use crate::model::Kind;
+        match o.kind {
+            Kind::Deployment => {
+                self.rollouts.forget(o);
+                self.timers.cancel(&Wake::Unclaimed(o.clone()));
+                self.events.forget(o);
+            }
+            Kind::Receiver => {
+                self.receivers.remove(o);
+            }
+            Kind::ReplicaSet => self.events.forget_replicaset(o),
+            k if k.is_source() => {
+                if let Some(st) = self.sources.remove(o) {
+                    let rev = st.last.and_then(|l| l.revision);
+                    self.revs.reindex(o, rev.as_deref(), None);
+                }
+                self.events.forget(o);
+            }
+            Kind::Kustomization | Kind::HelmRelease => {
+                if let Some(st) = self.reconcilers.remove(o) {
+                    let rev = st.last.and_then(|l| l.last_attempted);
+                    self.revs.reindex(o, rev.as_deref(), None);
+                }
+                self.rollouts.managed.remove(o);
+                self.events.forget(o);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Kubernetes and Flux events: de-duplication, buffering per object until a span can take
+//! them, and the Pod → ReplicaSet → Deployment mapping that tells which rollout a Pod event
+//! is about.
+//!
+//! Fed by `Engine::apply`; read by `verdict` (events land on spans when a promotion ends) and
+//! by the rollout stage (ReplicaSet creation times).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use jiff::Timestamp;
+
+use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
+use super::engine::Engine;
+use crate::model::{FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs};
+use crate::trace::{attr, Attributes, SpanEventRecord};
+
+pub(super) struct BufferedEvent {
+    pub record: SpanEventRecord,
+    pub warning: bool,
+    pub revision: Option<String>,
+}
+
+pub(super) struct RsInfo {
+    pub deployment: Option<String>,
+    pub created: Option<Timestamp>,
+}
+
+#[derive(Default)]
+pub(super) struct EventStore {
+    by_object: HashMap<ObjectRef, VecDeque<BufferedEvent>>,
+    /// Events already applied, by a 64-bit hash of their identity: (count, when).
+    seen: HashMap<u64, (i64, Timestamp)>,
+    replicasets: HashMap<(String, String), RsInfo>,
+}
+
+impl EventStore {
+    pub fn of(&self, obj: &ObjectRef) -> impl Iterator<Item = &BufferedEvent> {
+        self.by_object.get(obj).into_iter().flatten()
+    }
+
+    /// Whether an event with this identity and at least this count was applied before; records
+    /// it otherwise.
+    fn seen_before(&mut self, identity: u64, count: i64, at: Timestamp) -> bool {
+        if self.seen.get(&identity).is_some_and(|(c, _)| *c >= count) {
+            return true;
+        }
+        self.seen.insert(identity, (count, at));
+        false
+    }
+
+    fn buffer(&mut self, target: ObjectRef, ev: BufferedEvent, horizon: Timestamp) {
+        let buf = self.by_object.entry(target).or_default();
+        // Flux controllers write each notification twice: as a core/v1 Event and to
+        // notification-controller. Keep one.
+        let same = |e: &BufferedEvent| {
+            e.record.name == ev.record.name
+                && e.record.attributes.get(attr::EVENT_MESSAGE)
+                    == ev.record.attributes.get(attr::EVENT_MESSAGE)
+                && e.record.attributes.get(attr::EVENT_OBJECT)
+                    == ev.record.attributes.get(attr::EVENT_OBJECT)
+                && e.record.time.duration_since(ev.record.time).abs() <= EVENT_WINDOW_SLACK
+        };
+        if buf.iter().rev().take(32).any(same) {
+            return;
+        }
+        while buf.front().is_some_and(|e| e.record.time < horizon) || buf.len() >= EVENTS_PER_OBJECT
+        {
+            buf.pop_front();
+        }
+        buf.push_back(ev);
+    }
+
+    pub fn replicaset_created(&self, ns: &str, rs: &str) -> Option<Timestamp> {
+        self.replicasets
+            .get(&(ns.to_string(), rs.to_string()))
+            .and_then(|i| i.created)
+    }
+
+    pub fn on_replicaset(&mut self, obs: ReplicaSetObs, idle_since: Timestamp) {
+        let key = (obs.object.namespace, obs.object.name);
+        // Only a new ReplicaSet can start a rollout; Pod names lead to older ones anyway.
+        if obs.created.is_some_and(|c| c < idle_since) {
+            self.replicasets.remove(&key);
+            return;
+        }
+        self.replicasets.insert(
+            key,
+            RsInfo {
+                deployment: obs.deployment,
+                created: obs.created,
+            },
+        );
+    }
+
+    /// ReplicaSets held that a re-list of ReplicaSets left out.
+    pub fn replicasets_left_out(&self, r: &RelistObs) -> Vec<ObjectRef> {
+        self.replicasets
+            .keys()
+            .map(|(ns, name)| ObjectRef::new(Kind::ReplicaSet, ns.clone(), name.clone()))
+            .filter(|o| r.left_out(o))
+            .collect()
+    }
+
+    pub fn forget_replicaset(&mut self, o: &ObjectRef) {
+        self.replicasets
+            .remove(&(o.namespace.clone(), o.name.clone()));
+    }
+
+    /// Drops what was buffered for an object that is gone.
+    pub fn forget(&mut self, o: &ObjectRef) {
+        self.by_object.remove(o);
+    }
+
+    pub fn deployment_of_rs(&self, ns: &str, rs: &str) -> ObjectRef {
+        let name = self
+            .replicasets
+            .get(&(ns.to_string(), rs.to_string()))
+            .and_then(|i| i.deployment.clone())
+            .unwrap_or_else(|| rs.rsplit_once('-').map_or(rs, |(d, _)| d).to_string());
+        ObjectRef::new(Kind::Deployment, ns, name)
+    }
+
+    pub fn deployment_of_pod(&self, ns: &str, pod: &str) -> ObjectRef {
+        let rs = pod.rsplit_once('-').map_or(pod, |(r, _)| r);
+        self.deployment_of_rs(ns, rs)
+    }
+
+    /// Forgets events past `horizon` (or past `idle` for objects no open work is about), and
+    /// ReplicaSets created before `idle`.
+    pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &HashSet<&ObjectRef>) {
+        self.seen.retain(|_, (_, t)| *t >= idle);
+        self.by_object.retain(|obj, buf| {
+            let keep_from = if active.contains(obj) { horizon } else { idle };
+            while buf.front().is_some_and(|e| e.record.time < keep_from) {
+                buf.pop_front();
+            }
+            !buf.is_empty()
+        });
+        self.replicasets
+            .retain(|_, rs| rs.created.is_none_or(|c| c >= idle));
+    }
+
+    /// (objects with buffered events, buffered events, remembered identities, ReplicaSets)
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.by_object.len(),
+            self.by_object.values().map(VecDeque::len).sum(),
+            self.seen.len(),
+            self.replicasets.len(),
+        )
+    }
+}
+
+/// A 64-bit identity for de-duplication (collisions only make a repeat look new or a new one
+/// look repeated, once in 2^64).
+fn identity_hash(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn event_attrs(reason: &str, message: &str, warning: bool, object: String) -> Attributes {
+    let mut attrs = Attributes::default();
+    attrs.set(attr::EVENT_REASON, reason.to_string());
+    attrs.set(attr::EVENT_MESSAGE, message.to_string());
+    attrs.set(attr::EVENT_TYPE, if warning { "Warning" } else { "Normal" });
+    attrs.set(attr::EVENT_OBJECT, object);
+    attrs
+}
+
+impl Engine {
+    pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
+        if self
+            .events
+            .seen_before(identity_hash(&[&ev.uid]), ev.count, at)
+        {
+            return;
+        }
+        let ns = ev.involved_namespace.clone();
+        let target = match Kind::parse(&ev.involved_kind) {
+            Some(Kind::Pod) => self.events.deployment_of_pod(&ns, &ev.involved_name),
+            Some(Kind::ReplicaSet) => self.events.deployment_of_rs(&ns, &ev.involved_name),
+            Some(Kind::Deployment) => {
+                ObjectRef::new(Kind::Deployment, ns.clone(), ev.involved_name.clone())
+            }
+            Some(k) if k.is_source() || matches!(k, Kind::Kustomization | Kind::HelmRelease) => {
+                ObjectRef::new(k, ns.clone(), ev.involved_name.clone())
+            }
+            _ => return,
+        };
+        if let Some(rev) = &ev.revision {
+            self.record_apply_event(&target, rev, &ev.reason, &ev.message);
+        }
+        let mut attrs = event_attrs(
+            &ev.reason,
+            &ev.message,
+            ev.warning,
+            format!("{}/{}", ev.involved_kind, ev.involved_name),
+        );
+        if ev.count > 1 {
+            attrs.set(attr::EVENT_COUNT, ev.count);
+        }
+        if !ev.component.is_empty() {
+            attrs.set(attr::EVENT_COMPONENT, ev.component.clone());
+        }
+        if ev.involved_kind == "Pod" {
+            attrs.set(attr::K8S_POD_NAME, ev.involved_name.clone());
+        }
+        let record = SpanEventRecord {
+            name: ev.reason,
+            time: ev.time.unwrap_or(at),
+            attributes: attrs,
+        };
+        self.buffer_event(
+            target,
+            BufferedEvent {
+                record,
+                warning: ev.warning,
+                revision: ev.revision,
+            },
+        );
+    }
+
+    pub(super) fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs) {
+        let time = ev.time.to_string();
+        let identity = identity_hash(&[
+            "flux",
+            ev.object.kind.as_str(),
+            &ev.object.namespace,
+            &ev.object.name,
+            &time,
+            &ev.reason,
+            &ev.message,
+        ]);
+        if self.events.seen_before(identity, 1, at) {
+            return;
+        }
+        if let Some(rev) = &ev.revision {
+            self.record_apply_event(&ev.object, rev, &ev.reason, &ev.message);
+        }
+        if let (Some(pid), Some(rev)) = (&ev.promotion_id, &ev.revision) {
+            if self.ensure_annotated(pid, ev.time.min(at)) {
+                self.reg.add_keys(pid, crate::revision::lookup_keys(rev));
+                self.rejoin(pid, at);
+            }
+        }
+        let mut attrs = event_attrs(
+            &ev.reason,
+            &ev.message,
+            ev.error,
+            format!("{}/{}", ev.object.kind.as_str(), ev.object.name),
+        );
+        if !ev.controller.is_empty() {
+            attrs.set(attr::EVENT_COMPONENT, ev.controller.clone());
+        }
+        let record = SpanEventRecord {
+            name: ev.reason,
+            time: ev.time,
+            attributes: attrs,
+        };
+        self.buffer_event(
+            ev.object,
+            BufferedEvent {
+                record,
+                warning: ev.error,
+                revision: ev.revision,
+            },
+        );
+    }
+
+    fn buffer_event(&mut self, target: ObjectRef, ev: BufferedEvent) {
+        // An old event about an object nothing is waiting on cannot land on any span.
+        if ev.record.time < self.idle_since() && !self.active(&target) {
+            return;
+        }
+        let horizon = self.horizon();
+        self.events.buffer(target, ev, horizon);
+    }
+}

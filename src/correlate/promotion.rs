@@ -1,0 +1,438 @@
+//! One promotion while it is open: its report, ids, revisions, target and stage spans.
+//!
+//! Built by the registry when a report, annotation or event names a promotion; filled by the
+//! stage modules; read by `verdict` and `render` when it ends.
+
+use jiff::Timestamp;
+
+use super::config::add;
+use super::span::{StageResult, StageSpan};
+use crate::model::{ObjectRef, PromotionReport};
+use crate::revision;
+use crate::trace::{span_id_for, trace_id_for, SpanId, Stage, TraceId, Traceparent};
+
+/// How the agent learned of a promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Traceability {
+    /// CI sent a promotion report.
+    Reported,
+    /// An annotation or Flux event metadata named the promotion id; no report.
+    Annotated,
+    /// A rollout no Flux object or report explains.
+    Missing,
+}
+
+impl Traceability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Traceability::Reported => "reported",
+            Traceability::Annotated => "annotated",
+            Traceability::Missing => "missing",
+        }
+    }
+}
+
+/// A reconcile span with its apply child, for one reconciler and one revision.
+#[derive(Clone)]
+pub(super) struct Reconcile {
+    pub span: StageSpan,
+    pub apply: Option<StageSpan>,
+    pub revision: String,
+    /// First observation of this reconcile has been evaluated.
+    pub seen: bool,
+}
+
+/// Who a newer promotion that superseded this one is.
+#[derive(Clone)]
+pub(super) struct Successor {
+    pub id: String,
+    pub trace_id: TraceId,
+    pub root: SpanId,
+    /// When it took over.
+    pub at: Timestamp,
+}
+
+#[derive(Clone)]
+pub(super) struct Promotion {
+    pub id: String,
+    pub report: Option<PromotionReport>,
+    pub traceability: Traceability,
+    pub trace_id: TraceId,
+    pub ci_parent: Option<SpanId>,
+    pub root: SpanId,
+    pub start: Timestamp,
+    pub deadline: Timestamp,
+    /// A report named a revision, so a source must deliver it.
+    pub expect_source: bool,
+    pub commit: Option<String>,
+    pub digest: Option<String>,
+    /// Revision keys (commit, digest, 12-hex prefix) indexed for this promotion.
+    pub keys: Vec<String>,
+    /// Environment and app (or artifact repository): a newer report for the same target
+    /// supersedes this one.
+    pub target: Option<String>,
+    pub trigger: Option<StageSpan>,
+    pub sources: Vec<StageSpan>,
+    pub reconciles: Vec<Reconcile>,
+    pub rollouts: Vec<StageSpan>,
+    pub traffic: Vec<StageSpan>,
+    pub superseded_by: Option<Successor>,
+}
+
+impl Promotion {
+    /// A promotion with no stage yet. Ids are derived: the trace id from the promotion id (or
+    /// the CI traceparent), the root span id from the promotion id and cluster.
+    pub fn new(
+        id: String,
+        start: Timestamp,
+        report: Option<PromotionReport>,
+        traceability: Traceability,
+        cluster: &str,
+        deadline: jiff::SignedDuration,
+    ) -> Self {
+        let tp = report
+            .as_ref()
+            .and_then(|r| r.traceparent.as_deref())
+            .and_then(|t| Traceparent::parse(t).ok());
+        let trace_id = tp.map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+        let root = span_id_for(&id, Stage::Promotion, cluster, "", "");
+        let commit = report
+            .as_ref()
+            .and_then(|r| r.revision.as_deref())
+            .and_then(revision::commit_sha)
+            .map(str::to_string);
+        let digest = report.as_ref().and_then(|r| {
+            r.artifact
+                .as_ref()
+                .and_then(|a| a.digest.clone())
+                .or_else(|| {
+                    r.revision
+                        .clone()
+                        .filter(|v| revision::digest_hex(v).is_some())
+                })
+        });
+        Promotion {
+            target: report.as_ref().and_then(target_key),
+            expect_source: report.is_some(),
+            id,
+            report,
+            traceability,
+            trace_id,
+            ci_parent: tp.map(|t| t.span_id),
+            root,
+            start,
+            deadline: add(start, deadline),
+            commit,
+            digest,
+            keys: Vec::new(),
+            trigger: None,
+            sources: Vec::new(),
+            reconciles: Vec::new(),
+            rollouts: Vec::new(),
+            traffic: Vec::new(),
+            superseded_by: None,
+        }
+    }
+
+    pub fn spans(&self) -> impl Iterator<Item = &StageSpan> {
+        self.trigger
+            .iter()
+            .chain(self.sources.iter())
+            .chain(
+                self.reconciles
+                    .iter()
+                    .flat_map(|r| std::iter::once(&r.span).chain(r.apply.iter())),
+            )
+            .chain(self.rollouts.iter())
+            .chain(self.traffic.iter())
+    }
+
+    pub fn spans_mut(&mut self) -> impl Iterator<Item = &mut StageSpan> {
+        self.trigger
+            .iter_mut()
+            .chain(self.sources.iter_mut())
+            .chain(
+                self.reconciles
+                    .iter_mut()
+                    .flat_map(|r| std::iter::once(&mut r.span).chain(r.apply.iter_mut())),
+            )
+            .chain(self.rollouts.iter_mut())
+            .chain(self.traffic.iter_mut())
+    }
+
+    /// Rollouts hang below the reconcile of the object that applied them, if it is part of
+    /// this promotion.
+    pub fn parent_for_rollout(&self, manager: Option<&ObjectRef>) -> SpanId {
+        manager
+            .and_then(|m| {
+                self.reconciles
+                    .iter()
+                    .find(|r| r.span.object.as_ref() == Some(m))
+            })
+            .map_or(self.root, |r| r.span.span_id)
+    }
+
+    /// Whether the promotion holds a span about `obj`.
+    pub fn touches(&self, obj: &ObjectRef) -> bool {
+        self.spans().any(|s| s.object.as_ref() == Some(obj))
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.report.as_ref().map(|r| r.environment.as_str())
+    }
+
+    /// The artifact tag the report named, if any.
+    pub fn artifact_tag(&self) -> Option<&str> {
+        self.report
+            .as_ref()
+            .and_then(|r| r.artifact.as_ref())
+            .and_then(|a| a.tag.as_deref())
+    }
+
+    pub fn artifact_repository(&self) -> Option<&str> {
+        self.report
+            .as_ref()
+            .and_then(|r| r.artifact.as_ref())
+            .and_then(|a| a.repository.as_deref())
+    }
+
+    /// Nothing more is expected once a stage failed, or once the revision was applied (or, for
+    /// a promotion no report announced, once its rollouts ended): only the settle period
+    /// remains.
+    pub fn verdict_due(&self) -> bool {
+        let failed = self.spans().any(|s| s.result.failure().is_some());
+        let delivered =
+            !self.reconciles.is_empty() || (!self.expect_source && !self.rollouts.is_empty());
+        failed || delivered || self.superseded_by.is_some()
+    }
+
+    /// When every source stored the revision, if all did.
+    pub fn sources_done(&self) -> Option<Timestamp> {
+        if self.sources.is_empty()
+            || self
+                .sources
+                .iter()
+                .any(|s| s.result != StageResult::Succeeded && s.result != StageResult::NoChange)
+        {
+            return None;
+        }
+        self.sources.iter().filter_map(|s| s.end).max()
+    }
+
+    /// Fills what a repeated or late report adds; never rewrites what is known.
+    pub fn merge_report(&mut self, r: PromotionReport) {
+        let cur = self.report.get_or_insert_with(|| PromotionReport {
+            id: r.id.clone(),
+            environment: r.environment.clone(),
+            ..Default::default()
+        });
+        cur.revision = cur.revision.take().or(r.revision);
+        cur.app = cur.app.take().or(r.app);
+        cur.actor = cur.actor.take().or(r.actor);
+        cur.pipeline = cur.pipeline.take().or(r.pipeline);
+        cur.time = cur.time.or(r.time);
+        cur.artifact = match (cur.artifact.take(), r.artifact) {
+            (Some(mut a), Some(b)) => {
+                a.repository = a.repository.or(b.repository);
+                a.tag = a.tag.or(b.tag);
+                a.digest = a.digest.or(b.digest);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        // The trace id and the CI parent were fixed when the promotion opened: a later
+        // traceparent cannot move spans already derived to another trace.
+        if self.commit.is_none() {
+            self.commit = self
+                .report
+                .as_ref()
+                .and_then(|r| r.revision.as_deref())
+                .and_then(revision::commit_sha)
+                .map(str::to_string);
+        }
+        if self.digest.is_none() {
+            self.digest = self
+                .report
+                .as_ref()
+                .and_then(|r| r.artifact.as_ref())
+                .and_then(|a| a.digest.clone());
+        }
+        self.expect_source = true;
+        self.traceability = Traceability::Reported;
+        if self.target.is_none() {
+            self.target = self.report.as_ref().and_then(target_key);
+        }
+    }
+
+    /// A span for a stage that never found its object.
+    pub fn placeholder(
+        &self,
+        stage: Stage,
+        cluster: &str,
+        start: Timestamp,
+        deadline: Timestamp,
+    ) -> StageSpan {
+        StageSpan::new(
+            stage,
+            span_id_for(&self.id, stage, cluster, "", "missing"),
+            self.root,
+            None,
+            start,
+            deadline,
+        )
+    }
+}
+
+/// The revision keys a report names (commit or digest, and the chart-version prefix).
+pub(super) fn report_keys(r: Option<&PromotionReport>) -> Vec<String> {
+    let Some(r) = r else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    let revs = r
+        .revision
+        .iter()
+        .chain(r.artifact.as_ref().and_then(|a| a.digest.as_ref()));
+    for rev in revs {
+        let hex = revision::commit_sha(rev).or_else(|| revision::digest_hex(rev));
+        if let Some(h) = hex {
+            keys.extend(revision::promotion_keys(h));
+        }
+    }
+    keys
+}
+
+/// Environment and app (or artifact repository and tag): what a report targets.
+pub(super) fn target_key(r: &PromotionReport) -> Option<String> {
+    let what = r.app.clone().or_else(|| {
+        r.artifact.as_ref().and_then(|a| {
+            let repo = a.repository.clone()?;
+            Some(match &a.tag {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo,
+            })
+        })
+    })?;
+    Some(format!("{}\u{0}{}", r.environment, what))
+}
+
+// ---- opening promotions -------------------------------------------------------------------
+
+use super::engine::Engine;
+use super::timers::Wake;
+use crate::model::PromotionReport as Report;
+
+impl Engine {
+    /// A promotion report: opens the promotion (or completes one that annotations opened),
+    /// supersedes an older open promotion of the same target, and joins objects already at
+    /// its revision.
+    pub(super) fn on_promotion(&mut self, at: Timestamp, report: Report) {
+        let id = report.id.clone();
+        if self.reg.is_finished(&id) {
+            return;
+        }
+        if let Some(p) = self.reg.get_mut(&id) {
+            p.merge_report(report);
+            let keys = report_keys(p.report.as_ref());
+            self.reg.index_target(&id);
+            self.reg.add_keys(&id, keys);
+            self.touched.insert(id.clone());
+            self.rejoin(&id, at);
+            return;
+        }
+        let start = report.time.unwrap_or(at);
+        let p = Promotion::new(
+            id.clone(),
+            start,
+            Some(report),
+            Traceability::Reported,
+            &self.cfg.cluster,
+            self.cfg.deadlines.promotion,
+        );
+        let successor = Successor {
+            id: id.clone(),
+            trace_id: p.trace_id,
+            root: p.root,
+            at: start.max(at),
+        };
+        let keys = report_keys(p.report.as_ref());
+        if let Some(old) = self.reg.open(p) {
+            if self.reg.get(&old).is_some_and(|o| o.start <= start) {
+                self.supersede(&old, successor);
+            }
+        }
+        self.reg.add_keys(&id, keys);
+        self.touched.insert(id.clone());
+        self.rejoin(&id, at);
+    }
+
+    /// Opens a promotion named only by an annotation or event metadata.
+    ///
+    /// Evidence older than the promotion deadline opens nothing: after a restart, an annotation
+    /// left on an object by a promotion long finished must not bring that promotion back.
+    pub(super) fn ensure_annotated(&mut self, id: &str, start: Timestamp) -> bool {
+        if self.reg.is_finished(id) {
+            return false;
+        }
+        if !self.reg.is_open(id) {
+            if add(start, self.cfg.deadlines.promotion) < self.now {
+                return false;
+            }
+            let p = Promotion::new(
+                id.to_string(),
+                start,
+                None,
+                Traceability::Annotated,
+                &self.cfg.cluster,
+                self.cfg.deadlines.promotion,
+            );
+            self.reg.open(p);
+        }
+        self.touched.insert(id.to_string());
+        true
+    }
+
+    /// Joins objects that already hold one of the promotion's revisions.
+    pub(super) fn rejoin(&mut self, id: &str, at: Timestamp) {
+        let Some(p) = self.reg.get(id) else {
+            return;
+        };
+        let objects = self.revs.objects(&p.keys);
+        // Sources first: reconcilers join through the revisions sources register.
+        let (srcs, recs): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.kind.is_source());
+        for o in srcs {
+            if let Some(obs) = self.sources.get(&o).and_then(|s| s.last.clone()) {
+                self.correlate_source(at, &obs);
+            }
+        }
+        for o in recs {
+            if let Some(obs) = self.reconcilers.get(&o).and_then(|s| s.last.clone()) {
+                self.correlate_reconciler(at, &obs);
+            }
+        }
+    }
+
+    /// Ends an open promotion because a newer one took over its target or its objects. A
+    /// promotion that already failed, or whose work is all done, reaches its own verdict: a
+    /// newer one does not hide what happened to it.
+    pub(super) fn supersede(&mut self, old: &str, newer: Successor) {
+        let Some(p) = self.reg.get_mut(old) else {
+            return;
+        };
+        let failed = p.spans().any(|s| s.result.failure().is_some());
+        let done = p.spans().next().is_some() && !p.spans().any(StageSpan::is_open);
+        if failed || done {
+            return;
+        }
+        let msg = format!("superseded by promotion {}", newer.id);
+        let at = newer.at;
+        for s in p.spans_mut() {
+            if s.is_open() {
+                s.finish(at.max(s.start), StageResult::Superseded, msg.clone());
+            }
+        }
+        p.superseded_by = Some(newer);
+        self.timers.cancel(&Wake::Promotion(old.to_string()));
+        self.verdict(old);
+    }
+}

@@ -1,0 +1,184 @@
+//! Open and finished promotions, and the indexes that find them: by revision key, by target,
+//! by OCI repository.
+//!
+//! The only code that writes these maps. Stage modules ask it for candidates and hand it
+//! promotions to open and finish; nothing else inserts or removes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::promotion::Promotion;
+
+#[derive(Default)]
+pub(super) struct Registry {
+    open: BTreeMap<String, Promotion>,
+    /// Finished promotion → the revision keys it held (to drop them when it is forgotten).
+    finished: HashMap<String, Vec<String>>,
+    finished_order: VecDeque<String>,
+    /// Revision key (commit, digest, 12-hex prefix) → promotions that named it, oldest first.
+    /// Several environments may promote the same commit or digest at once.
+    keys: HashMap<String, Vec<String>>,
+    /// Promotion target (environment + app or artifact) → the newest open promotion for it.
+    targets: HashMap<String, String>,
+    /// OCI repository → open promotions that named it (floating-tag resolution).
+    oci_repos: HashMap<String, Vec<String>>,
+}
+
+impl Registry {
+    pub fn get(&self, id: &str) -> Option<&Promotion> {
+        self.open.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Promotion> {
+        self.open.get_mut(id)
+    }
+
+    pub fn is_open(&self, id: &str) -> bool {
+        self.open.contains_key(id)
+    }
+
+    pub fn is_finished(&self, id: &str) -> bool {
+        self.finished.contains_key(id)
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn finished_count(&self) -> usize {
+        self.finished.len()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.open.keys().map(String::as_str)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Promotion> {
+        self.open.values()
+    }
+
+    /// Opens a promotion and indexes its target and OCI repository. Returns the open promotion
+    /// the new one replaces for the same target, if any (the caller decides on superseding).
+    pub fn open(&mut self, p: Promotion) -> Option<String> {
+        let id = p.id.clone();
+        let mut previous = None;
+        if let Some(t) = &p.target {
+            previous = self
+                .targets
+                .insert(t.clone(), id.clone())
+                .filter(|x| *x != id);
+        }
+        if let Some(repo) = p.artifact_repository() {
+            let ids = self.oci_repos.entry(repo.to_string()).or_default();
+            if !ids.contains(&id) {
+                ids.push(id.clone());
+            }
+        }
+        self.open.insert(id, p);
+        previous
+    }
+
+    /// Indexes a promotion's target after a late report gave it one.
+    pub fn index_target(&mut self, id: &str) {
+        let Some(p) = self.open.get(id) else {
+            return;
+        };
+        let (target, repo) = (
+            p.target.clone(),
+            p.artifact_repository().map(str::to_string),
+        );
+        if let Some(t) = target {
+            self.targets.entry(t).or_insert_with(|| id.to_string());
+        }
+        if let Some(repo) = repo {
+            let ids = self.oci_repos.entry(repo).or_default();
+            if !ids.iter().any(|x| x == id) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+
+    /// Adds revision keys to an open promotion and to the index.
+    pub fn add_keys(&mut self, id: &str, keys: Vec<String>) {
+        let Some(p) = self.open.get_mut(id) else {
+            return;
+        };
+        for k in keys {
+            if !p.keys.contains(&k) {
+                p.keys.push(k.clone());
+            }
+            let ids = self.keys.entry(k).or_default();
+            if !ids.iter().any(|x| x == id) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+
+    /// Open promotions that named any of these revision keys, oldest first, without repeats.
+    pub fn by_keys<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        for k in keys {
+            for id in self.keys.get(k).into_iter().flatten() {
+                if self.open.contains_key(id) && !found.contains(id) {
+                    found.push(id.clone());
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            let start = |id: &String| self.open.get(id).map(|p| p.start);
+            start(a).cmp(&start(b)).then(a.cmp(b))
+        });
+        found
+    }
+
+    /// Open promotions that named this OCI repository.
+    pub fn by_oci_repository(&self, repo: &str) -> Vec<String> {
+        self.oci_repos.get(repo).cloned().unwrap_or_default()
+    }
+
+    /// Takes a promotion out of the open set for its verdict, and drops it from the target and
+    /// repository indexes.
+    pub fn take_for_verdict(&mut self, id: &str) -> Option<Promotion> {
+        let p = self.open.remove(id)?;
+        if let Some(t) = &p.target {
+            if self.targets.get(t).is_some_and(|x| x == id) {
+                self.targets.remove(t);
+            }
+        }
+        if let Some(repo) = p.artifact_repository() {
+            if let Some(ids) = self.oci_repos.get_mut(repo) {
+                ids.retain(|x| x != id);
+                if ids.is_empty() {
+                    self.oci_repos.remove(repo);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// Remembers a finished promotion, forgetting the oldest beyond `retain`.
+    pub fn finish(&mut self, id: &str, keys: Vec<String>, retain: usize) {
+        self.finished.insert(id.to_string(), keys);
+        self.finished_order.push_back(id.to_string());
+        while self.finished_order.len() > retain {
+            let Some(old) = self.finished_order.pop_front() else {
+                break;
+            };
+            let Some(keys) = self.finished.remove(&old) else {
+                continue;
+            };
+            for k in keys {
+                if let Some(ids) = self.keys.get_mut(&k) {
+                    ids.retain(|x| *x != old);
+                    if ids.is_empty() {
+                        self.keys.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entries held by the indexes, for the engine's size report.
+    pub fn index_entries(&self) -> usize {
+        self.keys.len() + self.targets.len() + self.oci_repos.len()
+    }
+}

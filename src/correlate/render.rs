@@ -1,0 +1,257 @@
+//! From a finished promotion to what users see: span records (attributes, status, links) and
+//! the triage story.
+//!
+//! Called by `verdict` (and by `Engine::progress` for a story in progress). Decides nothing:
+//! every outcome and divergence arrives here already decided.
+
+use jiff::Timestamp;
+
+use super::promotion::{Promotion, Traceability};
+use super::span::{StageResult, StageSpan};
+use super::stage::traffic::strip_credentials;
+use crate::model::Kind;
+use crate::story::{Divergence, Outcome, StageStory, Story};
+use crate::trace::{attr, Attributes, SpanLinkRecord, SpanRecord, SpanStatus, Stage};
+
+const SERVICE_FLUXTRACE: &str = "fluxtrace";
+const SERVICE_NOTIFICATION: &str = "notification-controller";
+const SERVICE_SOURCE: &str = "source-controller";
+const SERVICE_KUSTOMIZE: &str = "kustomize-controller";
+const SERVICE_HELM: &str = "helm-controller";
+const SERVICE_KUBE: &str = "kube-controller-manager";
+
+fn service_of(s: &StageSpan) -> &'static str {
+    match s.stage {
+        Stage::Promotion => SERVICE_FLUXTRACE,
+        Stage::Trigger => SERVICE_NOTIFICATION,
+        Stage::Source => SERVICE_SOURCE,
+        Stage::Reconcile | Stage::Apply => match s.object.as_ref().map(|o| o.kind) {
+            Some(Kind::HelmRelease) => SERVICE_HELM,
+            _ => SERVICE_KUSTOMIZE,
+        },
+        Stage::Rollout => SERVICE_KUBE,
+        Stage::Traffic => "fluxtrace-probe",
+    }
+}
+
+fn common_attrs(a: &mut Attributes, p: &Promotion, stage: Stage, cluster: &str) {
+    a.set(attr::DELIVERY_PROMOTION_ID, p.id.clone());
+    a.set(attr::DELIVERY_STAGE, stage.as_str());
+    a.set(attr::DELIVERY_PLANE, stage.plane());
+    a.set(attr::K8S_CLUSTER_NAME, cluster.to_string());
+    if let Some(r) = &p.report {
+        a.set(attr::DEPLOYMENT_ENVIRONMENT_NAME, r.environment.clone());
+    }
+    if p.traceability == Traceability::Missing {
+        a.set(attr::DELIVERY_TRACEABILITY, Traceability::Missing.as_str());
+    }
+}
+
+pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanRecord {
+    let mut attributes = Attributes::default();
+    common_attrs(&mut attributes, p, s.stage, cluster);
+    for (k, v) in &s.attrs.0 {
+        attributes.set(k, v.clone());
+    }
+    attributes.set(attr::DELIVERY_OUTCOME, s.result.outcome());
+    let status = match &s.result {
+        StageResult::Failed(f) | StageResult::TimedOut(f) => {
+            attributes.set(attr::ERROR_TYPE, f.reason.clone());
+            SpanStatus::Error {
+                description: format!("{}: {}", f.reason, f.message),
+            }
+        }
+        StageResult::Succeeded | StageResult::NoChange => SpanStatus::Ok,
+        StageResult::Superseded | StageResult::Open => SpanStatus::Unset,
+    };
+    SpanRecord {
+        trace_id: p.trace_id,
+        span_id: s.span_id,
+        parent_span_id: Some(s.parent),
+        service: service_of(s),
+        name: s.stage.span_name(),
+        start: s.start,
+        end: s.end.unwrap_or(s.deadline).max(s.start),
+        status,
+        attributes,
+        events: s.events.clone(),
+        links: Vec::new(),
+    }
+}
+
+pub(super) fn root_record(
+    p: &Promotion,
+    start: Timestamp,
+    end: Timestamp,
+    outcome: Outcome,
+    divergence: Option<&Divergence>,
+    cluster: &str,
+) -> SpanRecord {
+    let mut a = Attributes::default();
+    common_attrs(&mut a, p, Stage::Promotion, cluster);
+    a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
+    a.set(attr::DELIVERY_OUTCOME, outcome.as_str());
+    if let Some(r) = &p.report {
+        a.set_opt(attr::DELIVERY_APP, r.app.clone());
+        a.set_opt(attr::DELIVERY_PROMOTION_ACTOR, r.actor.clone());
+        if let Some(pl) = &r.pipeline {
+            a.set_opt(attr::CICD_PIPELINE_NAME, pl.name.clone());
+            a.set_opt(attr::CICD_PIPELINE_RUN_ID, pl.run_id.clone());
+            a.set_opt(
+                attr::CICD_PIPELINE_RUN_URL_FULL,
+                pl.url.as_deref().map(strip_credentials),
+            );
+        }
+        if let Some(art) = &r.artifact {
+            a.set_opt(attr::DELIVERY_ARTIFACT_REPOSITORY, art.repository.clone());
+            a.set_opt(attr::DELIVERY_ARTIFACT_TAG, art.tag.clone());
+        }
+    }
+    a.set_opt(attr::VCS_REF_HEAD_REVISION, p.commit.clone());
+    a.set_opt(attr::OCI_MANIFEST_DIGEST, p.digest.clone());
+    let status = match divergence {
+        Some(d) => {
+            a.set(attr::DELIVERY_DIVERGENCE_STAGE, d.stage.as_str());
+            a.set(attr::DELIVERY_DIVERGENCE_REASON, d.reason.clone());
+            a.set(attr::DELIVERY_DIVERGENCE_MESSAGE, d.message.clone());
+            a.set(attr::ERROR_TYPE, d.reason.clone());
+            SpanStatus::Error {
+                description: format!(
+                    "diverged at {}: {}: {}",
+                    d.stage.as_str(),
+                    d.reason,
+                    d.message
+                ),
+            }
+        }
+        None if outcome == Outcome::Superseded => SpanStatus::Unset,
+        None => SpanStatus::Ok,
+    };
+    let mut links = Vec::new();
+    if let Some(s) = &p.superseded_by {
+        a.set(attr::DELIVERY_SUPERSEDED_BY, s.id.clone());
+        let mut la = Attributes::default();
+        la.set(attr::DELIVERY_PROMOTION_ID, s.id.clone());
+        links.push(SpanLinkRecord {
+            trace_id: s.trace_id,
+            span_id: s.root,
+            attributes: la,
+        });
+    }
+    SpanRecord {
+        trace_id: p.trace_id,
+        span_id: p.root,
+        parent_span_id: p.ci_parent,
+        service: SERVICE_FLUXTRACE,
+        name: Stage::Promotion.span_name(),
+        start,
+        end,
+        status,
+        attributes: a,
+        events: Vec::new(),
+        links,
+    }
+}
+
+pub(super) fn build_story(
+    p: &Promotion,
+    spans: &[&StageSpan],
+    start: Timestamp,
+    end: Timestamp,
+    outcome: Outcome,
+    divergence: Option<Divergence>,
+    cluster: &str,
+) -> Story {
+    let report = p.report.as_ref();
+    let promoted = match report {
+        Some(r) => {
+            let art = r.artifact.as_ref().map(|a| {
+                let repo = a.repository.as_deref().unwrap_or("artifact");
+                match &a.tag {
+                    Some(t) => format!("{repo}:{t}"),
+                    None => repo.to_string(),
+                }
+            });
+            let rev = r
+                .revision
+                .clone()
+                .or(r.artifact.as_ref().and_then(|a| a.digest.clone()));
+            match (art, rev) {
+                (Some(a), Some(v)) if !v.starts_with("sha256:") || a.contains(':') => {
+                    format!("{a} ({v})")
+                }
+                (Some(a), _) => a,
+                (None, Some(v)) => format!("revision {v}"),
+                (None, None) => "unknown revision".into(),
+            }
+        }
+        None => match (&p.commit, &p.digest) {
+            (Some(c), _) => format!("revision {c}"),
+            (None, Some(d)) => format!("artifact {d}"),
+            (None, None) => p
+                .rollouts
+                .first()
+                .and_then(|s| s.object.as_ref())
+                .map_or_else(|| "unknown change".into(), |o| format!("a change to {o}")),
+        },
+    };
+    let stages = spans
+        .iter()
+        .map(|s| {
+            let failure = s.result.failure().map(|f| f.message.as_str());
+            let mut events: Vec<String> = s
+                .events
+                .iter()
+                .filter(|e| e.attributes.get_str(attr::EVENT_MESSAGE) != failure)
+                .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning"))
+                .chain(
+                    s.events
+                        .iter()
+                        .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) != Some("Warning")),
+                )
+                .map(|e| {
+                    format!(
+                        "{} {} {}: {}",
+                        e.time,
+                        e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
+                        e.name,
+                        e.attributes
+                            .get_str(attr::EVENT_MESSAGE)
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            events.dedup();
+            StageStory {
+                stage: s.stage,
+                span_id: s.span_id,
+                object: s.object.as_ref().map(ToString::to_string),
+                outcome: s.result.outcome(),
+                start: s.start,
+                end: s.end.unwrap_or(s.deadline),
+                summary: s.summary.clone(),
+                events,
+            }
+        })
+        .collect();
+    Story {
+        promotion_id: p.id.clone(),
+        trace_id: p.trace_id,
+        root_span_id: p.root,
+        traceability: p.traceability.as_str(),
+        environment: report.map(|r| r.environment.clone()),
+        app: report.and_then(|r| r.app.clone()),
+        actor: report.and_then(|r| r.actor.clone()),
+        pipeline: report.and_then(|r| r.pipeline.clone()),
+        promoted,
+        resolved_digest: p.digest.clone(),
+        cluster: cluster.to_string(),
+        start,
+        end,
+        outcome,
+        divergence,
+        stages,
+        superseded_by: p.superseded_by.as_ref().map(|s| s.id.clone()),
+        trace_link: None,
+    }
+}

@@ -1,0 +1,49 @@
+//! Which sources and reconcilers are at which revision, by revision key.
+//!
+//! Written when a source stores or a reconciler attempts a revision, and when an object is
+//! deleted; read when a promotion learns its revision, to join objects that already hold it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::model::ObjectRef;
+use crate::revision;
+
+#[derive(Default)]
+pub(super) struct RevisionIndex {
+    at: HashMap<String, BTreeSet<ObjectRef>>,
+}
+
+impl RevisionIndex {
+    /// Moves `object` from the keys of `old` to the keys of `new`.
+    pub fn reindex(&mut self, object: &ObjectRef, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        for k in old.map(revision::lookup_keys).unwrap_or_default() {
+            if let Some(set) = self.at.get_mut(&k) {
+                set.remove(object);
+                if set.is_empty() {
+                    self.at.remove(&k);
+                }
+            }
+        }
+        for k in new.map(revision::lookup_keys).unwrap_or_default() {
+            self.at.entry(k).or_default().insert(object.clone());
+        }
+    }
+
+    /// Objects at any of these keys.
+    pub fn objects<'a>(&self, keys: impl IntoIterator<Item = &'a String>) -> BTreeSet<ObjectRef> {
+        let mut out = BTreeSet::new();
+        for k in keys {
+            if let Some(objs) = self.at.get(k) {
+                out.extend(objs.iter().cloned());
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+}

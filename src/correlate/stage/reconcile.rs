@@ -1,0 +1,463 @@
+//! The reconcile stage: a Kustomization or HelmRelease attempting the promoted revision, with
+//! its `apply` child (objects applied, or the Helm release installed/upgraded).
+//!
+//! A reconciler joins a promotion when its annotation names it, or when its
+//! `lastAttemptedRevision` (or HelmRelease `lastAttemptedRevisionDigest`) matches a
+//! promotion's revision (`matching` decides among several). It also remembers which
+//! Deployments it applies, so that their rollouts join the same promotion, and what each apply
+//! changed (kustomize-controller's `Progressing` event).
+
+use jiff::Timestamp;
+
+use super::super::config::{add, sub, CLAIM_SLACK};
+use super::super::engine::Engine;
+use super::super::promotion::{Reconcile, Successor};
+use super::super::span::{Failure, StageResult, StageSpan};
+use super::matching::{choose, Evidence};
+use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
+use crate::model::{condition, CondStatus, Condition, Kind, ObjectRef, ReconcilerObs};
+use crate::revision;
+use crate::trace::{attr, span_id_for, Stage};
+
+/// How many revisions' change lists are kept per reconciler.
+const CHANGES_KEPT: usize = 5;
+
+#[derive(Default)]
+pub(in crate::correlate) struct ReconcilerState {
+    pub last: Option<ReconcilerObs>,
+    pub trigger: Option<TriggerDraft>,
+    /// The promotion this reconciler last joined.
+    pub joined: Option<String>,
+    /// Changed objects reported by the controller's `Progressing` event, by revision.
+    pub changes: Vec<(String, Vec<String>)>,
+    /// Revisions the controller reported finished (`ReconciliationSucceeded`, "Reconciliation
+    /// finished in …"): with no changes reported for one, its apply changed nothing.
+    pub finished: Vec<String>,
+}
+
+impl ReconcilerState {
+    /// What the apply of `revision` changed, if the controller said.
+    pub fn changes_of(&self, revision: &str) -> Option<&[String]> {
+        self.changes
+            .iter()
+            .find(|(r, _)| r == revision)
+            .map(|(_, c)| c.as_slice())
+    }
+
+    /// Whether the apply of `revision` is known to have changed something (`Some(true)`),
+    /// known to have changed nothing (`Some(false)`: finished with no changes reported), or
+    /// not known (the controller's events were not seen).
+    pub fn changed(&self, revision: &str) -> Option<bool> {
+        if self.changes_of(revision).is_some() {
+            Some(true)
+        } else if self.finished.iter().any(|r| r == revision) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+fn evidence(obs: &ReconcilerObs) -> Evidence<'_> {
+    let mut words = vec![obs.object.name.as_str(), obs.object.namespace.as_str()];
+    words.extend(obs.path.as_deref());
+    words.extend(obs.target_namespace.as_deref());
+    Evidence {
+        tag: None,
+        repository: None,
+        source: obs.source_ref.as_ref(),
+        words,
+    }
+}
+
+impl Engine {
+    pub(in crate::correlate) fn on_reconciler(&mut self, at: Timestamp, obs: ReconcilerObs) {
+        let st = self.reconcilers.entry(obs.object.clone()).or_default();
+        update_trigger(
+            &mut st.trigger,
+            &obs.requested_at,
+            &obs.last_handled,
+            &obs.conditions,
+            at,
+        );
+        if st.last.as_ref() == Some(&obs) {
+            return; // a re-list: nothing new
+        }
+        let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.as_deref());
+        self.revs
+            .reindex(&obs.object, old_rev, obs.last_attempted.as_deref());
+        // Joining reads the object's trigger and joined promotion, not its last observation:
+        // store it after.
+        self.correlate_reconciler(at, &obs);
+        if let Some(st) = self.reconcilers.get_mut(&obs.object) {
+            st.last = Some(obs);
+        }
+    }
+
+    /// Reads what a kustomize-controller event says about an apply: the objects a
+    /// `Progressing` event lists as changed, or that a `ReconciliationSucceeded` event finished
+    /// the revision. Both the core/v1 Event and the notification carry it.
+    pub(in crate::correlate) fn record_apply_event(
+        &mut self,
+        object: &ObjectRef,
+        revision: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        if object.kind != Kind::Kustomization {
+            return;
+        }
+        let st = self.reconcilers.entry(object.clone()).or_default();
+        match reason {
+            "Progressing" => {
+                let changed = changed_objects(message);
+                if !changed.is_empty() && !st.changes.iter().any(|(r, _)| r == revision) {
+                    st.changes.push((revision.to_string(), changed));
+                    if st.changes.len() > CHANGES_KEPT {
+                        st.changes.remove(0);
+                    }
+                }
+            }
+            "ReconciliationSucceeded" if !st.finished.iter().any(|r| r == revision) => {
+                st.finished.push(revision.to_string());
+                if st.finished.len() > CHANGES_KEPT {
+                    st.finished.remove(0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Which open promotion this reconcile belongs to.
+    fn reconciler_promotion(
+        &mut self,
+        at: Timestamp,
+        obs: &ReconcilerObs,
+        rev: &str,
+    ) -> Option<String> {
+        if let Some(n) = &obs.marks.promotion_id {
+            // When the reconcile happened, as far as the object says.
+            let evidence = condition(&obs.conditions, "Ready")
+                .and_then(|c| c.last_transition)
+                .unwrap_or(at)
+                .min(at);
+            return self.ensure_annotated(n, evidence).then(|| n.clone());
+        }
+        let keys: Vec<String> = std::iter::once(rev)
+            .chain(obs.last_attempted_digest.as_deref())
+            .flat_map(revision::lookup_keys)
+            .collect();
+        let candidates = self.reg.by_keys(keys.iter().map(String::as_str));
+        // Several left: the newest (the one a later report asked for).
+        choose(&self.reg, candidates, &evidence(obs)).pop()
+    }
+
+    pub(in crate::correlate) fn correlate_reconciler(
+        &mut self,
+        at: Timestamp,
+        obs: &ReconcilerObs,
+    ) {
+        let Some(rev) = obs.last_attempted.clone() else {
+            return;
+        };
+        let Some(pid) = self
+            .reconciler_promotion(at, obs, &rev)
+            .filter(|p| self.reg.is_open(p))
+        else {
+            return;
+        };
+        // The reconciler moved on from an earlier promotion's revision: that one is superseded.
+        let previous = self
+            .reconcilers
+            .get(&obs.object)
+            .and_then(|s| s.joined.clone());
+        if let Some(prev) = previous.filter(|p| *p != pid) {
+            let still_open = self.reg.get(&prev).is_some_and(|p| {
+                p.reconciles
+                    .iter()
+                    .any(|r| r.span.object.as_ref() == Some(&obs.object) && r.span.is_open())
+            });
+            let newer = self.reg.get(&pid).map(|n| Successor {
+                id: n.id.clone(),
+                trace_id: n.trace_id,
+                root: n.root,
+                at,
+            });
+            if let (true, Some(newer)) = (still_open, newer) {
+                self.supersede(&prev, newer);
+            }
+        }
+        if let Some(st) = self.reconcilers.get_mut(&obs.object) {
+            st.joined = Some(pid.clone());
+        }
+        let trigger = self
+            .reconcilers
+            .get_mut(&obs.object)
+            .and_then(|s| s.trigger.as_mut());
+        let cluster = &self.cfg.cluster;
+        let d = &self.cfg.deadlines;
+        let via = self.receivers.values().find(|r| r.targets(&obs.object));
+        let Some(p) = self.reg.get_mut(&pid) else {
+            return;
+        };
+        self.touched.insert(pid.clone());
+        claim_trigger(p, trigger, &obs.object, &obs.uid, cluster, d, via);
+        let helm = obs.object.kind == Kind::HelmRelease;
+        let idx = match p
+            .reconciles
+            .iter()
+            .position(|r| r.span.object.as_ref() == Some(&obs.object) && r.revision == rev)
+        {
+            Some(i) => i,
+            None => {
+                let ready = condition(&obs.conditions, "Ready");
+                let started = ready
+                    .and_then(|c| c.last_transition)
+                    .filter(|t| *t >= sub(p.start, CLAIM_SLACK));
+                let from_history = obs
+                    .history
+                    .iter()
+                    .find(|h| h.revision == rev)
+                    .and_then(|h| h.last_reconciled?.checked_sub(h.last_duration?).ok());
+                let mut start = started.map_or(at, |t| t.min(at));
+                if ready.is_some_and(|c| c.status != CondStatus::Unknown) {
+                    if let Some(h) = from_history.filter(|h| *h >= sub(p.start, CLAIM_SLACK)) {
+                        start = start.min(h);
+                    }
+                }
+                let already = obs.last_applied.as_deref() == Some(rev.as_str())
+                    && ready.is_some_and(|c| {
+                        c.status == CondStatus::True
+                            && c.last_transition.is_some_and(|t| t < p.start)
+                    });
+                let timeout = obs.timeout.unwrap_or(d.reconcile);
+                let mk = |stage, parent| {
+                    let mut s = StageSpan::new(
+                        stage,
+                        span_id_for(&pid, stage, cluster, &obs.uid, &rev),
+                        parent,
+                        Some(obs.object.clone()),
+                        start,
+                        add(start, timeout),
+                    );
+                    s.set_object_attrs(&obs.object);
+                    s.attrs.set(attr::FLUX_REVISION, rev.clone());
+                    s.key.revision = Some(rev.clone());
+                    s
+                };
+                let span = mk(Stage::Reconcile, p.root);
+                let apply = mk(Stage::Apply, span.span_id);
+                let mut r = Reconcile {
+                    span,
+                    apply: Some(apply),
+                    revision: rev.clone(),
+                    seen: false,
+                };
+                if already {
+                    let t = ready.and_then(|c| c.last_transition).unwrap_or(at);
+                    r.span.start = t;
+                    let msg = format!("revision {rev} was already applied at {t}");
+                    r.span.finish(t, StageResult::NoChange, msg.clone());
+                    if let Some(a) = r.apply.as_mut() {
+                        a.start = t;
+                        a.finish(t, StageResult::NoChange, msg);
+                    }
+                }
+                p.reconciles.push(r);
+                p.reconciles.len() - 1
+            }
+        };
+        let digest = p.digest.clone();
+        let r = &mut p.reconciles[idx];
+        if let Some(dg) = digest {
+            r.span.attrs.set(attr::OCI_MANIFEST_DIGEST, dg);
+        }
+        let first = !r.seen;
+        r.seen = true;
+        if helm {
+            evaluate_helm(r, obs, at, first);
+        } else {
+            evaluate_kustomization(r, obs, at, first);
+        }
+        let reconcile_start = r.span.start;
+        // A revision already applied changed nothing: it explains no rollout.
+        let claim_until = match r.span.result {
+            StageResult::NoChange => None,
+            _ => Some(r.span.end.map(|e| add(e, self.cfg.deadlines.settle))),
+        };
+        self.claim_managed_rollouts(&obs.object, &pid, reconcile_start, claim_until);
+    }
+}
+
+/// `Kind/namespace/name configured|created|deleted` lines of a kustomize-controller
+/// `Progressing` event; unchanged objects are left out.
+fn changed_objects(message: &str) -> Vec<String> {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_once(' ').is_some_and(|(obj, action)| {
+                obj.contains('/') && matches!(action, "configured" | "created" | "deleted")
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The stage a reconciler's failure diverges at: a health check or a Helm wait that timed out
+/// is the rollout's failure; an apply error is the apply's; anything else the reconcile's.
+fn classify(kind: Kind, reason: &str, message: &str) -> Stage {
+    let waited = message.contains("timed out waiting for the condition")
+        || message.contains("context deadline exceeded")
+        || message.contains("resources not ready");
+    match (kind, reason) {
+        (Kind::Kustomization, "HealthCheckFailed") => Stage::Rollout,
+        (Kind::Kustomization, "ReconciliationFailed" | "PruneFailed") => Stage::Apply,
+        (Kind::HelmRelease, "TestFailed") => Stage::Rollout,
+        (
+            Kind::HelmRelease,
+            "InstallFailed" | "UpgradeFailed" | "RollbackFailed" | "UninstallFailed"
+            | "RollbackSucceeded" | "UninstallSucceeded" | "RemediationFailed",
+        ) => {
+            if waited {
+                Stage::Rollout
+            } else {
+                Stage::Apply
+            }
+        }
+        _ => Stage::Reconcile,
+    }
+}
+
+fn fail_reconcile(r: &mut Reconcile, kind: Kind, reason: &str, message: &str, end: Timestamp) {
+    let stage = classify(kind, reason, message);
+    let failure = Failure {
+        reason: reason.to_string(),
+        message: message.to_string(),
+        diverges_at: stage,
+    };
+    if let Some(a) = r.apply.as_mut() {
+        match stage {
+            Stage::Apply => a.finish(
+                end,
+                StageResult::Failed(failure.clone()),
+                format!("{reason}: {message}"),
+            ),
+            Stage::Rollout => a.finish(end, StageResult::Succeeded, "applied"),
+            _ => a.finish(end, StageResult::Failed(failure.clone()), "not applied"),
+        }
+    }
+    r.span.finish(
+        end,
+        StageResult::Failed(failure),
+        format!("{reason}: {message}"),
+    );
+}
+
+fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: bool) {
+    if !r.span.is_open() {
+        return;
+    }
+    let rev = r.revision.clone();
+    if obs.last_attempted.as_deref() != Some(rev.as_str()) {
+        return;
+    }
+    let healthy = condition(&obs.conditions, "Healthy");
+    let reconciling = condition(&obs.conditions, "Reconciling");
+    if let Some(a) = r.apply.as_mut().filter(|a| a.is_open()) {
+        let checking = reconciling.is_some_and(|c| c.message.starts_with("Running health checks"))
+            || healthy.is_some_and(|c| c.status == CondStatus::Unknown);
+        if checking {
+            let t = healthy
+                .filter(|c| c.status == CondStatus::Unknown)
+                .and_then(|c| c.last_transition)
+                .filter(|t| *t >= a.start)
+                .unwrap_or(at);
+            a.finish(
+                t,
+                StageResult::Succeeded,
+                format!("applied revision {rev}; health checks started"),
+            );
+        }
+    }
+    let Some(ready) = condition(&obs.conditions, "Ready") else {
+        return;
+    };
+    let end = ready.last_transition.unwrap_or(at).max(r.span.start);
+    let fresh = !first
+        || ready
+            .last_transition
+            .is_none_or(|t| add(t, CLAIM_SLACK) >= r.span.start);
+    match ready.status {
+        CondStatus::True if obs.last_applied.as_deref() == Some(rev.as_str()) && fresh => {
+            if let Some(a) = r.apply.as_mut() {
+                a.finish(
+                    end,
+                    StageResult::Succeeded,
+                    format!("applied revision {rev}"),
+                );
+            }
+            r.span
+                .finish(end, StageResult::Succeeded, ready.message.clone());
+        }
+        CondStatus::False if fresh => {
+            fail_reconcile(r, Kind::Kustomization, &ready.reason, &ready.message, end);
+        }
+        _ => {}
+    }
+}
+
+fn evaluate_helm(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: bool) {
+    if !r.span.is_open() {
+        return;
+    }
+    let rev = r.revision.clone();
+    if obs.last_attempted.as_deref() != Some(rev.as_str()) {
+        return;
+    }
+    let start = r.span.start;
+    let fresh = |c: &Condition| {
+        !first
+            || c.last_transition
+                .is_none_or(|t| add(t, CLAIM_SLACK) >= start)
+    };
+    if let Some(rel) = condition(&obs.conditions, "Released").filter(|c| fresh(c)) {
+        let end = rel.last_transition.unwrap_or(at).max(start);
+        if let Some(a) = r.apply.as_mut() {
+            match rel.status {
+                CondStatus::True => a.finish(end, StageResult::Succeeded, rel.message.clone()),
+                CondStatus::False
+                    if classify(Kind::HelmRelease, &rel.reason, &rel.message) == Stage::Apply =>
+                {
+                    a.finish(
+                        end,
+                        StageResult::Failed(Failure {
+                            reason: rel.reason.clone(),
+                            message: rel.message.clone(),
+                            diverges_at: Stage::Apply,
+                        }),
+                        format!("{}: {}", rel.reason, rel.message),
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    let Some(ready) = condition(&obs.conditions, "Ready").filter(|c| fresh(c)) else {
+        return;
+    };
+    let end = ready.last_transition.unwrap_or(at).max(start);
+    match ready.status {
+        CondStatus::True => {
+            if let Some(a) = r.apply.as_mut() {
+                a.finish(end, StageResult::Succeeded, format!("released {rev}"));
+            }
+            r.span
+                .finish(end, StageResult::Succeeded, ready.message.clone());
+        }
+        CondStatus::False => {
+            fail_reconcile(r, Kind::HelmRelease, &ready.reason, &ready.message, end)
+        }
+        CondStatus::Unknown => {}
+    }
+}

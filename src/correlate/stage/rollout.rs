@@ -1,0 +1,478 @@
+//! The rollout stage: a Deployment rolling out a new pod template, from the generation bump
+//! until it completes, fails (`ProgressDeadlineExceeded`) or times out.
+//!
+//! A rollout starts unclaimed. It is claimed by the promotion its pod template annotation
+//! names, or by the promotion whose reconcile applied it (the Deployment's Flux labels name
+//! the Kustomization or HelmRelease). One that nobody claims within the settle period after it
+//! ends becomes its own trace, `traceability=missing`.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::super::config::{add, CLAIM_SLACK};
+use super::super::engine::Engine;
+use super::super::promotion::{Promotion, Traceability};
+use super::super::span::{Failure, StageResult, StageSpan};
+use super::super::timers::Wake;
+use crate::model::{condition, CondStatus, DeploymentObs, ObjectRef};
+use crate::trace::{attr, span_id_for, Attributes, SpanId, Stage};
+
+pub(in crate::correlate) enum RolloutOwner {
+    Unclaimed(Box<StageSpan>),
+    Promotion(String),
+    /// Belonged to a promotion that has finished; nothing more to do.
+    Done,
+}
+
+pub(in crate::correlate) struct Rollout {
+    pub generation: i64,
+    pub owner: RolloutOwner,
+}
+
+pub(in crate::correlate) struct DeploymentState {
+    pub last: DeploymentObs,
+    pub rollout: Option<Rollout>,
+}
+
+/// Deployments, the rollout each has in flight, and which reconciler manages which.
+#[derive(Default)]
+pub(in crate::correlate) struct Rollouts {
+    pub deployments: HashMap<ObjectRef, DeploymentState>,
+    /// Deployments with a rollout no promotion has claimed yet.
+    pub unclaimed: BTreeSet<ObjectRef>,
+    /// Reconciler → the Deployments it applied.
+    pub managed: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
+}
+
+impl Rollouts {
+    /// A Deployment is gone: forget it and its rollout.
+    pub fn forget(&mut self, o: &ObjectRef) {
+        self.unclaimed.remove(o);
+        if let Some(st) = self.deployments.remove(o) {
+            if let Some(m) = st.last.manager {
+                if let Some(set) = self.managed.get_mut(&m) {
+                    set.remove(o);
+                    if set.is_empty() {
+                        self.managed.remove(&m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_manager(&mut self, key: &ObjectRef, old: Option<&ObjectRef>, new: Option<&ObjectRef>) {
+        if old == new {
+            return;
+        }
+        if let Some(m) = old {
+            if let Some(set) = self.managed.get_mut(m) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.managed.remove(m);
+                }
+            }
+        }
+        if let Some(m) = new {
+            self.managed
+                .entry(m.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
+
+    /// A promotion ended: rollouts it owned need nothing more.
+    pub fn release(&mut self, p: &Promotion) {
+        for dep in p.rollouts.iter().filter_map(|s| s.object.as_ref()) {
+            if let Some(Rollout { owner, .. }) = self
+                .deployments
+                .get_mut(dep)
+                .and_then(|d| d.rollout.as_mut())
+            {
+                if matches!(owner, RolloutOwner::Promotion(x) if *x == p.id) {
+                    *owner = RolloutOwner::Done;
+                }
+            }
+        }
+    }
+}
+
+fn rollout_span<'a>(
+    p: &'a mut Promotion,
+    key: &ObjectRef,
+    generation: i64,
+) -> Option<&'a mut StageSpan> {
+    p.rollouts
+        .iter_mut()
+        .find(|s| s.object.as_ref() == Some(key) && s.key.generation == Some(generation))
+}
+
+impl Engine {
+    pub(in crate::correlate) fn on_deployment(&mut self, at: Timestamp, obs: DeploymentObs) {
+        let key = obs.object.clone();
+        let prev = self.rollouts.deployments.get(&key);
+        let first = prev.is_none();
+        let prev_gen = prev.map_or(0, |p| p.last.generation);
+        // A re-list repeats the current state; an older generation is a stale observation.
+        if prev.is_some_and(|p| p.last == obs || obs.generation < p.last.generation) {
+            return;
+        }
+        let old_manager = prev.and_then(|p| p.last.manager.clone());
+        let progressing = condition(&obs.conditions, "Progressing");
+        let starts = if first {
+            // First sight (start-up or a new Deployment): only work in progress is a rollout.
+            obs.generation > 0
+                && !obs.rollout_complete()
+                && progressing.is_none_or(|c| c.status != CondStatus::False)
+        } else {
+            // A new pod template rolls out; a scale (replicas changed, same images, labels and
+            // annotations) bumps the generation too and is not a rollout. A spec change that
+            // keeps replicas (env, resources) is one.
+            obs.generation > prev_gen
+                && prev.is_some_and(|p| {
+                    p.last.template != obs.template || p.last.replicas == obs.replicas
+                })
+        };
+        self.rollouts
+            .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
+        // What the rest needs of the observation, before it moves into the state.
+        let generation = obs.generation;
+        let named = obs.marks.promotion_id.clone();
+        let manager = obs.manager.clone();
+        let span = starts.then(|| {
+            let deadline = add(
+                add(at, obs.progress_deadline),
+                self.cfg.deadlines.rollout_grace,
+            );
+            let mut span = StageSpan::new(
+                Stage::Rollout,
+                SpanId([0; 8]),
+                SpanId([0; 8]),
+                Some(key.clone()),
+                at,
+                deadline,
+            );
+            span.set_object_attrs(&key);
+            span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
+            span.attrs
+                .set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
+            span.key.generation = Some(generation);
+            image_attrs(&mut span.attrs, &obs.images);
+            span
+        });
+        let state = match self.rollouts.deployments.entry(key.clone()) {
+            Entry::Occupied(e) => {
+                let state = e.into_mut();
+                state.last = obs;
+                state
+            }
+            Entry::Vacant(e) => e.insert(DeploymentState {
+                last: obs,
+                rollout: None,
+            }),
+        };
+        if let Some(span) = span {
+            let deadline = span.deadline;
+            let old = state.rollout.replace(Rollout {
+                generation,
+                owner: RolloutOwner::Unclaimed(Box::new(span)),
+            });
+            if let Some(Rollout {
+                owner: RolloutOwner::Promotion(pid),
+                generation: old_generation,
+            }) = old
+            {
+                if let Some(s) = self
+                    .reg
+                    .get_mut(&pid)
+                    .and_then(|p| rollout_span(p, &key, old_generation))
+                {
+                    s.finish(at, StageResult::Superseded, "superseded by a newer rollout");
+                }
+                self.touched.insert(pid);
+            }
+            self.rollouts.unclaimed.insert(key.clone());
+            // Its deadline must wake the engine even with no promotion open.
+            self.timers.schedule(Wake::Unclaimed(key.clone()), deadline);
+            if let Some(pid) = self.rollout_claimant(named.as_deref(), manager.as_ref(), at) {
+                self.claim_rollout(&key, &pid);
+            }
+        }
+        self.update_rollout(&key, at);
+    }
+
+    /// Which open promotion explains a rollout starting now.
+    fn rollout_claimant(
+        &mut self,
+        named: Option<&str>,
+        manager: Option<&ObjectRef>,
+        at: Timestamp,
+    ) -> Option<String> {
+        if let Some(id) = named {
+            if !self.reg.is_finished(id) {
+                self.ensure_annotated(id, at);
+                return Some(id.to_string());
+            }
+        }
+        let manager = manager?;
+        let pid = self.reconcilers.get(manager)?.joined.clone()?;
+        let p = self.reg.get(&pid)?;
+        let settle = self.cfg.deadlines.settle;
+        p.reconciles
+            .iter()
+            .any(|r| {
+                r.span.object.as_ref() == Some(manager)
+                    && r.span.start <= add(at, CLAIM_SLACK)
+                    && r.span.end.is_none_or(|e| add(e, settle) >= at)
+                    && r.span.result != StageResult::NoChange
+            })
+            .then_some(pid)
+    }
+
+    /// Rollouts of Deployments `reconciler` applied that started before the reconcile was
+    /// known (a watch delivers the rollout first) join the promotion now.
+    pub(in crate::correlate) fn claim_managed_rollouts(
+        &mut self,
+        reconciler: &ObjectRef,
+        pid: &str,
+        reconcile_start: Timestamp,
+        claim_until: Option<Option<Timestamp>>,
+    ) {
+        let managed: Vec<ObjectRef> = self
+            .rollouts
+            .managed
+            .get(reconciler)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for dep in managed {
+            let claimable = self.rollouts.deployments.get(&dep).is_some_and(|d| {
+                matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
+                    if add(s.start, CLAIM_SLACK) >= reconcile_start
+                        && claim_until.is_some_and(|u| u.is_none_or(|u| s.start <= u)))
+            });
+            if claimable {
+                self.claim_rollout(&dep, pid);
+            }
+        }
+    }
+
+    fn claim_rollout(&mut self, dep: &ObjectRef, pid: &str) {
+        let cluster = &self.cfg.cluster;
+        let Some(state) = self.rollouts.deployments.get_mut(dep) else {
+            return;
+        };
+        let Some(rollout) = state.rollout.as_mut() else {
+            return;
+        };
+        let Some(p) = self.reg.get_mut(pid) else {
+            return;
+        };
+        let owner = std::mem::replace(&mut rollout.owner, RolloutOwner::Promotion(pid.to_string()));
+        let RolloutOwner::Unclaimed(mut span) = owner else {
+            rollout.owner = owner;
+            return;
+        };
+        self.rollouts.unclaimed.remove(dep);
+        self.timers.cancel(&Wake::Unclaimed(dep.clone()));
+        span.span_id = span_id_for(
+            pid,
+            Stage::Rollout,
+            cluster,
+            &state.last.uid,
+            &rollout.generation.to_string(),
+        );
+        span.parent = p.parent_for_rollout(state.last.manager.as_ref());
+        p.rollouts.push(*span);
+        self.touched.insert(pid.to_string());
+    }
+
+    fn update_rollout(&mut self, key: &ObjectRef, at: Timestamp) {
+        let Some(state) = self.rollouts.deployments.get_mut(key) else {
+            return;
+        };
+        let obs = &state.last;
+        let Some(rollout) = state.rollout.as_mut() else {
+            return;
+        };
+        // A later generation with the same pod template (a scale) continues this rollout.
+        if obs.generation < rollout.generation {
+            return;
+        }
+        let generation = rollout.generation;
+        let span = match &mut rollout.owner {
+            RolloutOwner::Unclaimed(s) => s,
+            RolloutOwner::Promotion(pid) => {
+                let Some(p) = self.reg.get_mut(pid.as_str()) else {
+                    rollout.owner = RolloutOwner::Done;
+                    return;
+                };
+                self.touched.insert(pid.clone());
+                let Some(s) = rollout_span(p, key, generation) else {
+                    return;
+                };
+                s
+            }
+            RolloutOwner::Done => return,
+        };
+        if !span.is_open() {
+            return;
+        }
+        let progressing = condition(&obs.conditions, "Progressing");
+        if let Some(rs) = progressing.and_then(|c| replicaset_in(&c.message)) {
+            span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
+            let created = self.events.replicaset_created(&key.namespace, rs);
+            if let Some(c) = created
+                .filter(|c| *c <= span.start && add(*c, SignedDuration::from_mins(1)) >= span.start)
+            {
+                span.start = c;
+            }
+        }
+        if obs.rollout_complete() {
+            let end = progressing
+                .and_then(|c| c.last_update)
+                .unwrap_or(at)
+                .min(at);
+            let msg =
+                progressing.map_or_else(|| "rollout complete".to_string(), |c| c.message.clone());
+            span.finish(end.max(span.start), StageResult::Succeeded, msg);
+        } else if let Some(c) = progressing.filter(|c| {
+            c.status == CondStatus::False && c.last_transition.is_none_or(|t| t >= span.start)
+        }) {
+            let end = c.last_transition.unwrap_or(at);
+            span.finish(
+                end,
+                StageResult::Failed(Failure {
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                    diverges_at: Stage::Rollout,
+                }),
+                format!("{}: {}", c.reason, c.message),
+            );
+        }
+        if span.is_open() {
+            return;
+        }
+        let succeeded = span.result == StageResult::Succeeded;
+        let end = span.end.unwrap_or(at);
+        match &rollout.owner {
+            // Not yet: the report that explains it may still come (CI reports late, a watch
+            // delivers the reconcile after the rollout). After the settle period it becomes
+            // its own trace (`expire_unclaimed`).
+            RolloutOwner::Unclaimed(_) => {
+                let due = add(end, self.cfg.deadlines.settle);
+                self.timers.schedule(Wake::Unclaimed(key.clone()), due);
+            }
+            RolloutOwner::Promotion(pid) if succeeded => {
+                let pid = pid.clone();
+                self.request_probe(key, &pid, generation, end);
+            }
+            _ => {}
+        }
+    }
+
+    /// The timer of an unclaimed rollout fired: time it out if still open, and make it its own
+    /// trace once its settle period is over.
+    pub(in crate::correlate) fn expire_unclaimed(&mut self, key: &ObjectRef, now: Timestamp) {
+        let settle = self.cfg.deadlines.settle;
+        let Some(Rollout {
+            owner: RolloutOwner::Unclaimed(s),
+            ..
+        }) = self
+            .rollouts
+            .deployments
+            .get_mut(key)
+            .and_then(|d| d.rollout.as_mut())
+        else {
+            return;
+        };
+        let due = match s.end {
+            Some(end) if !s.is_open() => add(end, settle),
+            _ => s.deadline,
+        };
+        if due > now {
+            self.timers.schedule(Wake::Unclaimed(key.clone()), due);
+            return;
+        }
+        if s.is_open() {
+            let msg = format!(
+                "rollout did not complete within its deadline ({})",
+                s.deadline
+            );
+            s.time_out("RolloutTimeout", msg, Stage::Rollout);
+        }
+        self.untraced(key);
+    }
+
+    /// A rollout that ended with no promotion to explain it becomes its own trace.
+    fn untraced(&mut self, key: &ObjectRef) {
+        self.rollouts.unclaimed.remove(key);
+        let Some(state) = self.rollouts.deployments.get_mut(key) else {
+            return;
+        };
+        let uid = state.last.uid.clone();
+        let Some(rollout) = state.rollout.as_mut() else {
+            return;
+        };
+        let generation = rollout.generation;
+        let RolloutOwner::Unclaimed(mut span) =
+            std::mem::replace(&mut rollout.owner, RolloutOwner::Done)
+        else {
+            return;
+        };
+        // The uid tells a re-created Deployment (generations start over) from the old one.
+        let short_uid: String = uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        let id = format!(
+            "untraced/{}/{}/{}-{}",
+            key.namespace, key.name, short_uid, generation
+        );
+        if self.reg.is_finished(&id) || self.reg.is_open(&id) {
+            return;
+        }
+        let mut p = Promotion::new(
+            id.clone(),
+            span.start,
+            None,
+            Traceability::Missing,
+            &self.cfg.cluster,
+            self.cfg.deadlines.promotion,
+        );
+        span.span_id = span_id_for(
+            &id,
+            Stage::Rollout,
+            &self.cfg.cluster,
+            &uid,
+            &generation.to_string(),
+        );
+        span.parent = p.root;
+        p.rollouts.push(*span);
+        self.reg.open(p);
+        self.touched.insert(id);
+    }
+}
+
+fn image_attrs(a: &mut Attributes, images: &[String]) {
+    let Some(image) = images.first() else {
+        return;
+    };
+    let name = image.split_once('@').map_or(image.as_str(), |(n, _)| n);
+    // A tag follows the last ':' after the last '/' (a registry port is not a tag).
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name[slash..].rfind(':') {
+        Some(i) => (&name[..slash + i], Some(&name[slash + i + 1..])),
+        None => (name, None),
+    };
+    a.set(attr::CONTAINER_IMAGE_NAME, name.to_string());
+    if let Some(t) = tag {
+        a.set(attr::CONTAINER_IMAGE_TAGS, vec![t.to_string()]);
+    }
+}
+
+fn replicaset_in(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("ReplicaSet \"")?;
+    rest.split_once('"').map(|(n, _)| n)
+}

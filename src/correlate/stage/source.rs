@@ -1,0 +1,250 @@
+//! The source stage: a GitRepository, OCIRepository, Bucket or HelmChart storing the promoted
+//! revision, or failing to fetch it.
+//!
+//! A source joins a promotion when its artifact names the promotion id, or when its revision
+//! matches a promotion's commit or digest (`matching` decides among several). A failing
+//! OCIRepository that follows the promoted repository and tag is the promotion's source
+//! failure even before it stored anything.
+
+use jiff::Timestamp;
+
+use super::super::config::add;
+use super::super::engine::Engine;
+use super::super::span::{Failure, StageResult, StageSpan};
+use super::matching::{choose, Evidence};
+use super::traffic::strip_credentials;
+use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
+use crate::model::{condition, CondStatus, SourceObs};
+use crate::revision;
+use crate::trace::{attr, span_id_for, Attributes, Stage};
+
+#[derive(Default)]
+pub(in crate::correlate) struct SourceState {
+    pub last: Option<SourceObs>,
+    pub trigger: Option<TriggerDraft>,
+}
+
+fn evidence(obs: &SourceObs) -> Evidence<'_> {
+    Evidence {
+        tag: obs
+            .ref_tag
+            .as_deref()
+            .or_else(|| obs.revision.as_deref().and_then(revision::oci_tag)),
+        repository: obs.url.as_deref().and_then(|u| u.strip_prefix("oci://")),
+        source: None,
+        words: vec![&obs.object.name, &obs.object.namespace],
+    }
+}
+
+impl Engine {
+    pub(in crate::correlate) fn on_source(&mut self, at: Timestamp, obs: SourceObs) {
+        let st = self.sources.entry(obs.object.clone()).or_default();
+        update_trigger(
+            &mut st.trigger,
+            &obs.requested_at,
+            &obs.last_handled,
+            &obs.conditions,
+            at,
+        );
+        if st.last.as_ref() == Some(&obs) {
+            return; // a re-list: nothing new
+        }
+        let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
+        self.revs
+            .reindex(&obs.object, old_rev, obs.revision.as_deref());
+        // Joining reads the object's trigger but not its last observation: store it after.
+        self.correlate_source(at, &obs);
+        if let Some(st) = self.sources.get_mut(&obs.object) {
+            st.last = Some(obs);
+        }
+    }
+
+    pub(in crate::correlate) fn correlate_source(&mut self, at: Timestamp, obs: &SourceObs) {
+        let named = obs
+            .artifact_promotion_id
+            .clone()
+            .or_else(|| obs.marks.promotion_id.clone());
+        if let Some(n) = named {
+            let start = obs.artifact_updated.unwrap_or(at).min(at);
+            if self.ensure_annotated(&n, start) {
+                self.join_source(at, &n, obs);
+            }
+            return;
+        }
+        let keys: Vec<String> = obs
+            .revision
+            .iter()
+            .chain(obs.origin_revision.iter())
+            .flat_map(|r| revision::lookup_keys(r))
+            .collect();
+        let candidates = self.reg.by_keys(keys.iter().map(String::as_str));
+        let chosen = choose(&self.reg, candidates, &evidence(obs));
+        if chosen.is_empty() {
+            self.source_candidate(at, obs);
+        }
+        for pid in chosen {
+            self.join_source(at, &pid, obs);
+        }
+    }
+
+    fn join_source(&mut self, at: Timestamp, pid: &str, obs: &SourceObs) {
+        if let Some(rev) = &obs.revision {
+            self.reg.add_keys(pid, revision::lookup_keys(rev));
+        }
+        let trigger = self
+            .sources
+            .get_mut(&obs.object)
+            .and_then(|s| s.trigger.as_mut());
+        let cluster = &self.cfg.cluster;
+        let d = &self.cfg.deadlines;
+        let via = self.receivers.values().find(|r| r.targets(&obs.object));
+        let Some(p) = self.reg.get_mut(pid) else {
+            return;
+        };
+        self.touched.insert(pid.to_string());
+        claim_trigger(p, trigger, &obs.object, &obs.uid, cluster, d, via);
+        if p.digest.is_none() {
+            p.digest = obs
+                .revision
+                .as_deref()
+                .and_then(revision::digest_hex)
+                .map(|h| format!("sha256:{h}"));
+        }
+        if p.commit.is_none() {
+            p.commit = obs
+                .origin_revision
+                .iter()
+                .chain(obs.revision.iter())
+                .find_map(|r| revision::commit_sha(r))
+                .map(str::to_string);
+        }
+        let rev = obs.revision.clone().unwrap_or_default();
+        let idx = match p
+            .sources
+            .iter()
+            .position(|s| s.object.as_ref() == Some(&obs.object))
+        {
+            Some(i) => i,
+            None => {
+                let start = p
+                    .trigger
+                    .as_ref()
+                    .filter(|t| t.object.as_ref() == Some(&obs.object))
+                    .and_then(|t| t.end)
+                    .unwrap_or(p.start);
+                let mut s = StageSpan::new(
+                    Stage::Source,
+                    span_id_for(pid, Stage::Source, cluster, &obs.uid, &rev),
+                    p.root,
+                    Some(obs.object.clone()),
+                    start,
+                    add(start, d.source),
+                );
+                s.set_object_attrs(&obs.object);
+                p.sources.push(s);
+                p.sources.len() - 1
+            }
+        };
+        let span = &mut p.sources[idx];
+        if !span.is_open() {
+            return;
+        }
+        source_attrs(&mut span.attrs, obs);
+        span.key.revision = obs.revision.clone();
+        let ready = condition(&obs.conditions, "Ready");
+        let stored = !rev.is_empty()
+            && ready.is_none_or(|c| c.status == CondStatus::True || c.message.contains(&rev));
+        if stored {
+            let end = obs.artifact_updated.unwrap_or(at);
+            span.start = span.start.min(end);
+            let summary = format!("stored artifact for revision {rev}");
+            span.finish(end, StageResult::Succeeded, summary);
+        }
+    }
+
+    /// A source that has not (yet) produced the promoted revision: an OCIRepository following
+    /// the promoted repository and tag is the promotion's source, and its failure is the
+    /// promotion's source failure.
+    fn source_candidate(&mut self, at: Timestamp, obs: &SourceObs) {
+        let Some(repo) = obs.url.as_deref().and_then(|u| u.strip_prefix("oci://")) else {
+            return;
+        };
+        let ids = self.reg.by_oci_repository(repo);
+        if ids.is_empty() {
+            return;
+        }
+        let Some(ready) =
+            condition(&obs.conditions, "Ready").filter(|c| c.status == CondStatus::False)
+        else {
+            return;
+        };
+        let cluster = &self.cfg.cluster;
+        let d = &self.cfg.deadlines;
+        for id in ids {
+            let Some(p) = self.reg.get_mut(&id) else {
+                continue;
+            };
+            if p.artifact_tag()
+                .is_some_and(|t| obs.ref_tag.as_deref().is_some_and(|r| r != t))
+            {
+                continue;
+            }
+            if ready.last_transition.is_some_and(|t| t < p.start) {
+                continue; // failing since before the promotion: not this promotion's fetch
+            }
+            if p.sources
+                .iter()
+                .any(|s| s.object.as_ref() == Some(&obs.object))
+            {
+                continue;
+            }
+            let end = ready.last_transition.unwrap_or(at);
+            let mut s = StageSpan::new(
+                Stage::Source,
+                span_id_for(&id, Stage::Source, cluster, &obs.uid, "failed"),
+                p.root,
+                Some(obs.object.clone()),
+                p.start,
+                add(p.start, d.source),
+            );
+            s.set_object_attrs(&obs.object);
+            source_attrs(&mut s.attrs, obs);
+            s.key.revision = obs.revision.clone();
+            s.finish(
+                end,
+                StageResult::Failed(Failure {
+                    reason: ready.reason.clone(),
+                    message: ready.message.clone(),
+                    diverges_at: Stage::Source,
+                }),
+                format!("{}: {}", ready.reason, ready.message),
+            );
+            p.sources.push(s);
+            self.touched.insert(id.clone());
+        }
+    }
+}
+
+fn source_attrs(a: &mut Attributes, obs: &SourceObs) {
+    if let Some(rev) = &obs.revision {
+        a.set(attr::FLUX_REVISION, rev.clone());
+        if let Some(h) = revision::digest_hex(rev) {
+            a.set(attr::OCI_MANIFEST_DIGEST, format!("sha256:{h}"));
+        }
+        if let Some(t) = revision::oci_tag(rev) {
+            a.set(attr::DELIVERY_ARTIFACT_TAG, t.to_string());
+        }
+    }
+    let commit = obs
+        .origin_revision
+        .iter()
+        .chain(obs.revision.iter())
+        .find_map(|r| revision::commit_sha(r));
+    a.set_opt(attr::VCS_REF_HEAD_REVISION, commit.map(str::to_string));
+    if let Some(url) = &obs.url {
+        match url.strip_prefix("oci://") {
+            Some(repo) => a.set(attr::DELIVERY_ARTIFACT_REPOSITORY, strip_credentials(repo)),
+            None => a.set(attr::VCS_REPOSITORY_URL_FULL, strip_credentials(url)),
+        }
+    }
+}

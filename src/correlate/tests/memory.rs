@@ -1,0 +1,166 @@
+//! What the engine keeps, and what it forgets.
+
+use super::fixtures::*;
+
+#[test]
+fn memory_keeps_only_what_can_still_land_on_a_span() {
+    let mut r = Run::new();
+    let mut idle = deploy("idle", 3);
+    idle.manager = None;
+    r.feed(1200, EventBody::Deployment(idle));
+    // An old event about an idle workload, and an old ReplicaSet: nothing can use them.
+    r.feed(
+        1200,
+        EventBody::KubeEvent(pod_event("idle-abc-x1", "Pulled", "old news", 0)),
+    );
+    r.feed(
+        1200,
+        EventBody::ReplicaSet(crate::model::ReplicaSetObs {
+            object: ObjectRef::new(Kind::ReplicaSet, "apps", "idle-abc"),
+            uid: "rs-old".into(),
+            deployment: Some("idle".into()),
+            created: Some(t(0)),
+            revision: Some("3".into()),
+        }),
+    );
+    assert_eq!(
+        r.engine.size().buffered_events,
+        0,
+        "old events of idle objects are not kept"
+    );
+    assert_eq!(
+        r.engine.size().replicasets,
+        0,
+        "old ReplicaSets are not kept"
+    );
+    // A workload with a rollout in progress keeps its events, old ones included.
+    let mut busy = rolling("busy", 5, 1200);
+    busy.manager = None;
+    r.feed(1200, EventBody::Deployment(deploy("busy", 4)));
+    r.feed(1201, EventBody::Deployment(busy));
+    r.feed(
+        1202,
+        EventBody::KubeEvent(pod_event(
+            "busy-new-x1",
+            "Failed",
+            "Error: ErrImagePull",
+            1190,
+        )),
+    );
+    assert_eq!(r.engine.size().objects_with_events, 1);
+    // Once nothing waits on it, a pruning pass forgets it.
+    let mut done = rolled("busy", 5, 1210);
+    done.manager = None;
+    r.feed(1210, EventBody::Deployment(done)).finish();
+    r.out
+        .extend(r.engine.tick(t(1210) + SignedDuration::from_hours(2)));
+    assert_eq!(r.engine.size().objects_with_events, 0);
+}
+
+/// A deleted object (a DELETED watch event, or missing from a re-list) is forgotten.
+#[test]
+fn deleted_objects_are_forgotten() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    r.feed(1, EventBody::Source(git(SHA, 1)))
+        .feed(1, EventBody::Reconciler(ks_ready("apps", &rev, 1)))
+        .feed(1, EventBody::Deployment(deploy("web", 3)))
+        .feed(2, EventBody::Deployment(rolling("api", 4, 2)));
+    let before = r.engine.size();
+    assert_eq!(
+        (before.sources, before.reconcilers, before.deployments),
+        (1, 1, 2)
+    );
+    assert_eq!(before.unclaimed_rollouts, 1);
+    for o in [
+        ObjectRef::new(Kind::GitRepository, "flux-system", "app"),
+        ObjectRef::new(Kind::Kustomization, "flux-system", "apps"),
+        ObjectRef::new(Kind::Deployment, "apps", "web"),
+        ObjectRef::new(Kind::Deployment, "apps", "api"),
+    ] {
+        r.feed(3, EventBody::Deleted(o));
+    }
+    let after = r.engine.size();
+    assert_eq!(
+        (
+            after.sources,
+            after.reconcilers,
+            after.deployments,
+            after.unclaimed_rollouts,
+            after.timers
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    // Nothing fires later for what is gone.
+    r.finish();
+    assert!(r.stories().is_empty());
+}
+
+/// Observations from the ends of time (a broken clock, a hostile recording) never panic the
+/// engine: time arithmetic saturates.
+#[test]
+fn times_at_the_ends_of_the_range_do_not_panic() {
+    let far_past = Timestamp::MIN;
+    let far_future = Timestamp::MAX;
+    let mut e = Engine::new(EngineConfig {
+        deadlines: Deadlines {
+            promotion: SignedDuration::MAX,
+            settle: SignedDuration::MAX,
+            ..Deadlines::default()
+        },
+        ..EngineConfig::default()
+    });
+    let rev = format!("main@sha1:{SHA}");
+    for at in [far_past, far_future] {
+        let mut rep = report("P-end", SHA);
+        rep.time = Some(at);
+        let mut d = rolling("web", 7, 0);
+        d.progress_deadline = SignedDuration::MAX;
+        for body in [
+            EventBody::Promotion(rep),
+            EventBody::Source(git(SHA, 0)),
+            EventBody::Reconciler(ks_ready("apps", &rev, 0)),
+            EventBody::Deployment(d),
+        ] {
+            e.apply(DeliveryEvent { at, body });
+        }
+        e.tick(at);
+    }
+    e.finish();
+}
+
+/// A re-list that leaves objects out: they were deleted while the watch was down.
+#[test]
+fn a_relist_forgets_what_it_did_not_list_within_its_scope() {
+    use crate::model::{object_key_hash, RelistObs};
+    let mut r = Run::new();
+    let mut other_ns = deploy("web", 3);
+    other_ns.object = ObjectRef::new(Kind::Deployment, "other", "web");
+    r.feed(1, EventBody::Deployment(deploy("web", 3)))
+        .feed(1, EventBody::Deployment(deploy("api", 3)))
+        .feed(1, EventBody::Deployment(other_ns));
+    // The watch of namespace `apps` re-lists and finds only `web`.
+    r.feed(
+        2,
+        EventBody::Relisted(RelistObs {
+            kind: Kind::Deployment,
+            namespace: Some("apps".into()),
+            present: [object_key_hash("apps", "web")].into_iter().collect(),
+        }),
+    );
+    assert_eq!(
+        r.engine.size().deployments,
+        2,
+        "api is gone; other/web is out of scope"
+    );
+    // A re-list of another kind forgets no Deployment.
+    r.feed(
+        3,
+        EventBody::Relisted(RelistObs {
+            kind: Kind::Kustomization,
+            namespace: None,
+            present: Default::default(),
+        }),
+    );
+    assert_eq!(r.engine.size().deployments, 2);
+}

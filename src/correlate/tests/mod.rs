@@ -1,0 +1,11 @@
+//! Engine rules, fed event by event, one file per concern; builders in `fixtures`.
+
+mod fixtures;
+
+mod joins;
+mod memory;
+mod reconcile;
+mod rollout;
+mod source;
+mod traffic;
+mod verdict;

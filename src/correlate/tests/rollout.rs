@@ -1,0 +1,112 @@
+//! Rollouts: claims, deadlines, untraced rollouts.
+
+use super::fixtures::*;
+
+#[test]
+fn rollout_deadline_is_progress_deadline_plus_grace() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    let mut d = rolling("podinfo", 4, 5);
+    d.progress_deadline = SignedDuration::from_secs(120);
+    r.feed(0, EventBody::Deployment(deploy("podinfo", 3)))
+        .feed(1, EventBody::Promotion(report("P-d", SHA)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)))
+        .feed(5, EventBody::Deployment(d))
+        .feed(6, EventBody::Reconciler(ks_ready("apps", &rev, 6)))
+        .finish();
+    let s = r.story("P-d");
+    assert_eq!(s.outcome, Outcome::TimedOut);
+    assert_eq!(s.divergence.as_ref().map(|d| d.stage), Some(Stage::Rollout));
+    assert_eq!(r.span("P-d", "rollout").end, t(5 + 120 + 60));
+}
+
+#[test]
+fn a_rollout_no_promotion_explains_gets_its_own_trace() {
+    let mut r = Run::new();
+    let mut d = deploy("cache", 1);
+    d.manager = None;
+    let mut rolling_d = rolling("cache", 2, 5);
+    rolling_d.manager = None;
+    let mut done = rolled("cache", 2, 15);
+    done.manager = None;
+    r.feed(0, EventBody::Deployment(d))
+        .feed(5, EventBody::Deployment(rolling_d))
+        .feed(15, EventBody::Deployment(done))
+        .finish();
+    let s = &r.stories()[0];
+    assert_eq!(s.traceability, "missing");
+    assert_eq!(s.outcome, Outcome::Succeeded);
+    let spans = r.spans();
+    assert_eq!(spans.len(), 2);
+    for span in spans {
+        assert_eq!(
+            span.attributes.get_str(attr::DELIVERY_TRACEABILITY),
+            Some("missing")
+        );
+    }
+}
+
+#[test]
+fn a_rollout_of_a_reconcile_no_promotion_claims_is_untraced_too() {
+    let mut r = Run::new();
+    r.feed(
+        0,
+        EventBody::Reconciler(ks_ready("apps", &format!("main@sha1:{SHA2}"), -100)),
+    )
+    .feed(0, EventBody::Deployment(deploy("podinfo", 3)))
+    .feed(5, EventBody::Deployment(rolling("podinfo", 4, 5)))
+    .feed(9, EventBody::Deployment(rolled("podinfo", 4, 9)))
+    .finish();
+    assert_eq!(r.stories().len(), 1);
+    assert_eq!(r.stories()[0].traceability, "missing");
+}
+
+#[test]
+fn scaling_bumps_the_generation_but_is_not_a_rollout() {
+    let mut r = Run::new();
+    let mut d = deploy("web", 3);
+    d.manager = None;
+    r.feed(0, EventBody::Deployment(d.clone()));
+    // `kubectl scale` / an HPA: a new generation, the same pod template.
+    let mut scaled = d.clone();
+    scaled.generation = 4;
+    scaled.observed_generation = 4;
+    scaled.replicas = 5;
+    scaled.updated = 5;
+    scaled.ready = 5;
+    scaled.available = 5;
+    r.feed(10, EventBody::Deployment(scaled)).finish();
+    assert!(r.stories().is_empty(), "no untraced rollout for a scale");
+    // A stuck rollout of a workload nobody announced still times out on its own.
+    let mut r = Run::new();
+    let mut d = deploy("cache", 1);
+    d.manager = None;
+    let mut stuck_d = rolling("cache", 2, 5);
+    stuck_d.manager = None;
+    r.feed(0, EventBody::Deployment(d))
+        .feed(5, EventBody::Deployment(stuck_d))
+        .finish();
+    let s = &r.stories()[0];
+    assert_eq!(s.traceability, "missing");
+    assert_eq!(s.outcome, Outcome::TimedOut);
+}
+
+#[test]
+fn a_rollout_that_finished_before_the_report_arrived_joins_its_promotion() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    r.feed(0, EventBody::Deployment(deploy("podinfo", 3)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)))
+        .feed(5, EventBody::Deployment(rolling("podinfo", 4, 5)))
+        .feed(6, EventBody::Reconciler(ks_ready("apps", &rev, 6)))
+        .feed(20, EventBody::Deployment(rolled("podinfo", 4, 20)));
+    // CI reports late, with the time it started the promotion.
+    let mut late = report("P-late", SHA);
+    late.time = Some(t(1));
+    r.feed(25, EventBody::Promotion(late)).finish();
+    assert_eq!(r.stories().len(), 1, "no separate untraced trace");
+    assert_eq!(r.story("P-late").outcome, Outcome::Succeeded);
+    assert_eq!(r.span("P-late", "rollout").end, t(20));
+}

@@ -1,0 +1,434 @@
+//! When a promotion ends and how: stage deadlines, stages that never started, the settle
+//! period, and then the verdict: outcome, divergence point and its evidence.
+//!
+//! `check` runs for every promotion an observation touched or a timer woke; `verdict` takes
+//! the promotion out of the registry, lands buffered events on its spans, and emits its span
+//! records and story through `render`.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+
+use super::config::{add, fmt_dur, EVENT_WINDOW_SLACK};
+use super::engine::{Engine, Output};
+use super::events::EventStore;
+use super::promotion::{Promotion, Reconcile};
+use super::render::{build_story, root_record, stage_record};
+use super::span::{StageResult, StageSpan};
+use crate::story::{Divergence, Outcome};
+use crate::trace::{attr, SpanEventRecord, Stage};
+
+impl Engine {
+    /// Ends stages past their deadlines, adds the stages that never started, and gives the
+    /// verdict once the promotion is settled or past its own deadline.
+    pub(super) fn check(&mut self, id: &str, now: Timestamp) {
+        let d = &self.cfg.deadlines;
+        let cluster = &self.cfg.cluster;
+        let Some(p) = self.reg.get_mut(id) else {
+            return;
+        };
+        // Stage deadlines.
+        for s in p.spans_mut() {
+            if s.is_open() && s.deadline <= now {
+                let (reason, msg) = timeout_text(s);
+                s.time_out(reason, msg, s.stage);
+            }
+        }
+        // Stages that never started.
+        if p.expect_source && p.sources.is_empty() && add(p.start, d.source) <= now {
+            let what = p.commit.clone().or(p.digest.clone()).unwrap_or_default();
+            let start = p.start;
+            let mut s = p.placeholder(Stage::Source, cluster, start, add(start, d.source));
+            s.attrs.set(attr::FLUX_REVISION, what.clone());
+            s.key.revision = Some(what.clone());
+            s.time_out(
+                "RevisionNotFound",
+                format!(
+                    "no source stored revision {what} within {}",
+                    fmt_dur(d.source)
+                ),
+                Stage::Source,
+            );
+            p.sources.push(s);
+        }
+        if let Some(end) = p.sources_done() {
+            if p.reconciles.is_empty() && add(end, d.reconcile) <= now {
+                let rev = p
+                    .sources
+                    .iter()
+                    .find_map(|s| s.key.revision.clone())
+                    .unwrap_or_default();
+                let mut span = p.placeholder(Stage::Reconcile, cluster, end, add(end, d.reconcile));
+                span.attrs.set(attr::FLUX_REVISION, rev.clone());
+                span.key.revision = Some(rev.clone());
+                span.time_out(
+                    "ReconcileNotStarted",
+                    format!(
+                        "no Kustomization or HelmRelease attempted revision {rev} within {}",
+                        fmt_dur(d.reconcile)
+                    ),
+                    Stage::Reconcile,
+                );
+                p.reconciles.push(Reconcile {
+                    span,
+                    apply: None,
+                    revision: rev,
+                    seen: true,
+                });
+            }
+        }
+        if p.deadline <= now {
+            // The promotion's own deadline ends everything.
+            let deadline = p.deadline;
+            for s in p.spans_mut() {
+                if s.is_open() {
+                    s.deadline = s.deadline.min(deadline);
+                    let (reason, msg) = timeout_text(s);
+                    s.time_out(reason, msg, s.stage);
+                }
+            }
+            // Past its own deadline a promotion gets its verdict, whatever is missing; the
+            // first stage never seen is where it diverged.
+            if !p.verdict_due() {
+                let (stage, reason) = if p.sources.is_empty() {
+                    (Stage::Source, "RevisionNotFound")
+                } else {
+                    (Stage::Reconcile, "ReconcileNotStarted")
+                };
+                let mut s = p.placeholder(stage, cluster, p.start, deadline);
+                s.time_out(
+                    reason,
+                    format!(
+                        "no {} observed within the promotion deadline ({})",
+                        stage.as_str(),
+                        fmt_dur(d.promotion)
+                    ),
+                    stage,
+                );
+                if stage == Stage::Source {
+                    p.sources.push(s);
+                } else {
+                    p.reconciles.push(Reconcile {
+                        revision: String::new(),
+                        span: s,
+                        apply: None,
+                        seen: true,
+                    });
+                }
+            }
+            self.verdict(id);
+            return;
+        }
+        if p.spans().any(StageSpan::is_open) {
+            return;
+        }
+        let Some(last) = p.spans().filter_map(|s| s.end).max() else {
+            return;
+        };
+        if p.verdict_due() && add(last, d.settle) <= now {
+            self.verdict(id);
+        }
+    }
+
+    /// The earliest time after now at which something can change for `p` without a new
+    /// observation (anything due by now was handled when `check` ran).
+    pub(super) fn wake_of(&self, p: &Promotion) -> Timestamp {
+        let d = &self.cfg.deadlines;
+        let mut due = vec![p.deadline];
+        due.extend(p.spans().filter(|s| s.is_open()).map(|s| s.deadline));
+        if p.expect_source && p.sources.is_empty() {
+            due.push(add(p.start, d.source));
+        }
+        if let Some(end) = p.sources_done() {
+            if p.reconciles.is_empty() {
+                due.push(add(end, d.reconcile));
+            }
+        }
+        if p.spans().all(|s| !s.is_open()) && p.verdict_due() {
+            if let Some(last) = p.spans().filter_map(|s| s.end).max() {
+                due.push(add(last, d.settle));
+            }
+        }
+        due.into_iter()
+            .filter(|t| *t > self.now)
+            .min()
+            .unwrap_or(add(self.now, d.settle))
+    }
+
+    /// The verdict: the promotion leaves the registry, its spans and story go out.
+    pub(super) fn verdict(&mut self, id: &str) {
+        let Some(mut p) = self.reg.take_for_verdict(id) else {
+            return;
+        };
+        land_events(&mut p, &self.events);
+        // What each apply changed, as kustomize-controller reported it. An apply that
+        // succeeded with no change reported changed nothing (a monorepo commit reconciles
+        // every Kustomization on the source; most apply nothing new).
+        for r in &mut p.reconciles {
+            let Some(obj) = r.span.object.as_ref() else {
+                continue;
+            };
+            let Some(st) = self.reconcilers.get(obj) else {
+                continue;
+            };
+            let Some(a) = r.apply.as_mut() else {
+                continue;
+            };
+            match st.changed(&r.revision) {
+                Some(true) => {
+                    a.attrs.set(attr::DELIVERY_APPLY_CHANGED, true);
+                    let changes = st.changes_of(&r.revision).unwrap_or_default().to_vec();
+                    a.attrs.set(attr::DELIVERY_APPLY_CHANGES, changes);
+                }
+                Some(false) if a.result == StageResult::Succeeded => {
+                    a.attrs.set(attr::DELIVERY_APPLY_CHANGED, false);
+                    a.result = StageResult::NoChange;
+                    a.summary = format!("no change: {}", a.summary);
+                }
+                _ => {}
+            }
+        }
+        // A reconcile that failed before applying anything has no apply span.
+        for r in &mut p.reconciles {
+            if r.span
+                .result
+                .failure()
+                .is_some_and(|f| f.diverges_at == Stage::Reconcile)
+                && r.apply.as_ref().is_some_and(|a| {
+                    a.result.failure().is_some()
+                        || a.result == StageResult::Superseded
+                        || a.is_open()
+                })
+            {
+                r.apply = None;
+            }
+        }
+        let divergence = divergence(&p, &self.events);
+        let changed_nothing = |r: &Reconcile| {
+            r.span.result == StageResult::NoChange
+                || r.apply
+                    .as_ref()
+                    .is_some_and(|a| a.result == StageResult::NoChange)
+        };
+        let outcome = if p.superseded_by.is_some() {
+            Outcome::Superseded
+        } else if let Some((_, timed_out)) = &divergence {
+            if *timed_out {
+                Outcome::TimedOut
+            } else {
+                Outcome::Failed
+            }
+        } else if !p.reconciles.is_empty()
+            && p.reconciles.iter().all(changed_nothing)
+            && p.rollouts.is_empty()
+        {
+            Outcome::NoChange
+        } else {
+            Outcome::Succeeded
+        };
+        let divergence = divergence.map(|(d, _)| d);
+        let start = p
+            .spans()
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(p.start)
+            .min(p.start);
+        let end = p
+            .spans()
+            .filter_map(|s| s.end)
+            .chain(p.superseded_by.as_ref().map(|s| s.at))
+            .max()
+            .unwrap_or(p.start)
+            .max(start);
+        let cluster = &self.cfg.cluster;
+        let mut stage_spans: Vec<&StageSpan> = p.spans().collect();
+        stage_spans.sort_by(|a, b| {
+            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
+        });
+        for s in &stage_spans {
+            self.out.push(Output::Span(stage_record(&p, s, cluster)));
+        }
+        self.out.push(Output::Span(root_record(
+            &p,
+            start,
+            end,
+            outcome,
+            divergence.as_ref(),
+            cluster,
+        )));
+        let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);
+        self.out.push(Output::Story(Box::new(story)));
+        self.rollouts.release(&p);
+        let retain = self.cfg.retain_finished;
+        self.reg.finish(id, p.keys, retain);
+    }
+}
+
+/// Events land on the span of the object they are about, within its window (and, when both
+/// name one, of the same revision).
+fn land_events(p: &mut Promotion, events: &EventStore) {
+    for s in p.spans_mut() {
+        let (Some(obj), Some(end)) = (s.object.clone(), s.end) else {
+            continue;
+        };
+        if matches!(s.stage, Stage::Apply | Stage::Trigger | Stage::Traffic) {
+            continue;
+        }
+        let rev = s.key.revision.clone();
+        for e in events.of(&obj) {
+            let in_window = add(e.record.time, EVENT_WINDOW_SLACK) >= s.start
+                && e.record.time <= add(end, EVENT_WINDOW_SLACK);
+            let same_rev = match (&e.revision, &rev) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if in_window && same_rev {
+                s.push_event(e.record.clone());
+            }
+        }
+        s.events.sort_by_key(|e| e.time);
+    }
+}
+
+fn timeout_text(s: &StageSpan) -> (&'static str, String) {
+    let what = s
+        .object
+        .as_ref()
+        .map_or_else(String::new, |o| format!(" on {o}"));
+    let took = fmt_dur(s.deadline.duration_since(s.start));
+    match s.stage {
+        Stage::Trigger => (
+            "TriggerNotHandled",
+            format!("reconcile request was not handled within {took}{what}"),
+        ),
+        Stage::Source => (
+            "SourceTimeout",
+            format!("revision was not stored within {took}{what}"),
+        ),
+        Stage::Reconcile => (
+            "ReconcileTimeout",
+            format!("reconcile did not finish within {took}{what}"),
+        ),
+        Stage::Apply => (
+            "ApplyTimeout",
+            format!("apply did not finish within {took}{what}"),
+        ),
+        Stage::Rollout => (
+            "RolloutTimeout",
+            format!("rollout did not complete within {took}{what}"),
+        ),
+        _ => ("Timeout", format!("did not finish within {took}{what}")),
+    }
+}
+
+/// Pod failure reasons, most telling first.
+const POD_CAUSES: [&str; 9] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "OOMKilled",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "FailedScheduling",
+    "FailedMount",
+    "FailedCreate",
+];
+
+/// The divergence point: the first stage in path order whose own work failed, its evidence
+/// and (for rollouts) the Pod cause. The flag says whether it timed out.
+pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergence, bool)> {
+    let candidates = p.spans().filter_map(|s| s.result.failure().map(|f| (s, f)));
+    // The first stage in path order; within it, prefer the span of that stage itself (the
+    // rollout over the reconcile that waited for it), then the earliest.
+    let (span, failure) = candidates
+        .min_by_key(|(s, f)| (f.diverges_at, s.stage != f.diverges_at, s.end, s.span_id))?;
+    let timed_out = matches!(span.result, StageResult::TimedOut(_));
+    let mut evidence = Vec::new();
+    let mut cause = None;
+    if failure.diverges_at == Stage::Rollout {
+        // The reconcile that waited on the rollout, and the Pod events that explain it.
+        for s in p.spans().filter(|s| s.span_id != span.span_id) {
+            if let Some(f) = s
+                .result
+                .failure()
+                .filter(|f| f.diverges_at == Stage::Rollout)
+            {
+                let obj = s
+                    .object
+                    .as_ref()
+                    .map_or_else(String::new, |o| format!("{o}: "));
+                evidence.push(format!("{obj}{}: {}", f.reason, f.message));
+            }
+        }
+        let mut warnings: Vec<(usize, &SpanEventRecord)> = Vec::new();
+        for s in p.rollouts.iter() {
+            let Some(obj) = &s.object else { continue };
+            let end = s.end.unwrap_or(s.deadline);
+            for e in events.of(obj) {
+                if !e.warning
+                    || add(e.record.time, EVENT_WINDOW_SLACK) < s.start
+                    || e.record.time > add(end, EVENT_WINDOW_SLACK)
+                {
+                    continue;
+                }
+                let text = format!(
+                    "{} {}",
+                    e.record.name,
+                    e.record
+                        .attributes
+                        .get_str(attr::EVENT_MESSAGE)
+                        .unwrap_or_default()
+                );
+                let rank = POD_CAUSES
+                    .iter()
+                    .position(|c| text.contains(c))
+                    .unwrap_or(POD_CAUSES.len());
+                warnings.push((rank, &e.record));
+            }
+        }
+        warnings.sort_by_key(|(rank, e)| (*rank, e.time));
+        if let Some((rank, _)) = warnings.first().filter(|(r, _)| *r < POD_CAUSES.len()) {
+            cause = Some(POD_CAUSES[*rank].to_string());
+        }
+        let mut seen = HashSet::new();
+        for (_, e) in warnings {
+            let msg = e
+                .attributes
+                .get_str(attr::EVENT_MESSAGE)
+                .unwrap_or_default();
+            let obj = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
+            if seen.insert(msg.to_string()) && seen.len() <= 3 {
+                evidence.push(format!("{obj} {}: {msg}", e.name));
+            }
+        }
+    } else {
+        for e in &span.events {
+            let repeats =
+                e.attributes.get_str(attr::EVENT_MESSAGE) == Some(failure.message.as_str());
+            if e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning")
+                && !repeats
+                && evidence.len() < 3
+            {
+                evidence.push(format!(
+                    "{} {}: {}",
+                    e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
+                    e.name,
+                    e.attributes
+                        .get_str(attr::EVENT_MESSAGE)
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Some((
+        Divergence {
+            stage: failure.diverges_at,
+            reason: failure.reason.clone(),
+            message: failure.message.clone(),
+            cause,
+            evidence,
+            span_id: span.span_id,
+        },
+        timed_out,
+    ))
+}
