@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::{ErrorType, Metrics, ResultLabel};
 use crate::sources::kube::WATCHED;
-use crate::story::{one_line, Outcome, Story};
+use crate::story::{one_line, Outcome, Story, Traceability};
 
 /// The Event reason.
 pub const REASON: &str = "DeliveryTrace";
@@ -90,7 +90,7 @@ pub struct Announcement {
 pub fn plan(story: &Story) -> Vec<Announcement> {
     let warning = story.divergence.is_some()
         || matches!(story.outcome, Outcome::Failed | Outcome::TimedOut)
-        || story.traceability == "missing";
+        || story.traceability == Traceability::Missing;
     let message = message(story);
     let mut out: Vec<Announcement> = Vec::new();
     for stage in &story.stages {
@@ -153,7 +153,7 @@ pub fn event_name(promotion_id: &str, object: &str, object_name: &str) -> String
 
 /// The Event message: outcome, divergence point and reason, the trace link or id.
 pub fn message(story: &Story) -> String {
-    let mut m = if story.traceability == "missing" {
+    let mut m = if story.traceability == Traceability::Missing {
         format!(
             "Untraced change {} {}: no promotion report or promotion-id annotation explains it",
             story.promotion_id,
@@ -441,7 +441,7 @@ mod tests {
             promotion_id: id.into(),
             trace_id: TraceId([0xab; 16]),
             root_span_id: SpanId([2; 8]),
-            traceability: "reported",
+            traceability: Traceability::Reported,
             environment: Some("prod".into()),
             app: None,
             actor: None,
@@ -584,7 +584,7 @@ mod tests {
     #[test]
     fn an_untraced_rollout_is_a_warning_on_its_deployment() {
         let mut s = story("untraced/ops/cache/4");
-        s.traceability = "missing";
+        s.traceability = Traceability::Missing;
         s.environment = None;
         s.stages = vec![stage(Stage::Rollout, Some("Deployment/ops/cache"))];
         let plan = plan(&s);

@@ -54,7 +54,7 @@ async fn a_report_is_accepted_with_its_trace_id_and_link() {
     drain(&t).await;
     for id in ["P-1", "P-2"] {
         let s = t.handle.story(id).await.expect("the engine knows it");
-        assert_eq!(s.traceability, "reported");
+        assert_eq!(s.traceability.as_str(), "reported");
     }
 }
 

@@ -362,7 +362,7 @@ async fn a_helm_release_that_failed_gets_a_warning_event() {
 async fn an_untraced_rollout_gets_a_warning_event_on_its_deployment() {
     let name = "untraced-rollout.jsonl";
     let (_server, story, writes) = replay_with_events(name).await;
-    assert_eq!(story.traceability, "missing");
+    assert_eq!(story.traceability.as_str(), "missing");
     check_events(
         name,
         &writes,

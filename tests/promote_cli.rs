@@ -351,7 +351,7 @@ async fn with_traceparent_the_report_roots_the_trace_under_the_ci_span() {
         "{}",
         fluxtrace::story::render(&story)
     );
-    assert_eq!(story.traceability, "reported");
+    assert_eq!(story.traceability.as_str(), "reported");
     assert_eq!(story.trace_id, ci.trace_id);
     let stages: Vec<&str> = story.stages.iter().map(|s| s.stage.as_str()).collect();
     for want in ["trigger", "source", "reconcile", "apply", "rollout"] {

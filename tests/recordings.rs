@@ -340,7 +340,7 @@ fn each_recording_reaches_the_verdict_a_user_expects() {
         .spans()
         .any(|s| s.name == "trigger" && s.service == "notification-controller"));
     let untraced = replay("untraced-rollout.jsonl");
-    assert_eq!(untraced.traces[0].story.traceability, "missing");
+    assert_eq!(untraced.traces[0].story.traceability.as_str(), "missing");
     let oci = replay("oci-success.jsonl");
     let root = oci.spans().find(|s| s.name == "promotion").expect("root");
     assert_eq!(

@@ -9,28 +9,8 @@ use super::config::add;
 use super::span::{StageResult, StageSpan};
 use crate::model::{ObjectRef, PromotionReport};
 use crate::revision;
+pub use crate::story::Traceability;
 use crate::trace::{span_id_for, trace_id_for, SpanId, Stage, TraceId, Traceparent};
-
-/// How the agent learned of a promotion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Traceability {
-    /// CI sent a promotion report.
-    Reported,
-    /// An annotation or Flux event metadata named the promotion id; no report.
-    Annotated,
-    /// A rollout no Flux object or report explains.
-    Missing,
-}
-
-impl Traceability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Traceability::Reported => "reported",
-            Traceability::Annotated => "annotated",
-            Traceability::Missing => "missing",
-        }
-    }
-}
 
 /// A reconcile span with its apply child, for one reconciler and one revision.
 #[derive(Clone)]

@@ -238,7 +238,7 @@ pub(super) fn build_story(
         promotion_id: p.id.clone(),
         trace_id: p.trace_id,
         root_span_id: p.root,
-        traceability: p.traceability.as_str(),
+        traceability: p.traceability,
         environment: report.map(|r| r.environment.clone()),
         app: report.and_then(|r| r.app.clone()),
         actor: report.and_then(|r| r.actor.clone()),

@@ -96,7 +96,7 @@ pub fn story_to_proto(s: Story) -> proto::Story {
         promotion_id: s.promotion_id,
         trace_id: s.trace_id.to_string(),
         root_span_id: s.root_span_id.to_string(),
-        traceability: s.traceability.to_string(),
+        traceability: s.traceability.as_str().to_string(),
         environment: s.environment,
         app: s.app,
         actor: s.actor,

@@ -73,14 +73,41 @@ pub struct StageStory {
     pub events: Vec<String>,
 }
 
+/// How the agent learned of a promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Traceability {
+    /// CI sent a promotion report.
+    Reported,
+    /// An annotation or Flux event metadata named the promotion id; no report.
+    Annotated,
+    /// A rollout no Flux object or report explains.
+    Missing,
+}
+
+impl Traceability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Traceability::Reported => "reported",
+            Traceability::Annotated => "annotated",
+            Traceability::Missing => "missing",
+        }
+    }
+}
+
+impl std::fmt::Display for Traceability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The triage story of one promotion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Story {
     pub promotion_id: String,
     pub trace_id: TraceId,
     pub root_span_id: SpanId,
-    /// `reported`, `annotated` or `missing`.
-    pub traceability: &'static str,
+    pub traceability: Traceability,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,7 +205,7 @@ pub fn render(story: &Story) -> String {
     if let Some(d) = &story.resolved_digest {
         let _ = writeln!(out, "  Digest: {d}");
     }
-    if story.traceability == "missing" {
+    if story.traceability == Traceability::Missing {
         let _ = writeln!(
             out,
             "  Traceability: missing — no promotion report or promotion-id annotation explains this change"

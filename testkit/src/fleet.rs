@@ -542,7 +542,7 @@ pub fn shapes() -> Vec<Shape> {
             let got = expect(
                 story.outcome,
                 story.divergence.as_ref().map(|d| d.stage),
-                story.traceability,
+                story.traceability.as_str(),
             );
             if got != s.expect {
                 fail(format!(
@@ -609,7 +609,7 @@ pub fn validate(instances: &[Instance], shapes: &[Shape]) {
         let got = expect(
             story.outcome,
             story.divergence.as_ref().map(|d| d.stage),
-            story.traceability,
+            story.traceability.as_str(),
         );
         if !id_ok || got != s.expect || t.spans.len() != shapes[inst.scenario].spans {
             fail(format!(

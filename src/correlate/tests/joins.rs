@@ -122,7 +122,7 @@ fn oci_artifact_annotation_names_the_promotion_and_resolves_the_floating_tag() {
         .feed(9, EventBody::Reconciler(k))
         .finish();
     let s = r.story("rel-7");
-    assert_eq!(s.traceability, "annotated");
+    assert_eq!(s.traceability, Traceability::Annotated);
     assert_eq!(s.outcome, Outcome::Succeeded);
     let digest = format!("sha256:{DIG}");
     for name in ["promotion", "source.fetch", "reconcile"] {
@@ -175,7 +175,7 @@ fn annotation_on_a_flux_object_names_the_promotion() {
     let mut k = ks_ready("apps", &rev, 9);
     k.marks.promotion_id = Some("P-ks".into());
     r.feed(9, EventBody::Reconciler(k)).finish();
-    assert_eq!(r.story("P-ks").traceability, "annotated");
+    assert_eq!(r.story("P-ks").traceability, Traceability::Annotated);
     assert_eq!(r.span("P-ks", "reconcile").status, SpanStatus::Ok);
 }
 
@@ -193,14 +193,17 @@ fn annotation_on_a_pod_template_names_the_promotion_of_a_rollout() {
         .feed(20, EventBody::Deployment(done))
         .finish();
     let s = r.story("P-pod");
-    assert_eq!(s.traceability, "annotated");
+    assert_eq!(s.traceability, Traceability::Annotated);
     assert_eq!(s.outcome, Outcome::Succeeded);
     let root = r.span("P-pod", "promotion");
     assert_eq!(
         r.span("P-pod", "rollout").parent_span_id,
         Some(root.span_id)
     );
-    assert!(r.stories().iter().all(|s| s.traceability != "missing"));
+    assert!(r
+        .stories()
+        .iter()
+        .all(|s| s.traceability != Traceability::Missing));
 }
 
 #[test]

@@ -238,7 +238,9 @@ fn a_revision_already_applied_claims_no_rollout_in_progress() {
     assert_eq!(r.story("P-same").outcome, Outcome::NoChange);
     assert!(r.spans_of("P-same").iter().all(|s| s.name != "rollout"));
     assert!(
-        r.stories().iter().any(|s| s.traceability == "missing"),
+        r.stories()
+            .iter()
+            .any(|s| s.traceability == Traceability::Missing),
         "the restart is its own trace"
     );
 }

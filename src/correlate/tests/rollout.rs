@@ -35,7 +35,7 @@ fn a_rollout_no_promotion_explains_gets_its_own_trace() {
         .feed(15, EventBody::Deployment(done))
         .finish();
     let s = &r.stories()[0];
-    assert_eq!(s.traceability, "missing");
+    assert_eq!(s.traceability, Traceability::Missing);
     assert_eq!(s.outcome, Outcome::Succeeded);
     let spans = r.spans();
     assert_eq!(spans.len(), 2);
@@ -59,7 +59,7 @@ fn a_rollout_of_a_reconcile_no_promotion_claims_is_untraced_too() {
     .feed(9, EventBody::Deployment(rolled("podinfo", 4, 9)))
     .finish();
     assert_eq!(r.stories().len(), 1);
-    assert_eq!(r.stories()[0].traceability, "missing");
+    assert_eq!(r.stories()[0].traceability, Traceability::Missing);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn scaling_bumps_the_generation_but_is_not_a_rollout() {
         .feed(5, EventBody::Deployment(stuck_d))
         .finish();
     let s = &r.stories()[0];
-    assert_eq!(s.traceability, "missing");
+    assert_eq!(s.traceability, Traceability::Missing);
     assert_eq!(s.outcome, Outcome::TimedOut);
 }
 
