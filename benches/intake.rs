@@ -40,6 +40,7 @@ use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig};
 use fluxtrace::intake::{self, Auth, Intake};
 use fluxtrace::metrics::Metrics;
+use fluxtrace_testkit::bench::{env_u64, fail, proc_status_kib};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -47,22 +48,6 @@ use serde::{Deserialize, Serialize};
 const TOKEN: &str = "bench-token-5f2a";
 const SHA: &str = "450796ddb2ab6724ee1cc32a4be56da032d1cca0";
 const APPS: u64 = 1000;
-
-fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("intake bench: {msg}");
-    std::process::exit(2)
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| fail(format!("{name}={v:?} is not a positive number"))),
-        Err(_) => default,
-    }
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LoadSpec {
@@ -236,14 +221,7 @@ fn observations(m: &Metrics) -> u64 {
 }
 
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+    proc_status_kib("VmHWM").map_or(0, |kib| kib / 1024)
 }
 
 /// The trivial handler: reads the body, answers 202 with a small JSON, like the intake does.

@@ -12,8 +12,6 @@
 //! Environment: `FLUXTRACE_BENCH_PROMOTIONS` (default 10000), `FLUXTRACE_BENCH_ITERATIONS`
 //! (default 5).
 
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -21,21 +19,11 @@ use fluxtrace::correlate::{Engine, EngineConfig, Output};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::Outcome;
 
-use support::{fail, Instance, SCENARIOS};
+use fluxtrace_testkit::bench::{env_usize, fail, proc_status_kib};
+use fluxtrace_testkit::fleet::{self, Instance, SCENARIOS};
 
 /// Instances replayed through `replay::run` to check the recording before timing it.
 const VALIDATE_INSTANCES: usize = 400;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| fail(format!("{name}={v:?} is not a positive number"))),
-        Err(_) => default,
-    }
-}
 
 const OUTCOMES: [Outcome; 5] = Outcome::FINAL;
 
@@ -125,15 +113,6 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     (start.elapsed(), out)
 }
 
-/// `VmHWM` or `VmRSS` of this process, in KiB.
-fn status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn mib_kib(kib: Option<u64>) -> String {
     kib.map_or("n/a".into(), |k| {
         format!("{} MiB", group(k.div_ceil(1024) as usize))
@@ -186,12 +165,12 @@ fn main() {
     let iterations = env_usize("FLUXTRACE_BENCH_ITERATIONS", 5);
 
     // The recording, checked before it is timed.
-    let shapes = support::shapes();
-    let fleet: Vec<Instance> = support::fleet(promotions);
-    support::validate(&fleet[..fleet.len().min(VALIDATE_INSTANCES)], &shapes);
-    let recording = support::render(&fleet);
+    let shapes = fleet::shapes();
+    let fleet: Vec<Instance> = fleet::fleet(promotions);
+    fleet::validate(&fleet[..fleet.len().min(VALIDATE_INSTANCES)], &shapes);
+    let recording = fleet::render(&fleet);
     let lines = recording.lines();
-    let (avg_flight, max_flight) = support::in_flight(&fleet);
+    let (avg_flight, max_flight) = fleet::in_flight(&fleet);
     let untraced = fleet
         .iter()
         .filter(|i| SCENARIOS[i.scenario].expect.traceability == "missing")
@@ -234,12 +213,12 @@ fn main() {
         // reset the high-water mark to the current RSS first.
         if round == 0 {
             hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-            rss_before = status_kib("VmRSS");
+            rss_before = proc_status_kib("VmRSS");
         }
         let (d, tally) = timed(|| pipeline(&lines));
         rows[2].times.push(d);
         if round == 0 {
-            rss_peak = status_kib("VmHWM");
+            rss_peak = proc_status_kib("VmHWM");
         }
         if tally.events != n {
             fail(format!(

@@ -4,36 +4,49 @@
 //! ```text
 //!   CI ── fluxtrace promote ──▶ intake (POST /v1/promotions, gRPC)
 //!   notification-controller ──▶ intake (POST /v1/flux/events)
-//!   kube API ──── watch ──────▶ sources::kube                           [later]
-//!   recording (JSON Lines) ───▶ sources::replay ── same decoding (sources::object) ──┐
-//!                                                                                   ▼
+//!   kube API ──── watch ──────▶ sources::kube
+//!   recording (JSON Lines) ───▶ sources::recording ── same decoding (sources::object) ──┐
+//!   probe (HTTP) ─────────────▶ the traffic probe's result                            │
+//!                                                                                     ▼
 //!                                  DeliveryEvent (model): small, owned, normalized
-//!                                                   │
+//!                                                   │  agent: bounded queue, ticks
 //!                                                   ▼
 //!                             correlate::Engine: apply(event) / tick(now), pure
 //!                                                   │
 //!                            SpanRecord (trace) + Story (story) per promotion
 //!                                   │                         │
 //!                                   ▼                         ▼
-//!                         export: OTLP/gRPC          story: waterfall + triage text
+//!                         export: OTLP/gRPC          story: waterfall + triage text,
+//!                                                    intake (GET /v1/promotions/{id}),
+//!                                                    announce (DeliveryTrace Events)
 //! ```
+//!
+//! The rules the engine follows (correlation contract, ids, span catalog, recording format) are
+//! in docs/design.md.
 //!
 //! Modules:
 //! - [`model`]: the plain types every other module speaks.
-//! - [`sources`]: adapters that turn Kubernetes objects, Flux events and recording lines into
-//!   [`model::DeliveryEvent`]s.
+//! - [`sources`]: adapters that turn Kubernetes objects (live watch or recording), Flux events
+//!   and promotion reports into [`model::DeliveryEvent`]s.
+//! - [`revision`]: what a Flux revision string names (commit, digest, chart digest prefix).
 //! - [`correlate`]: the engine; no IO, no clock.
 //! - [`trace`]: span records and deterministic ids.
 //! - [`story`]: the triage story and the terminal waterfall.
+//! - [`agent`]: the engine task (bounded queue, ticks), export task and story queries.
 //! - [`export`]: OTLP/gRPC export.
 //! - [`intake`]: promotion reports and Flux events over HTTP and gRPC, stories read back.
-//! - [`client`]: `fluxtrace promote` and `fluxtrace explain`, the agent's API from outside.
-//! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
-//! - [`config`]: command-line configuration.
-//! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: the agent's own metrics.
+//! - [`probe`]: the traffic prober.
 //! - [`dora`]: DORA's four keys from finished stories, on `/metrics`.
+//! - [`clock`]: the time the agent reads (system, or a test's).
 //! - [`announce`]: Kubernetes Events (`DeliveryTrace`) with the trace link on finished
 //!   promotions.
+//! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
+//! - [`client`]: `fluxtrace promote` and `fluxtrace explain`, the agent's API from outside.
+//! - [`record`]: a live cluster to a recording.
+//! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
+//! - [`config`]: command-line configuration.
 
 pub mod admin;
 pub mod agent;

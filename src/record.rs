@@ -1,4 +1,4 @@
-//! `fluxtrace record`: captures a live cluster's delivery objects as a recording (DESIGN.md,
+//! `fluxtrace record`: captures a live cluster's delivery objects as a recording (docs/design.md,
 //! "Recording format") that `fluxtrace replay` turns into the same traces offline.
 //!
 //! The initial state is written as `ADDED`, changes as `MODIFIED`/`DELETED`, one line each, in
@@ -22,6 +22,7 @@ use tracing::warn;
 
 use crate::clock::Clock;
 use crate::sources::kube::{served, watch_stream, Watched, WATCHED};
+use crate::sources::relist::Relist;
 
 /// Why a recording stopped short.
 #[derive(Debug, thiserror::Error)]
@@ -126,16 +127,59 @@ async fn watch_kind(
     };
     let mut stream =
         watch_stream::<DynamicObject>(client, &ar, namespace.as_deref(), selector.as_deref());
+    // Objects deleted while the watch was down are written as DELETED at the end of the
+    // re-list, so that a replay forgets them as the live agent does. Events are not tracked.
+    let mut relist = (w.kind != "Event").then(Relist::default);
+    let key = |o: &DynamicObject| {
+        Some((
+            o.metadata.namespace.clone().unwrap_or_default(),
+            o.metadata.name.clone()?,
+        ))
+    };
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return,
             i = stream.next() => i,
         };
         let (type_, obj) = match item {
-            Some(Ok(Event::InitApply(o))) => ("ADDED", o),
-            Some(Ok(Event::Apply(o))) => ("MODIFIED", o),
-            Some(Ok(Event::Delete(o))) => ("DELETED", o),
-            Some(Ok(Event::Init | Event::InitDone)) => continue,
+            Some(Ok(Event::InitApply(o))) => {
+                if let (Some(r), Some(k)) = (relist.as_mut(), key(&o)) {
+                    r.listed(k);
+                }
+                ("ADDED", o)
+            }
+            Some(Ok(Event::Apply(o))) => {
+                if let (Some(r), Some(k)) = (relist.as_mut(), key(&o)) {
+                    r.applied(k);
+                }
+                ("MODIFIED", o)
+            }
+            Some(Ok(Event::Delete(o))) => {
+                if let (Some(r), Some(k)) = (relist.as_mut(), key(&o)) {
+                    r.deleted(&k);
+                }
+                ("DELETED", o)
+            }
+            Some(Ok(Event::Init)) => {
+                if let Some(r) = relist.as_mut() {
+                    r.begin();
+                }
+                continue;
+            }
+            Some(Ok(Event::InitDone)) => {
+                let gone = relist.as_mut().map(Relist::done).unwrap_or_default();
+                for (ns, name) in gone {
+                    let mut o = DynamicObject::new(&name, &ar);
+                    if !ns.is_empty() {
+                        o = o.within(&ns);
+                    }
+                    let line = recording_line(clock.now(), "DELETED", o, &ar.api_version, &ar.kind);
+                    if tx.send((w.kind, line)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 warn!(message = "Watch failed; retrying with backoff.", kind = w.kind, error = %e);
                 continue;

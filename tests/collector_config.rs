@@ -20,8 +20,7 @@
 //!   replayed spans), services, span names and metrics (the registry, the span metrics and the
 //!   recording rules) the agent and the configs produce.
 
-#[path = "support/tools.rs"]
-mod tools;
+use fluxtrace_testkit::tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +39,7 @@ use fluxtrace::trace::attr::{
     VCS_REF_HEAD_REVISION,
 };
 use fluxtrace::trace::{AttrValue, SpanRecord, Stage};
+use fluxtrace_testkit::files::files;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
 
@@ -150,25 +150,8 @@ fn component(kind: Kind, id: &str) -> Option<&'static Component> {
 // ---------------------------------------------------------------------------------------------
 // Files.
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 fn all_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    files(Path::new(DIR), &mut out);
-    out
+    files(Path::new(DIR))
 }
 
 fn rel(p: &Path) -> String {
@@ -451,7 +434,7 @@ impl Values {
                 .expect("traceability is emitted"),
         );
         // service.name of each stage: what the recordings show, and the traffic probe's
-        // (DESIGN.md's span catalog; no bundled recording has a probe result).
+        // (docs/design.md's span catalog; no bundled recording has a probe result).
         let mut services = emitted.get(SERVICE_NAME).cloned().expect("services");
         services.insert("fluxtrace-probe".into());
         known.insert(label_name(SERVICE_NAME), services);

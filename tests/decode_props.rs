@@ -2,54 +2,11 @@
 //! arbitrary text, truncated lines, wrong types and huge messages.
 
 use fluxtrace::correlate::{Engine, EngineConfig};
-use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::recording::{decode_line, LineError, MAX_LINE_BYTES};
+use fluxtrace_testkit::json::{json_value, mutate};
+use fluxtrace_testkit::recordings::all_lines;
 use proptest::prelude::*;
 use serde_json::Value;
-
-fn all_lines() -> Vec<&'static str> {
-    EXAMPLES.iter().flat_map(|(_, t)| t.lines()).collect()
-}
-
-/// Replaces the value at a pseudo-random path of `v` with `new`.
-fn mutate(v: &mut Value, pick: u64, new: Value) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            let k = keys[(pick % keys.len() as u64) as usize].clone();
-            let rest = pick / 7;
-            match m.get_mut(&k) {
-                Some(child) if !rest.is_multiple_of(3) => mutate(child, rest, new),
-                _ => {
-                    m.insert(k, new);
-                }
-            }
-        }
-        Value::Array(a) if !a.is_empty() => {
-            let i = (pick % a.len() as u64) as usize;
-            let rest = pick / 5;
-            if !rest.is_multiple_of(3) {
-                mutate(&mut a[i], rest, new);
-            } else {
-                a[i] = new;
-            }
-        }
-        other => *other = new,
-    }
-}
-
-fn any_json() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        ".{0,40}".prop_map(Value::String),
-        Just(Value::Array(vec![Value::from(1), Value::from("x")])),
-        Just(serde_json::json!({"unexpected": {"deeply": [1, 2, 3]}})),
-    ]
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
@@ -80,7 +37,7 @@ proptest! {
 
     #[test]
     fn wrong_types_anywhere_are_rejected_or_ignored_and_the_engine_survives(
-        picks in proptest::collection::vec((0usize..10_000, any::<u64>(), any_json()), 1..40)
+        picks in proptest::collection::vec((0usize..10_000, any::<u64>(), json_value()), 1..40)
     ) {
         let lines = all_lines();
         let mut engine = Engine::new(EngineConfig::default());

@@ -16,8 +16,7 @@
 //!   CLI accepts, and use the annotation the agent reads;
 //! - README.md documents installing with Kustomize and with Flux.
 
-#[path = "support/tools.rs"]
-mod tools;
+use fluxtrace_testkit::tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +32,7 @@ use fluxtrace::intake::{self, Intake};
 use fluxtrace::metrics::Metrics;
 use fluxtrace::model::{Kind, PROMOTION_ANNOTATION};
 use fluxtrace::sources::kube::cluster_role_yaml;
+use fluxtrace_testkit::files::files;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
 use tower::ServiceExt as _;
@@ -41,21 +41,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn deploy() -> PathBuf {
     Path::new(ROOT).join("deploy")
-}
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a directory entry").path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
 }
 
 fn rel(p: &Path) -> String {
@@ -119,8 +104,7 @@ fn render(kubectl: &std::ffi::OsStr, dir: &Path) -> Vec<Value> {
 /// Every directory under deploy/ with a kustomization.yaml, Components (which render only as
 /// part of another kustomization) left out.
 fn kustomizations() -> Vec<PathBuf> {
-    let mut all = Vec::new();
-    files(&deploy(), &mut all);
+    let all = files(&deploy());
     all.into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "kustomization.yaml"))
         .filter(|p| yaml(p)["kind"].as_str() != Some("Component"))
@@ -196,8 +180,7 @@ fn parse_run(args: &[String]) -> RunArgs {
 
 #[test]
 fn every_yaml_and_json_file_parses() {
-    let mut all = Vec::new();
-    files(&deploy(), &mut all);
+    let all = files(&deploy());
     let mut n = 0;
     for p in &all {
         match p.extension().and_then(|e| e.to_str()) {
@@ -889,8 +872,7 @@ struct Ci {
 }
 
 fn ci_files() -> Vec<Ci> {
-    let mut all = Vec::new();
-    files(&deploy().join("examples"), &mut all);
+    let all = files(&deploy().join("examples"));
     let mut out = Vec::new();
     for p in all
         .iter()

@@ -10,8 +10,7 @@
 //! FLUXTRACE_FAULT_SCALE=full cargo test --release --test faults -- --nocapture --test-threads 1
 //! ```
 
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
+use fluxtrace_testkit::otlp_receiver;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};

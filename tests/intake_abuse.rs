@@ -1,11 +1,8 @@
 //! Input that tries to mislead a terminal or a client: escapes in report fields, bad
 //! percent-encoding in a path, over-long ids in Flux event metadata.
 
-#[path = "support/intake.rs"]
-mod intake_support;
-
 use axum::http::{header, Method, StatusCode};
-use intake_support::*;
+use fluxtrace_testkit::intake::*;
 
 #[tokio::test]
 async fn the_text_story_escapes_terminal_controls_from_the_report() {

@@ -2,9 +2,6 @@
 //! semantics as HTTP (trace ids, idempotence, validation naming the field, auth), and refused
 //! calls change nothing.
 
-#[path = "support/intake.rs"]
-mod intake_support;
-
 use std::time::Duration;
 
 use fluxtrace::intake::grpc::proto::promotion_service_client::PromotionServiceClient;
@@ -13,7 +10,7 @@ use fluxtrace::intake::grpc::proto::{
 };
 use fluxtrace::intake::{grpc, MAX_BODY_BYTES};
 use fluxtrace::trace::{trace_id_for, Traceparent};
-use intake_support::*;
+use fluxtrace_testkit::intake::*;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;

@@ -2,9 +2,6 @@
 //! code of the API, idempotent reports, auth (bearer and generic-hmac), and proof that a refused
 //! request changes nothing in the engine.
 
-#[path = "support/intake.rs"]
-mod intake_support;
-
 use std::time::{Duration, Instant};
 
 use axum::http::{header, Method, StatusCode};
@@ -12,7 +9,7 @@ use fluxtrace::correlate::EngineConfig;
 use fluxtrace::intake::{Auth, Intake, MAX_BODY_BYTES};
 use fluxtrace::replay::{self, EXAMPLES};
 use fluxtrace::trace::{trace_id_for, Traceparent};
-use intake_support::*;
+use fluxtrace_testkit::intake::*;
 use jiff::SignedDuration;
 
 const FLUX_EVENT: &str = include_str!("fixtures/flux-event-generic-provider.json");

@@ -4,15 +4,13 @@
 //! refused never reaches the engine: at the end, the engine has applied exactly the bodies that
 //! were accepted.
 
-#[path = "support/intake.rs"]
-mod intake_support;
-
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::intake::Auth;
-use intake_support::*;
+use fluxtrace_testkit::intake::*;
+use fluxtrace_testkit::json::{json_value, mutate};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
@@ -25,45 +23,6 @@ fn full_report() -> String {
     format!(
         r#"{{"id":"P-prop","environment":"prod","revision":"{SHA}","artifact":{{"repository":"ghcr.io/acme/app","tag":"prod","digest":"{DIGEST}"}},"app":"shop","actor":"alice","pipeline":{{"name":"release","run_id":"1","url":"https://ci.example/1"}},"traceparent":"{CI_TRACEPARENT}","time":"2026-11-26T10:00:00Z"}}"#
     )
-}
-
-/// Replaces the value at a pseudo-random path of `v` with `new`.
-fn mutate(v: &mut Value, pick: u64, new: Value) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            let keys: Vec<String> = m.keys().cloned().collect();
-            let k = keys[(pick % keys.len() as u64) as usize].clone();
-            let rest = pick / 7;
-            match m.get_mut(&k) {
-                Some(child) if !rest.is_multiple_of(3) => mutate(child, rest, new),
-                _ => {
-                    m.insert(k, new);
-                }
-            }
-        }
-        Value::Array(a) if !a.is_empty() => {
-            let i = (pick % a.len() as u64) as usize;
-            a[i] = new;
-        }
-        other => *other = new,
-    }
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        ".{0,40}".prop_map(Value::String),
-        "[0-9a-f]{0,70}".prop_map(Value::String),
-        "sha256:[0-9a-f]{60,66}".prop_map(Value::String),
-        "00-[0-9a-f]{30,34}-[0-9a-f]{14,18}-0[0-3]".prop_map(Value::String),
-        "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z".prop_map(Value::String),
-        Just(Value::Array(vec![Value::from(1), Value::from("x")])),
-        Just(serde_json::json!({"nested": {"deeper": [null]}})),
-    ]
 }
 
 /// Bodies derived from `valid`: mutated, truncated, arbitrary.

@@ -4,31 +4,22 @@
 //! each Deployment it rolled out. The tests assert the requests that reached the server, their
 //! content, and that a second agent (a restart) writes nothing twice.
 
-#[path = "support/kube_api.rs"]
-mod kube_api;
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use fluxtrace::admin::Readiness;
-use fluxtrace::agent::{Agent, AgentConfig, Clock, EngineHandle};
+use fluxtrace::agent::AgentConfig;
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::metrics::{ErrorType, KindLabel, Metrics, ResultLabel};
-use fluxtrace::replay::EXAMPLES;
-use fluxtrace::sources::kube::{spawn_with_client, WatchSettings};
+use fluxtrace::metrics::{ErrorType, Metrics, ResultLabel};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::Story;
-use jiff::{SignedDuration, Timestamp};
-use kube_api::{kubeconfig, KubeApi, ServerHandle, WriteRecord};
-use serde_json::Value;
+use fluxtrace_testkit::agent::{Disrupt, LiveAgent, WAIT};
+use fluxtrace_testkit::kube_api::{KubeApi, ServerHandle, WriteRecord};
+use fluxtrace_testkit::recordings::example;
+
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 const CLUSTER: &str = "events";
-const WAIT: Duration = Duration::from_secs(10);
 /// A template with every placeholder, so the Events prove the link was built from it.
 const TEMPLATE: &str = "https://jaeger.example/trace/{trace_id}?start={start_ms}&end={end_ms}";
 
@@ -39,155 +30,52 @@ fn engine_config() -> EngineConfig {
     }
 }
 
-fn example(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("bundled recording")
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn observed(m: &Metrics) -> u64 {
-    fluxtrace::agent::OBSERVATION_KINDS
-        .into_iter()
-        .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
-        .sum()
-}
-
 /// One agent (engine task, watchers, Event writer) on a test clock.
 struct Live {
-    agent: Option<Agent>,
-    handle: EngineHandle,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-    now: Arc<Mutex<Timestamp>>,
-    stop: CancellationToken,
-    watchers: tokio::task::JoinSet<()>,
+    agent: LiveAgent,
     announcer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Live {
     fn start(server: &ServerHandle) -> Live {
-        let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
-        let clock_now = now.clone();
         let metrics = Arc::new(Metrics::new());
-        let readiness = Arc::new(Readiness::default());
         let (announce, announcer) = fluxtrace::announce::spawn(server.client(), metrics.clone());
-        let agent = Agent::start(
+        let agent = LiveAgent::start_with_metrics(
             AgentConfig {
                 engine: engine_config(),
                 tick: Duration::from_millis(20),
                 trace_url_template: Some(TEMPLATE.into()),
                 announce: Some(announce),
-                clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
                 ..AgentConfig::default()
             },
-            metrics.clone(),
-            readiness.clone(),
-        );
-        let handle = agent.handle.clone();
-        Live {
-            agent: Some(agent),
-            handle,
             metrics,
-            readiness,
-            now,
-            stop: CancellationToken::new(),
-            watchers: tokio::task::JoinSet::new(),
+        );
+        Live {
+            agent,
             announcer: Some(announcer),
         }
-    }
-
-    fn set_clock(&self, at: &str) {
-        let t: Timestamp = at.parse().expect("recording time");
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     /// Serves the recording line by line (watch lines through the server, reports and Flux
     /// events straight to the engine), each observation applied before the next line.
     async fn play(&mut self, server: &ServerHandle, text: &str) {
-        let lines: Vec<&str> = text.lines().collect();
-        self.set_clock(server.recording().initial_at().expect("lines"));
-        let initial = server.apply_initial();
-        spawn_with_client(
-            &mut self.watchers,
-            server.client(),
-            WatchSettings {
-                rediscover: Some(Duration::from_millis(200)),
-                ..WatchSettings::default()
-            },
-            self.handle.clone(),
-            self.stop.clone(),
-        );
-        let r = self.readiness.clone();
-        eventually("every watcher's initial list", move || {
-            r.waiting().is_some_and(|w| w.is_empty())
-        })
-        .await;
-        let mut expected = initial
-            .iter()
-            .filter(|a| {
-                a.index
-                    .is_some_and(|i| decode_line(lines[i]).ok().flatten().is_some())
-            })
-            .count() as u64;
-        let m = self.metrics.clone();
-        eventually("the initial state", || observed(&m) >= expected).await;
-        let first_after = initial
-            .iter()
-            .filter_map(|a| a.index)
-            .max()
-            .map_or(0, |i| i + 1);
-        for (i, line) in lines.iter().enumerate().skip(first_after) {
-            let v: Value = serde_json::from_str(line).expect("json");
-            self.set_clock(v["at"].as_str().expect("at"));
-            let decoded = decode_line(line).expect("bundled lines decode");
-            if v["kind"] == "watch" {
-                let applied = server.apply_next().expect("a watch line");
-                assert_eq!(applied.index, Some(i), "the server serves lines in order");
-            } else if let Some(ev) = decoded.clone() {
-                self.handle.submit(ev).await.expect("agent running");
-            }
-            if decoded.is_some() {
-                expected += 1;
-                let m = self.metrics.clone();
-                eventually(&format!("line {}", i + 1), || observed(&m) >= expected).await;
-            }
-        }
+        self.agent.play(server, text, Disrupt::None).await;
     }
 
     /// Moves the clock past every deadline, waits for the verdicts, then stops: watchers,
     /// engine (drained), and the Event writer (which ends once its queue is written).
     async fn finish(&mut self, promotions: usize) -> Vec<Story> {
-        {
-            let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
-            *now += SignedDuration::from_hours(3);
-        }
+        self.agent.pass_deadlines();
         let start = std::time::Instant::now();
         let stories = loop {
-            let s = self.handle.recent(None, 100).await;
+            let s = self.agent.handle.recent(None, 100).await;
             if s.len() >= promotions {
                 break s;
             }
             assert!(start.elapsed() < WAIT, "timed out waiting for the verdicts");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        self.stop.cancel();
-        while self.watchers.join_next().await.is_some() {}
-        if let Some(a) = self.agent.take() {
-            assert!(
-                a.shutdown(Duration::from_secs(5)).await.clean(),
-                "clean shutdown"
-            );
-        }
+        self.agent.stop().await;
         if let Some(t) = self.announcer.take() {
             tokio::time::timeout(WAIT, t)
                 .await
@@ -198,7 +86,8 @@ impl Live {
     }
 
     fn written(&self, result: &'static str) -> u64 {
-        self.metrics
+        self.agent
+            .metrics
             .k8s_events
             .get_or_create(&ResultLabel { result })
             .get()
@@ -215,7 +104,8 @@ impl Live {
         ]
         .into_iter()
         .map(|error_type| {
-            self.metrics
+            self.agent
+                .metrics
                 .k8s_events_failed
                 .get_or_create(&ErrorType { error_type })
                 .get()
@@ -356,7 +246,7 @@ async fn replay_with_events(recording: &str) -> (ServerHandle, Story, Vec<WriteR
         "{recording}: the live story has the link replay gives"
     );
     assert_eq!(live.failed(), 0, "{recording}: no Event failed");
-    assert_eq!(live.metrics.k8s_events_dropped.get(), 0);
+    assert_eq!(live.agent.metrics.k8s_events_dropped.get(), 0);
     let writes = server.writes();
     assert_eq!(live.written("created"), posts(&writes).len() as u64);
     assert_eq!(live.written("already_exists"), 0);
@@ -581,13 +471,13 @@ fn own_delivery_trace_events_are_not_read_back() {
 async fn run_binary(tag: &str, extra: &[&str]) -> Vec<WriteRecord> {
     let text = example("untraced-rollout.jsonl");
     let server = KubeApi::with_recording(text).start().await;
-    let receiver = otlp_receiver::OtlpReceiver::start().await;
+    let receiver = fluxtrace_testkit::otlp_receiver::OtlpReceiver::start().await;
     server.apply_initial();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = kubeconfig(&server.url(), tag);
+    let config = server.kubeconfig(&format!("events-{tag}"));
     let listen = format!("127.0.0.1:{port}");
     let endpoint = receiver.endpoint();
     let mut args = vec![

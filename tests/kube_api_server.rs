@@ -1,15 +1,13 @@
-//! Proves the test kube API server (tests/support/kube_api.rs) against kube's real client and
+//! Proves the test kube API server (`fluxtrace_testkit::kube_api`) against kube's real client and
 //! kube-runtime's watcher: discovery, lists with selectors and pages, watches that resume,
 //! re-list after 410 Expired, typed k8s-openapi lists, and recorded writes.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/kube_api.rs"]
-mod kube_api;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use fluxtrace_testkit::kube_api::{Applied, KubeApi, ServerHandle};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -22,7 +20,6 @@ use kube::discovery::{self, verbs, Discovery, Scope};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
-use kube_api::{Applied, KubeApi, ServerHandle};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::timeout;

@@ -5,46 +5,28 @@
 //! The agent's clock is driven by the test (the recording's `at` of the line being served), so
 //! times that come from arrival agree with the recording too.
 
-#[path = "support/kube_api.rs"]
-mod kube_api;
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
-
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fluxtrace::admin::Readiness;
-use fluxtrace::agent::{Agent, AgentConfig, Clock, EngineHandle};
+use fluxtrace::agent::AgentConfig;
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::export::{ExportSettings, Exporter};
+use fluxtrace::export::Exporter;
 use fluxtrace::metrics::{KindLabel, Metrics};
 use fluxtrace::replay::EXAMPLES;
-use fluxtrace::sources::kube::{spawn_with_client, WatchSettings, WATCHED};
-use fluxtrace::sources::recording::decode_line;
-use jiff::{SignedDuration, Timestamp};
-use kube_api::{kubeconfig, KubeApi};
+use fluxtrace::sources::kube::WATCHED;
+use fluxtrace_testkit::agent::{eventually, restarts, Disrupt, LiveAgent, TestClock};
+use fluxtrace_testkit::kube_api::{KubeApi, ServerHandle};
+use fluxtrace_testkit::otlp_receiver::{export_settings, OtlpReceiver};
+use fluxtrace_testkit::recordings::example;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otlp_receiver::OtlpReceiver;
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: &str = "live";
-const WAIT: Duration = Duration::from_secs(10);
 
 fn engine_config() -> EngineConfig {
     EngineConfig {
         cluster: CLUSTER.into(),
         ..EngineConfig::default()
-    }
-}
-
-fn export_settings(endpoint: String) -> ExportSettings {
-    ExportSettings {
-        endpoint: Some(endpoint),
-        cluster: CLUSTER.into(),
-        timeout: Some(Duration::from_secs(5)),
-        gzip: Some(true),
-        retries: 0,
     }
 }
 
@@ -98,7 +80,7 @@ async fn replayed(text: &str) -> BTreeMap<String, WireSpan> {
     let receiver = OtlpReceiver::start().await;
     let r = fluxtrace::replay::run(text, engine_config());
     let spans: Vec<_> = r.spans().cloned().collect();
-    let mut exporter = Exporter::new(export_settings(receiver.endpoint()));
+    let mut exporter = Exporter::new(export_settings(receiver.endpoint(), CLUSTER));
     exporter
         .export(spans)
         .await
@@ -111,51 +93,12 @@ async fn replayed(text: &str) -> BTreeMap<String, WireSpan> {
         .collect()
 }
 
-fn observed(m: &Metrics) -> u64 {
-    fluxtrace::agent::OBSERVATION_KINDS
-        .into_iter()
-        .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
-        .sum()
-}
-
-fn restarts(m: &Metrics) -> u64 {
-    WATCHED
-        .iter()
-        .map(|w| {
-            m.watch_restarts
-                .get_or_create(&KindLabel { kind: w.kind })
-                .get()
-        })
-        .sum()
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Disrupt {
-    None,
-    /// Drop every watch connection after every few lines.
-    Disconnect,
-    /// Answer with `410 Gone` after every few lines: the watchers re-list.
-    Gone,
-}
-
+/// The test API server, the OTLP receiver, and the agent watching the one and exporting to the
+/// other.
 struct Live {
-    server: kube_api::ServerHandle,
+    server: ServerHandle,
     receiver: OtlpReceiver,
-    agent: Option<Agent>,
-    handle: EngineHandle,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-    now: Arc<Mutex<Timestamp>>,
-    stop: CancellationToken,
-    watchers: tokio::task::JoinSet<()>,
+    agent: LiveAgent,
 }
 
 impl Live {
@@ -166,151 +109,32 @@ impl Live {
     async fn start_with(api: KubeApi, probe: Option<fluxtrace::probe::ProbeSettings>) -> Live {
         let server = api.start().await;
         let receiver = OtlpReceiver::start().await;
-        let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
-        let clock_now = now.clone();
-        let metrics = Arc::new(Metrics::new());
-        let readiness = Arc::new(Readiness::default());
-        let agent = Agent::start(
-            AgentConfig {
-                engine: engine_config(),
-                export: Some(export_settings(receiver.endpoint())),
-                tick: Duration::from_millis(20),
-                clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
-                probe,
-                ..AgentConfig::default()
-            },
-            metrics.clone(),
-            readiness.clone(),
-        );
-        let handle = agent.handle.clone();
+        let agent = LiveAgent::start(AgentConfig {
+            engine: engine_config(),
+            export: Some(export_settings(receiver.endpoint(), CLUSTER)),
+            tick: Duration::from_millis(20),
+            probe,
+            ..AgentConfig::default()
+        });
         Live {
             server,
             receiver,
-            agent: Some(agent),
-            handle,
-            metrics,
-            readiness,
-            now,
-            stop: CancellationToken::new(),
-            watchers: tokio::task::JoinSet::new(),
+            agent,
         }
-    }
-
-    fn set_clock(&self, at: &str) {
-        let t: Timestamp = at.parse().expect("recording time");
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = t;
-    }
-
-    fn watch(&mut self) {
-        spawn_with_client(
-            &mut self.watchers,
-            self.server.client(),
-            WatchSettings {
-                rediscover: Some(Duration::from_millis(200)),
-                ..WatchSettings::default()
-            },
-            self.handle.clone(),
-            self.stop.clone(),
-        );
-    }
-
-    async fn ready(&self) {
-        let r = self.readiness.clone();
-        eventually("every watcher's initial list", move || {
-            r.waiting().is_some_and(|w| w.is_empty())
-        })
-        .await;
     }
 
     /// Serves the recording line by line, each observation applied before the next line.
     async fn play(&mut self, text: &str, disrupt: Disrupt) {
-        let lines: Vec<&str> = text.lines().collect();
-        let initial_at = self
-            .server
-            .recording()
-            .initial_at()
-            .expect("lines")
-            .to_string();
-        self.set_clock(&initial_at);
-        let initial = self.server.apply_initial();
-        self.watch();
-        self.ready().await;
-        let mut expected = initial
-            .iter()
-            .filter(|a| {
-                a.index
-                    .is_some_and(|i| decode_line(lines[i]).ok().flatten().is_some())
-            })
-            .count() as u64;
-        let m = self.metrics.clone();
-        eventually("the initial state", || observed(&m) >= expected).await;
-        let first_after = initial
-            .iter()
-            .filter_map(|a| a.index)
-            .max()
-            .map_or(0, |i| i + 1);
-        for (n, (i, line)) in lines.iter().enumerate().skip(first_after).enumerate() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            self.set_clock(v["at"].as_str().expect("at"));
-            let decoded = decode_line(line).expect("bundled lines decode");
-            if v["kind"] == "watch" {
-                let applied = self.server.apply_next().expect("a watch line");
-                assert_eq!(applied.index, Some(i), "the server serves lines in order");
-            } else if let Some(ev) = decoded.clone() {
-                self.handle.submit(ev).await.expect("agent running");
-            }
-            if decoded.is_some() {
-                expected += 1;
-                let m = self.metrics.clone();
-                eventually(&format!("line {}", i + 1), || observed(&m) >= expected).await;
-            }
-            if n % 7 == 6 {
-                match disrupt {
-                    Disrupt::None => {}
-                    Disrupt::Disconnect => {
-                        let open = self.server.drop_watches();
-                        assert!(open > 0, "watches were open");
-                        let s = &self.server;
-                        eventually("watches to reconnect", || s.open_watches() >= open).await;
-                    }
-                    Disrupt::Gone => {
-                        let before = restarts(&self.metrics);
-                        let open = self.server.expire_watches();
-                        assert!(open > 0, "watches were open");
-                        let m = self.metrics.clone();
-                        // Every watcher re-lists; what the re-list delivers again is counted too.
-                        eventually("re-lists after 410", || {
-                            restarts(&m) >= before + open as u64
-                        })
-                        .await;
-                        let s = &self.server;
-                        eventually("watches to reopen", || s.open_watches() >= open).await;
-                        let h = self.handle.clone();
-                        eventually("the re-list to be applied", || h.queue_depth() == 0).await;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        expected = observed(&self.metrics);
-                    }
-                }
-            }
-        }
+        self.agent.play(&self.server, text, disrupt).await;
     }
 
     /// Moves the clock past every deadline and waits for the spans.
     async fn finish(&mut self, want: usize) -> Vec<(Option<String>, Span)> {
-        let end =
-            *self.now.lock().unwrap_or_else(|p| p.into_inner()) + SignedDuration::from_hours(3);
-        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = end;
+        self.agent.pass_deadlines();
         let r = &self.receiver;
         eventually("the spans at the receiver", || r.spans().len() >= want).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        self.stop.cancel();
-        while self.watchers.join_next().await.is_some() {}
-        if let Some(a) = self.agent.take() {
-            assert!(
-                a.shutdown(Duration::from_secs(5)).await.clean(),
-                "clean shutdown"
-            );
-        }
+        self.agent.stop().await;
         self.receiver.spans()
     }
 }
@@ -361,10 +185,8 @@ async fn gone_410_mid_recording_relists_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_crd_is_skipped_and_the_rest_is_traced() {
-    let (name, text) = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "oci-success.jsonl")
-        .expect("example");
+    let name = "oci-success.jsonl";
+    let text = example(name);
     let want = replayed(text).await;
     let api = KubeApi::with_recording(text)
         .without_group("helm.toolkit.fluxcd.io")
@@ -372,7 +194,7 @@ async fn a_missing_crd_is_skipped_and_the_rest_is_traced() {
     let mut live = Live::start(api).await;
     live.play(text, Disrupt::None).await;
     // Ready although two kinds are missing: they are skipped, not waited for.
-    assert_eq!(live.readiness.waiting(), Some(vec![]));
+    assert_eq!(live.agent.readiness.waiting(), Some(vec![]));
     let got = by_id(&live.finish(want.len()).await);
     assert_eq!(got, want, "{name}");
     assert_eq!(
@@ -392,10 +214,8 @@ async fn record_then_replay_gives_the_same_spans() {
     for (name, text) in EXAMPLES {
         let want = replayed(text).await;
         let server = KubeApi::with_recording(text).start().await;
-        let now = Arc::new(Mutex::new(Timestamp::UNIX_EPOCH));
-        let set = |at: &str| {
-            *now.lock().unwrap_or_else(|p| p.into_inner()) = at.parse().expect("time");
-        };
+        let clock = TestClock::default();
+        let set = |at: &str| clock.set(at);
         let dir =
             std::env::temp_dir().join(format!("fluxtrace-record-{}-{name}", std::process::id()));
         let file = tokio::fs::File::create(&dir).await.expect("temp file");
@@ -403,11 +223,10 @@ async fn record_then_replay_gives_the_same_spans() {
         set(server.recording().initial_at().expect("lines"));
         let initial = server.apply_initial();
         let stop = CancellationToken::new();
-        let clock_now = now.clone();
         let task = tokio::spawn(record(
             server.client(),
             RecordSettings {
-                clock: Clock::from_fn(move || *clock_now.lock().unwrap_or_else(|p| p.into_inner())),
+                clock: clock.clock(),
                 rediscover: Some(Duration::from_millis(200)),
                 ..RecordSettings::default()
             },
@@ -477,11 +296,7 @@ async fn record_then_replay_gives_the_same_spans() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_recording_exits_in_time_with_finished_spans_delivered() {
-    let text = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "untraced-rollout.jsonl")
-        .map(|(_, t)| *t)
-        .expect("example");
+    let text = example("untraced-rollout.jsonl");
     let server = KubeApi::with_recording(text).start().await;
     let receiver = OtlpReceiver::start().await;
     server.apply_initial();
@@ -489,7 +304,7 @@ async fn sigterm_mid_recording_exits_in_time_with_finished_spans_delivered() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let config = kubeconfig(&server.url(), "live-sigterm");
+    let config = server.kubeconfig("live");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
         .args([
             "run",
@@ -602,10 +417,8 @@ async fn http_status(url: &str) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_flux_serving_only_betas_is_discovered_and_traced() {
-    let (name, text) = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "oci-success.jsonl")
-        .expect("example");
+    let name = "oci-success.jsonl";
+    let text = example(name);
     let want = replayed(text).await;
     // OCIRepository was v1beta2-only before source-controller v1.6.0.
     let api = KubeApi::with_recording(text).serve_kind_at("OCIRepository", "v1beta2");
@@ -641,10 +454,7 @@ async fn the_agent_probes_traffic_after_a_rollout() {
     tokio::spawn(async move {
         let _ = axum::serve(l, app).await;
     });
-    let (_, text) = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "oci-success.jsonl")
-        .expect("example");
+    let text = example("oci-success.jsonl");
     // The checkout Deployment opts in.
     let mut annotated = String::new();
     for line in text.lines() {
@@ -667,7 +477,7 @@ async fn the_agent_probes_traffic_after_a_rollout() {
     };
     let mut live = Live::start_with(KubeApi::with_recording(&annotated), Some(settings)).await;
     live.play(&annotated, Disrupt::None).await;
-    let m = live.metrics.clone();
+    let m = live.agent.metrics.clone();
     eventually("the probe result", || {
         m.observations
             .get_or_create(&KindLabel {
@@ -707,10 +517,8 @@ async fn the_agent_probes_traffic_after_a_rollout() {
 /// counted; the watch goes on and the traces are whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_that_does_not_decode_is_skipped_and_counted() {
-    let (name, text) = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "git-success.jsonl")
-        .expect("example");
+    let name = "git-success.jsonl";
+    let text = example(name);
     let want = replayed(text).await;
     let mut live = Live::start(KubeApi::with_recording(text)).await;
     live.play(text, Disrupt::None).await;
@@ -722,7 +530,7 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
             "spec": {"replicas": "many"}
         }),
     );
-    let m = live.metrics.clone();
+    let m = live.agent.metrics.clone();
     let errors = move || {
         m.decode_errors
             .get_or_create(&fluxtrace::metrics::KindError {
@@ -737,7 +545,7 @@ async fn an_object_that_does_not_decode_is_skipped_and_counted() {
     assert_eq!(got, want, "{name}");
     assert_eq!(errors(), 1);
     assert_eq!(
-        restarts(&live.metrics),
+        restarts(&live.agent.metrics),
         0,
         "a bad object does not restart the watch"
     );
@@ -752,22 +560,19 @@ fn held(m: &Metrics, kind: &'static str) -> i64 {
 /// them: `fluxtrace_engine_objects` goes down, and the traces already sent are unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_deleted_while_the_watch_was_down_are_forgotten_after_the_relist() {
-    let (name, text) = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "multi-env-oci.jsonl")
-        .expect("example");
+    let name = "multi-env-oci.jsonl";
+    let text = example(name);
     let want = replayed(text).await;
     let mut live = Live::start(KubeApi::with_recording(text)).await;
     live.play(text, Disrupt::None).await;
     // Every promotion reaches its verdict first.
-    let end = *live.now.lock().unwrap_or_else(|p| p.into_inner()) + SignedDuration::from_hours(3);
-    *live.now.lock().unwrap_or_else(|p| p.into_inner()) = end;
+    live.agent.pass_deadlines();
     let r = &live.receiver;
     eventually("the spans at the receiver", || {
         r.spans().len() >= want.len()
     })
     .await;
-    let m = live.metrics.clone();
+    let m = live.agent.metrics.clone();
     eventually("the engine's size on /metrics", || {
         held(&m, "deployments") == 2 && held(&m, "reconcilers") == 2 && held(&m, "sources") == 2
     })
@@ -790,17 +595,67 @@ async fn objects_deleted_while_the_watch_was_down_are_forgotten_after_the_relist
         held(&m, "deployments") == 1 && held(&m, "reconcilers") == 1 && held(&m, "sources") == 1
     })
     .await;
-    live.stop.cancel();
-    while live.watchers.join_next().await.is_some() {}
-    if let Some(a) = live.agent.take() {
-        assert!(
-            a.shutdown(Duration::from_secs(5)).await.clean(),
-            "clean shutdown"
-        );
-    }
+    live.agent.stop().await;
     assert_eq!(
         by_id(&live.receiver.spans()),
         want,
         "{name}: no span added or lost"
     );
+}
+/// `fluxtrace record` writes what a re-list reveals: an object deleted while its watch was
+/// down becomes a DELETED line, so a replay of the recording forgets it as the agent does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_writes_objects_deleted_during_a_watch_gap_as_deleted_lines() {
+    use fluxtrace::record::{record, RecordSettings};
+    let server = KubeApi::with_recording(example("oci-success.jsonl"))
+        .start()
+        .await;
+    let initial = server.apply_initial();
+    let path = std::env::temp_dir().join(format!("fluxtrace-record-gap-{}", std::process::id()));
+    let file = tokio::fs::File::create(&path).await.expect("temp file");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(record(
+        server.client(),
+        RecordSettings {
+            rediscover: Some(Duration::from_millis(200)),
+            ..RecordSettings::default()
+        },
+        file,
+        stop.clone(),
+    ));
+    let watched = |kind: &str| WATCHED.iter().any(|w| w.kind == kind);
+    let expected = initial.iter().filter(|a| watched(&a.kind)).count();
+    let written = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the initial state recorded", || {
+        written(&path).lines().count() >= expected
+    })
+    .await;
+    let dep = initial
+        .iter()
+        .find(|a| a.kind == "Deployment")
+        .expect("a Deployment in the initial list");
+    let ns = dep.namespace.clone().unwrap_or_default();
+    let ended = server.delete_while_watches_down("Deployment", &ns, &dep.name);
+    assert!(ended > 0, "watches were open");
+    let deleted = |t: &str| {
+        t.lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["type"] == "DELETED"
+                && v["object"]["kind"] == "Deployment"
+                && v["object"]["metadata"]["name"] == dep.name.as_str()
+                && v["object"]["metadata"]["namespace"] == ns.as_str()
+        })
+    };
+    eventually("the DELETED line", || deleted(&written(&path))).await;
+    stop.cancel();
+    task.await.expect("record task").expect("recorded");
+    let recorded = written(&path);
+    let _ = std::fs::remove_file(&path);
+    // Every line decodes; the deletion is one of them.
+    let decoded = fluxtrace::sources::recording::decode_all(&recorded);
+    assert!(decoded.bad.is_empty(), "{:?}", decoded.bad);
+    assert!(decoded.events.iter().any(|e| matches!(
+        &e.body,
+        fluxtrace::model::EventBody::Deleted(o) if o.name == dep.name
+    )));
 }

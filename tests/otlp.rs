@@ -5,9 +5,6 @@
 //! crossed the wire: ids, parents, resources, status, attributes, events. Collectors that are
 //! down, refuse or hang must give errors that hand the spans back, in bounded time.
 
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -18,13 +15,15 @@ use fluxtrace::correlate::EngineConfig;
 use fluxtrace::export::{ExportError, ExportSettings, Exporter};
 use fluxtrace::replay::{self, EXAMPLES};
 use fluxtrace::trace::{AttrValue, SpanRecord, SpanStatus, Traceparent};
+use fluxtrace_testkit::otlp_receiver::{
+    attr, attr_str, export_settings, resource_service, silent_endpoint, unused_endpoint,
+    OtlpReceiver,
+};
+use fluxtrace_testkit::recordings::example;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, SpanFlags};
-use otlp_receiver::{
-    attr, attr_str, resource_service, silent_endpoint, unused_endpoint, OtlpReceiver,
-};
 use tonic::Code;
 
 const CLUSTER: &str = "test-cluster";
@@ -85,14 +84,6 @@ fn spans_of(text: &str, cluster: &str) -> Vec<SpanRecord> {
     r.spans().cloned().collect()
 }
 
-fn example(name: &str) -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, text)| *text)
-        .expect("bundled recording")
-}
-
 /// The CI traceparent a recording's promotion report carries, if any.
 fn traceparent_in(text: &str) -> Option<Traceparent> {
     let value = text.split("\"traceparent\":\"").nth(1)?.split('"').next()?;
@@ -100,13 +91,7 @@ fn traceparent_in(text: &str) -> Option<Traceparent> {
 }
 
 fn settings(endpoint: String) -> ExportSettings {
-    ExportSettings {
-        endpoint: Some(endpoint),
-        cluster: CLUSTER.into(),
-        timeout: Some(Duration::from_secs(5)),
-        gzip: Some(true),
-        retries: 0,
-    }
+    export_settings(endpoint, CLUSTER)
 }
 
 type ExportResult = Result<(), (Vec<SpanRecord>, Vec<ExportError>)>;

@@ -14,10 +14,7 @@
 //! saying so, when prometheus is not installed (`.ci/run` installs it and sets
 //! `FLUXTRACE_REQUIRE_TOOLS=1`, which turns the skip into a failure).
 
-#[path = "support/examples.rs"]
-mod examples;
-#[path = "support/tools.rs"]
-mod tools;
+use fluxtrace_testkit::tools;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use examples::recording;
 use fluxtrace::client::encode_segment;
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::replay;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::Stage;
+use fluxtrace_testkit::recordings::{example as recording, shift};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
@@ -260,7 +257,7 @@ fn prometheus_scrapes_the_four_keys_and_their_exemplars() {
     // report; staging/frontend succeeds without a commit time.
     let failed = recording("oci-rollout-imagepull.jsonl").to_string();
     let fixed = edit_report(
-        &examples::shift(
+        &shift(
             recording("oci-success.jsonl"),
             SignedDuration::from_hours(2),
         ),

@@ -9,11 +9,6 @@
 //! spans that crossed the wire: the report is the root of the trace the Flux objects continue,
 //! and with a `TRACEPARENT` the root's parent is the CI span.
 
-#[path = "support/examples.rs"]
-mod examples;
-#[path = "support/otlp_receiver.rs"]
-mod otlp_receiver;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -24,7 +19,6 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use examples::{recording, shift};
 use fluxtrace::admin::{self, Readiness};
 use fluxtrace::agent::{Agent, AgentConfig, EngineHandle};
 use fluxtrace::correlate::EngineConfig;
@@ -35,9 +29,10 @@ use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::{Outcome, Story};
 use fluxtrace::trace::{trace_id_for, Traceparent};
+use fluxtrace_testkit::otlp_receiver::{attr_str, OtlpReceiver};
+use fluxtrace_testkit::recordings::{example, shift};
 use jiff::{SignedDuration, Timestamp};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otlp_receiver::{attr_str, OtlpReceiver};
 
 const TOKEN: &str = "ci-token-0e5d";
 const CLUSTER: &str = "test-cluster";
@@ -55,7 +50,7 @@ fn line_kind(line: &str) -> Option<String> {
 /// The recording moved so that it starts now; split around its promotion line: (before, the
 /// promotion's `time`, after). The promotion line itself is left out: `promote` sends it.
 fn present(name: &str) -> (Vec<String>, Timestamp, Vec<String>) {
-    let text = recording(name);
+    let text = example(name);
     let first: Timestamp =
         serde_json::from_str::<serde_json::Value>(text.lines().next().expect("a line"))
             .expect("JSON")["at"]

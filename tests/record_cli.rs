@@ -2,14 +2,13 @@
 //! by itself when the duration is up, exits 0, has written every observation it reported, and
 //! `fluxtrace replay` reads the file back without a rejected line.
 
-#[path = "support/kube_api.rs"]
-mod kube_api;
+use fluxtrace_testkit::kube_api;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fluxtrace::replay::EXAMPLES;
-use kube_api::{kubeconfig, KubeApi};
+use kube_api::KubeApi;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_with_a_duration_ends_cleanly_and_its_file_replays() {
@@ -28,7 +27,7 @@ async fn record_with_a_duration_ends_cleanly_and_its_file_replays() {
     }
     let objects = live.values().filter(|t| *t != "DELETED").count();
     assert!(objects > 0);
-    let config = kubeconfig(&server.url(), "record-duration");
+    let config = server.kubeconfig("record-duration");
     let output =
         std::env::temp_dir().join(format!("fluxtrace-record-{}.jsonl", std::process::id()));
     let out = tokio::time::timeout(

@@ -7,7 +7,8 @@
 //! too large (`RESOURCE_EXHAUSTED`, `INVALID_ARGUMENT`) is split in two and sent again.
 //! [`pipeline`] is the agent's buffer in front of the exporter.
 //!
-//! Runs on the caller's tokio runtime; never from a thread without one. The endpoint comes from `--otlp-endpoint` or the standard `OTEL_EXPORTER_OTLP_*` variables; with
+//! Runs on the caller's tokio runtime; never from a thread without one (tonic needs its
+//! reactor). The endpoint comes from `--otlp-endpoint` or the standard `OTEL_EXPORTER_OTLP_*` variables; with
 //! neither, nothing is exported and the caller says so.
 
 use std::borrow::Cow;

@@ -1,4 +1,4 @@
-//! The JSON Lines recording format (DESIGN.md, "Recording format"): one observation a line.
+//! The JSON Lines recording format (docs/design.md, "Recording format"): one observation a line.
 //!
 //! ```text
 //! {"at":"…","kind":"watch","type":"ADDED|MODIFIED|DELETED","object":{…}}

@@ -2,7 +2,7 @@
 //!
 //! Sits between `correlate` (which builds [`SpanRecord`]s) and `export` / `story` (which ship
 //! and print them). Pure data: no clock, no randomness, no OpenTelemetry SDK types, so the
-//! engine stays free of IO and every id is reproducible (DESIGN.md, "IDs").
+//! engine stays free of IO and every id is reproducible (docs/design.md, "Ids").
 
 use std::fmt;
 

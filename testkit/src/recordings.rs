@@ -1,16 +1,21 @@
-//! The bundled example recordings, and moving a recording in time so that it plays at another
-//! moment (the present, or after another recording).
+//! The bundled recordings (examples/recordings/*.jsonl), by name.
 
 use fluxtrace::replay::EXAMPLES;
 use jiff::SignedDuration;
 
-/// A bundled recording by file name.
-pub fn recording(name: &str) -> &'static str {
+/// The text of the bundled recording `name` (`oci-success.jsonl`); fails the test when there is
+/// no such recording.
+pub fn example(name: &str) -> &'static str {
     EXAMPLES
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .expect("a bundled recording")
+        .map(|(_, text)| *text)
+        .unwrap_or_else(|| panic!("no bundled recording {name}"))
+}
+
+/// Every line of every bundled recording.
+pub fn all_lines() -> Vec<&'static str> {
+    EXAMPLES.iter().flat_map(|(_, t)| t.lines()).collect()
 }
 
 /// Moves every `YYYY-MM-DD?HH:MM:SS` (RFC 3339 `T`, or Go's `time.Time` string with a space,

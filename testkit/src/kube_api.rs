@@ -1,6 +1,6 @@
 //! An in-process Kubernetes API server for integration tests, fed by `fluxtrace replay` recordings.
 //!
-//! kube 5 has no in-memory fake API with watch support (RUST-NOTES.md), so this is a small axum
+//! kube 5 has no in-memory fake API with watch support, so this is a small axum
 //! server that kube's real HTTP client talks to (`Config::new("http://127.0.0.1:PORT")`). It
 //! serves what a Flux watcher needs and nothing more:
 //!
@@ -24,7 +24,7 @@
 //! kind is configured for, with `apiVersion` rewritten.
 //!
 //! ```ignore
-//! let server = KubeApi::with_recording(include_str!("../examples/recordings/oci-success.jsonl"))
+//! let server = KubeApi::with_recording(fluxtrace_testkit::recordings::example("oci-success.jsonl"))
 //!     .serve_kind_at("OCIRepository", "v1beta2")
 //!     .start()
 //!     .await;
@@ -34,11 +34,7 @@
 //! server.apply_rest();
 //! ```
 //!
-//! Include it with `#[path = "support/kube_api.rs"] mod kube_api;`. It runs on the caller's tokio
-//! runtime and stops when the handle is dropped.
-
-// Shared by several test crates, and each uses only part of it.
-#![allow(dead_code)]
+//! It runs on the caller's tokio runtime and stops when the handle is dropped.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -1455,6 +1451,21 @@ impl ServerHandle {
         kube::Client::try_from(kube::Config::new(uri)).expect("a kube client for the test API")
     }
 
+    /// Writes a kubeconfig for this server (no credentials) to a temporary file named after
+    /// `tag` and this process, for the `fluxtrace` binary; returns its path.
+    pub fn kubeconfig(&self, tag: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("fluxtrace-kubeconfig-{}-{tag}", std::process::id()));
+        let url = self.url();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+             current-context: test\nusers:\n- name: test\n  user: {{}}\n"
+        );
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
+    }
+
     /// The kinds being served.
     pub fn kinds(&self) -> &[KindSpec] {
         &self.shared.kinds
@@ -1727,18 +1738,4 @@ pub fn paths_histogram(requests: &[RequestRecord]) -> HashMap<String, usize> {
         *counts.entry(r.path.clone()).or_insert(0) += 1;
     }
     counts
-}
-
-/// A kubeconfig file pointing kube's client at `url` (the test API server), with no
-/// credentials; `tag` keeps files of parallel tests apart.
-pub fn kubeconfig(url: &str, tag: &str) -> std::path::PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("fluxtrace-kubeconfig-{}-{tag}", std::process::id()));
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
-         current-context: test\nusers:\n- name: test\n  user: {{}}\n"
-    );
-    std::fs::write(&path, text).expect("kubeconfig");
-    path
 }

@@ -1,18 +1,16 @@
 //! An in-process OTLP/gRPC trace receiver for integration tests, and collectors that are down.
 //!
 //! Built on opentelemetry-proto's `TraceServiceServer` rather than fake-opentelemetry-collector,
-//! because that one flattens spans and drops resources (RUST-NOTES.md): this receiver keeps every
+//! because that one flattens spans and drops resources: this receiver keeps every
 //! whole `ExportTraceServiceRequest`, so tests can assert on resources, grouping and parents as
 //! they crossed the wire. It accepts gzip, and can be told to refuse requests so that export
 //! errors can be tested. It runs on the caller's tokio runtime and stops when dropped.
-//!
-//! Include it with `#[path = "support/otlp_receiver.rs"] mod otlp_receiver;`.
-
-// Shared by several test crates, and each uses only part of it.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fluxtrace::export::ExportSettings;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -241,6 +239,18 @@ pub async fn silent_endpoint() -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// Export settings for a test: `endpoint`, spans of `cluster`, gzip, a 5 s timeout and no
+/// retries (a test that wants retries says so).
+pub fn export_settings(endpoint: String, cluster: &str) -> ExportSettings {
+    ExportSettings {
+        endpoint: Some(endpoint),
+        cluster: cluster.into(),
+        timeout: Some(Duration::from_secs(5)),
+        gzip: Some(true),
+        retries: 0,
+    }
 }
 
 /// The value of attribute `key`.

@@ -15,6 +15,8 @@ use fluxtrace::replay;
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::Stage;
 
+use crate::bench::fail;
+
 /// What a scenario's promotion must end as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expect {
@@ -107,12 +109,6 @@ pub const SCENARIOS: [Scenario; 7] = [
         weight: 2,
     },
 ];
-
-/// Stops the benchmark with a message on stderr.
-pub fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("pipeline bench: {msg}");
-    std::process::exit(1)
-}
 
 // ---- templates ------------------------------------------------------------------------------
 
@@ -359,12 +355,18 @@ fn push2(out: &mut Vec<u8>, v: i64) {
     out.push(b'0' + (v % 10) as u8);
 }
 
+/// How a rendered line names things: renamed for an instance (hex key and tag), or as recorded.
+#[derive(Clone, Copy)]
+enum Naming<'a> {
+    Instance { key: &'a [u8; 64], tag: &'a str },
+    AsRecorded,
+}
+
 fn render_line(
     line: &LineTemplate,
     t: &Template,
-    inst: &Instance,
-    key: &[u8; 64],
-    tag: &str,
+    shift: i64,
+    naming: Naming<'_>,
     out: &mut Vec<u8>,
 ) {
     let b = line.text.as_bytes();
@@ -372,6 +374,10 @@ fn render_line(
         match *seg {
             Seg::Lit(a, z) => out.extend_from_slice(&b[a..z]),
             Seg::Hex(a, len) => {
+                let Naming::Instance { key, .. } = naming else {
+                    out.extend_from_slice(&b[a..a + len]);
+                    continue;
+                };
                 let mut k = 0;
                 for &c in &b[a..a + len] {
                     if c == b'-' {
@@ -383,7 +389,7 @@ fn render_line(
                 }
             }
             Seg::Time { secs, sep } => {
-                let secs = secs + inst.shift;
+                let secs = secs + shift;
                 let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
                 let s = secs.rem_euclid(86_400);
                 push2(out, y / 100);
@@ -401,8 +407,10 @@ fn render_line(
             }
             Seg::Word(w) => {
                 out.extend_from_slice(t.words[w].as_bytes());
-                out.push(b'-');
-                out.extend_from_slice(tag.as_bytes());
+                if let Naming::Instance { tag, .. } = naming {
+                    out.push(b'-');
+                    out.extend_from_slice(tag.as_bytes());
+                }
             }
         }
     }
@@ -434,7 +442,11 @@ pub fn render(instances: &[Instance]) -> Recording {
         let inst = &instances[n];
         let t = &templates[inst.scenario];
         let start = out.len();
-        render_line(&t.lines[l], t, inst, &keys[n], &tags[n], &mut out);
+        let naming = Naming::Instance {
+            key: &keys[n],
+            tag: &tags[n],
+        };
+        render_line(&t.lines[l], t, inst.shift, naming, &mut out);
         lines.push((start, out.len() - 1));
         first.get_or_insert(at);
         last = at;
@@ -448,6 +460,30 @@ pub fn render(instances: &[Instance]) -> Recording {
         lines,
         span_secs: last - first.unwrap_or(last),
     }
+}
+
+/// The lines of the recording `text` (`name` for messages) in their own order, every timestamp
+/// in them (`at`, conditions, Events, the report's `time`) moved by `shift` seconds, names and
+/// ids as recorded.
+pub fn shifted(name: &'static str, text: &'static str, shift: i64) -> Vec<String> {
+    let scenario = Scenario {
+        name,
+        text,
+        words: &[],
+        promotion_id: None,
+        expect: expect(Outcome::Succeeded, None, "reported"),
+        weight: 0,
+    };
+    let t = template(&scenario);
+    t.lines
+        .iter()
+        .map(|line| {
+            let mut out = Vec::with_capacity(line.text.len() + 1);
+            render_line(line, &t, shift, Naming::AsRecorded, &mut out);
+            out.pop(); // the newline
+            String::from_utf8(out).unwrap_or_else(|_| fail("rendered text is not UTF-8"))
+        })
+        .collect()
 }
 
 /// Promotions whose observations are still arriving, averaged over the recording, and at most.

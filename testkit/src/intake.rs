@@ -1,11 +1,6 @@
 //! Shared by the intake tests: an in-process agent (engine task, no export) behind the intake,
 //! request helpers for the axum router, and a way to know the engine has applied everything
 //! queued so far.
-//!
-//! Include it with `#[path = "support/intake.rs"] mod intake_support;`.
-
-// Shared by several test crates, and each uses only part of it.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

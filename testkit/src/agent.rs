@@ -1,0 +1,257 @@
+//! The live agent in a test: `Agent::start` (engine task, export as configured) on a clock the
+//! test sets, kube watchers on the test API server ([`crate::kube_api`]), and a player that
+//! serves a recording line by line (watch lines through the server, promotion reports and Flux
+//! events straight to the engine), waiting for each observation to be applied before the next.
+//!
+//! The agent's clock is the recording's: before each line the clock is set to that line's `at`,
+//! so times that come from arrival agree with `fluxtrace replay` of the same recording.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fluxtrace::admin::Readiness;
+use fluxtrace::agent::{Agent, AgentConfig, Clock, EngineHandle, OBSERVATION_KINDS};
+use fluxtrace::metrics::{KindLabel, Metrics};
+use fluxtrace::sources::kube::{spawn_with_client, WatchSettings, WATCHED};
+use fluxtrace::sources::recording::decode_line;
+use jiff::{SignedDuration, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::kube_api::ServerHandle;
+
+/// The longest a test waits for the agent to catch up.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `done` every 5 ms; fails the test naming `what` after [`WAIT`].
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Observations the engine has applied, of every kind.
+pub fn observed(m: &Metrics) -> u64 {
+    OBSERVATION_KINDS
+        .into_iter()
+        .map(|kind| m.observations.get_or_create(&KindLabel { kind }).get())
+        .sum()
+}
+
+/// Watch restarts (re-lists) of every watched kind.
+pub fn restarts(m: &Metrics) -> u64 {
+    WATCHED
+        .iter()
+        .map(|w| {
+            m.watch_restarts
+                .get_or_create(&KindLabel { kind: w.kind })
+                .get()
+        })
+        .sum()
+}
+
+/// What the player does to the watches while it serves a recording.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Disrupt {
+    None,
+    /// Drop every watch connection after every few lines.
+    Disconnect,
+    /// Answer with `410 Gone` after every few lines: the watchers re-list.
+    Gone,
+}
+
+/// A clock the test moves; the agent reads it through [`TestClock::clock`].
+#[derive(Clone)]
+pub struct TestClock(Arc<Mutex<Timestamp>>);
+
+impl Default for TestClock {
+    fn default() -> TestClock {
+        TestClock(Arc::new(Mutex::new(Timestamp::UNIX_EPOCH)))
+    }
+}
+
+impl TestClock {
+    fn lock(&self) -> MutexGuard<'_, Timestamp> {
+        // A panicking test thread must not stop the agent's clock for the next assertion.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agent's view of this clock.
+    pub fn clock(&self) -> Clock {
+        let now = self.0.clone();
+        Clock::from_fn(move || *now.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        *self.lock()
+    }
+
+    /// Sets the time to `at` (RFC 3339, as a recording's `at`).
+    pub fn set(&self, at: &str) {
+        *self.lock() = at.parse().expect("recording time");
+    }
+
+    pub fn advance(&self, by: SignedDuration) {
+        let mut now = self.lock();
+        *now += by;
+    }
+}
+
+/// One agent on a [`TestClock`], with the kube watchers the test starts.
+pub struct LiveAgent {
+    /// `None` once [`LiveAgent::stop`] has shut it down.
+    pub agent: Option<Agent>,
+    pub handle: EngineHandle,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub clock: TestClock,
+    stop: CancellationToken,
+    watchers: tokio::task::JoinSet<()>,
+}
+
+impl LiveAgent {
+    /// Starts the agent with `config`, its clock replaced by a [`TestClock`] at the epoch.
+    pub fn start(config: AgentConfig) -> LiveAgent {
+        LiveAgent::start_with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// [`LiveAgent::start`] with metrics the test shares with other components (the Event
+    /// writer).
+    pub fn start_with_metrics(config: AgentConfig, metrics: Arc<Metrics>) -> LiveAgent {
+        let clock = TestClock::default();
+        let readiness = Arc::new(Readiness::default());
+        let agent = Agent::start(
+            AgentConfig {
+                clock: clock.clock(),
+                ..config
+            },
+            metrics.clone(),
+            readiness.clone(),
+        );
+        LiveAgent {
+            handle: agent.handle.clone(),
+            agent: Some(agent),
+            metrics,
+            readiness,
+            clock,
+            stop: CancellationToken::new(),
+            watchers: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Starts the kube watchers on `server` (rediscovery every 200 ms).
+    pub fn watch(&mut self, server: &ServerHandle) {
+        spawn_with_client(
+            &mut self.watchers,
+            server.client(),
+            WatchSettings {
+                rediscover: Some(Duration::from_millis(200)),
+                ..WatchSettings::default()
+            },
+            self.handle.clone(),
+            self.stop.clone(),
+        );
+    }
+
+    /// Waits until every watcher has finished its initial list.
+    pub async fn ready(&self) {
+        let r = self.readiness.clone();
+        eventually("every watcher's initial list", move || {
+            r.waiting().is_some_and(|w| w.is_empty())
+        })
+        .await;
+    }
+
+    /// Serves the server's recording (`text`, the same text) line by line: the initial state
+    /// before the watchers start, then each later line with the clock at its `at`, each
+    /// observation applied before the next line. `disrupt` acts on the watches every 7 lines.
+    pub async fn play(&mut self, server: &ServerHandle, text: &str, disrupt: Disrupt) {
+        let lines: Vec<&str> = text.lines().collect();
+        self.clock
+            .set(server.recording().initial_at().expect("lines"));
+        let initial = server.apply_initial();
+        self.watch(server);
+        self.ready().await;
+        let mut expected = initial
+            .iter()
+            .filter(|a| {
+                a.index
+                    .is_some_and(|i| decode_line(lines[i]).ok().flatten().is_some())
+            })
+            .count() as u64;
+        let m = self.metrics.clone();
+        eventually("the initial state", || observed(&m) >= expected).await;
+        let first_after = initial
+            .iter()
+            .filter_map(|a| a.index)
+            .max()
+            .map_or(0, |i| i + 1);
+        for (n, (i, line)) in lines.iter().enumerate().skip(first_after).enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            self.clock.set(v["at"].as_str().expect("at"));
+            let decoded = decode_line(line).expect("bundled lines decode");
+            if v["kind"] == "watch" {
+                let applied = server.apply_next().expect("a watch line");
+                assert_eq!(applied.index, Some(i), "the server serves lines in order");
+            } else if let Some(ev) = decoded.clone() {
+                self.handle.submit(ev).await.expect("agent running");
+            }
+            if decoded.is_some() {
+                expected += 1;
+                let m = self.metrics.clone();
+                eventually(&format!("line {}", i + 1), || observed(&m) >= expected).await;
+            }
+            if n % 7 == 6 {
+                expected = self.disrupt(server, disrupt, expected).await;
+            }
+        }
+    }
+
+    /// Acts on the watches; returns the observations to expect from now on.
+    async fn disrupt(&self, server: &ServerHandle, disrupt: Disrupt, expected: u64) -> u64 {
+        match disrupt {
+            Disrupt::None => expected,
+            Disrupt::Disconnect => {
+                let open = server.drop_watches();
+                assert!(open > 0, "watches were open");
+                eventually("watches to reconnect", || server.open_watches() >= open).await;
+                expected
+            }
+            Disrupt::Gone => {
+                let before = restarts(&self.metrics);
+                let open = server.expire_watches();
+                assert!(open > 0, "watches were open");
+                let m = self.metrics.clone();
+                // Every watcher re-lists; what the re-list delivers again is counted too.
+                eventually("re-lists after 410", || {
+                    restarts(&m) >= before + open as u64
+                })
+                .await;
+                eventually("watches to reopen", || server.open_watches() >= open).await;
+                let h = self.handle.clone();
+                eventually("the re-list to be applied", || h.queue_depth() == 0).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                observed(&self.metrics)
+            }
+        }
+    }
+
+    /// Moves the clock past every deadline (3 hours on).
+    pub fn pass_deadlines(&self) {
+        self.clock.advance(SignedDuration::from_hours(3));
+    }
+
+    /// Stops the watchers, then the agent (engine drained, exports flushed); asserts that the
+    /// shutdown was clean.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        while self.watchers.join_next().await.is_some() {}
+        if let Some(a) = self.agent.take() {
+            assert!(
+                a.shutdown(Duration::from_secs(5)).await.clean(),
+                "clean shutdown"
+            );
+        }
+    }
+}

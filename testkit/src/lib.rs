@@ -1,0 +1,31 @@
+//! What fluxtrace's integration tests (`tests/`) and benchmarks (`benches/`) share. A dev-only
+//! crate of the workspace: never published, never a dependency of the agent itself.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`kube_api`] | an in-process Kubernetes API server (list, watch, disconnects, `410 Gone`) fed by recordings, for kube's real client |
+//! | [`otlp_receiver`] | an in-process OTLP/gRPC trace receiver that keeps whole requests, and collectors that are down or silent |
+//! | [`agent`] | the live agent on a test clock, watching the test API server, and a player that serves a recording line by line |
+//! | [`intake`] | the agent behind its HTTP intake, request helpers for the axum router, HMAC signatures |
+//! | [`recordings`] | the bundled recordings by name, and moving a recording in time |
+//! | [`tools`] | outside tools tests run (kubectl, promtool, prometheus): found, or the test says it skipped |
+//! | [`json`] | changes to JSON values, for property tests of parsers |
+//! | [`cluster`] | a large synthetic Flux cluster and its change stream (the watch benchmark) |
+//! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
+//! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
+//! | [`files`] | walking the project's shipped files |
+//!
+//! Everything here runs on the caller's tokio runtime, listens on 127.0.0.1 only, and stops when
+//! its handle is dropped.
+
+pub mod agent;
+pub mod bench;
+pub mod cluster;
+pub mod files;
+pub mod fleet;
+pub mod intake;
+pub mod json;
+pub mod kube_api;
+pub mod otlp_receiver;
+pub mod recordings;
+pub mod tools;
