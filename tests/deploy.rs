@@ -346,10 +346,19 @@ fn the_base_and_every_overlay_render_a_locked_down_agent() {
             Some(u64::from(run.listen.port())),
             "{what}: the http port is --listen's"
         );
+        // The kubelet probes the health listener, which intake traffic cannot starve.
+        let health = run
+            .health_listen
+            .unwrap_or_else(|| panic!("{what}: --health-listen is set"));
+        assert_eq!(
+            port_named(c, "health"),
+            Some(u64::from(health.port())),
+            "{what}: the health port is --health-listen's"
+        );
         for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
             let g = &c[probe]["httpGet"];
             assert_eq!(g["path"].as_str(), Some(path), "{what}: {probe}");
-            assert_eq!(g["port"].as_str(), Some("http"), "{what}: {probe} port");
+            assert_eq!(g["port"].as_str(), Some("health"), "{what}: {probe} port");
         }
         assert!(!run.intake.insecure_no_auth, "{what}: intake auth stays on");
 
