@@ -39,8 +39,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::cluster::WATCHED;
 use crate::metrics::{ErrorType, Metrics, ResultLabel};
-use crate::sources::kube::WATCHED;
 use crate::story::{one_line, Outcome, Story, Traceability};
 
 /// The Event reason.
@@ -50,7 +50,7 @@ pub const COMPONENT: &str = "fluxtrace";
 /// Finished promotions waiting for their Events; beyond this they are dropped and counted.
 pub const QUEUE: usize = 256;
 /// What the writer needs on core/v1 `events` beyond the watch verbs (the RBAC in `deploy/`
-/// grants exactly these, see `sources::kube::cluster_role_yaml`). `patch` is what Kubernetes
+/// grants exactly these, see `cluster::cluster_role_yaml`). `patch` is what Kubernetes
 /// event recorders need to update an Event's series; this writer only creates.
 pub const EVENT_VERBS: &[&str] = &["create", "patch"];
 /// Annotations on each Event, for tools that look for a promotion's Events.
@@ -346,11 +346,9 @@ impl Writer {
         let ar = match self.served.get(w.kind) {
             Some(ar) => ar.clone(),
             None => {
-                let found = tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    crate::sources::kube::resolve(&self.client, w),
-                )
-                .await;
+                let found =
+                    tokio::time::timeout(REQUEST_TIMEOUT, crate::cluster::resolve(&self.client, w))
+                        .await;
                 match found {
                     Ok(Ok(Some(ar))) => {
                         self.served.insert(w.kind, ar.clone());

@@ -40,6 +40,7 @@
 //! - [`probe`]: the traffic prober.
 //! - [`dora`]: DORA's four keys from finished stories, on `/metrics`.
 //! - [`clock`]: the time the agent reads (system, or a test's).
+//! - [`cluster`]: the watched kinds, their discovery, the watch stream and the ClusterRole.
 //! - [`announce`]: Kubernetes Events (`DeliveryTrace`) with the trace link on finished
 //!   promotions.
 //! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
@@ -53,6 +54,7 @@ pub mod agent;
 pub mod announce;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod correlate;
 pub mod dora;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::clock::Clock;
-use crate::sources::kube::{served, watch_stream, Watched, WATCHED};
+use crate::cluster::{served, watch_stream, Watched, WATCHED};
 use crate::sources::relist::Relist;
 
 /// Why a recording stopped short.

@@ -15,17 +15,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
 use kube::core::{ApiResource, DeserializeGuard};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use kube::Client;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::object::{self, KubeObject};
 use crate::agent::EngineHandle;
+pub use crate::cluster::{cluster_role_yaml, Watched, WATCHED};
+use crate::cluster::{served, watch_stream};
 use crate::metrics::{KindError, KindLabel};
 use crate::model::{object_key_hash, DeliveryEvent, EventBody, Kind, RelistObs};
 
@@ -47,116 +47,6 @@ impl WatchError {
     }
 }
 
-/// A kind fluxtrace watches. The RBAC in `deploy/` grants exactly these (a test checks).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Watched {
-    /// API group (`""` for core).
-    pub group: &'static str,
-    pub kind: &'static str,
-    /// Resource name, as RBAC rules name it.
-    pub plural: &'static str,
-    /// Versions in order of preference; the first one the cluster serves is used.
-    pub versions: &'static [&'static str],
-    /// Deployments and ReplicaSets take the workload label selector.
-    pub workload: bool,
-    /// Dropped rather than waited for when the engine is busy.
-    pub lossy: bool,
-}
-
-const fn flux(
-    group: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    versions: &'static [&'static str],
-) -> Watched {
-    Watched {
-        group,
-        kind,
-        plural,
-        versions,
-        workload: false,
-        lossy: false,
-    }
-}
-
-/// Every kind the agent watches.
-pub const WATCHED: &[Watched] = &[
-    flux(
-        "source.toolkit.fluxcd.io",
-        "GitRepository",
-        "gitrepositories",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "source.toolkit.fluxcd.io",
-        "OCIRepository",
-        "ocirepositories",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "source.toolkit.fluxcd.io",
-        "HelmRepository",
-        "helmrepositories",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "source.toolkit.fluxcd.io",
-        "HelmChart",
-        "helmcharts",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "source.toolkit.fluxcd.io",
-        "Bucket",
-        "buckets",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "kustomize.toolkit.fluxcd.io",
-        "Kustomization",
-        "kustomizations",
-        &["v1", "v1beta2"],
-    ),
-    flux(
-        "helm.toolkit.fluxcd.io",
-        "HelmRelease",
-        "helmreleases",
-        &["v2", "v2beta2", "v2beta1"],
-    ),
-    // For its status and targets: which webhook requested a reconcile.
-    flux(
-        "notification.toolkit.fluxcd.io",
-        "Receiver",
-        "receivers",
-        &["v1", "v1beta2"],
-    ),
-    Watched {
-        group: "apps",
-        kind: "Deployment",
-        plural: "deployments",
-        versions: &["v1"],
-        workload: true,
-        lossy: false,
-    },
-    Watched {
-        group: "apps",
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        versions: &["v1"],
-        workload: true,
-        lossy: false,
-    },
-    Watched {
-        group: "",
-        kind: "Event",
-        plural: "events",
-        versions: &["v1"],
-        workload: false,
-        lossy: true,
-    },
-];
-
-/// What to watch.
 #[derive(Clone, Debug, Default)]
 pub struct WatchSettings {
     /// Namespaces to watch; all when empty.
@@ -216,81 +106,6 @@ pub fn spawn_with_client(
             ));
         }
     }
-}
-
-/// Waits until the cluster serves `w` and returns its resource: a kind that is not installed is
-/// skipped with one warning (`missing` is called then) and looked for again every
-/// `rediscover`; discovery errors are retried with backoff. `None` once `stop` is cancelled.
-pub(crate) async fn served(
-    client: &Client,
-    w: &Watched,
-    rediscover: Duration,
-    stop: &CancellationToken,
-    missing: impl Fn(),
-) -> Option<ApiResource> {
-    let kind = w.kind;
-    let mut warned = false;
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let wait = match resolve(client, w).await {
-            Ok(Some(ar)) => {
-                if warned {
-                    info!(message = "Kind is now served; watching it.", kind, version = %ar.version);
-                }
-                return Some(ar);
-            }
-            Ok(None) => {
-                if !warned {
-                    warn!(
-                        message = "Kind is not served by this cluster; skipping it for now.",
-                        kind,
-                        group = w.group,
-                        retry_in_s = rediscover.as_secs()
-                    );
-                    warned = true;
-                }
-                missing();
-                rediscover
-            }
-            Err(e) => {
-                warn!(message = "API discovery failed.", kind, error = %e);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                backoff
-            }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// The served version of a kind; `None` when the cluster does not serve it.
-pub(crate) async fn resolve(
-    client: &Client,
-    w: &Watched,
-) -> Result<Option<ApiResource>, kube::Error> {
-    let group = match kube::discovery::group(client, w.group).await {
-        Ok(g) => g,
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-        Err(kube::Error::Discovery(
-            kube::error::DiscoveryError::MissingApiGroup(_)
-            | kube::error::DiscoveryError::EmptyApiGroup(_)
-            | kube::error::DiscoveryError::MissingKind(_)
-            | kube::error::DiscoveryError::MissingResource(_),
-        )) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    for v in w.versions {
-        if let Some((ar, _)) = group
-            .versioned_resources(v)
-            .into_iter()
-            .find(|(ar, _)| ar.kind == w.kind)
-        {
-            return Ok(Some(ar));
-        }
-    }
-    Ok(None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -437,33 +252,6 @@ fn bounded(message: &str) -> String {
     }
 }
 
-/// A watcher of `ar` (all namespaces, or one) with `.default_backoff()`, optionally narrowed by
-/// a label selector: the agent and `record` watch alike.
-pub(crate) fn watch_stream<K>(
-    client: Client,
-    ar: &ApiResource,
-    namespace: Option<&str>,
-    selector: Option<&str>,
-) -> futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced_with(client, ns, ar),
-        None => Api::all_with(client, ar),
-    };
-    let mut cfg = watcher::Config::default();
-    if let Some(sel) = selector {
-        cfg = cfg.labels(sel);
-    }
-    watcher::watcher(api, cfg).default_backoff().boxed()
-}
-
 /// Namespace and name of a watched object, decodable or not.
 fn key_of(obj: &DeserializeGuard<KubeObject>) -> Option<(String, String)> {
     let meta = match &obj.0 {
@@ -532,50 +320,6 @@ async fn deliver(
     } else {
         handle.submit(ev).await.is_ok()
     }
-}
-
-/// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
-/// [`WATCHED`], and [`crate::announce::EVENT_VERBS`] on core/v1 Events (the trace-link Events).
-/// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
-pub fn cluster_role_yaml() -> String {
-    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    for w in WATCHED {
-        match groups.iter_mut().find(|(g, _)| *g == w.group) {
-            Some((_, r)) => r.push(w.plural),
-            None => groups.push((w.group, vec![w.plural])),
-        }
-    }
-    let mut out = String::from(
-        "# Generated from src/sources/kube.rs (WATCHED): read-only access to exactly the kinds\n\
-         # fluxtrace watches, and create/patch on core/v1 Events for the trace-link Events\n\
-         # (src/announce.rs). Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
-         apiVersion: rbac.authorization.k8s.io/v1\n\
-         kind: ClusterRole\n\
-         metadata:\n  name: fluxtrace\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
-         rules:\n",
-    );
-    for (group, resources) in groups {
-        out.push_str(&format!("  - apiGroups: [\"{group}\"]\n"));
-        out.push_str(&format!(
-            "    resources: [{}]\n",
-            resources
-                .iter()
-                .map(|r| format!("\"{r}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        out.push_str("    verbs: [\"get\", \"list\", \"watch\"]\n");
-    }
-    out.push_str("  - apiGroups: [\"\"]\n    resources: [\"events\"]\n");
-    out.push_str(&format!(
-        "    verbs: [{}]\n",
-        crate::announce::EVENT_VERBS
-            .iter()
-            .map(|v| format!("\"{v}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    out
 }
 
 #[cfg(test)]
