@@ -13,7 +13,6 @@ use super::events::EventStore;
 use super::registry::Registry;
 use super::render::build_story;
 use super::revisions::RevisionIndex;
-use super::span::StageSpan;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
@@ -99,16 +98,8 @@ impl Engine {
     /// a divergence already seen is named). `None` for unknown or finished promotions.
     pub fn progress(&self, id: &str) -> Option<Story> {
         let p = self.reg.get(id)?;
-        let mut spans: Vec<&StageSpan> = p.spans().collect();
-        spans.sort_by(|a, b| {
-            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
-        });
-        let start = spans
-            .iter()
-            .map(|s| s.start)
-            .min()
-            .unwrap_or(p.start)
-            .min(p.start);
+        let spans = p.ordered_spans();
+        let start = p.first_start();
         let end = spans
             .iter()
             .filter_map(|s| s.end)

@@ -143,6 +143,24 @@ impl Promotion {
             .chain(self.traffic.iter_mut())
     }
 
+    /// Stage spans in path order (stage, start, object, id): the order of records and stories.
+    pub fn ordered_spans(&self) -> Vec<&StageSpan> {
+        let mut spans: Vec<&StageSpan> = self.spans().collect();
+        spans.sort_by(|a, b| {
+            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
+        });
+        spans
+    }
+
+    /// When the promotion or its earliest span started.
+    pub fn first_start(&self) -> Timestamp {
+        self.spans()
+            .map(|s| s.start)
+            .min()
+            .unwrap_or(self.start)
+            .min(self.start)
+    }
+
     /// Rollouts hang below the reconcile of the object that applied them, if it is part of
     /// this promotion.
     pub fn parent_for_rollout(&self, manager: Option<&ObjectRef>) -> SpanId {

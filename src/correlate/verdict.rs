@@ -235,12 +235,7 @@ impl Engine {
             Outcome::Succeeded
         };
         let divergence = divergence.map(|(d, _)| d);
-        let start = p
-            .spans()
-            .map(|s| s.start)
-            .min()
-            .unwrap_or(p.start)
-            .min(p.start);
+        let start = p.first_start();
         let end = p
             .spans()
             .filter_map(|s| s.end)
@@ -249,10 +244,7 @@ impl Engine {
             .unwrap_or(p.start)
             .max(start);
         let cluster = &self.cfg.cluster;
-        let mut stage_spans: Vec<&StageSpan> = p.spans().collect();
-        stage_spans.sort_by(|a, b| {
-            (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
-        });
+        let stage_spans = p.ordered_spans();
         for s in &stage_spans {
             self.out.push(Output::Span(stage_record(&p, s, cluster)));
         }
