@@ -195,6 +195,12 @@ impl Engine {
             }
             _ => return,
         };
+        // An old event about an object nothing waits on can land on no span and says nothing
+        // about an apply that can still matter (a re-list of Events repeats old ones after the
+        // de-duplication memory has aged out: they must not bring back state of deleted objects).
+        if ev.time.unwrap_or(at) < self.idle_since() && !self.active(&target) {
+            return;
+        }
         if let Some(rev) = &ev.revision {
             self.record_apply_event(&target, rev, &ev.reason, &ev.message);
         }
@@ -242,7 +248,9 @@ impl Engine {
         if self.events.seen_before(identity, 1, at) {
             return;
         }
-        if let Some(rev) = &ev.revision {
+        // As for core/v1 Events: an old notification about an idle object records nothing.
+        let stale = ev.time < self.idle_since() && !self.active(&ev.object);
+        if let Some(rev) = ev.revision.as_ref().filter(|_| !stale) {
             self.record_apply_event(&ev.object, rev, &ev.reason, &ev.message);
         }
         if let (Some(pid), Some(rev)) = (&ev.promotion_id, &ev.revision) {

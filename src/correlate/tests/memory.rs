@@ -189,3 +189,37 @@ fn a_relist_of_replicasets_forgets_the_ones_it_did_not_list() {
     );
     assert_eq!(r.engine.size().replicasets, 1);
 }
+
+/// A re-list of Events repeats old ones after the de-duplication memory has aged out: they must
+/// not bring back state for an object that was deleted.
+#[test]
+fn old_events_repeated_after_a_deletion_bring_nothing_back() {
+    let rev = format!("main@sha1:{SHA}");
+    let finished = KubeEventObs {
+        uid: "ev-apps-finished".into(),
+        involved_kind: "Kustomization".into(),
+        involved_namespace: "flux-system".into(),
+        involved_name: "apps".into(),
+        reason: "ReconciliationSucceeded".into(),
+        message: "Reconciliation finished in 1.2s, next run in 10m0s".into(),
+        warning: false,
+        time: Some(t(1)),
+        count: 1,
+        component: "kustomize-controller".into(),
+        revision: Some(rev.clone()),
+        promotion_id: None,
+    };
+    let mut r = Run::new();
+    r.feed(1, EventBody::Reconciler(ks_ready("apps", &rev, 1)))
+        .feed(1, EventBody::KubeEvent(finished.clone()))
+        .feed(
+            2,
+            EventBody::Deleted(ObjectRef::new(Kind::Kustomization, "flux-system", "apps")),
+        );
+    assert_eq!(r.engine.size().reconcilers, 0);
+    // Hours later (the de-duplication memory has aged out) the Event watch re-lists and
+    // delivers the same Event again.
+    r.out.extend(r.engine.tick(t(7100)));
+    r.feed(7200, EventBody::KubeEvent(finished));
+    assert_eq!(r.engine.size().reconcilers, 0);
+}
