@@ -574,10 +574,12 @@ async fn objects_deleted_while_the_watch_was_down_are_forgotten_after_the_relist
     .await;
     let m = live.agent.metrics.clone();
     eventually("the engine's size on /metrics", || {
-        held(&m, "deployments") == 2 && held(&m, "reconcilers") == 2 && held(&m, "sources") == 2
+        held(&m, "deployments") == 2
+            && held(&m, "reconcilers") == 2
+            && held(&m, "sources") == 2
+            && held(&m, "open_promotions") == 0
     })
     .await;
-    assert_eq!(held(&m, "open_promotions"), 0);
     // The staging environment is torn down while the agent cannot watch.
     for (kind, ns, obj) in [
         ("Deployment", "podinfo-staging", "podinfo"),

@@ -407,8 +407,9 @@ async fn engine_loop(
                 None => break,
             },
             _ = interval.tick() => {
+                let outputs = engine.tick(cfg.clock.now());
                 report_size(&engine, &metrics);
-                engine.tick(cfg.clock.now())
+                outputs
             }
         };
         metrics.engine_queue_depth.set(events.len() as i64);
