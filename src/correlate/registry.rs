@@ -4,7 +4,7 @@
 //! The only code that writes these maps. Stage modules ask it for candidates and hand it
 //! promotions to open and finish; nothing else inserts or removes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::promotion::Promotion;
 
@@ -14,13 +14,14 @@ pub(super) struct Registry {
     /// Finished promotion → the revision keys it held (to drop them when it is forgotten).
     finished: HashMap<String, Vec<String>>,
     finished_order: VecDeque<String>,
-    /// Revision key (commit, digest, 12-hex prefix) → promotions that named it, oldest first.
-    /// Several environments may promote the same commit or digest at once.
-    keys: HashMap<String, Vec<String>>,
+    /// Revision key (commit, digest, 12-hex prefix) → promotions that named it. Several
+    /// environments may promote the same commit or digest at once (and a flood of reports may
+    /// all name one: adding and removing stay O(1)).
+    keys: HashMap<String, HashSet<String>>,
     /// Promotion target (environment + app or artifact) → the newest open promotion for it.
     targets: HashMap<String, String>,
     /// OCI repository → open promotions that named it (floating-tag resolution).
-    oci_repos: HashMap<String, Vec<String>>,
+    oci_repos: HashMap<String, HashSet<String>>,
 }
 
 impl Registry {
@@ -68,10 +69,10 @@ impl Registry {
                 .filter(|x| *x != id);
         }
         if let Some(repo) = p.artifact_repository() {
-            let ids = self.oci_repos.entry(repo.to_string()).or_default();
-            if !ids.contains(&id) {
-                ids.push(id.clone());
-            }
+            self.oci_repos
+                .entry(repo.to_string())
+                .or_default()
+                .insert(id.clone());
         }
         self.open.insert(id, p);
         previous
@@ -90,10 +91,10 @@ impl Registry {
             self.targets.entry(t).or_insert_with(|| id.to_string());
         }
         if let Some(repo) = repo {
-            let ids = self.oci_repos.entry(repo).or_default();
-            if !ids.iter().any(|x| x == id) {
-                ids.push(id.to_string());
-            }
+            self.oci_repos
+                .entry(repo)
+                .or_default()
+                .insert(id.to_string());
         }
     }
 
@@ -106,23 +107,21 @@ impl Registry {
             if !p.keys.contains(&k) {
                 p.keys.push(k.clone());
             }
-            let ids = self.keys.entry(k).or_default();
-            if !ids.iter().any(|x| x == id) {
-                ids.push(id.to_string());
-            }
+            self.keys.entry(k).or_default().insert(id.to_string());
         }
     }
 
     /// Open promotions that named any of these revision keys, oldest first, without repeats.
     pub fn by_keys<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let mut found: Vec<String> = Vec::new();
+        let mut seen: HashSet<&String> = HashSet::new();
         for k in keys {
             for id in self.keys.get(k).into_iter().flatten() {
-                if self.open.contains_key(id) && !found.contains(id) {
-                    found.push(id.clone());
+                if self.open.contains_key(id) {
+                    seen.insert(id);
                 }
             }
         }
+        let mut found: Vec<String> = seen.into_iter().cloned().collect();
         found.sort_by(|a, b| {
             let start = |id: &String| self.open.get(id).map(|p| p.start);
             start(a).cmp(&start(b)).then(a.cmp(b))
@@ -132,7 +131,13 @@ impl Registry {
 
     /// Open promotions that named this OCI repository.
     pub fn by_oci_repository(&self, repo: &str) -> Vec<String> {
-        self.oci_repos.get(repo).cloned().unwrap_or_default()
+        let mut ids: Vec<String> = self
+            .oci_repos
+            .get(repo)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
     }
 
     /// Takes a promotion out of the open set for its verdict, and drops it from the target and
@@ -146,7 +151,7 @@ impl Registry {
         }
         if let Some(repo) = p.artifact_repository() {
             if let Some(ids) = self.oci_repos.get_mut(repo) {
-                ids.retain(|x| x != id);
+                ids.remove(id);
                 if ids.is_empty() {
                     self.oci_repos.remove(repo);
                 }
@@ -168,7 +173,7 @@ impl Registry {
             };
             for k in keys {
                 if let Some(ids) = self.keys.get_mut(&k) {
-                    ids.retain(|x| *x != old);
+                    ids.remove(&old);
                     if ids.is_empty() {
                         self.keys.remove(&k);
                     }
