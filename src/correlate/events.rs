@@ -195,10 +195,7 @@ impl Engine {
             }
             _ => return,
         };
-        // An old event about an object nothing waits on can land on no span and says nothing
-        // about an apply that can still matter (a re-list of Events repeats old ones after the
-        // de-duplication memory has aged out: they must not bring back state of deleted objects).
-        if ev.time.unwrap_or(at) < self.idle_since() && !self.active(&target) {
+        if self.stale(ev.time.unwrap_or(at), &target) {
             return;
         }
         if let Some(rev) = &ev.revision {
@@ -248,8 +245,7 @@ impl Engine {
         if self.events.seen_before(identity, 1, at) {
             return;
         }
-        // As for core/v1 Events: an old notification about an idle object records nothing.
-        let stale = ev.time < self.idle_since() && !self.active(&ev.object);
+        let stale = self.stale(ev.time, &ev.object);
         if let Some(rev) = ev.revision.as_ref().filter(|_| !stale) {
             self.record_apply_event(&ev.object, rev, &ev.reason, &ev.message);
         }
@@ -273,21 +269,27 @@ impl Engine {
             time: ev.time,
             attributes: attrs,
         };
-        self.buffer_event(
-            ev.object,
-            BufferedEvent {
-                record,
-                warning: ev.error,
-                revision: ev.revision,
-            },
-        );
+        if !stale {
+            self.buffer_event(
+                ev.object,
+                BufferedEvent {
+                    record,
+                    warning: ev.error,
+                    revision: ev.revision,
+                },
+            );
+        }
     }
 
+    /// An old event about an object nothing waits on can land on no span and says nothing
+    /// about an apply that can still matter (a re-list of Events repeats old ones once their
+    /// de-duplication memory has aged out: they must not bring back state of deleted objects).
+    fn stale(&self, time: Timestamp, obj: &ObjectRef) -> bool {
+        time < self.idle_since() && !self.active(obj)
+    }
+
+    /// Buffers an event that is not [`stale`](Self::stale) (the caller checked).
     fn buffer_event(&mut self, target: ObjectRef, ev: BufferedEvent) {
-        // An old event about an object nothing is waiting on cannot land on any span.
-        if ev.record.time < self.idle_since() && !self.active(&target) {
-            return;
-        }
         let horizon = self.horizon();
         self.events.buffer(target, ev, horizon);
     }

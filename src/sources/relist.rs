@@ -3,10 +3,13 @@
 //! A watch that restarts (a disconnect it could not resume, `410 Gone`) lists every object
 //! again. kube-runtime's watcher brackets that list with `Init` … `InitDone` and documents that
 //! objects not listed again are to be taken as deleted: their DELETED event was lost in the
-//! gap. This tracker remembers which objects each watch has delivered and, at `InitDone`, names
-//! the ones the new list left out, so the engine forgets them as it would on a DELETED event.
+//! gap. This tracker remembers which objects a watch has delivered and, at `InitDone`, names the
+//! ones the new list left out, so that `record` writes them as DELETED lines and a replay forgets
+//! them as the live agent does.
 //!
-//! Pure bookkeeping, one per watch; `sources::kube` and `record` feed it.
+//! Pure bookkeeping, one per watch of `record`. The agent's watchers need no names: they hand
+//! the engine hashes of what a re-list contained (`model::RelistObs`) and hold nothing between
+//! lists.
 
 use std::collections::HashSet;
 
@@ -62,15 +65,6 @@ impl Relist {
         self.known = listed;
         gone
     }
-
-    /// Objects this watch knows of.
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -96,7 +90,7 @@ mod tests {
         r.listed(k("a"));
         r.listed(k("e"));
         assert_eq!(r.done(), vec![k("b"), k("d")]);
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.known.len(), 2);
         // A list that was never started reports nothing.
         assert!(r.done().is_empty());
     }

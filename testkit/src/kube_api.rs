@@ -624,6 +624,17 @@ impl Store {
         })
     }
 
+    /// Compacts and ends every open watch with a `410 Expired` ERROR event; how many there were.
+    fn expire_watches(&mut self) -> usize {
+        let compacted = self.compact();
+        let mut sent = 0;
+        for mut w in std::mem::take(&mut self.watches) {
+            let event = json!({"type": "ERROR", "object": expired_status(w.last_rv, compacted)});
+            sent += usize::from(w.send(&event, compacted));
+        }
+        sent
+    }
+
     fn send_bookmarks(&mut self) -> usize {
         let rv = self.rv;
         let mut sent = 0;
@@ -1585,13 +1596,7 @@ impl ServerHandle {
     /// the API server does when a watcher falls too far behind. Returns how many there were.
     pub fn expire_watches(&self) -> usize {
         let mut store = self.shared.lock();
-        let compacted = store.compact();
-        let mut sent = 0;
-        for mut w in std::mem::take(&mut store.watches) {
-            let event = json!({"type": "ERROR", "object": expired_status(w.last_rv, compacted)});
-            sent += usize::from(w.send(&event, compacted));
-        }
-        sent
+        store.expire_watches()
     }
 
     /// Deletes an object as if that happened while every watch was down: no watch is sent the
@@ -1608,13 +1613,7 @@ impl ServerHandle {
             before,
             "{kind} {namespace}/{name} was stored"
         );
-        let compacted = store.compact();
-        let mut sent = 0;
-        for mut w in std::mem::take(&mut store.watches) {
-            let event = json!({"type": "ERROR", "object": expired_status(w.last_rv, compacted)});
-            sent += usize::from(w.send(&event, compacted));
-        }
-        sent
+        store.expire_watches()
     }
 
     /// Gives out one more resource version (as a write elsewhere would) and compacts there: a
