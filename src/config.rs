@@ -72,16 +72,36 @@ pub struct RecordArgs {
     /// Stop after this long (otherwise at Ctrl-C or SIGTERM).
     #[arg(long, value_parser = parse_duration, env = "FLUXTRACE_RECORD_DURATION")]
     pub duration: Option<SignedDuration>,
-    /// Namespaces to record (repeat, or separate with commas); every namespace when none.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// What to watch in the cluster, and how patiently.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Namespaces to watch (repeat, or separate with commas); every namespace when none.
     #[arg(
         long = "namespace",
         value_delimiter = ',',
         env = "FLUXTRACE_NAMESPACES"
     )]
     pub namespaces: Vec<String>,
-    /// Label selector for the Deployments and ReplicaSets to record.
+    /// Label selector for the Deployments and ReplicaSets to follow (e.g. `team=shop`).
     #[arg(long, env = "FLUXTRACE_WORKLOAD_SELECTOR")]
     pub workload_selector: Option<String>,
+    /// Time a LIST request may go without an answer before it is logged (naming the kind and
+    /// the server) and made again.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "FLUXTRACE_KUBE_LIST_TIMEOUT")]
+    pub kube_list_timeout: SignedDuration,
+}
+
+impl WatchArgs {
+    /// `--kube-list-timeout` as a std duration (at least one second).
+    pub fn list_timeout(&self) -> std::time::Duration {
+        std::time::Duration::try_from(self.kube_list_timeout)
+            .unwrap_or_default()
+            .max(std::time::Duration::from_secs(1))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -107,16 +127,8 @@ pub struct RunArgs {
     /// Retry-After (gRPC: RESOURCE_EXHAUSTED). Promotions already open are never evicted.
     #[arg(long, default_value_t = 5000, env = "FLUXTRACE_MAX_OPEN_PROMOTIONS")]
     pub max_open_promotions: usize,
-    /// Namespaces to watch (repeat, or separate with commas); every namespace when none.
-    #[arg(
-        long = "namespace",
-        value_delimiter = ',',
-        env = "FLUXTRACE_NAMESPACES"
-    )]
-    pub namespaces: Vec<String>,
-    /// Label selector for the Deployments and ReplicaSets to follow (e.g. `team=shop`).
-    #[arg(long, env = "FLUXTRACE_WORKLOAD_SELECTOR")]
-    pub workload_selector: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Do not watch a cluster (only the intake API feeds the engine).
     #[arg(long, env = "FLUXTRACE_NO_WATCH")]
     pub no_watch: bool,

@@ -21,11 +21,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent's lifecycle (listening, each promotion finished with its trace link) is INFO
     // and shown by default; the one-shot commands only say what went wrong.
-    // kube's client logs a whole response body at WARN when it does not decode: objects must
-    // not reach the log, so only its errors are shown unless RUST_LOG asks for more.
+    // kube's client logs a whole response body at WARN when it does not decode, and each failed
+    // request at ERROR without the server's address. Objects must not reach the log, and every
+    // failure it returns is logged by the watchers with the kind, the server and the cause, at a
+    // bounded rate: its own lines are off unless RUST_LOG asks for them.
     let default_level = match cli.command {
-        Command::Run(_) => "info,kube_client=error",
-        _ => "warn,kube_client=error",
+        Command::Run(_) => "info,kube_client=off",
+        _ => "warn,kube_client=off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -338,9 +340,10 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             fluxtrace::sources::kube::spawn(
                 &mut sources,
                 fluxtrace::sources::kube::WatchSettings {
-                    namespaces: args.namespaces.clone(),
-                    workload_selector: args.workload_selector.clone(),
-                    rediscover: None,
+                    namespaces: args.watch.namespaces.clone(),
+                    workload_selector: args.watch.workload_selector.clone(),
+                    list_timeout: Some(args.watch.list_timeout()),
+                    ..Default::default()
                 },
                 agent.handle.clone(),
                 stop_sources.clone(),
@@ -453,14 +456,12 @@ fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let config = kube::Config::infer()
-            .await
-            .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-        let client =
-            kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+        let server = fluxtrace::cluster::ApiServer::infer()
+            .await?
+            .with_list_timeout(args.watch.list_timeout());
         let settings = fluxtrace::record::RecordSettings {
-            namespaces: args.namespaces.clone(),
-            workload_selector: args.workload_selector.clone(),
+            namespaces: args.watch.namespaces.clone(),
+            workload_selector: args.watch.workload_selector.clone(),
             duration: args
                 .duration
                 .and_then(|d| std::time::Duration::try_from(d).ok()),
@@ -474,13 +475,13 @@ fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             on_signal.cancel();
         });
         let summary = if args.output.as_os_str() == "-" {
-            fluxtrace::record::record(client, settings, tokio::io::stdout(), stop).await?
+            fluxtrace::record::record(server, settings, tokio::io::stdout(), stop).await?
         } else {
             let file = tokio::fs::File::create(&args.output)
                 .await
                 .with_context(|| format!("cannot create {}", args.output.display()))?;
             let out = tokio::io::BufWriter::new(file);
-            fluxtrace::record::record(client, settings, out, stop).await?
+            fluxtrace::record::record(server, settings, out, stop).await?
         };
         let total: u64 = summary.lines.values().sum();
         eprintln!(

@@ -9,11 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
-use kube::Client;
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -21,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::clock::Clock;
-use crate::cluster::{served, watch_stream, Watched, WATCHED};
+use crate::cluster::{served, ApiServer, KindWatch, Lenient, RepeatedWarning, Watched, WATCHED};
 use crate::sources::relist::Relist;
 
 /// Why a recording stopped short.
@@ -51,7 +49,7 @@ pub struct RecordSummary {
 
 /// Records until `settings.duration` passes or `stop` is cancelled, then flushes `out`.
 pub async fn record<W: AsyncWrite + Unpin>(
-    client: Client,
+    server: ApiServer,
     settings: RecordSettings,
     mut out: W,
     stop: CancellationToken,
@@ -67,7 +65,7 @@ pub async fn record<W: AsyncWrite + Unpin>(
     for w in WATCHED {
         for ns in &namespaces {
             tasks.spawn(watch_kind(
-                client.clone(),
+                server.clone(),
                 *w,
                 ns.clone(),
                 settings.workload_selector.clone().filter(|_| w.workload),
@@ -113,7 +111,7 @@ pub async fn record<W: AsyncWrite + Unpin>(
 
 #[allow(clippy::too_many_arguments)] // one watcher's whole context, spawned once
 async fn watch_kind(
-    client: Client,
+    server: ApiServer,
     w: Watched,
     namespace: Option<String>,
     selector: Option<String>,
@@ -122,20 +120,16 @@ async fn watch_kind(
     tx: mpsc::Sender<(&'static str, String)>,
     stop: CancellationToken,
 ) {
-    let Some(ar) = served(&client, &w, rediscover, &stop, || {}).await else {
+    let Some(ar) = served(&server, &w, rediscover, &stop, || {}).await else {
         return;
     };
     let mut stream =
-        watch_stream::<DynamicObject>(client, &ar, namespace.as_deref(), selector.as_deref());
+        KindWatch::<DynamicObject>::new(&server, &ar, namespace.as_deref(), selector.as_deref());
+    let mut failures = RepeatedWarning::default();
     // Objects deleted while the watch was down are written as DELETED at the end of the
     // re-list, so that a replay forgets them as the live agent does. Events are not tracked.
     let mut relist = (w.kind != "Event").then(Relist::default);
-    let key = |o: &DynamicObject| {
-        Some((
-            o.metadata.namespace.clone().unwrap_or_default(),
-            o.metadata.name.clone()?,
-        ))
-    };
+    let key = Lenient::key;
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => return,
@@ -181,10 +175,31 @@ async fn watch_kind(
                 continue;
             }
             Some(Err(e)) => {
-                warn!(message = "Watch failed; retrying with backoff.", kind = w.kind, error = %e);
+                if let Some(suppressed) = failures.due() {
+                    warn!(
+                        message = "Watch failed; retrying with backoff.",
+                        kind = w.kind,
+                        server = %server.url,
+                        error = %e,
+                        similar_since_last = suppressed
+                    );
+                }
                 continue;
             }
             None => return,
+        };
+        let obj = match obj.0 {
+            Ok(o) => o,
+            Err(invalid) => {
+                warn!(
+                    message = "Object does not decode; not recorded.",
+                    kind = w.kind,
+                    name = invalid.metadata.name.as_deref().unwrap_or(""),
+                    namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
+                    error = %crate::cluster::bounded(&invalid.error)
+                );
+                continue;
+            }
         };
         let line = recording_line(clock.now(), type_, obj, &ar.api_version, &ar.kind);
         if tx.send((w.kind, line)).await.is_err() {

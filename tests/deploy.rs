@@ -597,7 +597,7 @@ fn the_rbac_installed_is_exactly_the_generated_cluster_role_bound_to_the_agent()
             .filter(|b| binds_agent(b))
             .map(|b| ns(b).to_string())
             .collect();
-        if run.namespaces.is_empty() {
+        if run.watch.namespaces.is_empty() {
             assert_eq!(cluster_bindings.len(), 1, "{what}: bound cluster-wide");
             assert!(namespaced.is_empty(), "{what}: {namespaced:?}");
         } else {
@@ -605,7 +605,7 @@ fn the_rbac_installed_is_exactly_the_generated_cluster_role_bound_to_the_agent()
                 cluster_bindings.is_empty(),
                 "{what}: a namespace-scoped agent has no cluster-wide grant"
             );
-            let watched: BTreeSet<String> = run.namespaces.iter().cloned().collect();
+            let watched: BTreeSet<String> = run.watch.namespaces.iter().cloned().collect();
             assert_eq!(
                 namespaced, watched,
                 "{what}: RoleBindings in exactly the watched namespaces"

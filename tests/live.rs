@@ -183,6 +183,74 @@ async fn gone_410_mid_recording_relists_without_duplicates() {
     live_equals_replay(Disrupt::Gone).await;
 }
 
+/// One LIST item whose metadata does not decode (a number for a name) is skipped and counted;
+/// the rest of its list, and the watch of its kind, go on: every re-list after `410 Gone` meets
+/// it again, and the trace is still the one replay gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_does_not_decode_is_skipped_and_its_kind_still_watched() {
+    let name = "oci-success.jsonl";
+    let text = example(name);
+    let want = replayed(text).await;
+    let mut live = Live::start(KubeApi::with_recording(text)).await;
+    live.server.add_raw_list_item(
+        "Deployment",
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": 42, "namespace": "apps", "uid": "bad-1"},
+            "spec": {"replicas": "three"},
+        }),
+    );
+    live.play(text, Disrupt::Gone).await;
+    let skipped = live
+        .agent
+        .metrics
+        .decode_errors
+        .get_or_create(&fluxtrace::metrics::KindError {
+            kind: "Deployment",
+            error_type: "invalid_object",
+        })
+        .get();
+    let deployments = "/apis/apps/v1/deployments";
+    assert!(
+        live.server.list_count(deployments) >= 2,
+        "the Deployments were listed again after 410"
+    );
+    assert_eq!(
+        skipped,
+        live.server.list_count(deployments) as u64,
+        "the bad item is skipped and counted once per list that holds it"
+    );
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+}
+
+/// A LIST that never answers is given up after the list timeout and made again; the kind is
+/// then watched as if nothing had happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_hangs_is_timed_out_and_made_again() {
+    let name = "git-success.jsonl";
+    let text = example(name);
+    let want = replayed(text).await;
+    let mut live = Live::start(KubeApi::with_recording(text)).await;
+    let kustomizations = "/apis/kustomize.toolkit.fluxcd.io/v1/kustomizations";
+    live.server
+        .hang_lists("kustomizations", Duration::from_secs(600), 1);
+    live.agent.watch_settings.list_timeout = Some(Duration::from_millis(500));
+    let before = restarts(&live.agent.metrics);
+    live.play(text, Disrupt::None).await;
+    assert_eq!(
+        live.server.list_count(kustomizations),
+        2,
+        "the hung LIST, then one that was answered"
+    );
+    assert!(
+        restarts(&live.agent.metrics) > before,
+        "the timeout is counted"
+    );
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_crd_is_skipped_and_the_rest_is_traced() {
     let name = "oci-success.jsonl";
@@ -224,7 +292,7 @@ async fn record_then_replay_gives_the_same_spans() {
         let initial = server.apply_initial();
         let stop = CancellationToken::new();
         let task = tokio::spawn(record(
-            server.client(),
+            server.api_server(),
             RecordSettings {
                 clock: clock.clock(),
                 rediscover: Some(Duration::from_millis(200)),
@@ -617,7 +685,7 @@ async fn record_writes_objects_deleted_during_a_watch_gap_as_deleted_lines() {
     let file = tokio::fs::File::create(&path).await.expect("temp file");
     let stop = CancellationToken::new();
     let task = tokio::spawn(record(
-        server.client(),
+        server.api_server(),
         RecordSettings {
             rediscover: Some(Duration::from_millis(200)),
             ..RecordSettings::default()

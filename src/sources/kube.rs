@@ -4,9 +4,11 @@
 //!
 //! - Flux kinds: the served version is discovered (v1 or the older betas); a kind that is not
 //!   installed is skipped with one warning and looked for again later, never fatal.
-//! - Every watcher uses `.default_backoff()` and never ends on an error; a restart re-lists
-//!   (the engine is idempotent), and an object that fails to decode is skipped and counted
-//!   (`DeserializeGuard`).
+//! - Every watcher reads a [`KindWatch`]: it never ends on an error, backs off (growing, with
+//!   jitter) while the API server fails, times out a LIST that hangs, and re-lists after a
+//!   restart (the engine is idempotent). An object that fails to decode, even one whose metadata
+//!   does not, is skipped and counted; the rest of its list goes on. Failures are logged with the
+//!   kind and the server, at most once per 30 s with a count of the ones left out.
 //! - No reflector: nothing keeps whole objects. Observations of objects go to the engine with
 //!   back-pressure; core/v1 Events are dropped (and counted) when the engine queue is full.
 //! - `/readyz` waits for every watcher's initial list.
@@ -14,8 +16,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::core::{ApiResource, DeserializeGuard};
+use kube::core::ApiResource;
 use kube::runtime::watcher::Event;
 use kube::Client;
 use tokio::task::JoinSet;
@@ -24,28 +25,12 @@ use tracing::{debug, warn};
 
 use super::object::{self, KubeObject};
 use crate::agent::EngineHandle;
+use crate::cluster::{
+    bounded, served, ApiServer, ConnectError, KindWatch, Lenient, RepeatedWarning, WatchFailure,
+};
 pub use crate::cluster::{cluster_role_yaml, Watched, WATCHED};
-use crate::cluster::{served, watch_stream};
 use crate::metrics::{KindError, KindLabel};
 use crate::model::{object_key_hash, DeliveryEvent, EventBody, Kind, RelistObs};
-
-/// Why the watchers could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
-    Config(String),
-    #[error("cannot build the Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
-
-impl WatchError {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            WatchError::Config(_) => "config",
-            WatchError::Client(_) => "client",
-        }
-    }
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct WatchSettings {
@@ -55,21 +40,23 @@ pub struct WatchSettings {
     pub workload_selector: Option<String>,
     /// How often a kind that is not installed is looked for again.
     pub rediscover: Option<Duration>,
+    /// The API server's address for log lines (filled from the configuration by [`spawn`]).
+    pub server_url: Option<String>,
+    /// How long a LIST may go without an answer; [`ApiServer::DEFAULT_LIST_TIMEOUT`] if unset.
+    pub list_timeout: Option<Duration>,
 }
 
 /// Starts one watcher per kind (and namespace) in `set`, with the client `Config::infer`
 /// finds. Each task runs until `stop` is cancelled.
 pub async fn spawn(
     set: &mut JoinSet<()>,
-    settings: WatchSettings,
+    mut settings: WatchSettings,
     handle: EngineHandle,
     stop: CancellationToken,
-) -> Result<(), WatchError> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| WatchError::Config(e.to_string()))?;
-    let client = Client::try_from(config).map_err(WatchError::Client)?;
-    spawn_with_client(set, client, settings, handle, stop);
+) -> Result<(), ConnectError> {
+    let server = ApiServer::infer().await?;
+    settings.server_url.get_or_insert(server.url);
+    spawn_with_client(set, server.client, settings, handle, stop);
     Ok(())
 }
 
@@ -81,6 +68,18 @@ pub fn spawn_with_client(
     handle: EngineHandle,
     stop: CancellationToken,
 ) {
+    let server = ApiServer::new(
+        client,
+        settings
+            .server_url
+            .clone()
+            .unwrap_or_else(|| "the API server".to_string()),
+    )
+    .with_list_timeout(
+        settings
+            .list_timeout
+            .unwrap_or(ApiServer::DEFAULT_LIST_TIMEOUT),
+    );
     let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -95,7 +94,7 @@ pub fn spawn_with_client(
             handle.readiness.register(name.clone());
             let selector = settings.workload_selector.clone().filter(|_| w.workload);
             set.spawn(watch_kind(
-                client.clone(),
+                server.clone(),
                 *w,
                 ns.clone(),
                 selector,
@@ -110,7 +109,7 @@ pub fn spawn_with_client(
 
 #[allow(clippy::too_many_arguments)]
 async fn watch_kind(
-    client: Client,
+    server: ApiServer,
     w: Watched,
     namespace: Option<String>,
     selector: Option<String>,
@@ -121,7 +120,7 @@ async fn watch_kind(
 ) {
     let kind = w.kind;
     // A kind that is not installed must not keep the agent unready while it is missing.
-    let Some(ar) = served(&client, &w, rediscover, &stop, || {
+    let Some(ar) = served(&server, &w, rediscover, &stop, || {
         handle.readiness.set(&name, true)
     })
     .await
@@ -129,12 +128,8 @@ async fn watch_kind(
         return;
     };
     handle.readiness.set(&name, false);
-    let mut stream = watch_stream::<DeserializeGuard<KubeObject>>(
-        client,
-        &ar,
-        namespace.as_deref(),
-        selector.as_deref(),
-    );
+    let mut stream =
+        KindWatch::<KubeObject>::new(&server, &ar, namespace.as_deref(), selector.as_deref());
     let mut listed_once = false;
     // While a (re-)list is in progress: hashes of what it delivered. At its end the engine
     // forgets objects of this kind the list left out (deleted while the watch was down). Core/v1
@@ -165,7 +160,7 @@ async fn watch_kind(
                 }
             }
             Ok(Event::InitApply(obj)) => {
-                if let (Some(l), Some((ns, name))) = (listing.as_mut(), key_of(&obj)) {
+                if let (Some(l), Some((ns, name))) = (listing.as_mut(), obj.key()) {
                     l.insert(object_key_hash(&ns, &name));
                 }
                 if !deliver(&handle, &w, &ar, obj, false).await {
@@ -206,10 +201,16 @@ async fn watch_kind(
                     .get_or_create(&KindLabel { kind })
                     .inc();
                 if let Some(suppressed) = failures.due() {
+                    let message = match e {
+                        WatchFailure::ListTimeout(_) => "LIST got no answer; listing again.",
+                        WatchFailure::Api(_) => "Watch failed; retrying with backoff.",
+                    };
                     warn!(
-                        message = "Watch failed; retrying with backoff.",
+                        message,
                         kind,
-                        error = %bounded(&e.to_string()),
+                        server = %server.url,
+                        error = %e,
+                        retry_in_ms = stream.retry_in().unwrap_or_default().as_millis() as u64,
                         similar_since_last = suppressed
                     );
                 }
@@ -219,57 +220,12 @@ async fn watch_kind(
     debug!(message = "Watcher stopped.", kind);
 }
 
-/// A warning repeated by a failing watch: the first is logged, then at most one every
-/// [`RepeatedWarning::EVERY`] with how many were left out, so that an API server failing
-/// every second cannot flood the log.
-#[derive(Default)]
-struct RepeatedWarning {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl RepeatedWarning {
-    const EVERY: Duration = Duration::from_secs(30);
-
-    /// `Some(left out since the last)` when this one is to be logged.
-    fn due(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(std::time::Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// An error message cut to 300 characters: an API error can quote a whole response body,
-/// objects included, and object bodies never go to the log.
-fn bounded(message: &str) -> String {
-    const MAX: usize = 300;
-    match message.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}… ({} bytes left out)", &message[..i], message.len() - i),
-        None => message.to_string(),
-    }
-}
-
-/// Namespace and name of a watched object, decodable or not.
-fn key_of(obj: &DeserializeGuard<KubeObject>) -> Option<(String, String)> {
-    let meta = match &obj.0 {
-        Ok(o) => kube::Resource::meta(o),
-        Err(invalid) => &invalid.metadata,
-    };
-    Some((
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone()?,
-    ))
-}
-
 /// Decodes and queues one object. `false` once the engine has stopped.
 async fn deliver(
     handle: &EngineHandle,
     w: &Watched,
     ar: &ApiResource,
-    obj: DeserializeGuard<KubeObject>,
+    obj: Lenient<KubeObject>,
     deleted: bool,
 ) -> bool {
     let kind = w.kind;
@@ -289,7 +245,7 @@ async fn deliver(
                 kind,
                 name = invalid.metadata.name.as_deref().unwrap_or(""),
                 namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
-                error = %bounded(&invalid.error.to_string())
+                error = %bounded(&invalid.error)
             );
             return true;
         }
@@ -319,37 +275,5 @@ async fn deliver(
         true
     } else {
         handle.submit(ev).await.is_ok()
-    }
-}
-
-#[cfg(test)]
-mod log_tests {
-    use super::*;
-
-    #[test]
-    fn repeated_warnings_are_logged_once_per_interval_with_a_count() {
-        let mut w = RepeatedWarning::default();
-        assert_eq!(w.due(), Some(0), "the first is logged");
-        for _ in 0..18 {
-            assert_eq!(w.due(), None);
-        }
-        w.last = w.last.map(|t| t - RepeatedWarning::EVERY);
-        assert_eq!(
-            w.due(),
-            Some(18),
-            "then one line says how many were left out"
-        );
-    }
-
-    #[test]
-    fn long_error_messages_are_cut() {
-        let body = format!(
-            "Error deserializing response: {}",
-            "{\"kind\":\"x\"}".repeat(1000)
-        );
-        let cut = bounded(&body);
-        assert!(cut.chars().count() < 400, "{cut}");
-        assert!(cut.ends_with("bytes left out)"));
-        assert_eq!(bounded("short"), "short");
     }
 }

@@ -106,6 +106,8 @@ pub struct LiveAgent {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub clock: TestClock,
+    /// What [`LiveAgent::watch`] (and so [`LiveAgent::play`]) starts the watchers with.
+    pub watch_settings: WatchSettings,
     stop: CancellationToken,
     watchers: tokio::task::JoinSet<()>,
 }
@@ -135,19 +137,27 @@ impl LiveAgent {
             metrics,
             readiness,
             clock,
+            watch_settings: WatchSettings::default(),
             stop: CancellationToken::new(),
             watchers: tokio::task::JoinSet::new(),
         }
     }
 
-    /// Starts the kube watchers on `server` (rediscovery every 200 ms).
+    /// Starts the kube watchers on `server` with [`LiveAgent::watch_settings`].
     pub fn watch(&mut self, server: &ServerHandle) {
+        self.watch_with(server, self.watch_settings.clone());
+    }
+
+    /// Starts the kube watchers on `server` with `settings` (rediscovery every 200 ms unless
+    /// set; the server's URL for log lines).
+    pub fn watch_with(&mut self, server: &ServerHandle, settings: WatchSettings) {
         spawn_with_client(
             &mut self.watchers,
             server.client(),
             WatchSettings {
-                rediscover: Some(Duration::from_millis(200)),
-                ..WatchSettings::default()
+                rediscover: settings.rediscover.or(Some(Duration::from_millis(200))),
+                server_url: settings.server_url.clone().or_else(|| Some(server.url())),
+                ..settings
             },
             self.handle.clone(),
             self.stop.clone(),

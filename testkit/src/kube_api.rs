@@ -467,6 +467,8 @@ pub struct RequestRecord {
     /// A GET with `watch=true` or `watch=1`.
     pub watch: bool,
     pub accept: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A request that was not a GET.
@@ -513,6 +515,20 @@ struct Store {
     writes: Vec<WriteRecord>,
     /// (namespace, name) of every Event created by POST, for `409 AlreadyExists`.
     created_events: std::collections::BTreeSet<(String, String)>,
+    /// Faults for the next LISTs of a resource, by plural, in order.
+    list_faults: HashMap<String, std::collections::VecDeque<ListFault>>,
+    /// Items added as they are to every LIST of a kind (by kind): objects the store could not
+    /// hold, such as one whose `metadata.name` is not a string.
+    raw_items: HashMap<String, Vec<Value>>,
+}
+
+/// What the next LIST of a resource does instead of answering.
+#[derive(Clone, Copy, Debug)]
+enum ListFault {
+    /// Answers with this status code and a `Status` body.
+    Fail(u16),
+    /// Sends nothing for this long, then answers normally.
+    Hang(Duration),
 }
 
 struct Shared {
@@ -959,6 +975,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
         query: query.clone(),
         watch,
         accept: accept.clone(),
+        at: std::time::Instant::now(),
     });
 
     if parts.method != Method::GET {
@@ -1007,6 +1024,20 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
         return json_response(status, &body);
     }
 
+    if !watch {
+        let fault = path
+            .rsplit('/')
+            .next()
+            .and_then(|plural| shared.lock().list_faults.get_mut(plural)?.pop_front());
+        match fault {
+            Some(ListFault::Fail(code)) => {
+                let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return status_response(code, "InternalError", "injected failure of this LIST");
+            }
+            Some(ListFault::Hang(d)) => tokio::time::sleep(d).await,
+            None => {}
+        }
+    }
     let accept = accept.unwrap_or_default();
     let aggregated = accept.contains("as=APIGroupDiscoveryList");
     let metadata_only = accept.contains("as=PartialObjectMetadata");
@@ -1339,10 +1370,21 @@ fn list(
     } else {
         (spec.api_version(version), format!("{}List", spec.kind))
     };
-    let items: Vec<Value> = items
+    let last_page = metadata.get("continue").is_none();
+    let mut items: Vec<Value> = items
         .into_iter()
         .map(|(_, o)| present(o, &spec.group, version, metadata_only))
         .collect();
+    if last_page {
+        items.extend(
+            store
+                .raw_items
+                .get(&spec.kind)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
     json_response(
         StatusCode::OK,
         &json!({
@@ -1454,6 +1496,43 @@ impl ServerHandle {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.addr)
+    }
+
+    /// The next `n` LISTs of `plural` (e.g. `deployments`) answer `code` instead.
+    pub fn fail_lists(&self, plural: &str, code: u16, n: usize) {
+        self.push_list_faults(plural, ListFault::Fail(code), n);
+    }
+
+    /// The next `n` LISTs of `plural` send nothing for `hang`, then answer.
+    pub fn hang_lists(&self, plural: &str, hang: Duration, n: usize) {
+        self.push_list_faults(plural, ListFault::Hang(hang), n);
+    }
+
+    /// Answers every LIST normally again.
+    pub fn clear_list_faults(&self) {
+        self.shared.lock().list_faults.clear();
+    }
+
+    fn push_list_faults(&self, plural: &str, fault: ListFault, n: usize) {
+        let mut store = self.shared.lock();
+        let queue = store.list_faults.entry(plural.to_string()).or_default();
+        queue.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Adds `item` as it is to every LIST of `kind` from now on (not to watches): an object
+    /// the API server holds but a client may not decode.
+    pub fn add_raw_list_item(&self, kind: &str, item: Value) {
+        let mut store = self.shared.lock();
+        store
+            .raw_items
+            .entry(kind.to_string())
+            .or_default()
+            .push(item);
+    }
+
+    /// The client and address as the agent's watchers take them.
+    pub fn api_server(&self) -> fluxtrace::cluster::ApiServer {
+        fluxtrace::cluster::ApiServer::new(self.client(), self.url())
     }
 
     /// A kube client for this server (`Config::new(url)`, default namespace `default`).

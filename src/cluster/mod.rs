@@ -1,21 +1,26 @@
 //! The Kubernetes side every component shares: which kinds fluxtrace watches ([`WATCHED`]), how
-//! the served version of each is discovered ([`served`]), the watch stream the agent and
-//! `record` both use ([`watch_stream`]), and the read-only ClusterRole generated from the table
-//! ([`cluster_role_yaml`]).
+//! the served version of each is discovered ([`served`]), the resilient watch the agent and
+//! `record` both read ([`KindWatch`], over [`Lenient`] objects), and the read-only ClusterRole
+//! generated from the table ([`cluster_role_yaml`]).
 //!
 //! Depends only on kube and the crate's `announce` verbs: the agent's watchers
 //! (`sources::kube`), `record` and `announce` use it without depending on each other.
 
+mod lenient;
+mod watch;
+
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::Api;
 use kube::core::ApiResource;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::DefaultBackoff;
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+pub use lenient::{Invalid, Lenient};
+pub use watch::{
+    bounded, describe, ApiServer, ConnectError, KindWatch, RepeatedWarning, WatchFailure,
+};
 
 /// A kind fluxtrace watches. The RBAC in `deploy/` grants exactly these (a test checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +136,7 @@ pub const WATCHED: &[Watched] = &[
 /// skipped with one warning (`missing` is called then) and looked for again every
 /// `rediscover`; discovery errors are retried with backoff. `None` once `stop` is cancelled.
 pub async fn served(
-    client: &Client,
+    server: &ApiServer,
     w: &Watched,
     rediscover: Duration,
     stop: &CancellationToken,
@@ -139,9 +144,10 @@ pub async fn served(
 ) -> Option<ApiResource> {
     let kind = w.kind;
     let mut warned = false;
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = DefaultBackoff::default();
+    let mut failures = RepeatedWarning::default();
     loop {
-        let wait = match resolve(client, w).await {
+        let wait = match resolve(&server.client, w).await {
             Ok(Some(ar)) => {
                 if warned {
                     info!(message = "Kind is now served; watching it.", kind, version = %ar.version);
@@ -162,9 +168,18 @@ pub async fn served(
                 rediscover
             }
             Err(e) => {
-                warn!(message = "API discovery failed.", kind, error = %e);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                backoff
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                if let Some(suppressed) = failures.due() {
+                    warn!(
+                        message = "API discovery failed; retrying with backoff.",
+                        kind,
+                        server = %server.url,
+                        error = %describe(&e),
+                        retry_in_ms = wait.as_millis() as u64,
+                        similar_since_last = suppressed
+                    );
+                }
+                wait
             }
         };
         tokio::select! {
@@ -197,33 +212,6 @@ pub async fn resolve(client: &Client, w: &Watched) -> Result<Option<ApiResource>
         }
     }
     Ok(None)
-}
-
-/// A watcher of `ar` (all namespaces, or one) with `.default_backoff()`, optionally narrowed by
-/// a label selector: the agent and `record` watch alike.
-pub fn watch_stream<K>(
-    client: Client,
-    ar: &ApiResource,
-    namespace: Option<&str>,
-    selector: Option<&str>,
-) -> futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced_with(client, ns, ar),
-        None => Api::all_with(client, ar),
-    };
-    let mut cfg = watcher::Config::default();
-    if let Some(sel) = selector {
-        cfg = cfg.labels(sel);
-    }
-    watcher::watcher(api, cfg).default_backoff().boxed()
 }
 
 /// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
