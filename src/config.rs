@@ -129,6 +129,14 @@ pub struct RunArgs {
     pub max_open_promotions: usize,
     #[command(flatten)]
     pub watch: WatchArgs,
+    /// Namespace where the intake writes a Promotion for each report it takes (the agent's
+    /// own; the deploy base sets it from the Pod's namespace).
+    #[arg(
+        long,
+        default_value = "fluxtrace",
+        env = "FLUXTRACE_PROMOTION_NAMESPACE"
+    )]
+    pub promotion_namespace: String,
     /// Do not watch a cluster (only the intake API feeds the engine).
     #[arg(long, env = "FLUXTRACE_NO_WATCH")]
     pub no_watch: bool,

@@ -46,6 +46,8 @@
 //! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
 //! - [`client`]: `fluxtrace promote` and `fluxtrace explain`, the agent's API from outside.
 //! - [`record`]: a live cluster to a recording.
+//! - [`resource`]: the `Promotion` custom resource: reports that survive restarts, verdicts
+//!   written to its status.
 //! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
 //! - [`config`]: command-line configuration.
 
@@ -66,6 +68,7 @@ pub mod model;
 pub mod probe;
 pub mod record;
 pub mod replay;
+pub mod resource;
 pub mod revision;
 pub mod sources;
 pub mod story;

@@ -265,6 +265,17 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         };
+        // With a cluster, Promotion objects are reports too, and carry each verdict.
+        let cluster = if args.no_watch {
+            tracing::info!(message = "No cluster watched (--no-watch): reports are held in memory only.");
+            None
+        } else {
+            let server = fluxtrace::cluster::ApiServer::infer()
+                .await
+                .context("cannot start the Kubernetes watchers")?
+                .with_list_timeout(args.watch.list_timeout());
+            Some((server, fluxtrace::resource::sync::channel()))
+        };
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
@@ -279,12 +290,43 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             },
             trace_url_template: g.trace_link_template()?,
             announce,
+            promotion_status: cluster.as_ref().map(|(_, (tx, _))| tx.clone()),
             dora_max_series: args.dora_max_series,
             ..AgentConfig::default()
         };
         let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
         let app = admin::router(metrics.clone(), readiness.clone());
-        let intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
+        let stop_sources = CancellationToken::new();
+        let mut sources = tokio::task::JoinSet::new();
+        let mut intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
+        if let Some((server, (_, status_rx))) = cluster {
+            fluxtrace::sources::kube::spawn_with_client(
+                &mut sources,
+                server.client.clone(),
+                fluxtrace::sources::kube::WatchSettings {
+                    namespaces: args.watch.namespaces.clone(),
+                    workload_selector: args.watch.workload_selector.clone(),
+                    list_timeout: Some(server.list_timeout),
+                    server_url: Some(server.url.clone()),
+                    ..Default::default()
+                },
+                agent.handle.clone(),
+                stop_sources.clone(),
+            );
+            fluxtrace::resource::sync::spawn(
+                &mut sources,
+                server.clone(),
+                agent.handle.clone(),
+                status_rx,
+                std::time::Duration::from_secs(300),
+                stop_sources.clone(),
+            );
+            intake = intake.with_store(fluxtrace::resource::sync::PromotionWriter::new(
+                server,
+                args.promotion_namespace.clone(),
+            ));
+            readiness.set("watchers", true);
+        }
         let app = app.merge(fluxtrace::intake::http::router(intake.clone()));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -334,24 +376,6 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let _reload =
             auth.spawn_reload(fluxtrace::intake::SECRET_RELOAD_INTERVAL, stop_http.clone());
         drop(intake);
-        let stop_sources = CancellationToken::new();
-        let mut sources = tokio::task::JoinSet::new();
-        if !args.no_watch {
-            fluxtrace::sources::kube::spawn(
-                &mut sources,
-                fluxtrace::sources::kube::WatchSettings {
-                    namespaces: args.watch.namespaces.clone(),
-                    workload_selector: args.watch.workload_selector.clone(),
-                    list_timeout: Some(args.watch.list_timeout()),
-                    ..Default::default()
-                },
-                agent.handle.clone(),
-                stop_sources.clone(),
-            )
-            .await
-            .context("cannot start the Kubernetes watchers")?;
-            readiness.set("watchers", true);
-        }
         let failure = tokio::select! {
             _ = shutdown_signal() => None,
             r = &mut server => Some(format!("the HTTP server stopped: {r:?}")),

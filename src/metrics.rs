@@ -112,6 +112,7 @@ pub struct Metrics {
     pub k8s_events: Family<ResultLabel, Counter>,
     pub k8s_events_failed: Family<ErrorType, Counter>,
     pub k8s_events_dropped: Counter,
+    pub promotion_status_dropped: Counter,
     /// DORA: promotions finished, by environment, app and outcome (deployment frequency; the
     /// change failure rate is a recording rule over it).
     pub dora_promotions: Family<DoraOutcome, Counter>,
@@ -149,6 +150,7 @@ impl Metrics {
             k8s_events: Family::default(),
             k8s_events_failed: Family::default(),
             k8s_events_dropped: Counter::default(),
+            promotion_status_dropped: Counter::default(),
             dora_promotions: Family::default(),
             dora_lead_time: Family::new_with_constructor(lead_time_histogram),
             dora_time_to_restore: Family::new_with_constructor(restore_histogram),
@@ -234,6 +236,11 @@ impl Metrics {
             "k8s_events_dropped",
             "Finished promotions whose Kubernetes Events were dropped because the queue was full",
             m.k8s_events_dropped.clone(),
+        );
+        registry.register(
+            "promotion_status_dropped",
+            "Finished promotions whose Promotion status write was dropped because the queue was full",
+            m.promotion_status_dropped.clone(),
         );
         registry.register(
             "dora_promotions_finished",

@@ -476,7 +476,7 @@ pub struct PromotionReport {
     pub commit_time: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArtifactRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,

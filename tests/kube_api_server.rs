@@ -252,7 +252,11 @@ async fn discovery_finds_flux_groups_and_not_a_removed_crd() {
             .collect()
     };
     assert_eq!(kinds(&aggregated), kinds(&discovery));
-    assert_eq!(kinds(&discovery).len(), 10);
+    assert_eq!(
+        kinds(&discovery).len(),
+        11,
+        "the default kinds, Promotion included, but HelmRelease"
+    );
     let aggregated_requests: Vec<String> = server
         .requests()
         .into_iter()

@@ -1,6 +1,7 @@
 //! The ClusterRole in deploy/ grants exactly what the code uses: nothing missing (the agent
 //! would be forbidden), nothing more (least privilege): get, list and watch on every watched
-//! kind, and create and patch on core/v1 Events (the trace-link Events), nothing else.
+//! kind, create and patch on core/v1 Events (the trace-link Events), and on fluxtrace's own
+//! Promotions what the intake, the status writer and the pruning do; nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,6 +78,12 @@ fn used() -> Grants {
     want.entry((String::new(), "events".to_string()))
         .or_default()
         .extend(set(&["create", "patch"]));
+    want.entry(("fluxtrace.io".to_string(), "promotions".to_string()))
+        .or_default()
+        .extend(set(&["get", "list", "watch", "create", "delete"]));
+    want.entry(("fluxtrace.io".to_string(), "promotions/status".to_string()))
+        .or_default()
+        .extend(set(&["get", "patch"]));
     want
 }
 
@@ -105,8 +112,12 @@ fn the_cluster_role_grants_exactly_what_the_code_uses() {
         .collect();
     assert_eq!(
         writes,
-        [(String::new(), "events".to_string())],
-        "the only writes are core/v1 Events"
+        [
+            (String::new(), "events".to_string()),
+            ("fluxtrace.io".to_string(), "promotions".to_string()),
+            ("fluxtrace.io".to_string(), "promotions/status".to_string()),
+        ],
+        "the only writes are core/v1 Events and fluxtrace's own Promotions"
     );
     assert!(!role.contains("secrets"), "Secrets are never read");
     assert!(!role.contains('*'), "no wildcards");

@@ -74,6 +74,9 @@ pub struct AgentConfig {
     /// Events. Offered without waiting: when the queue is full the story's Events are dropped
     /// and counted (`k8s_events_dropped`).
     pub announce: Option<mpsc::Sender<Story>>,
+    /// Where finished stories go for their Promotion object's status (`crate::resource::sync`);
+    /// offered like `announce`, dropped and counted (`promotion_status_dropped`) when full.
+    pub promotion_status: Option<mpsc::Sender<Story>>,
     /// Environment and app pairs with DORA series of their own (`crate::dora`).
     pub dora_max_series: usize,
 }
@@ -93,6 +96,7 @@ impl Default for AgentConfig {
             clock: Clock::system(),
             probe: None,
             announce: None,
+            promotion_status: None,
             dora_max_series: crate::dora::DEFAULT_MAX_SERIES,
         }
     }
@@ -445,6 +449,11 @@ async fn engine_loop(
                     if let Some(tx) = &cfg.announce {
                         if tx.try_send((*story).clone()).is_err() {
                             metrics.k8s_events_dropped.inc();
+                        }
+                    }
+                    if let Some(tx) = &cfg.promotion_status {
+                        if tx.try_send((*story).clone()).is_err() {
+                            metrics.promotion_status_dropped.inc();
                         }
                     }
                     let spans = std::mem::take(&mut pending);

@@ -226,34 +226,36 @@ pub fn cluster_role_yaml() -> String {
         }
     }
     let mut out = String::from(
-        "# Generated from src/cluster.rs (WATCHED): read-only access to exactly the kinds\n\
-         # fluxtrace watches, and create/patch on core/v1 Events for the trace-link Events\n\
-         # (src/announce.rs). Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
+        "# Generated from src/cluster/mod.rs (WATCHED): read-only access to exactly the kinds\n\
+         # fluxtrace watches, create/patch on core/v1 Events for the trace-link Events\n\
+         # (src/announce.rs), and its own Promotions (src/resource/).\n\
+         # Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRole\n\
          metadata:\n  name: fluxtrace\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
          rules:\n",
     );
-    for (group, resources) in groups {
-        out.push_str(&format!("  - apiGroups: [\"{group}\"]\n"));
-        out.push_str(&format!(
-            "    resources: [{}]\n",
-            resources
-                .iter()
-                .map(|r| format!("\"{r}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        out.push_str("    verbs: [\"get\", \"list\", \"watch\"]\n");
-    }
-    out.push_str("  - apiGroups: [\"\"]\n    resources: [\"events\"]\n");
-    out.push_str(&format!(
-        "    verbs: [{}]\n",
-        crate::announce::EVENT_VERBS
+    let quoted = |items: &[&str]| {
+        items
             .iter()
-            .map(|v| format!("\"{v}\""))
+            .map(|i| format!("\"{i}\""))
             .collect::<Vec<_>>()
             .join(", ")
-    ));
+    };
+    let rule = |out: &mut String, group: &str, resources: &[&str], verbs: &[&str]| {
+        out.push_str(&format!(
+            "  - apiGroups: [\"{group}\"]\n    resources: [{}]\n    verbs: [{}]\n",
+            quoted(resources),
+            quoted(verbs)
+        ));
+    };
+    for (group, resources) in groups {
+        rule(&mut out, group, &resources, &["get", "list", "watch"]);
+    }
+    rule(&mut out, "", &["events"], crate::announce::EVENT_VERBS);
+    use crate::resource::{GROUP, PLURAL, PROMOTION_STATUS_VERBS, PROMOTION_VERBS};
+    rule(&mut out, GROUP, &[PLURAL], PROMOTION_VERBS);
+    let status = format!("{PLURAL}/status");
+    rule(&mut out, GROUP, &[&status], PROMOTION_STATUS_VERBS);
     out
 }

@@ -45,7 +45,9 @@ impl From<IntakeError> for Status {
             | IntakeError::Path { .. } => Status::invalid_argument(msg),
             IntakeError::TooManyOpen { .. } => Status::resource_exhausted(msg),
             IntakeError::NotFound(_) => Status::not_found(msg),
-            IntakeError::Unavailable | IntakeError::ReadOnly => Status::unavailable(msg),
+            IntakeError::Unavailable | IntakeError::ReadOnly | IntakeError::NotStored(_) => {
+                Status::unavailable(msg)
+            }
         }
     }
 }

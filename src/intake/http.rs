@@ -63,7 +63,9 @@ fn status_of(e: &IntakeError) -> StatusCode {
         | IntakeError::Path { .. } => StatusCode::BAD_REQUEST,
         IntakeError::TooManyOpen { .. } => StatusCode::TOO_MANY_REQUESTS,
         IntakeError::NotFound(_) => StatusCode::NOT_FOUND,
-        IntakeError::Unavailable | IntakeError::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
+        IntakeError::Unavailable | IntakeError::ReadOnly | IntakeError::NotStored(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -76,7 +78,7 @@ impl IntoResponse for IntakeError {
             field: self.field(),
         };
         let mut resp = (status, Json(body)).into_response();
-        if let IntakeError::TooManyOpen { .. } = &self {
+        if let IntakeError::TooManyOpen { .. } | IntakeError::NotStored(_) = &self {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(super::RETRY_AFTER_SECS),

@@ -26,6 +26,7 @@ use tracing::info;
 use crate::agent::EngineHandle;
 use crate::metrics::{KindError, Metrics, RouteResult};
 use crate::model::{DeliveryEvent, EventBody, PromotionReport};
+use crate::resource::sync::PromotionWriter;
 use crate::sources::flux_event::{self, FluxEventError};
 use crate::sources::promotion::ReportError;
 use crate::story::Story;
@@ -80,6 +81,8 @@ pub enum IntakeError {
     NotFound(String),
     #[error("the agent is shutting down")]
     Unavailable,
+    #[error("the report could not be stored ({0}); retry later")]
+    NotStored(String),
     #[error("this server shows a finished replay and takes no reports")]
     ReadOnly,
 }
@@ -100,6 +103,7 @@ impl IntakeError {
             IntakeError::TooManyOpen { .. } => "too_many_open",
             IntakeError::NotFound(_) => "not_found",
             IntakeError::Unavailable => "unavailable",
+            IntakeError::NotStored(_) => "not_stored",
             IntakeError::ReadOnly => "read_only",
         }
     }
@@ -170,6 +174,8 @@ pub struct Intake {
     backend: Backend,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
+    /// With a cluster: each report is written as a Promotion before it is acknowledged.
+    store: Option<PromotionWriter>,
 }
 
 impl Intake {
@@ -180,7 +186,16 @@ impl Intake {
             backend: Backend::Engine(handle),
             auth,
             metrics,
+            store: None,
         }
+    }
+
+    /// Writes each report as a Promotion object before acknowledging it; when that fails the
+    /// report is refused with [`IntakeError::NotStored`] (503, Retry-After) and nothing is
+    /// queued, so a client's retry is the only copy.
+    pub fn with_store(mut self, store: PromotionWriter) -> Intake {
+        self.store = Some(store);
+        self
     }
 
     /// Serves the stories of a finished replay, read-only and without authentication:
@@ -191,6 +206,7 @@ impl Intake {
             backend: Backend::Replay(Arc::new(Replayed { stories })),
             auth: Arc::new(Auth::disabled()),
             metrics,
+            store: None,
         }
     }
 
@@ -231,7 +247,7 @@ impl Intake {
     /// waiting while the engine's queue is full. Returns the promotion's trace id: the trace it
     /// already has if the engine knows it, else the CI trace (from `traceparent`), else the id
     /// derived from the promotion id.
-    pub async fn report(&self, report: PromotionReport) -> Result<Accepted, IntakeError> {
+    pub async fn report(&self, mut report: PromotionReport) -> Result<Accepted, IntakeError> {
         let Backend::Engine(handle) = &self.backend else {
             return Err(IntakeError::ReadOnly);
         };
@@ -253,6 +269,14 @@ impl Intake {
             .as_deref()
             .and_then(|t| Traceparent::parse(t).ok())
             .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+        if let Some(store) = &self.store {
+            // Stored with its start, so that it starts at the same instant after a restart.
+            report.time = Some(start);
+            store
+                .write(&report, now)
+                .await
+                .map_err(|e| IntakeError::NotStored(e.to_string()))?;
+        }
         handle
             .submit(DeliveryEvent {
                 at,

@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use super::object::{self, KubeObject};
 use crate::agent::EngineHandle;
 use crate::cluster::{
-    bounded, served, ApiServer, ConnectError, KindWatch, Lenient, RepeatedWarning, WatchFailure,
+    bounded, served, ApiServer, KindWatch, Lenient, RepeatedWarning, WatchFailure,
 };
 pub use crate::cluster::{cluster_role_yaml, Watched, WATCHED};
 use crate::metrics::{KindError, KindLabel};
@@ -40,27 +40,15 @@ pub struct WatchSettings {
     pub workload_selector: Option<String>,
     /// How often a kind that is not installed is looked for again.
     pub rediscover: Option<Duration>,
-    /// The API server's address for log lines (filled from the configuration by [`spawn`]).
+    /// The API server's address for log lines.
     pub server_url: Option<String>,
     /// How long a LIST may go without an answer; [`ApiServer::DEFAULT_LIST_TIMEOUT`] if unset.
     pub list_timeout: Option<Duration>,
 }
 
-/// Starts one watcher per kind (and namespace) in `set`, with the client `Config::infer`
-/// finds. Each task runs until `stop` is cancelled.
-pub async fn spawn(
-    set: &mut JoinSet<()>,
-    mut settings: WatchSettings,
-    handle: EngineHandle,
-    stop: CancellationToken,
-) -> Result<(), ConnectError> {
-    let server = ApiServer::infer().await?;
-    settings.server_url.get_or_insert(server.url);
-    spawn_with_client(set, server.client, settings, handle, stop);
-    Ok(())
-}
-
-/// Like [`spawn`], with a given client (tests point it at a test API server).
+/// Starts one watcher per kind (and namespace) in `set` on `client` (`cluster::ApiServer`
+/// infers it in the agent; tests point it at a test API server). Each task runs until `stop`
+/// is cancelled.
 pub fn spawn_with_client(
     set: &mut JoinSet<()>,
     client: Client,

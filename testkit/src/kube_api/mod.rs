@@ -51,6 +51,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+mod writes;
+
 // ---------------------------------------------------------------------------------------------
 // Kinds
 // ---------------------------------------------------------------------------------------------
@@ -68,7 +70,8 @@ pub struct KindSpec {
     pub singular: String,
     pub namespaced: bool,
     pub verbs: Vec<String>,
-    /// Subresources listed in discovery (`status`); the server does not serve them.
+    /// Subresources listed in discovery (`status`); writes to `status` are served for stored
+    /// kinds.
     pub subresources: Vec<String>,
 }
 
@@ -101,8 +104,9 @@ fn api_version(group: &str, version: &str) -> String {
 }
 
 /// The kinds served unless a test changes them: apps/v1 Deployment and ReplicaSet, Flux's source
-/// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, and core/v1 Event and
-/// Pod.
+/// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, core/v1 Event and
+/// Pod, and fluxtrace's Promotion (v1alpha1; created, updated, patched and deleted like the
+/// API server does, see `writes`).
 pub fn default_kinds() -> Vec<KindSpec> {
     const SOURCE: &str = "source.toolkit.fluxcd.io";
     let mut event = KindSpec::new("", "v1", "Event", "events");
@@ -110,6 +114,12 @@ pub fn default_kinds() -> Vec<KindSpec> {
         .map(String::from)
         .to_vec();
     event.subresources.clear();
+    let mut promotion = KindSpec::new("fluxtrace.io", "v1alpha1", "Promotion", "promotions");
+    promotion.verbs = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ]
+    .map(String::from)
+    .to_vec();
     vec![
         KindSpec::new("apps", "v1", "Deployment", "deployments"),
         KindSpec::new("apps", "v1", "ReplicaSet", "replicasets"),
@@ -138,6 +148,7 @@ pub fn default_kinds() -> Vec<KindSpec> {
         ),
         event,
         KindSpec::new("", "v1", "Pod", "pods"),
+        promotion,
     ]
 }
 
@@ -520,6 +531,10 @@ struct Store {
     /// Items added as they are to every LIST of a kind (by kind): objects the store could not
     /// hold, such as one whose `metadata.name` is not a string.
     raw_items: HashMap<String, Vec<Value>>,
+    /// Writes to stored kinds answer this instead (an API server that cannot write).
+    fail_writes: Option<StatusCode>,
+    /// Last uid given to a created object.
+    uid_counter: u64,
 }
 
 /// What the next LIST of a resource does instead of answering.
@@ -984,6 +999,18 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
             .unwrap_or_default();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some((status, answer)) = writes::write(&shared, &parts.method, &segments, &body) {
+            shared.lock().writes.push(WriteRecord {
+                method: parts.method.to_string(),
+                path,
+                query,
+                content_type: header_str(&parts.headers, header::CONTENT_TYPE),
+                body,
+                status: status.as_u16(),
+            });
+            return json_response(status, &answer);
+        }
         let mut store = shared.lock();
         let exists = match (parts.method == Method::POST, event_create(&path, &body)) {
             (true, Some(key)) => !store.created_events.insert(key),
@@ -1506,6 +1533,12 @@ impl ServerHandle {
     /// The next `n` LISTs of `plural` send nothing for `hang`, then answer.
     pub fn hang_lists(&self, plural: &str, hang: Duration, n: usize) {
         self.push_list_faults(plural, ListFault::Hang(hang), n);
+    }
+
+    /// Writes to stored kinds (everything but core/v1 Events) answer `code` while it is set:
+    /// an API server that cannot write.
+    pub fn fail_writes(&self, code: Option<u16>) {
+        self.shared.lock().fail_writes = code.and_then(|c| StatusCode::from_u16(c).ok());
     }
 
     /// Answers every LIST normally again.

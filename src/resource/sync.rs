@@ -1,0 +1,391 @@
+//! The Promotion objects and the engine, kept in step: every Promotion in the cluster is a
+//! report, and every verdict is written back to its Promotion's status.
+//!
+//! ```text
+//!   kube API ──watch promotions──▶ feed task ──validate (to_report)──▶ EngineHandle::submit
+//!                                      │  invalid: status Ready=False, InvalidSpec
+//!                                      ▼
+//!                                   Index (promotion id → namespace/name)
+//!                                      ▲
+//!   engine ──try_send(Story)──▶ status task ──PATCH …/status──▶ kube API
+//! ```
+//!
+//! - **Restart without loss.** After a restart the initial list holds every Promotion; those
+//!   without a final phase are reports again, with the time their spec (or creation) gives, so
+//!   the engine opens them with the same ids and start. Finished ones are left alone.
+//! - **Writes.** A Promotion costs at most two status writes: `InProgress` with its trace id
+//!   when first seen, and its verdict. Each is a merge patch of the status subresource.
+//! - A Promotion that is not a report (missing or wrong fields) gets `Ready=False`, reason
+//!   `InvalidSpec`, once per generation; the agent goes on.
+//! - The CRD not installed: the feed task waits for it (looked for again like the Flux kinds);
+//!   nothing else depends on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::watcher::Event;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{invalid_status, status_of, to_report, Phase, PromotionStatus, GROUP, PLURAL};
+use crate::agent::EngineHandle;
+use crate::cluster::{served, ApiServer, KindWatch, RepeatedWarning, Watched};
+use crate::model::{DeliveryEvent, EventBody, PromotionReport};
+use crate::story::{Outcome, Story};
+use crate::trace::{trace_id_for, Traceparent};
+
+/// Finished promotions waiting for their status write; beyond this the write is dropped (the
+/// Promotion stays `InProgress` and is re-evaluated after a restart) and counted.
+pub const QUEUE: usize = 1024;
+
+/// The Promotion kind for discovery.
+pub const WATCHED_PROMOTION: Watched = Watched {
+    group: GROUP,
+    kind: "Promotion",
+    plural: PLURAL,
+    versions: &[super::VERSION],
+    workload: false,
+    lossy: false,
+};
+
+/// Where each promotion's object is: filled by the feed task, read by the status task.
+#[derive(Clone, Default)]
+pub struct Index(Arc<Mutex<HashMap<String, ObjectRef>>>);
+
+/// One Promotion object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+}
+
+impl Index {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ObjectRef>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<ObjectRef> {
+        self.lock().get(id).cloned()
+    }
+
+    fn insert(&self, id: String, at: ObjectRef) {
+        self.lock().insert(id, at);
+    }
+
+    fn remove_object(&self, namespace: &str, name: &str) {
+        self.lock()
+            .retain(|_, o| !(o.namespace == namespace && o.name == name));
+    }
+}
+
+/// The queue of finished stories for the status task: give the sender to the agent
+/// (`AgentConfig::promotion_status`), the receiver to [`spawn`].
+pub fn channel() -> (mpsc::Sender<Story>, mpsc::Receiver<Story>) {
+    mpsc::channel(QUEUE)
+}
+
+/// Starts the feed and status tasks in `set`; both end when `stop` is cancelled and every
+/// story sender is dropped.
+pub fn spawn(
+    set: &mut JoinSet<()>,
+    server: ApiServer,
+    handle: EngineHandle,
+    rx: mpsc::Receiver<Story>,
+    rediscover: Duration,
+    stop: CancellationToken,
+) -> Index {
+    let index = Index::default();
+    handle.readiness.register("watch/Promotion".to_string());
+    set.spawn(feed(
+        server.clone(),
+        handle.clone(),
+        index.clone(),
+        rediscover,
+        stop,
+    ));
+    set.spawn(write_statuses(server, handle, index.clone(), rx));
+    index
+}
+
+/// Writes a Promotion for each report the intake takes, before the intake answers: what was
+/// acknowledged survives a restart of the agent.
+#[derive(Clone)]
+pub struct PromotionWriter {
+    server: ApiServer,
+    /// Where the intake's Promotions live (the agent's own namespace).
+    namespace: String,
+    missing: Arc<Mutex<RepeatedWarning>>,
+}
+
+/// Why a report could not be made durable.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the Promotion {namespace}/{name} to {server}: {cause}")]
+pub struct WriteError {
+    namespace: String,
+    name: String,
+    server: String,
+    cause: String,
+}
+
+impl PromotionWriter {
+    pub fn new(server: ApiServer, namespace: impl Into<String>) -> PromotionWriter {
+        PromotionWriter {
+            server,
+            namespace: namespace.into(),
+            missing: Arc::default(),
+        }
+    }
+
+    /// Creates the Promotion for `report` (received at `now`); one that exists already (a
+    /// repeated report) counts as written. Where the CRD (or the namespace) does not exist the
+    /// report is taken in memory only, as without a cluster, and a warning says so.
+    pub async fn write(
+        &self,
+        report: &PromotionReport,
+        now: jiff::Timestamp,
+    ) -> Result<(), WriteError> {
+        let name = super::object_name(&report.id);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.server.client.clone(), &self.namespace, &api_resource());
+        let mut obj = DynamicObject::new(&name, &api_resource()).within(&self.namespace);
+        obj.data = json!({ "spec": super::spec_of(report, now) });
+        match api.create(&kube::api::PostParams::default(), &obj).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                let due = self.missing.lock().map(|mut w| w.due()).ok().flatten();
+                if let Some(suppressed) = due {
+                    warn!(
+                        message = "The Promotion CRD or the namespace is missing: reports are held in memory only and lost on restart.",
+                        namespace = %self.namespace,
+                        server = %self.server.url,
+                        similar_since_last = suppressed
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(WriteError {
+                namespace: self.namespace.clone(),
+                name,
+                server: self.server.url.clone(),
+                cause: crate::cluster::describe(&e),
+            }),
+        }
+    }
+}
+
+fn api_resource() -> ApiResource {
+    ApiResource {
+        group: GROUP.into(),
+        version: super::VERSION.into(),
+        api_version: format!("{GROUP}/{}", super::VERSION),
+        kind: "Promotion".into(),
+        plural: PLURAL.into(),
+    }
+}
+
+async fn feed(
+    server: ApiServer,
+    handle: EngineHandle,
+    index: Index,
+    rediscover: Duration,
+    stop: CancellationToken,
+) {
+    let name = "watch/Promotion";
+    let Some(ar) = served(&server, &WATCHED_PROMOTION, rediscover, &stop, || {
+        handle.readiness.set(name, true)
+    })
+    .await
+    else {
+        return;
+    };
+    handle.readiness.set(name, false);
+    let mut watch = KindWatch::<DynamicObject>::new(&server, &ar, None, None);
+    // (uid, generation) already fed or marked invalid: a status write comes back as a change
+    // and must not be taken for a new report.
+    let mut seen: HashSet<(String, i64)> = HashSet::new();
+    let mut failures = RepeatedWarning::default();
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => break,
+            i = watch.next() => i,
+        };
+        let Some(item) = item else { break };
+        match item {
+            Ok(Event::InitApply(obj) | Event::Apply(obj)) => match obj.0 {
+                Ok(o) => {
+                    if !promotion_seen(&server, &handle, &index, &mut seen, o).await {
+                        break;
+                    }
+                }
+                Err(invalid) => warn!(
+                    message = "Promotion does not decode; skipped.",
+                    namespace = invalid.metadata.namespace.as_deref().unwrap_or(""),
+                    name = invalid.metadata.name.as_deref().unwrap_or(""),
+                    error = %crate::cluster::bounded(&invalid.error)
+                ),
+            },
+            Ok(Event::Delete(obj)) => {
+                if let Some((ns, n)) = obj.key() {
+                    index.remove_object(&ns, &n);
+                }
+            }
+            Ok(Event::Init) => {}
+            Ok(Event::InitDone) => handle.readiness.set(name, true),
+            Err(e) => {
+                if let Some(suppressed) = failures.due() {
+                    warn!(
+                        message = "Promotion watch failed; retrying with backoff.",
+                        server = %server.url,
+                        error = %e,
+                        similar_since_last = suppressed
+                    );
+                }
+            }
+        }
+    }
+    debug!(message = "Promotion watcher stopped.");
+}
+
+/// One Promotion listed or changed. `false` once the engine has stopped.
+async fn promotion_seen(
+    server: &ApiServer,
+    handle: &EngineHandle,
+    index: &Index,
+    seen: &mut HashSet<(String, i64)>,
+    o: DynamicObject,
+) -> bool {
+    let namespace = o.metadata.namespace.clone().unwrap_or_default();
+    let name = o.metadata.name.clone().unwrap_or_default();
+    let generation = o.metadata.generation;
+    let key = (
+        o.metadata.uid.clone().unwrap_or_else(|| name.clone()),
+        generation.unwrap_or(0),
+    );
+    let status: PromotionStatus = o
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default();
+    let finished = status.phase.is_some_and(Phase::is_final);
+    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+    let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let report = match to_report(&spec, &name, created) {
+        Ok(r) => r,
+        Err(e) => {
+            let marked = status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "InvalidSpec" && c.observed_generation == generation);
+            if seen.insert(key) && !marked {
+                warn!(
+                    message = "Promotion is not a valid report; marked InvalidSpec.",
+                    namespace = %namespace,
+                    name = %name,
+                    error = %e
+                );
+                let st = invalid_status(&e, generation, handle.now());
+                patch_status(server, &namespace, &name, &st).await;
+            }
+            return true;
+        }
+    };
+    index.insert(
+        report.id.clone(),
+        ObjectRef {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            generation,
+        },
+    );
+    if finished || !seen.insert(key) {
+        return true;
+    }
+    let id = report.id.clone();
+    let trace_id = report
+        .traceparent
+        .as_deref()
+        .and_then(|t| Traceparent::parse(t).ok())
+        .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+    if !submit(handle, report).await {
+        return false;
+    }
+    if status.phase.is_none() {
+        let st = PromotionStatus {
+            phase: Some(Phase::InProgress),
+            trace_id: Some(trace_id.to_string()),
+            observed_generation: generation,
+            ..PromotionStatus::default()
+        };
+        patch_status(server, &namespace, &name, &st).await;
+    }
+    debug!(message = "Promotion object fed to the engine.", promotion_id = %id, namespace = %namespace, name = %name);
+    true
+}
+
+/// Queues a report as the intake does: its time, never later than now.
+async fn submit(handle: &EngineHandle, report: PromotionReport) -> bool {
+    let now = handle.now();
+    let at = report.time.map_or(now, |t| t.min(now));
+    handle
+        .submit(DeliveryEvent {
+            at,
+            body: EventBody::Promotion(report),
+        })
+        .await
+        .is_ok()
+}
+
+async fn write_statuses(
+    server: ApiServer,
+    handle: EngineHandle,
+    index: Index,
+    mut stories: mpsc::Receiver<Story>,
+) {
+    while let Some(story) = stories.recv().await {
+        if story.outcome == Outcome::InProgress {
+            continue;
+        }
+        let Some(at) = index.get(&story.promotion_id) else {
+            continue;
+        };
+        let st = status_of(&story, at.generation, handle.now());
+        patch_status(&server, &at.namespace, &at.name, &st).await;
+    }
+    info!(message = "Promotion status writer stopped.");
+}
+
+/// Merge-patches the status subresource; logs a failure. `true` when written.
+async fn patch_status(
+    server: &ApiServer,
+    namespace: &str,
+    name: &str,
+    st: &PromotionStatus,
+) -> bool {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client.clone(), namespace, &api_resource());
+    let body = json!({ "status": st });
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(
+                message = "Failed to write a Promotion's status.",
+                namespace,
+                name,
+                server = %server.url,
+                error = %crate::cluster::describe(&e)
+            );
+            false
+        }
+    }
+}
