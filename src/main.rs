@@ -299,6 +299,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let stop_sources = CancellationToken::new();
         let mut sources = tokio::task::JoinSet::new();
         let mut intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
+        let mut status_writer = None;
         if let Some((server, (_, status_rx))) = cluster {
             fluxtrace::sources::kube::spawn_with_client(
                 &mut sources,
@@ -313,7 +314,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 agent.handle.clone(),
                 stop_sources.clone(),
             );
-            fluxtrace::resource::sync::spawn(
+            let (_, writer) = fluxtrace::resource::sync::spawn(
                 &mut sources,
                 server.clone(),
                 agent.handle.clone(),
@@ -321,6 +322,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 std::time::Duration::from_secs(300),
                 stop_sources.clone(),
             );
+            status_writer = Some(writer);
             intake = intake.with_store(fluxtrace::resource::sync::PromotionWriter::new(
                 server,
                 args.promotion_namespace.clone(),
@@ -413,10 +415,14 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let left = deadline.saturating_sub(started.elapsed());
         let report = agent.shutdown(left).await;
         // The engine has stopped offering stories: write what is queued, within the deadline.
-        if let Some(task) = announcer {
+        for (task, what) in [
+            (announcer, "Kubernetes Events"),
+            (status_writer, "Promotion statuses"),
+        ] {
+            let Some(task) = task else { continue };
             let left = deadline.saturating_sub(started.elapsed());
             if tokio::time::timeout(left, task).await.is_err() {
-                tracing::warn!(message = "Shutdown deadline reached with Kubernetes Events still queued.");
+                tracing::warn!(message = "Shutdown deadline reached with writes still queued.", what);
             }
         }
         tracing::info!(

@@ -46,12 +46,7 @@ type WireSpan = (
 );
 
 fn wire(service: Option<String>, s: &Span) -> (String, WireSpan) {
-    let mut attrs: Vec<String> = s
-        .attributes
-        .iter()
-        .map(|kv| format!("{}={:?}", kv.key, kv.value))
-        .collect();
-    attrs.sort();
+    let attrs = fluxtrace_testkit::otlp_receiver::sorted_attributes(s);
     let status = s.status.clone().unwrap_or_default();
     (
         hex(&s.span_id),

@@ -163,6 +163,20 @@ impl Promotion {
 
     /// Rollouts hang below the reconcile of the object that applied them, if it is part of
     /// this promotion.
+    /// Adds a reconcile; rollouts of Deployments it manages that were claimed before it was
+    /// seen (a re-list delivers kinds in any order) move under it, where they would have been.
+    pub fn add_reconcile(&mut self, r: Reconcile) {
+        for span in &mut self.rollouts {
+            if span.parent == self.root
+                && span.key.manager.is_some()
+                && span.key.manager == r.span.object
+            {
+                span.parent = r.span.span_id;
+            }
+        }
+        self.reconciles.push(r);
+    }
+
     pub fn parent_for_rollout(&self, manager: Option<&ObjectRef>) -> SpanId {
         manager
             .and_then(|m| {

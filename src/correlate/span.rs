@@ -76,6 +76,8 @@ pub struct SpanKey {
     pub revision: Option<String>,
     pub generation: Option<i64>,
     pub requested_at: Option<String>,
+    /// The Flux object (Kustomization or HelmRelease) that manages a rollout's Deployment.
+    pub manager: Option<ObjectRef>,
 }
 
 impl StageSpan {

@@ -29,7 +29,7 @@ use kube::core::ApiResource;
 use kube::runtime::watcher::Event;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -91,8 +91,9 @@ pub fn channel() -> (mpsc::Sender<Story>, mpsc::Receiver<Story>) {
     mpsc::channel(QUEUE)
 }
 
-/// Starts the feed and status tasks in `set`; both end when `stop` is cancelled and every
-/// story sender is dropped.
+/// Starts the feed task in `set` (it ends when `stop` is cancelled) and the status task (it
+/// ends once every story sender is dropped and the queue is written: await it after the
+/// agent's shutdown, so that the last verdicts reach their Promotions).
 pub fn spawn(
     set: &mut JoinSet<()>,
     server: ApiServer,
@@ -100,7 +101,7 @@ pub fn spawn(
     rx: mpsc::Receiver<Story>,
     rediscover: Duration,
     stop: CancellationToken,
-) -> Index {
+) -> (Index, JoinHandle<()>) {
     let index = Index::default();
     handle.readiness.register("watch/Promotion".to_string());
     set.spawn(feed(
@@ -110,8 +111,8 @@ pub fn spawn(
         rediscover,
         stop,
     ));
-    set.spawn(write_statuses(server, handle, index.clone(), rx));
-    index
+    let writer = tokio::spawn(write_statuses(server, handle, index.clone(), rx));
+    (index, writer)
 }
 
 /// Writes a Promotion for each report the intake takes, before the intake answers: what was
@@ -122,6 +123,7 @@ pub struct PromotionWriter {
     /// Where the intake's Promotions live (the agent's own namespace).
     namespace: String,
     missing: Arc<Mutex<RepeatedWarning>>,
+    timeout: Duration,
 }
 
 /// Why a report could not be made durable.
@@ -140,8 +142,13 @@ impl PromotionWriter {
             server,
             namespace: namespace.into(),
             missing: Arc::default(),
+            timeout: Self::TIMEOUT,
         }
     }
+
+    /// Time allowed for the write (kube's client retries an API server that answers 429 or
+    /// 503 on its own, for minutes): past it the report is refused and CI retries.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Creates the Promotion for `report` (received at `now`); one that exists already (a
     /// repeated report) counts as written. Where the CRD (or the namespace) does not exist the
@@ -156,7 +163,17 @@ impl PromotionWriter {
             Api::namespaced_with(self.server.client.clone(), &self.namespace, &api_resource());
         let mut obj = DynamicObject::new(&name, &api_resource()).within(&self.namespace);
         obj.data = json!({ "spec": super::spec_of(report, now) });
-        match api.create(&kube::api::PostParams::default(), &obj).await {
+        let created = tokio::time::timeout(
+            self.timeout,
+            api.create(&kube::api::PostParams::default(), &obj),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no answer within {}s", self.timeout.as_secs()).into(),
+            ))
+        });
+        match created {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {

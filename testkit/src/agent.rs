@@ -108,8 +108,12 @@ pub struct LiveAgent {
     pub clock: TestClock,
     /// What [`LiveAgent::watch`] (and so [`LiveAgent::play`]) starts the watchers with.
     pub watch_settings: WatchSettings,
+    /// [`LiveAgent::serve`] creates a Promotion object for each report line.
+    pub reports_as_objects: bool,
     stop: CancellationToken,
     watchers: tokio::task::JoinSet<()>,
+    /// The Promotion status writer, when [`LiveAgent::sync_promotions`] started one.
+    status_writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LiveAgent {
@@ -138,8 +142,10 @@ impl LiveAgent {
             readiness,
             clock,
             watch_settings: WatchSettings::default(),
+            reports_as_objects: false,
             stop: CancellationToken::new(),
             watchers: tokio::task::JoinSet::new(),
+            status_writer: None,
         }
     }
 
@@ -164,6 +170,26 @@ impl LiveAgent {
         );
     }
 
+    /// Feeds the Promotion objects of `server` to the agent and writes their statuses; `rx` is
+    /// the receiver of the channel whose sender the agent was started with
+    /// (`AgentConfig::promotion_status`).
+    pub fn sync_promotions(
+        &mut self,
+        server: &ServerHandle,
+        rx: tokio::sync::mpsc::Receiver<fluxtrace::story::Story>,
+    ) -> fluxtrace::resource::sync::Index {
+        let (index, writer) = fluxtrace::resource::sync::spawn(
+            &mut self.watchers,
+            server.api_server(),
+            self.handle.clone(),
+            rx,
+            Duration::from_millis(200),
+            self.stop.clone(),
+        );
+        self.status_writer = Some(writer);
+        index
+    }
+
     /// Waits until every watcher has finished its initial list.
     pub async fn ready(&self) {
         let r = self.readiness.clone();
@@ -177,13 +203,21 @@ impl LiveAgent {
     /// before the watchers start, then each later line with the clock at its `at`, each
     /// observation applied before the next line. `disrupt` acts on the watches every 7 lines.
     pub async fn play(&mut self, server: &ServerHandle, text: &str, disrupt: Disrupt) {
+        let first_after = self.begin(server, text).await;
+        let end = text.lines().count();
+        self.serve(server, text, first_after..end, disrupt).await;
+    }
+
+    /// Applies the recording's initial state, starts the watchers and waits for them to have
+    /// listed it; the index of the first line after the initial state.
+    pub async fn begin(&mut self, server: &ServerHandle, text: &str) -> usize {
         let lines: Vec<&str> = text.lines().collect();
         self.clock
             .set(server.recording().initial_at().expect("lines"));
         let initial = server.apply_initial();
         self.watch(server);
         self.ready().await;
-        let mut expected = initial
+        let expected = initial
             .iter()
             .filter(|a| {
                 a.index
@@ -192,18 +226,45 @@ impl LiveAgent {
             .count() as u64;
         let m = self.metrics.clone();
         eventually("the initial state", || observed(&m) >= expected).await;
-        let first_after = initial
+        initial
             .iter()
             .filter_map(|a| a.index)
             .max()
-            .map_or(0, |i| i + 1);
-        for (n, (i, line)) in lines.iter().enumerate().skip(first_after).enumerate() {
+            .map_or(0, |i| i + 1)
+    }
+
+    /// Starts the watchers on a server that already holds state (a restarted agent) and waits
+    /// until what they listed is applied.
+    pub async fn rejoin(&mut self, server: &ServerHandle) {
+        self.watch(server);
+        self.ready().await;
+        let h = self.handle.clone();
+        eventually("the re-list to be applied", || h.queue_depth() == 0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// Serves the recording's lines `range` (after the initial state), one at a time. With
+    /// [`LiveAgent::reports_as_objects`], promotion reports are created as Promotion objects
+    /// (as `kubectl apply` would) instead of being sent to the engine.
+    pub async fn serve(
+        &mut self,
+        server: &ServerHandle,
+        text: &str,
+        range: std::ops::Range<usize>,
+        disrupt: Disrupt,
+    ) {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut expected = observed(&self.metrics);
+        for (n, i) in range.enumerate() {
+            let line = lines[i];
             let v: serde_json::Value = serde_json::from_str(line).expect("json");
             self.clock.set(v["at"].as_str().expect("at"));
             let decoded = decode_line(line).expect("bundled lines decode");
             if v["kind"] == "watch" {
                 let applied = server.apply_next().expect("a watch line");
                 assert_eq!(applied.index, Some(i), "the server serves lines in order");
+            } else if v["kind"] == "promotion" && self.reports_as_objects {
+                server.apply("ADDED", promotion_object(&v));
             } else if let Some(ev) = decoded.clone() {
                 self.handle.submit(ev).await.expect("agent running");
             }
@@ -263,5 +324,30 @@ impl LiveAgent {
                 "clean shutdown"
             );
         }
+        // The engine has stopped: the last verdicts reach their Promotions.
+        if let Some(w) = self.status_writer.take() {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("the status writer ends after the agent")
+                .expect("the status writer does not panic");
+        }
     }
+}
+
+/// The Promotion object a recording's report line becomes: named as the intake names it, in
+/// namespace `fluxtrace`, created at the line's `at`, its spec the report with that start.
+pub fn promotion_object(line: &serde_json::Value) -> serde_json::Value {
+    let report: fluxtrace::model::PromotionReport =
+        serde_json::from_value(line["promotion"].clone()).expect("a report line");
+    let at: jiff::Timestamp = line["at"].as_str().expect("at").parse().expect("a time");
+    let name = fluxtrace::resource::object_name(&report.id);
+    serde_json::json!({
+        "apiVersion": "fluxtrace.io/v1alpha1",
+        "kind": "Promotion",
+        "metadata": {
+            "name": name, "namespace": "fluxtrace", "generation": 1,
+            "uid": format!("uid-{name}"), "creationTimestamp": at.to_string(),
+        },
+        "spec": fluxtrace::resource::spec_of(&report, at),
+    })
 }

@@ -276,3 +276,14 @@ pub fn resource_service(rs: &ResourceSpans) -> Option<&str> {
         .as_ref()
         .and_then(|r| attr_str(&r.attributes, "service.name"))
 }
+
+/// A span's attributes as sorted `key=value` lines: compares whole, and shows what differs.
+pub fn sorted_attributes(s: &Span) -> Vec<String> {
+    let mut attrs: Vec<String> = s
+        .attributes
+        .iter()
+        .map(|kv| format!("{}={:?}", kv.key, kv.value))
+        .collect();
+    attrs.sort();
+    attrs
+}

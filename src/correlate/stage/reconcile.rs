@@ -263,7 +263,7 @@ impl Engine {
                         a.finish(t, StageResult::NoChange, msg);
                     }
                 }
-                p.reconciles.push(r);
+                p.add_reconcile(r);
                 p.reconciles.len() - 1
             }
         };

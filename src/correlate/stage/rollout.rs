@@ -284,6 +284,7 @@ impl Engine {
             &rollout.generation.to_string(),
         );
         span.parent = p.parent_for_rollout(state.last.manager.as_ref());
+        span.key.manager = state.last.manager.clone();
         p.rollouts.push(*span);
         self.touched.insert(pid.to_string());
     }

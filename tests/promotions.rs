@@ -1,0 +1,319 @@
+//! Promotion objects against the test API server through kube's real client: a Promotion made
+//! by anyone is a report, its verdict is written back to its status, a wrong one is marked
+//! `InvalidSpec`, the intake stores each report before it answers, and an agent that restarts
+//! mid-promotion finishes the same trace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fluxtrace::agent::AgentConfig;
+use fluxtrace::correlate::EngineConfig;
+use fluxtrace::export::Exporter;
+use fluxtrace::intake::{Auth, Intake};
+use fluxtrace::replay::EXAMPLES;
+use fluxtrace::resource::sync::{self, PromotionWriter};
+use fluxtrace_testkit::agent::{eventually, Disrupt, LiveAgent};
+use fluxtrace_testkit::kube_api::{KubeApi, ServerHandle};
+use fluxtrace_testkit::otlp_receiver::{export_settings, OtlpReceiver};
+use fluxtrace_testkit::recordings::example;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+const CLUSTER: &str = "live";
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        cluster: CLUSTER.into(),
+        ..EngineConfig::default()
+    }
+}
+
+/// Span id → everything a user could see of the span.
+fn by_id(spans: &[(Option<String>, Span)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (svc, s) in spans {
+        let attrs = fluxtrace_testkit::otlp_receiver::sorted_attributes(s);
+        let id = hex(&s.span_id);
+        let seen = format!(
+            "{} {} {} {svc:?} {} {} {:?} {attrs:?} {} {}",
+            hex(&s.trace_id),
+            hex(&s.parent_span_id),
+            s.name,
+            s.start_time_unix_nano,
+            s.end_time_unix_nano,
+            s.status,
+            s.events.len(),
+            s.links.len()
+        );
+        assert!(out.insert(id.clone(), seen).is_none(), "span {id} twice");
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn replayed(text: &str) -> BTreeMap<String, String> {
+    let receiver = OtlpReceiver::start().await;
+    let r = fluxtrace::replay::run(text, engine_config());
+    let mut exporter = Exporter::new(export_settings(receiver.endpoint(), CLUSTER));
+    exporter
+        .export(r.spans().cloned().collect())
+        .await
+        .expect("export to the receiver");
+    exporter.shutdown();
+    by_id(&receiver.spans())
+}
+
+/// An agent exporting to `receiver` that feeds `server`'s Promotions and writes their status.
+fn agent(server: &ServerHandle, receiver: &OtlpReceiver) -> LiveAgent {
+    let (tx, rx) = sync::channel();
+    let mut live = LiveAgent::start(AgentConfig {
+        engine: engine_config(),
+        export: Some(export_settings(receiver.endpoint(), CLUSTER)),
+        tick: Duration::from_millis(20),
+        promotion_status: Some(tx),
+        ..AgentConfig::default()
+    });
+    live.sync_promotions(server, rx);
+    live.reports_as_objects = true;
+    live
+}
+
+fn promotions(server: &ServerHandle) -> Vec<Value> {
+    server.objects("Promotion")
+}
+
+fn status_writes(server: &ServerHandle, name: &str) -> usize {
+    server
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with(&format!("/promotions/{name}/status")))
+        .count()
+}
+
+/// Every bundled recording with a CI report, the report given as a Promotion object (as
+/// `kubectl apply` or Flux would create it): the same spans as replay, and the verdict, the
+/// trace id and the stages in the object's status, in two status writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_object_is_a_report_and_its_status_shows_the_verdict() {
+    let mut traced = 0;
+    for (name, text) in EXAMPLES {
+        if !text.contains(r#""kind":"promotion""#) {
+            continue;
+        }
+        traced += 1;
+        let want = replayed(text).await;
+        let server = KubeApi::with_recording(text).start().await;
+        let receiver = OtlpReceiver::start().await;
+        let mut live = agent(&server, &receiver);
+        live.play(&server, text, Disrupt::None).await;
+        live.pass_deadlines();
+        eventually("the spans", || receiver.spans().len() >= want.len()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        live.stop().await;
+        assert_eq!(by_id(&receiver.spans()), want, "{name}");
+
+        let replay = fluxtrace::replay::run(text, engine_config());
+        for story in replay
+            .traces
+            .iter()
+            .map(|t| &t.story)
+            .filter(|s| s.traceability == fluxtrace::story::Traceability::Reported)
+        {
+            let object_name = fluxtrace::resource::object_name(&story.promotion_id);
+            let obj = promotions(&server)
+                .into_iter()
+                .find(|o| o["metadata"]["name"] == object_name)
+                .unwrap_or_else(|| panic!("{name}: Promotion {object_name}"));
+            let status = &obj["status"];
+            let phase = format!("{:?}", fluxtrace::resource::Phase::of(story.outcome));
+            assert_eq!(status["phase"], json!(phase), "{name}: {status}");
+            assert_eq!(status["traceId"], json!(story.trace_id.to_string()));
+            assert_eq!(
+                status["stages"].as_array().map(Vec::len),
+                Some(story.stages.len()),
+                "{name}: a line per stage"
+            );
+            let ready = &status["conditions"][0];
+            assert_eq!(ready["type"], "Ready");
+            let want_ready = if matches!(phase.as_str(), "Succeeded" | "NoChange") {
+                "True"
+            } else {
+                "False"
+            };
+            assert_eq!(ready["status"], want_ready, "{name}: {ready}");
+            match &story.divergence {
+                Some(d) => assert_eq!(status["divergence"]["stage"], d.stage.as_str()),
+                None => assert!(status.get("divergence").is_none()),
+            }
+            assert_eq!(
+                status_writes(&server, &object_name),
+                2,
+                "{name}: InProgress, then the verdict"
+            );
+        }
+    }
+    assert!(traced >= 5, "the bundled recordings with a report");
+}
+
+/// A Promotion that is not a report gets `Ready=False`, `InvalidSpec`, with the field named,
+/// once per generation; a change that does not touch the spec writes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_with_a_wrong_spec_is_marked_invalid_once() {
+    let server = KubeApi::new().start().await;
+    let receiver = OtlpReceiver::start().await;
+    let mut live = agent(&server, &receiver);
+    live.rejoin(&server).await;
+    let object = |labels: Value| {
+        json!({
+            "apiVersion": "fluxtrace.io/v1alpha1", "kind": "Promotion",
+            "metadata": {"name": "no-env", "namespace": "ci", "uid": "u-1", "generation": 1,
+                         "labels": labels},
+            "spec": {"revision": "450796ddb2ab6724ee1cc32a4be56da032d1cca0"},
+        })
+    };
+    server.apply("ADDED", object(json!({})));
+    let s = &server;
+    eventually("the InvalidSpec condition", || {
+        promotions(s)[0]["status"]["conditions"][0]["reason"] == "InvalidSpec"
+    })
+    .await;
+    let ready = promotions(&server)[0]["status"]["conditions"][0].clone();
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.environment is required")),
+        "{ready}"
+    );
+    assert_eq!(ready["observedGeneration"], 1);
+    server.apply("MODIFIED", object(json!({"team": "web"})));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status_writes(&server, "no-env"), 1, "written once");
+    live.stop().await;
+    assert!(receiver.spans().is_empty(), "nothing traced for it");
+}
+
+/// The intake writes the Promotion before it answers 202; when the API server cannot write,
+/// it answers 503 with Retry-After and queues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_report_is_stored_and_one_that_cannot_be_is_refused() {
+    let server = KubeApi::new().start().await;
+    let receiver = OtlpReceiver::start().await;
+    let mut live = agent(&server, &receiver);
+    let intake = Intake::new(live.handle.clone(), Arc::new(Auth::disabled()))
+        .with_store(PromotionWriter::new(server.api_server(), "fluxtrace"));
+    let app = fluxtrace::intake::http::router(intake);
+    let post = |id: &str| {
+        Request::post("/v1/promotions")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"id": id, "environment": "prod",
+                       "revision": "450796ddb2ab6724ee1cc32a4be56da032d1cca0"})
+                .to_string(),
+            ))
+            .expect("a request")
+    };
+
+    let answer = app.clone().oneshot(post("rel-1")).await.expect("answer");
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let stored = promotions(&server);
+    assert_eq!(stored.len(), 1, "stored before the answer");
+    assert_eq!(stored[0]["metadata"]["name"], "rel-1");
+    assert_eq!(stored[0]["metadata"]["namespace"], "fluxtrace");
+    assert!(
+        stored[0]["spec"]["time"].is_string(),
+        "with its start: {}",
+        stored[0]
+    );
+    // A repeat is no error: the object exists already.
+    let again = app.clone().oneshot(post("rel-1")).await.expect("answer");
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+
+    server.fail_writes(Some(503));
+    let refused = app.clone().oneshot(post("rel-2")).await.expect("answer");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("could not be stored"), "{body}");
+    assert!(live.handle.story("rel-2").await.is_none(), "nothing queued");
+    assert_eq!(promotions(&server).len(), 1);
+    server.fail_writes(None);
+    live.stop().await;
+}
+
+/// The agent stops mid-promotion (after the report and the source fetch) and a new one starts
+/// on the same cluster: the new agent finds the report in its Promotion object and finishes the
+/// same trace. The span ids, names, parents and statuses are those of a run without the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_promotion_finishes_the_same_trace() {
+    for name in ["git-success.jsonl", "oci-success.jsonl"] {
+        let text = example(name);
+        let want = replayed(text).await;
+        let server = KubeApi::with_recording(text).start().await;
+        let receiver = OtlpReceiver::start().await;
+        let mut first = agent(&server, &receiver);
+        let from = first.begin(&server, text).await;
+        let end = text.lines().count();
+        let half = from + (end - from) / 2;
+        first.serve(&server, text, from..half, Disrupt::None).await;
+        first.stop().await;
+        assert!(receiver.spans().is_empty(), "{name}: nothing finished yet");
+        let stored = promotions(&server);
+        assert_eq!(stored[0]["status"]["phase"], "InProgress", "{name}");
+
+        let mut second = agent(&server, &receiver);
+        second.clock.set(
+            text.lines()
+                .nth(half)
+                .and_then(|l| {
+                    serde_json::from_str::<Value>(l).ok()?["at"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .as_deref()
+                .expect("a line"),
+        );
+        second.rejoin(&server).await;
+        second.serve(&server, text, half..end, Disrupt::None).await;
+        second.pass_deadlines();
+        eventually("the spans", || receiver.spans().len() >= want.len()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        second.stop().await;
+        let got = by_id(&receiver.spans());
+        // Everything but the start and end (fields 4 and 5): where a time comes from when the
+        // agent saw a change, a re-list sees it later.
+        let untimed = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .map(|(id, s)| {
+                    let f: Vec<&str> = s.split(' ').collect();
+                    (id.clone(), [&f[..4], &f[6..]].concat().join(" "))
+                })
+                .collect()
+        };
+        assert_eq!(untimed(&got), untimed(&want), "{name}");
+        let same = want
+            .iter()
+            .filter(|(id, s)| got.get(*id) == Some(s))
+            .count();
+        println!(
+            "restart: {name}: {same} of {} spans identical to a run without the restart, the \
+             others differ only in times",
+            want.len()
+        );
+        assert_eq!(
+            promotions(&server)[0]["status"]["phase"],
+            "Succeeded",
+            "{name}"
+        );
+    }
+}
