@@ -137,6 +137,16 @@ pub struct RunArgs {
         env = "FLUXTRACE_PROMOTION_NAMESPACE"
     )]
     pub promotion_namespace: String,
+    /// Finished Promotions are deleted this long after their verdict (default 30 days).
+    #[arg(long, default_value = "720h", value_parser = parse_duration, env = "FLUXTRACE_PROMOTION_RETENTION")]
+    pub promotion_retention: SignedDuration,
+    /// Finished Promotions kept per namespace at most; the oldest beyond it are deleted.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "FLUXTRACE_PROMOTION_MAX_PER_NAMESPACE"
+    )]
+    pub promotion_max_per_namespace: usize,
     /// Do not watch a cluster (only the intake API feeds the engine).
     #[arg(long, env = "FLUXTRACE_NO_WATCH")]
     pub no_watch: bool,

@@ -320,6 +320,12 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 agent.handle.clone(),
                 status_rx,
                 std::time::Duration::from_secs(300),
+                fluxtrace::resource::sync::Retention {
+                    max_age: std::time::Duration::try_from(args.promotion_retention)
+                        .unwrap_or_default(),
+                    max_per_namespace: args.promotion_max_per_namespace,
+                    ..Default::default()
+                },
                 stop_sources.clone(),
             );
             status_writer = Some(writer);

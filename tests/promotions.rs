@@ -72,6 +72,14 @@ async fn replayed(text: &str) -> BTreeMap<String, String> {
 
 /// An agent exporting to `receiver` that feeds `server`'s Promotions and writes their status.
 fn agent(server: &ServerHandle, receiver: &OtlpReceiver) -> LiveAgent {
+    agent_with(server, receiver, sync::Retention::default())
+}
+
+fn agent_with(
+    server: &ServerHandle,
+    receiver: &OtlpReceiver,
+    retention: sync::Retention,
+) -> LiveAgent {
     let (tx, rx) = sync::channel();
     let mut live = LiveAgent::start(AgentConfig {
         engine: engine_config(),
@@ -80,6 +88,7 @@ fn agent(server: &ServerHandle, receiver: &OtlpReceiver) -> LiveAgent {
         promotion_status: Some(tx),
         ..AgentConfig::default()
     });
+    live.retention = retention;
     live.sync_promotions(server, rx);
     live.reports_as_objects = true;
     live
@@ -316,4 +325,66 @@ async fn a_restart_mid_promotion_finishes_the_same_trace() {
             "{name}"
         );
     }
+}
+
+/// Finished Promotions past `--promotion-retention`, or beyond the count per namespace, are
+/// deleted; one in progress never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_promotions_are_pruned_by_age_and_count() {
+    let server = KubeApi::new().start().await;
+    let receiver = OtlpReceiver::start().await;
+    // Each started an hour before it finished; "running" started at the agent's now.
+    let object = |name: &str, phase: &str, finished: &str| {
+        let finished: jiff::Timestamp = finished.parse().expect("a time");
+        let start = finished - jiff::SignedDuration::from_hours(1);
+        json!({
+            "apiVersion": "fluxtrace.io/v1alpha1", "kind": "Promotion",
+            "metadata": {"name": name, "namespace": "ci", "uid": format!("u-{name}"),
+                         "generation": 1, "creationTimestamp": start.to_string()},
+            "spec": {"environment": "prod", "revision": "450796ddb2ab6724ee1cc32a4be56da032d1cca0",
+                     "time": start.to_string()},
+            "status": {"phase": phase, "finishedAt": finished.to_string()},
+        })
+    };
+    server.apply("ADDED", object("old", "Succeeded", "2026-11-20T00:00:00Z"));
+    server.apply(
+        "ADDED",
+        object("older-of-two", "Failed", "2026-11-30T10:00:00Z"),
+    );
+    server.apply(
+        "ADDED",
+        object("newest", "Succeeded", "2026-11-30T11:00:00Z"),
+    );
+    server.apply(
+        "ADDED",
+        object("running", "InProgress", "2026-12-01T01:00:00Z"),
+    );
+    let retention = sync::Retention {
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_per_namespace: 1,
+        every: Duration::from_millis(100),
+    };
+    let mut live = agent_with(&server, &receiver, retention);
+    live.clock.set("2026-12-01T00:00:00Z");
+    live.rejoin(&server).await;
+    let s = &server;
+    eventually("the pruning", || promotions(s).len() == 2).await;
+    let deletes = server
+        .writes()
+        .iter()
+        .filter(|w| w.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 2, "each deleted once");
+    let mut left: Vec<String> = promotions(&server)
+        .iter()
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["newest", "running"]);
+    live.stop().await;
 }

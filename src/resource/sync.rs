@@ -91,6 +91,71 @@ pub fn channel() -> (mpsc::Sender<Story>, mpsc::Receiver<Story>) {
     mpsc::channel(QUEUE)
 }
 
+/// How long finished Promotions are kept, and how many per namespace.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_per_namespace: usize,
+    /// How often the finished ones are looked over.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_per_namespace: 1000,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The finished Promotions the watch has seen, and which of them are past their retention.
+#[derive(Debug, Default)]
+pub struct Pruner {
+    /// (namespace, name) → when it finished.
+    finished: HashMap<(String, String), jiff::Timestamp>,
+}
+
+impl Pruner {
+    pub fn finished(&mut self, namespace: &str, name: &str, at: jiff::Timestamp) {
+        self.finished
+            .insert((namespace.to_string(), name.to_string()), at);
+    }
+
+    pub fn forget(&mut self, namespace: &str, name: &str) {
+        self.finished
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Those to delete at `now`: finished longer ago than `max_age`, and the oldest beyond
+    /// `max_per_namespace` in each namespace. They are forgotten here.
+    pub fn due(&mut self, now: jiff::Timestamp, r: &Retention) -> Vec<(String, String)> {
+        let max_age =
+            jiff::SignedDuration::try_from(r.max_age).unwrap_or(jiff::SignedDuration::MAX);
+        let oldest_kept = now.checked_sub(max_age).unwrap_or(jiff::Timestamp::MIN);
+        let mut by_ns: HashMap<&str, Vec<(jiff::Timestamp, &str)>> = HashMap::new();
+        for ((ns, name), at) in &self.finished {
+            by_ns.entry(ns).or_default().push((*at, name));
+        }
+        let mut out = Vec::new();
+        for (ns, mut items) in by_ns {
+            // Newest first: what lies beyond the count, or is too old, goes.
+            items.sort_by(|a, b| b.cmp(a));
+            for (i, (at, name)) in items.into_iter().enumerate() {
+                if i >= r.max_per_namespace || at < oldest_kept {
+                    out.push((ns.to_string(), name.to_string()));
+                }
+            }
+        }
+        out.sort();
+        for key in &out {
+            self.finished.remove(key);
+        }
+        out
+    }
+}
+
 /// Starts the feed task in `set` (it ends when `stop` is cancelled) and the status task (it
 /// ends once every story sender is dropped and the queue is written: await it after the
 /// agent's shutdown, so that the last verdicts reach their Promotions).
@@ -100,6 +165,7 @@ pub fn spawn(
     handle: EngineHandle,
     rx: mpsc::Receiver<Story>,
     rediscover: Duration,
+    retention: Retention,
     stop: CancellationToken,
 ) -> (Index, JoinHandle<()>) {
     let index = Index::default();
@@ -109,6 +175,7 @@ pub fn spawn(
         handle.clone(),
         index.clone(),
         rediscover,
+        retention,
         stop,
     ));
     let writer = tokio::spawn(write_statuses(server, handle, index.clone(), rx));
@@ -213,6 +280,7 @@ async fn feed(
     handle: EngineHandle,
     index: Index,
     rediscover: Duration,
+    retention: Retention,
     stop: CancellationToken,
 ) {
     let name = "watch/Promotion";
@@ -229,15 +297,29 @@ async fn feed(
     // and must not be taken for a new report.
     let mut seen: HashSet<(String, i64)> = HashSet::new();
     let mut failures = RepeatedWarning::default();
+    let mut pruner = Pruner::default();
+    let mut prune = tokio::time::interval(retention.every);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => break,
+            _ = prune.tick() => {
+                for (ns, n) in pruner.due(handle.now(), &retention) {
+                    delete(&server, &ns, &n).await;
+                }
+                continue;
+            }
             i = watch.next() => i,
         };
         let Some(item) = item else { break };
         match item {
             Ok(Event::InitApply(obj) | Event::Apply(obj)) => match obj.0 {
                 Ok(o) => {
+                    if let Some(at) = finished_at(&o) {
+                        if let Some((ns, n)) = obj_key(&o) {
+                            pruner.finished(&ns, &n, at);
+                        }
+                    }
                     if !promotion_seen(&server, &handle, &index, &mut seen, o).await {
                         break;
                     }
@@ -252,6 +334,7 @@ async fn feed(
             Ok(Event::Delete(obj)) => {
                 if let Some((ns, n)) = obj.key() {
                     index.remove_object(&ns, &n);
+                    pruner.forget(&ns, &n);
                 }
             }
             Ok(Event::Init) => {}
@@ -269,6 +352,45 @@ async fn feed(
         }
     }
     debug!(message = "Promotion watcher stopped.");
+}
+
+fn obj_key(o: &DynamicObject) -> Option<(String, String)> {
+    Some((
+        o.metadata.namespace.clone().unwrap_or_default(),
+        o.metadata.name.clone()?,
+    ))
+}
+
+/// When a Promotion with a final phase finished: its `finishedAt`, else its creation.
+fn finished_at(o: &DynamicObject) -> Option<jiff::Timestamp> {
+    let status = o.data.get("status")?;
+    let phase: Phase = serde_json::from_value(status.get("phase")?.clone()).ok()?;
+    if !phase.is_final() {
+        return None;
+    }
+    status
+        .get("finishedAt")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse().ok())
+        .or_else(|| o.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// Deletes a finished Promotion past its retention; a failure is logged (it is tried again
+/// after the next re-list).
+async fn delete(server: &ApiServer, namespace: &str, name: &str) {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client.clone(), namespace, &api_resource());
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => debug!(message = "Finished Promotion pruned.", namespace, name),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => warn!(
+            message = "Failed to prune a finished Promotion.",
+            namespace,
+            name,
+            server = %server.url,
+            error = %crate::cluster::describe(&e)
+        ),
+    }
 }
 
 /// One Promotion listed or changed. `false` once the engine has stopped.
@@ -404,5 +526,41 @@ async fn patch_status(
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().expect("a time")
+    }
+
+    #[test]
+    fn finished_promotions_go_after_their_age_or_beyond_the_count() {
+        let r = Retention {
+            max_age: Duration::from_secs(3600),
+            max_per_namespace: 2,
+            every: Duration::from_secs(60),
+        };
+        let mut p = Pruner::default();
+        p.finished("ci", "old", at("2026-12-01T08:00:00Z"));
+        p.finished("ci", "a", at("2026-12-01T09:30:00Z"));
+        p.finished("ci", "b", at("2026-12-01T09:40:00Z"));
+        p.finished("ci", "c", at("2026-12-01T09:50:00Z"));
+        p.finished("other", "d", at("2026-12-01T09:10:00Z"));
+        p.finished("other", "gone", at("2026-12-01T09:00:00Z"));
+        p.forget("other", "gone");
+        let due = p.due(at("2026-12-01T10:00:00Z"), &r);
+        let names: Vec<&str> = due.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["a", "old"], "past the count of 2, and past an hour");
+        assert!(p.due(at("2026-12-01T10:00:00Z"), &r).is_empty(), "once");
+        let later = p.due(at("2026-12-01T11:00:00Z"), &r);
+        assert_eq!(
+            later.len(),
+            3,
+            "b, c and d are an hour old by then: {later:?}"
+        );
     }
 }

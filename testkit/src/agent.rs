@@ -110,6 +110,8 @@ pub struct LiveAgent {
     pub watch_settings: WatchSettings,
     /// [`LiveAgent::serve`] creates a Promotion object for each report line.
     pub reports_as_objects: bool,
+    /// What [`LiveAgent::sync_promotions`] keeps of finished Promotions.
+    pub retention: fluxtrace::resource::sync::Retention,
     stop: CancellationToken,
     watchers: tokio::task::JoinSet<()>,
     /// The Promotion status writer, when [`LiveAgent::sync_promotions`] started one.
@@ -143,6 +145,7 @@ impl LiveAgent {
             clock,
             watch_settings: WatchSettings::default(),
             reports_as_objects: false,
+            retention: fluxtrace::resource::sync::Retention::default(),
             stop: CancellationToken::new(),
             watchers: tokio::task::JoinSet::new(),
             status_writer: None,
@@ -184,6 +187,7 @@ impl LiveAgent {
             self.handle.clone(),
             rx,
             Duration::from_millis(200),
+            self.retention,
             self.stop.clone(),
         );
         self.status_writer = Some(writer);
