@@ -36,3 +36,26 @@ fn the_shipped_crd_matches_the_types() {
         assert!(phases.contains(p), "{p} in {phases}");
     }
 }
+
+/// The Promotions in deploy/examples are reports the agent accepts (placeholders filled in).
+#[test]
+fn the_example_promotions_are_valid_reports() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/promotion");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("deploy/examples/promotion") {
+        let path = entry.expect("a file").path();
+        let text = std::fs::read_to_string(&path)
+            .expect("readable")
+            .replace("RUN_ID", "8812345-1")
+            .replace("COMMIT", "450796ddb2ab6724ee1cc32a4be56da032d1cca0");
+        let obj: serde_json::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+        assert_eq!(obj["apiVersion"], "fluxtrace.io/v1alpha1", "{path:?}");
+        assert_eq!(obj["kind"], "Promotion", "{path:?}");
+        let name = obj["metadata"]["name"].as_str().expect("a name");
+        let report = fluxtrace::resource::to_report(&obj["spec"], name, None)
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert_eq!(report.environment, "prod");
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
+}
