@@ -6,7 +6,11 @@
 //! - the **baseline**: a trivial axum handler on the same route that reads the body and answers
 //!   202 with a small JSON, on the same runtime settings; or
 //! - the **intake**: the agent's router (bearer auth, body limit, decode and validate, submit to
-//!   the running engine task, story lookup for the trace id), the engine applying every report.
+//!   the running engine task, story lookup for the trace id), the engine applying every report;
+//! - the **durable intake**: the same, with a cluster: each report is written as a Promotion
+//!   object to the test API server (kube's real client over loopback HTTP) before the answer,
+//!   the Promotion watch feeds it back, and each verdict is written to its status. It also
+//!   reports the API writes per promotion (aim: at most 3).
 //!
 //! The load generator is a separate process (this binary re-run with
 //! `FLUXTRACE_BENCH_ROLE=load`) on a single-threaded runtime with keep-alive HTTP/1.1
@@ -24,8 +28,8 @@
 //! the engine's memory stays bounded as in a long-running agent.
 //!
 //! Environment: `FLUXTRACE_BENCH_SECONDS` (per phase, default 10), `FLUXTRACE_BENCH_WARMUP`
-//! (seconds, default 2), `FLUXTRACE_BENCH_RATE` (default 5000), `FLUXTRACE_BENCH_CONNECTIONS`
-//! (default 32).
+//! (seconds, default 2), `FLUXTRACE_BENCH_RATE` (default 5000), `FLUXTRACE_BENCH_DURABLE_RATE`
+//! (the durable intake's open loop, default 500), `FLUXTRACE_BENCH_CONNECTIONS` (default 32).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,16 +117,35 @@ fn main() {
         };
         let base = with_server(Server::Baseline, |t| run_load(spec(t, "baseline")));
         let intake = with_server(Server::Intake, |t| run_load(spec(t, "intake")));
-        rows.push((mode, base, intake));
+        rows.push((mode.to_string(), "intake", base, intake));
+    }
+    let durable_rate = env_u64("FLUXTRACE_BENCH_DURABLE_RATE", 500);
+    let mut writes = Vec::new();
+    for (mode, rate) in [
+        ("closed loop".to_string(), None),
+        (format!("open loop at {durable_rate}/s"), Some(durable_rate)),
+    ] {
+        let spec = |target: String, phase: &str| LoadSpec {
+            target,
+            rate,
+            seconds,
+            warmup,
+            connections,
+            phase: phase.to_string(),
+        };
+        let base = with_server(Server::Baseline, |t| run_load(spec(t, "baseline-d")));
+        let mut durable = with_server(Server::Durable, |t| run_load(spec(t, "durable")));
+        writes.push((mode.clone(), durable.3.take()));
+        rows.push((mode, "durable intake", base, durable));
     }
 
     println!();
     println!("| mode | server | reports/s | p50 | p99 | max | errors |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for (mode, base, intake) in &rows {
+    for (mode, server, base, intake) in &rows {
         for (name, r) in [
             ("baseline (trivial axum handler)", &base.0),
-            ("intake", &intake.0),
+            (*server, &intake.0),
         ] {
             println!(
                 "| {mode} | {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
@@ -135,26 +158,38 @@ fn main() {
         }
     }
     println!();
-    println!("| mode | intake / baseline: reports/s | p50 | p99 |");
-    println!("|---|---:|---:|---:|");
-    for (mode, base, intake) in &rows {
+    println!("| mode | server | server / baseline: reports/s | p50 | p99 |");
+    println!("|---|---|---:|---:|---:|");
+    for (mode, server, base, intake) in &rows {
         let (b, i) = (&base.0, &intake.0);
         println!(
-            "| {mode} | {:.2} | {:.2} | {:.2} |",
+            "| {mode} | {server} | {:.2} | {:.2} | {:.2} |",
             i.rps() / b.rps(),
             i.p50_us as f64 / b.p50_us.max(1) as f64,
             i.p99_us as f64 / b.p99_us.max(1) as f64
         );
     }
-    for (mode, _, intake) in &rows {
+    for (mode, server, _, intake) in &rows {
         println!(
-            "{mode}: the engine applied {} of the intake's reports; server peak RSS {} MiB",
-            intake.1, intake.2
+            "{mode}, {server}: the engine applied {} of the {} reports answered; server peak RSS {} MiB",
+            intake.1, intake.0.requests, intake.2
         );
+    }
+    for (mode, w) in &writes {
+        if let Some(w) = w {
+            println!(
+                "{mode}, durable intake: {} Promotions created, {} status writes, {} finished: \
+                 {:.2} API writes per promotion",
+                w.created,
+                w.status_writes,
+                w.finished,
+                (w.created + w.status_writes) as f64 / w.created.max(1) as f64
+            );
+        }
     }
     let failed = rows
         .iter()
-        .any(|(_, b, i)| b.0.errors > 0 || i.0.errors > 0 || i.1 < i.0.requests);
+        .any(|(_, _, b, i)| b.0.errors > 0 || i.0.errors > 0 || i.1 < i.0.requests);
     if failed {
         fail("some requests failed or some reports did not reach the engine");
     }
@@ -163,11 +198,23 @@ fn main() {
 enum Server {
     Baseline,
     Intake,
+    Durable,
+}
+
+/// What the durable intake wrote to the API server.
+struct Writes {
+    created: u64,
+    status_writes: u64,
+    /// Promotions whose status holds a verdict.
+    finished: u64,
 }
 
 /// Runs `load` against a fresh server; returns its result, the reports the engine applied and
 /// the server process's peak RSS in MiB.
-fn with_server(kind: Server, load: impl FnOnce(String) -> LoadResult) -> (LoadResult, u64, u64) {
+fn with_server(
+    kind: Server,
+    load: impl FnOnce(String) -> LoadResult,
+) -> (LoadResult, u64, u64, Option<Writes>) {
     // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -175,13 +222,50 @@ fn with_server(kind: Server, load: impl FnOnce(String) -> LoadResult) -> (LoadRe
         .build()
         .unwrap_or_else(|e| fail(e));
     let metrics = Arc::new(Metrics::new());
-    let (addr, agent) = rt.block_on(async {
+    let (addr, agent, api) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| fail(e));
         let addr = listener.local_addr().unwrap_or_else(|e| fail(e));
+        let mut api = None;
         let (app, agent) = match kind {
             Server::Baseline => (baseline(), None),
+            Server::Durable => {
+                let server = fluxtrace_testkit::kube_api::KubeApi::new().start().await;
+                let readiness = Arc::new(Readiness::default());
+                let (tx, rx) = fluxtrace::resource::sync::channel();
+                let agent = Agent::start(
+                    AgentConfig {
+                        promotion_status: Some(tx),
+                        ..AgentConfig::default()
+                    },
+                    metrics.clone(),
+                    readiness.clone(),
+                );
+                let stop = tokio_util::sync::CancellationToken::new();
+                let mut tasks = tokio::task::JoinSet::new();
+                let (_, writer) = fluxtrace::resource::sync::spawn(
+                    &mut tasks,
+                    server.api_server(),
+                    agent.handle.clone(),
+                    rx,
+                    Duration::from_secs(300),
+                    fluxtrace::resource::sync::Retention::default(),
+                    stop.clone(),
+                );
+                let intake = Intake::new(
+                    agent.handle.clone(),
+                    Arc::new(Auth::with_secrets(&[TOKEN], None)),
+                )
+                .with_store(fluxtrace::resource::sync::PromotionWriter::new(
+                    server.api_server(),
+                    "fluxtrace",
+                ));
+                let app =
+                    admin::router(metrics.clone(), readiness).merge(intake::http::router(intake));
+                api = Some((server, stop, tasks, writer));
+                (app, Some(agent))
+            }
             Server::Intake => {
                 let readiness = Arc::new(Readiness::default());
                 let agent =
@@ -198,18 +282,47 @@ fn with_server(kind: Server, load: impl FnOnce(String) -> LoadResult) -> (LoadRe
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        (addr, agent)
+        (addr, agent, api)
     });
     let result = load(format!("http://{addr}"));
-    let applied = rt.block_on(async {
+    let (applied, writes) = rt.block_on(async {
         let applied = observations(&metrics);
+        let Some((server, stop, mut tasks, writer)) = api else {
+            if let Some(a) = agent {
+                a.shutdown(Duration::from_secs(10)).await;
+            }
+            return (applied, None);
+        };
+        stop.cancel();
+        while tasks.join_next().await.is_some() {}
         if let Some(a) = agent {
             a.shutdown(Duration::from_secs(10)).await;
         }
-        applied
+        let _ = tokio::time::timeout(Duration::from_secs(30), writer).await;
+        let w = server.writes();
+        let count = |m: &str, status: bool| {
+            w.iter()
+                .filter(|r| r.method == m && r.path.ends_with("/status") == status)
+                .count() as u64
+        };
+        let finished = server
+            .objects("Promotion")
+            .iter()
+            .filter(|o| {
+                o["status"]["phase"]
+                    .as_str()
+                    .is_some_and(|p| p != "InProgress")
+            })
+            .count() as u64;
+        let writes = Writes {
+            created: count("POST", false),
+            status_writes: count("PATCH", true),
+            finished,
+        };
+        (applied, Some(writes))
     });
     rt.shutdown_timeout(Duration::from_secs(5));
-    (result, applied, peak_rss_mib())
+    (result, applied, peak_rss_mib(), writes)
 }
 
 fn observations(m: &Metrics) -> u64 {

@@ -170,15 +170,17 @@ pub fn spawn(
 ) -> (Index, JoinHandle<()>) {
     let index = Index::default();
     handle.readiness.register("watch/Promotion".to_string());
+    let (starts, started) = mpsc::channel(QUEUE);
     set.spawn(feed(
         server.clone(),
         handle.clone(),
         index.clone(),
         rediscover,
         retention,
+        starts,
         stop,
     ));
-    let writer = tokio::spawn(write_statuses(server, handle, index.clone(), rx));
+    let writer = tokio::spawn(write_statuses(server, handle, index.clone(), rx, started));
     (index, writer)
 }
 
@@ -281,6 +283,7 @@ async fn feed(
     index: Index,
     rediscover: Duration,
     retention: Retention,
+    starts: mpsc::Sender<(String, PromotionStatus)>,
     stop: CancellationToken,
 ) {
     let name = "watch/Promotion";
@@ -320,7 +323,7 @@ async fn feed(
                             pruner.finished(&ns, &n, at);
                         }
                     }
-                    if !promotion_seen(&server, &handle, &index, &mut seen, o).await {
+                    if !promotion_seen(&server, &handle, &index, &mut seen, &starts, o).await {
                         break;
                     }
                 }
@@ -399,6 +402,7 @@ async fn promotion_seen(
     handle: &EngineHandle,
     index: &Index,
     seen: &mut HashSet<(String, i64)>,
+    starts: &mpsc::Sender<(String, PromotionStatus)>,
     o: DynamicObject,
 ) -> bool {
     let namespace = o.metadata.namespace.clone().unwrap_or_default();
@@ -463,7 +467,8 @@ async fn promotion_seen(
             observed_generation: generation,
             ..PromotionStatus::default()
         };
-        patch_status(server, &namespace, &name, &st).await;
+        // Written by the status task, in order with the verdicts; best effort when it is busy.
+        let _ = starts.try_send((id.clone(), st));
     }
     debug!(message = "Promotion object fed to the engine.", promotion_id = %id, namespace = %namespace, name = %name);
     true
@@ -482,20 +487,49 @@ async fn submit(handle: &EngineHandle, report: PromotionReport) -> bool {
         .is_ok()
 }
 
+/// Writes statuses one at a time, in the order they come: `InProgress` from the feed, verdicts
+/// from the engine. A promotion whose verdict is written never goes back to `InProgress`.
 async fn write_statuses(
     server: ApiServer,
     handle: EngineHandle,
     index: Index,
     mut stories: mpsc::Receiver<Story>,
+    mut started: mpsc::Receiver<(String, PromotionStatus)>,
 ) {
-    while let Some(story) = stories.recv().await {
-        if story.outcome == Outcome::InProgress {
-            continue;
-        }
-        let Some(at) = index.get(&story.promotion_id) else {
+    /// Verdicts remembered so that a late `InProgress` is not written over one.
+    const REMEMBERED: usize = 100_000;
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut feed_open = true;
+    loop {
+        let (id, st) = tokio::select! {
+            biased;
+            story = stories.recv() => {
+                let Some(story) = story else { break };
+                if story.outcome == Outcome::InProgress {
+                    continue;
+                }
+                if finished.len() >= REMEMBERED {
+                    finished.clear();
+                }
+                finished.insert(story.promotion_id.clone());
+                let generation = index.get(&story.promotion_id).and_then(|o| o.generation);
+                let st = status_of(&story, generation, handle.now());
+                (story.promotion_id, st)
+            }
+            start = started.recv(), if feed_open => {
+                let Some((id, st)) = start else {
+                    feed_open = false;
+                    continue;
+                };
+                if finished.contains(&id) {
+                    continue;
+                }
+                (id, st)
+            }
+        };
+        let Some(at) = index.get(&id) else {
             continue;
         };
-        let st = status_of(&story, at.generation, handle.now());
         patch_status(&server, &at.namespace, &at.name, &st).await;
     }
     info!(message = "Promotion status writer stopped.");
