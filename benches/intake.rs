@@ -106,15 +106,16 @@ fn main() {
     );
 
     let mut rows = Vec::new();
+    let load_spec = |target: String, rate: Option<u64>, phase: &str| LoadSpec {
+        target,
+        rate,
+        seconds,
+        warmup,
+        connections,
+        phase: phase.to_string(),
+    };
     for (mode, rate) in [("closed loop", None), ("open loop", Some(rate))] {
-        let spec = |target: String, phase: &str| LoadSpec {
-            target,
-            rate,
-            seconds,
-            warmup,
-            connections,
-            phase: phase.to_string(),
-        };
+        let spec = |target: String, phase: &str| load_spec(target, rate, phase);
         let base = with_server(Server::Baseline, |t| run_load(spec(t, "baseline")));
         let intake = with_server(Server::Intake, |t| run_load(spec(t, "intake")));
         rows.push((mode.to_string(), "intake", base, intake));
@@ -125,14 +126,7 @@ fn main() {
         ("closed loop".to_string(), None),
         (format!("open loop at {durable_rate}/s"), Some(durable_rate)),
     ] {
-        let spec = |target: String, phase: &str| LoadSpec {
-            target,
-            rate,
-            seconds,
-            warmup,
-            connections,
-            phase: phase.to_string(),
-        };
+        let spec = |target: String, phase: &str| load_spec(target, rate, phase);
         let base = with_server(Server::Baseline, |t| run_load(spec(t, "baseline-d")));
         let mut durable = with_server(Server::Durable, |t| run_load(spec(t, "durable")));
         writes.push((mode.clone(), durable.3.take()));
