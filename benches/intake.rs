@@ -229,10 +229,7 @@ fn with_server(
                 let readiness = Arc::new(Readiness::default());
                 let (tx, rx) = fluxtrace::resource::sync::channel();
                 let agent = Agent::start(
-                    AgentConfig {
-                        promotion_status: Some(tx),
-                        ..AgentConfig::default()
-                    },
+                    tx.into_config(AgentConfig::default()),
                     metrics.clone(),
                     readiness.clone(),
                 );

@@ -290,7 +290,8 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             },
             trace_url_template: g.trace_link_template()?,
             announce,
-            promotion_status: cluster.as_ref().map(|(_, (tx, _))| tx.clone()),
+            promotion_status: cluster.as_ref().map(|(_, (tx, _))| tx.stories.clone()),
+            export_outcomes: cluster.as_ref().map(|(_, (tx, _))| tx.outcomes.clone()),
             dora_max_series: args.dora_max_series,
             ..AgentConfig::default()
         };

@@ -81,13 +81,12 @@ fn agent_with(
     retention: sync::Retention,
 ) -> LiveAgent {
     let (tx, rx) = sync::channel();
-    let mut live = LiveAgent::start(AgentConfig {
+    let mut live = LiveAgent::start(tx.into_config(AgentConfig {
         engine: engine_config(),
         export: Some(export_settings(receiver.endpoint(), CLUSTER)),
         tick: Duration::from_millis(20),
-        promotion_status: Some(tx),
         ..AgentConfig::default()
-    });
+    }));
     live.retention = retention;
     live.sync_promotions(server, rx);
     live.reports_as_objects = true;
@@ -148,6 +147,10 @@ async fn a_promotion_object_is_a_report_and_its_status_shows_the_verdict() {
                 status["stages"].as_array().map(Vec::len),
                 Some(story.stages.len()),
                 "{name}: a line per stage"
+            );
+            assert_eq!(
+                status["spansExported"], true,
+                "{name}: the collector took every span"
             );
             let ready = &status["conditions"][0];
             assert_eq!(ready["type"], "Ready");

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// Where finished stories go for their Promotion object's status (`crate::resource::sync`);
     /// offered like `announce`, dropped and counted (`promotion_status_dropped`) when full.
     pub promotion_status: Option<mpsc::Sender<Story>>,
+    /// Where the export task says, per finished promotion, whether all its spans reached the
+    /// collector (`crate::resource::sync` writes it to the Promotion's status).
+    pub export_outcomes: Option<mpsc::Sender<pipeline::ExportOutcome>>,
     /// Environment and app pairs with DORA series of their own (`crate::dora`).
     pub dora_max_series: usize,
 }
@@ -97,6 +100,7 @@ impl Default for AgentConfig {
             probe: None,
             announce: None,
             promotion_status: None,
+            export_outcomes: None,
             dora_max_series: crate::dora::DEFAULT_MAX_SERIES,
         }
     }
@@ -298,6 +302,7 @@ impl Agent {
             exporter,
             metrics,
             cfg.export_buffer.clone(),
+            cfg.export_outcomes.clone(),
         ));
         Agent {
             handle,

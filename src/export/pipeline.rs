@@ -20,7 +20,7 @@
 //!
 //! Never reads the wall clock for anything but retry timing; never blocks the runtime.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,6 +65,50 @@ impl Default for BufferSettings {
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Whether every span of a finished promotion reached the collector: sent once all of its
+/// spans are delivered, or once one is dropped (`exported: false`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub promotion_id: String,
+    pub exported: bool,
+}
+
+/// Per promotion: spans neither delivered nor dropped yet, and whether one was dropped.
+#[derive(Default)]
+struct Outcomes {
+    open: HashMap<Arc<str>, (usize, bool)>,
+    tx: Option<mpsc::Sender<ExportOutcome>>,
+}
+
+impl Outcomes {
+    fn added(&mut self, promotion: &Arc<str>, spans: usize) {
+        if self.tx.is_none() {
+            return;
+        }
+        self.open.entry(promotion.clone()).or_insert((0, false)).0 += spans;
+    }
+
+    fn settled(&mut self, items: &[Item], delivered: bool) {
+        let Some(tx) = &self.tx else { return };
+        for item in items {
+            let Some(entry) = self.open.get_mut(&item.promotion) else {
+                continue;
+            };
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 |= !delivered;
+            if entry.0 == 0 {
+                let dropped = entry.1;
+                self.open.remove(&item.promotion);
+                // Best effort: the status task waits a while for it, then writes without it.
+                let _ = tx.try_send(ExportOutcome {
+                    promotion_id: item.promotion.to_string(),
+                    exported: !dropped,
+                });
+            }
+        }
+    }
+}
 /// Promotion ids named in one log line; the rest are counted.
 const IDS_LOGGED: usize = 20;
 
@@ -86,8 +130,9 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn push(&mut self, batch: FinishedSpans) {
+    fn push(&mut self, batch: FinishedSpans, outcomes: &mut Outcomes) {
         let promotion: Arc<str> = Arc::from(batch.promotion_id);
+        outcomes.added(&promotion, batch.spans.len());
         for span in batch.spans {
             let item = Item {
                 bytes: encoded_len(&span),
@@ -177,10 +222,17 @@ struct DropLog {
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl DropLog {
-    fn drop_spans(&mut self, metrics: &Metrics, items: &[Item], why: &'static str) {
+    fn drop_spans(
+        &mut self,
+        metrics: &Metrics,
+        outcomes: &mut Outcomes,
+        items: &[Item],
+        why: &'static str,
+    ) {
         if items.is_empty() {
             return;
         }
+        outcomes.settled(items, false);
         let n = items.len() as u64;
         metrics.spans_dropped.inc_by(n);
         metrics.spans_pending.dec_by(n as i64);
@@ -232,8 +284,11 @@ pub async fn run(
     exporter: Option<Exporter>,
     metrics: Arc<Metrics>,
     settings: BufferSettings,
+    outcomes: Option<mpsc::Sender<ExportOutcome>>,
 ) {
     let Some(exporter) = exporter else {
+        // Nothing is asked to export: no outcome to wait for.
+        drop(outcomes);
         while let Some(b) = batches.recv().await {
             metrics.spans_pending.dec_by(b.spans.len() as i64);
         }
@@ -250,6 +305,10 @@ pub async fn run(
     let mut backoff = MIN_BACKOFF;
     let mut retry_at: Option<Instant> = None;
     let mut drops = DropLog::default();
+    let mut outcomes = Outcomes {
+        open: HashMap::new(),
+        tx: outcomes,
+    };
     loop {
         if in_flight.is_none() && retry_at.is_none() && buf.spans > 0 {
             let lim = BatchLimits {
@@ -270,7 +329,7 @@ pub async fn run(
         tokio::select! {
             b = batches.recv(), if can_receive => match b {
                 Some(b) => {
-                    buf.push(b);
+                    buf.push(b, &mut outcomes);
                     // While the collector answers, a full buffer stops taking batches (above);
                     // only during an outage does a new batch push the oldest spans out.
                     if unreachable && buf.bytes > settings.max_bytes {
@@ -281,7 +340,7 @@ pub async fn run(
                                 None => break,
                             }
                         }
-                        drops.drop_spans(&metrics, &evicted, "buffer full while the collector is unreachable");
+                        drops.drop_spans(&metrics, &mut outcomes, &evicted, "buffer full while the collector is unreachable");
                     }
                 }
                 None => {
@@ -302,6 +361,7 @@ pub async fn run(
                 let n = items.len() as u64;
                 match result {
                     Ok(()) => {
+                        outcomes.settled(&items, true);
                         metrics.spans_exported.inc_by(n);
                         metrics.spans_pending.dec_by(n as i64);
                         if unreachable {
@@ -342,7 +402,7 @@ pub async fn run(
                                 if !give_up.is_empty() {
                                     warn!(message = "The collector rejected spans for good.", error = %e);
                                 }
-                                drops.drop_spans(&metrics, &give_up, "rejected by the collector");
+                                drops.drop_spans(&metrics, &mut outcomes, &give_up, "rejected by the collector");
                                 for i in again {
                                     buf.push_back(i);
                                 }
@@ -359,6 +419,7 @@ pub async fn run(
     drops.flush();
     if buf.spans > 0 {
         let left: Vec<Item> = std::iter::from_fn(|| buf.pop_oldest()).collect();
+        outcomes.settled(&left, false);
         let ids: BTreeSet<&str> = left.iter().map(|i| &*i.promotion).collect();
         warn!(
             message = "Spans not delivered at shutdown: the collector is unreachable.",
@@ -404,8 +465,14 @@ mod tests {
     #[test]
     fn requests_take_one_service_oldest_first_within_the_limits() {
         let mut buf = Buffer::default();
-        buf.push(batch("P-1", vec![span("a", 1), span("b", 2), span("a", 3)]));
-        buf.push(batch("P-2", vec![span("b", 4), span("a", 5)]));
+        buf.push(
+            batch("P-1", vec![span("a", 1), span("b", 2), span("a", 3)]),
+            &mut Outcomes::default(),
+        );
+        buf.push(
+            batch("P-2", vec![span("b", 4), span("a", 5)]),
+            &mut Outcomes::default(),
+        );
         let limits = BatchLimits {
             max_bytes: 1 << 20,
             max_spans: 2,
@@ -429,8 +496,11 @@ mod tests {
     #[test]
     fn a_request_put_back_keeps_its_order_and_the_oldest_is_dropped_first() {
         let mut buf = Buffer::default();
-        buf.push(batch("P-1", vec![span("a", 1), span("a", 2)]));
-        buf.push(batch("P-2", vec![span("a", 3)]));
+        buf.push(
+            batch("P-1", vec![span("a", 1), span("a", 2)]),
+            &mut Outcomes::default(),
+        );
+        buf.push(batch("P-2", vec![span("a", 3)]), &mut Outcomes::default());
         let (service, items) = buf
             .take_request(BatchLimits {
                 max_bytes: 1 << 20,
@@ -443,5 +513,45 @@ mod tests {
             .collect();
         assert_eq!(order, [1, 2, 3]);
         assert_eq!((buf.spans, buf.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_promotion_is_exported_once_all_its_spans_are_delivered_and_not_if_one_is_dropped() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut outcomes = Outcomes {
+            open: HashMap::new(),
+            tx: Some(tx),
+        };
+        let mut buf = Buffer::default();
+        buf.push(
+            batch("P-1", vec![span("a", 1), span("a", 2)]),
+            &mut outcomes,
+        );
+        buf.push(
+            batch("P-2", vec![span("a", 3), span("a", 4)]),
+            &mut outcomes,
+        );
+        let first = buf.pop_oldest().into_iter().collect::<Vec<_>>();
+        outcomes.settled(&first, true);
+        assert!(rx.try_recv().is_err(), "P-1 has a span left");
+        let rest: Vec<Item> = std::iter::from_fn(|| buf.pop_oldest()).collect();
+        outcomes.settled(&rest[..1], true);
+        outcomes.settled(&rest[1..2], false);
+        outcomes.settled(&rest[2..], true);
+        let got: Vec<ExportOutcome> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [
+                ExportOutcome {
+                    promotion_id: "P-1".into(),
+                    exported: true
+                },
+                ExportOutcome {
+                    promotion_id: "P-2".into(),
+                    exported: false
+                },
+            ]
+        );
+        assert!(outcomes.open.is_empty(), "nothing left behind");
     }
 }

@@ -112,6 +112,9 @@ pub struct PromotionStatus {
     /// When the verdict was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Whether every span of the verdict reached the collector; absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans_exported: Option<bool>,
     /// One line per stage, in trace order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageStatus>,
@@ -344,6 +347,7 @@ pub fn status_of(story: &Story, generation: Option<i64>, now: Timestamp) -> Prom
         trace_id: Some(story.trace_id.to_string()),
         trace_link: story.trace_link.clone(),
         finished_at: phase.is_final().then(|| story.end.to_string()),
+        spans_exported: None,
         stages: story
             .stages
             .iter()

@@ -12,7 +12,10 @@
 //!
 //! - **Restart without loss.** After a restart the initial list holds every Promotion; those
 //!   without a final phase are reports again, with the time their spec (or creation) gives, so
-//!   the engine opens them with the same ids and start. Finished ones are left alone.
+//!   the engine opens them with the same ids and start. A verdict is written only once the
+//!   export task has said whether its spans reached the collector (`spansExported`); one whose
+//!   spans did not is traced again, so its spans are exported again, identical. Other finished
+//!   ones are left alone.
 //! - **Writes.** A Promotion costs at most two status writes: `InProgress` with its trace id
 //!   when first seen, and its verdict. Each is a merge patch of the status subresource.
 //! - A Promotion that is not a report (missing or wrong fields) gets `Ready=False`, reason
@@ -36,6 +39,7 @@ use tracing::{debug, info, warn};
 use super::{invalid_status, status_of, to_report, Phase, PromotionStatus, GROUP, PLURAL};
 use crate::agent::EngineHandle;
 use crate::cluster::{served, ApiServer, KindWatch, RepeatedWarning, Watched};
+use crate::export::pipeline::ExportOutcome;
 use crate::model::{DeliveryEvent, EventBody, PromotionReport};
 use crate::story::{Outcome, Story};
 use crate::trace::{trace_id_for, Traceparent};
@@ -85,11 +89,45 @@ impl Index {
     }
 }
 
-/// The queue of finished stories for the status task: give the sender to the agent
-/// (`AgentConfig::promotion_status`), the receiver to [`spawn`].
-pub fn channel() -> (mpsc::Sender<Story>, mpsc::Receiver<Story>) {
-    mpsc::channel(QUEUE)
+/// What the agent sends the status task: finished stories (`AgentConfig::promotion_status`)
+/// and export outcomes (`AgentConfig::export_outcomes`).
+pub struct StatusInputs {
+    pub stories: mpsc::Sender<Story>,
+    pub outcomes: mpsc::Sender<ExportOutcome>,
 }
+
+impl StatusInputs {
+    /// `cfg` with both senders set.
+    pub fn into_config(self, cfg: crate::agent::AgentConfig) -> crate::agent::AgentConfig {
+        crate::agent::AgentConfig {
+            promotion_status: Some(self.stories),
+            export_outcomes: Some(self.outcomes),
+            ..cfg
+        }
+    }
+}
+
+/// The receiving ends, for [`spawn`].
+pub struct StatusQueues {
+    stories: mpsc::Receiver<Story>,
+    outcomes: mpsc::Receiver<ExportOutcome>,
+}
+
+/// The queues between the agent and the status task.
+pub fn channel() -> (StatusInputs, StatusQueues) {
+    let (stories, stories_rx) = mpsc::channel(QUEUE);
+    let (outcomes, outcomes_rx) = mpsc::channel(QUEUE);
+    (
+        StatusInputs { stories, outcomes },
+        StatusQueues {
+            stories: stories_rx,
+            outcomes: outcomes_rx,
+        },
+    )
+}
+
+/// How long a verdict waits for its export outcome before it is written without one.
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(300);
 
 /// How long finished Promotions are kept, and how many per namespace.
 #[derive(Clone, Copy, Debug)]
@@ -163,7 +201,7 @@ pub fn spawn(
     set: &mut JoinSet<()>,
     server: ApiServer,
     handle: EngineHandle,
-    rx: mpsc::Receiver<Story>,
+    rx: StatusQueues,
     rediscover: Duration,
     retention: Retention,
     stop: CancellationToken,
@@ -417,7 +455,10 @@ async fn promotion_seen(
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .unwrap_or_default();
-    let finished = status.phase.is_some_and(Phase::is_final);
+    // A verdict whose spans did not all reach the collector is traced again: the same spans,
+    // exported again.
+    let finished =
+        status.phase.is_some_and(Phase::is_final) && status.spans_exported != Some(false);
     let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
     let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let report = match to_report(&spec, &name, created) {
@@ -488,23 +529,35 @@ async fn submit(handle: &EngineHandle, report: PromotionReport) -> bool {
 }
 
 /// Writes statuses one at a time, in the order they come: `InProgress` from the feed, verdicts
-/// from the engine. A promotion whose verdict is written never goes back to `InProgress`.
+/// from the engine. A verdict is written once its export outcome is known (so that a Promotion
+/// whose spans may not have reached the collector stays `InProgress` and is traced again after
+/// a restart), or after [`OUTCOME_WAIT`] without it. A promotion whose verdict is written never
+/// goes back to `InProgress`.
 async fn write_statuses(
     server: ApiServer,
     handle: EngineHandle,
     index: Index,
-    mut stories: mpsc::Receiver<Story>,
+    mut rx: StatusQueues,
     mut started: mpsc::Receiver<(String, PromotionStatus)>,
 ) {
-    /// Verdicts remembered so that a late `InProgress` is not written over one.
+    /// Ids remembered (verdicts written, outcomes that came first) before they are forgotten.
     const REMEMBERED: usize = 100_000;
     let mut finished: HashSet<String> = HashSet::new();
+    let mut waiting: HashMap<String, (PromotionStatus, std::time::Instant)> = HashMap::new();
+    let mut early: HashMap<String, bool> = HashMap::new();
     let mut feed_open = true;
-    loop {
+    let mut stories_open = true;
+    let mut outcomes_open = true;
+    let mut sweep = tokio::time::interval(Duration::from_secs(10));
+    // Until the engine has stopped and the export task has said all it will.
+    while stories_open || outcomes_open {
         let (id, st) = tokio::select! {
             biased;
-            story = stories.recv() => {
-                let Some(story) = story else { break };
+            story = rx.stories.recv(), if stories_open => {
+                let Some(story) = story else {
+                    stories_open = false;
+                    continue;
+                };
                 if story.outcome == Outcome::InProgress {
                     continue;
                 }
@@ -513,8 +566,36 @@ async fn write_statuses(
                 }
                 finished.insert(story.promotion_id.clone());
                 let generation = index.get(&story.promotion_id).and_then(|o| o.generation);
-                let st = status_of(&story, generation, handle.now());
+                let mut st = status_of(&story, generation, handle.now());
+                if outcomes_open {
+                    match early.remove(&story.promotion_id) {
+                        Some(exported) => st.spans_exported = Some(exported),
+                        None => {
+                            waiting.insert(story.promotion_id, (st, std::time::Instant::now()));
+                            continue;
+                        }
+                    }
+                }
                 (story.promotion_id, st)
+            }
+            outcome = rx.outcomes.recv(), if outcomes_open => {
+                let Some(o) = outcome else {
+                    outcomes_open = false;
+                    continue;
+                };
+                match waiting.remove(&o.promotion_id) {
+                    Some((mut st, _)) => {
+                        st.spans_exported = Some(o.exported);
+                        (o.promotion_id, st)
+                    }
+                    None => {
+                        if early.len() >= REMEMBERED {
+                            early.clear();
+                        }
+                        early.insert(o.promotion_id, o.exported);
+                        continue;
+                    }
+                }
             }
             start = started.recv(), if feed_open => {
                 let Some((id, st)) = start else {
@@ -526,11 +607,31 @@ async fn write_statuses(
                 }
                 (id, st)
             }
+            _ = sweep.tick() => {
+                let stale: Vec<String> = waiting
+                    .iter()
+                    .filter(|(_, (_, since))| since.elapsed() >= OUTCOME_WAIT)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in stale {
+                    if let (Some((st, _)), Some(at)) = (waiting.remove(&id), index.get(&id)) {
+                        patch_status(&server, &at.namespace, &at.name, &st).await;
+                    }
+                }
+                continue;
+            }
         };
         let Some(at) = index.get(&id) else {
             continue;
         };
         patch_status(&server, &at.namespace, &at.name, &st).await;
+    }
+    // What still waits for an outcome (none came: the export task ended without one) is
+    // written as it stands.
+    for (id, (st, _)) in waiting {
+        if let Some(at) = index.get(&id) {
+            patch_status(&server, &at.namespace, &at.name, &st).await;
+        }
     }
     info!(message = "Promotion status writer stopped.");
 }

@@ -173,13 +173,12 @@ impl LiveAgent {
         );
     }
 
-    /// Feeds the Promotion objects of `server` to the agent and writes their statuses; `rx` is
-    /// the receiver of the channel whose sender the agent was started with
-    /// (`AgentConfig::promotion_status`).
+    /// Feeds the Promotion objects of `server` to the agent and writes their statuses; `rx` are
+    /// the queues whose senders the agent was started with (`StatusInputs::into_config`).
     pub fn sync_promotions(
         &mut self,
         server: &ServerHandle,
-        rx: tokio::sync::mpsc::Receiver<fluxtrace::story::Story>,
+        rx: fluxtrace::resource::sync::StatusQueues,
     ) -> fluxtrace::resource::sync::Index {
         let (index, writer) = fluxtrace::resource::sync::spawn(
             &mut self.watchers,
