@@ -14,12 +14,49 @@ use super::engine::Engine;
 use crate::model::{
     object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs,
 };
-use crate::trace::{attr, Attributes, SpanEventRecord};
+use crate::trace::{attr, AttrValue, Attributes, SpanEventRecord};
 
+/// A Kubernetes or Flux event waiting for a span to land on: only the fields its span event is
+/// made of. The span event itself is built when the event lands, which most never do.
 pub(super) struct BufferedEvent {
-    pub record: SpanEventRecord,
+    pub time: Timestamp,
+    pub reason: Box<str>,
+    pub message: Box<str>,
+    /// `Kind/name` of the object, as the event names it.
+    pub object: Box<str>,
+    /// The component that reported it; empty when not named.
+    pub component: Box<str>,
+    pub count: i64,
     pub warning: bool,
-    pub revision: Option<String>,
+    /// About a Pod: the span event names it (`k8s.pod.name`).
+    pub pod: bool,
+    pub revision: Option<Box<str>>,
+}
+
+impl BufferedEvent {
+    /// The span event it becomes on the span it lands on.
+    pub fn record(&self) -> SpanEventRecord {
+        let mut attrs = Vec::with_capacity(7);
+        attrs.push((attr::EVENT_REASON, AttrValue::from(&*self.reason)));
+        attrs.push((attr::EVENT_MESSAGE, AttrValue::from(&*self.message)));
+        let type_ = if self.warning { "Warning" } else { "Normal" };
+        attrs.push((attr::EVENT_TYPE, AttrValue::from(type_)));
+        attrs.push((attr::EVENT_OBJECT, AttrValue::from(&*self.object)));
+        if self.count > 1 {
+            attrs.push((attr::EVENT_COUNT, AttrValue::Int(self.count)));
+        }
+        if !self.component.is_empty() {
+            attrs.push((attr::EVENT_COMPONENT, AttrValue::from(&*self.component)));
+        }
+        if let Some((_, pod)) = self.object.split_once('/').filter(|_| self.pod) {
+            attrs.push((attr::K8S_POD_NAME, AttrValue::from(pod)));
+        }
+        SpanEventRecord {
+            name: self.reason.to_string(),
+            time: self.time,
+            attributes: Attributes(attrs),
+        }
+    }
 }
 
 pub(super) struct RsInfo {
@@ -59,18 +96,15 @@ impl EventStore {
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         let same = |e: &BufferedEvent| {
-            e.record.name == ev.record.name
-                && e.record.attributes.get(attr::EVENT_MESSAGE)
-                    == ev.record.attributes.get(attr::EVENT_MESSAGE)
-                && e.record.attributes.get(attr::EVENT_OBJECT)
-                    == ev.record.attributes.get(attr::EVENT_OBJECT)
-                && e.record.time.duration_since(ev.record.time).abs() <= EVENT_WINDOW_SLACK
+            e.reason == ev.reason
+                && e.message == ev.message
+                && e.object == ev.object
+                && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
         };
         if buf.iter().rev().take(32).any(same) {
             return;
         }
-        while buf.front().is_some_and(|e| e.record.time < horizon) || buf.len() >= EVENTS_PER_OBJECT
-        {
+        while buf.front().is_some_and(|e| e.time < horizon) || buf.len() >= EVENTS_PER_OBJECT {
             buf.pop_front();
         }
         buf.push_back(ev);
@@ -135,7 +169,7 @@ impl EventStore {
         self.seen.retain(|_, (_, t)| *t >= idle);
         self.by_object.retain(|obj, buf| {
             let keep_from = if active.contains(obj) { horizon } else { idle };
-            while buf.front().is_some_and(|e| e.record.time < keep_from) {
+            while buf.front().is_some_and(|e| e.time < keep_from) {
                 buf.pop_front();
             }
             !buf.is_empty()
@@ -166,15 +200,6 @@ fn identity_hash(parts: &[&str]) -> u64 {
     h.finish()
 }
 
-fn event_attrs(reason: &str, message: &str, warning: bool, object: String) -> Attributes {
-    let mut attrs = Attributes::default();
-    attrs.set(attr::EVENT_REASON, reason.to_string());
-    attrs.set(attr::EVENT_MESSAGE, message.to_string());
-    attrs.set(attr::EVENT_TYPE, if warning { "Warning" } else { "Normal" });
-    attrs.set(attr::EVENT_OBJECT, object);
-    attrs
-}
-
 impl Engine {
     pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
         if self
@@ -183,10 +208,10 @@ impl Engine {
         {
             return;
         }
-        let ns = ev.involved_namespace.clone();
+        let ns = &ev.involved_namespace;
         let target = match Kind::parse(&ev.involved_kind) {
-            Some(Kind::Pod) => self.events.deployment_of_pod(&ns, &ev.involved_name),
-            Some(Kind::ReplicaSet) => self.events.deployment_of_rs(&ns, &ev.involved_name),
+            Some(Kind::Pod) => self.events.deployment_of_pod(ns, &ev.involved_name),
+            Some(Kind::ReplicaSet) => self.events.deployment_of_rs(ns, &ev.involved_name),
             Some(Kind::Deployment) => {
                 ObjectRef::new(Kind::Deployment, ns.clone(), ev.involved_name.clone())
             }
@@ -201,32 +226,21 @@ impl Engine {
         if let Some(rev) = &ev.revision {
             self.record_apply_event(&target, rev, &ev.reason, &ev.message);
         }
-        let mut attrs = event_attrs(
-            &ev.reason,
-            &ev.message,
-            ev.warning,
-            format!("{}/{}", ev.involved_kind, ev.involved_name),
-        );
-        if ev.count > 1 {
-            attrs.set(attr::EVENT_COUNT, ev.count);
-        }
-        if !ev.component.is_empty() {
-            attrs.set(attr::EVENT_COMPONENT, ev.component.clone());
-        }
-        if ev.involved_kind == "Pod" {
-            attrs.set(attr::K8S_POD_NAME, ev.involved_name.clone());
-        }
-        let record = SpanEventRecord {
-            name: ev.reason,
-            time: ev.time.unwrap_or(at),
-            attributes: attrs,
-        };
+        let time = ev.time.unwrap_or(at);
+        let pod = ev.involved_kind == "Pod";
+        let object = format!("{}/{}", ev.involved_kind, ev.involved_name);
         self.buffer_event(
             target,
             BufferedEvent {
-                record,
+                time,
+                reason: ev.reason.into(),
+                message: ev.message.into(),
+                object: object.into(),
+                component: ev.component.into(),
+                count: ev.count,
                 warning: ev.warning,
-                revision: ev.revision,
+                pod,
+                revision: ev.revision.map(Into::into),
             },
         );
     }
@@ -255,27 +269,20 @@ impl Engine {
                 self.rejoin(pid, at);
             }
         }
-        let mut attrs = event_attrs(
-            &ev.reason,
-            &ev.message,
-            ev.error,
-            format!("{}/{}", ev.object.kind.as_str(), ev.object.name),
-        );
-        if !ev.controller.is_empty() {
-            attrs.set(attr::EVENT_COMPONENT, ev.controller.clone());
-        }
-        let record = SpanEventRecord {
-            name: ev.reason,
-            time: ev.time,
-            attributes: attrs,
-        };
         if !stale {
+            let object = format!("{}/{}", ev.object.kind.as_str(), ev.object.name);
             self.buffer_event(
                 ev.object,
                 BufferedEvent {
-                    record,
+                    time: ev.time,
+                    reason: ev.reason.into(),
+                    message: ev.message.into(),
+                    object: object.into(),
+                    component: ev.controller.into(),
+                    count: 1,
                     warning: ev.error,
-                    revision: ev.revision,
+                    pod: false,
+                    revision: ev.revision.map(Into::into),
                 },
             );
         }
