@@ -96,8 +96,9 @@ pub(in crate::correlate) struct Rollouts {
     pub deployments: HashMap<ObjectRef, DeploymentState>,
     /// Deployments with a rollout no promotion has claimed yet.
     pub unclaimed: BTreeSet<ObjectRef>,
-    /// Reconciler → the Deployments it applied.
-    pub managed: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
+    /// Reconciler → the Deployments it applied, sorted: a vector costs less than a B-tree
+    /// node for the handful most reconcilers apply, and claims go through them in order.
+    pub managed: HashMap<ObjectRef, Vec<ObjectRef>>,
 }
 
 impl Rollouts {
@@ -105,14 +106,7 @@ impl Rollouts {
     pub fn forget(&mut self, o: &ObjectRef) {
         self.unclaimed.remove(o);
         if let Some(st) = self.deployments.remove(o) {
-            if let Some(m) = st.last.manager {
-                if let Some(set) = self.managed.get_mut(&m) {
-                    set.remove(o);
-                    if set.is_empty() {
-                        self.managed.remove(&m);
-                    }
-                }
-            }
+            self.set_manager(o, st.last.manager.as_ref(), None);
         }
     }
 
@@ -121,18 +115,20 @@ impl Rollouts {
             return;
         }
         if let Some(m) = old {
-            if let Some(set) = self.managed.get_mut(m) {
-                set.remove(key);
-                if set.is_empty() {
+            if let Some(applied) = self.managed.get_mut(m) {
+                if let Ok(i) = applied.binary_search(key) {
+                    applied.remove(i);
+                }
+                if applied.is_empty() {
                     self.managed.remove(m);
                 }
             }
         }
         if let Some(m) = new {
-            self.managed
-                .entry(m.clone())
-                .or_default()
-                .insert(key.clone());
+            let applied = self.managed.entry(m.clone()).or_default();
+            if let Err(i) = applied.binary_search(key) {
+                applied.insert(i, key.clone());
+            }
         }
     }
 
@@ -299,7 +295,7 @@ impl Engine {
             .rollouts
             .managed
             .get(reconciler)
-            .map(|s| s.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default();
         for dep in managed {
             let claimable = self.rollouts.deployments.get(&dep).is_some_and(|d| {
