@@ -5,12 +5,13 @@
 //! Fed by `Engine::apply`; read by `verdict` (events land on spans when a promotion ends) and
 //! by the rollout stage (ReplicaSet creation times).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use jiff::Timestamp;
 
 use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
 use super::engine::Engine;
+use super::{Map, Set};
 use crate::model::{
     object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs,
 };
@@ -68,12 +69,12 @@ pub(super) struct RsInfo {
 
 #[derive(Default)]
 pub(super) struct EventStore {
-    by_object: HashMap<ObjectRef, VecDeque<BufferedEvent>>,
+    by_object: Map<ObjectRef, VecDeque<BufferedEvent>>,
     /// Events already applied, by a 64-bit hash of their identity: (count, when).
-    seen: HashMap<u64, (i64, Timestamp)>,
+    seen: Map<u64, (i64, Timestamp)>,
     /// Recent ReplicaSets by [`object_key_hash`] of namespace and name: looked up for every Pod
     /// event, with no allocation.
-    replicasets: HashMap<u64, RsInfo>,
+    replicasets: Map<u64, RsInfo>,
 }
 
 impl EventStore {
@@ -165,7 +166,7 @@ impl EventStore {
 
     /// Forgets events past `horizon` (or past `idle` for objects no open work is about), and
     /// ReplicaSets created before `idle`.
-    pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &HashSet<&ObjectRef>) {
+    pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &Set<&ObjectRef>) {
         self.seen.retain(|_, (_, t)| *t >= idle);
         self.by_object.retain(|obj, buf| {
             let keep_from = if active.contains(obj) { horizon } else { idle };

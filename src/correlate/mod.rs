@@ -49,6 +49,13 @@ mod stage;
 mod timers;
 mod verdict;
 
+/// The engine's maps and sets: foldhash, seeded per process as the standard library's hasher
+/// is (nothing reads an order from them), and several times faster on the short keys the engine
+/// looks up for every observation.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`Map`].
+type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 pub use config::{Deadlines, EngineConfig};
 pub use engine::{Engine, EngineSize, Output};
 pub use promotion::Traceability;

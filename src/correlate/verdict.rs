@@ -5,8 +5,6 @@
 //! the promotion out of the registry, lands buffered events on its spans, and emits its span
 //! records and story through `render`.
 
-use std::collections::HashSet;
-
 use jiff::Timestamp;
 
 use super::config::{add, fmt_dur, EVENT_WINDOW_SLACK};
@@ -15,6 +13,7 @@ use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
+use super::Set;
 use crate::story::{Divergence, Outcome};
 use crate::trace::{attr, Stage};
 
@@ -383,7 +382,7 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
         if let Some((rank, _)) = warnings.first().filter(|(r, _)| *r < POD_CAUSES.len()) {
             cause = Some(POD_CAUSES[*rank].to_string());
         }
-        let mut seen = HashSet::new();
+        let mut seen = Set::default();
         for (_, e) in warnings {
             let (obj, msg) = (&e.object, &e.message);
             if seen.insert(msg) && seen.len() <= 3 {

@@ -7,7 +7,7 @@
 //! ends becomes its own trace, `traceability=missing`.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -16,6 +16,7 @@ use super::super::engine::Engine;
 use super::super::promotion::{Promotion, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
+use super::super::Map;
 use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
 use crate::trace::{attr, span_id_for, Attributes, SpanId, Stage};
 
@@ -93,12 +94,12 @@ impl DeploymentFacts {
 /// Deployments, the rollout each has in flight, and which reconciler manages which.
 #[derive(Default)]
 pub(in crate::correlate) struct Rollouts {
-    pub deployments: HashMap<ObjectRef, DeploymentState>,
+    pub deployments: Map<ObjectRef, DeploymentState>,
     /// Deployments with a rollout no promotion has claimed yet.
     pub unclaimed: BTreeSet<ObjectRef>,
     /// Reconciler → the Deployments it applied, sorted: a vector costs less than a B-tree
     /// node for the handful most reconcilers apply, and claims go through them in order.
-    pub managed: HashMap<ObjectRef, Vec<ObjectRef>>,
+    pub managed: Map<ObjectRef, Vec<ObjectRef>>,
 }
 
 impl Rollouts {
