@@ -21,12 +21,11 @@ use crate::trace::{attr, AttrValue, Attributes, SpanEventRecord};
 /// made of. The span event itself is built when the event lands, which most never do.
 pub(super) struct BufferedEvent {
     pub time: Timestamp,
-    pub reason: Box<str>,
-    pub message: Box<str>,
-    /// `Kind/name` of the object, as the event names it.
-    pub object: Box<str>,
-    /// The component that reported it; empty when not named.
-    pub component: Box<str>,
+    /// Reason, message, object (`Kind/name`) and component one after the other: one allocation
+    /// an event.
+    text: Box<str>,
+    /// Where the message, the object and the component start in `text`.
+    starts: [usize; 3],
     pub count: i64,
     pub warning: bool,
     /// About a Pod: the span event names it (`k8s.pod.name`).
@@ -34,26 +33,85 @@ pub(super) struct BufferedEvent {
     pub revision: Option<Box<str>>,
 }
 
+/// What an event says, as [`BufferedEvent::new`] takes it.
+pub(super) struct EventText<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// Kind and name of the object.
+    pub object: (&'a str, &'a str),
+    /// Empty when not named.
+    pub component: &'a str,
+}
+
 impl BufferedEvent {
+    pub fn new(time: Timestamp, t: EventText<'_>, count: i64, warning: bool) -> Self {
+        let (kind, name) = t.object;
+        let mut text = String::with_capacity(
+            t.reason.len() + t.message.len() + kind.len() + 1 + name.len() + t.component.len(),
+        );
+        text.push_str(t.reason);
+        let message = text.len();
+        text.push_str(t.message);
+        let object = text.len();
+        text.push_str(kind);
+        text.push('/');
+        text.push_str(name);
+        let component = text.len();
+        text.push_str(t.component);
+        BufferedEvent {
+            time,
+            text: text.into_boxed_str(),
+            starts: [message, object, component],
+            count,
+            warning,
+            pod: kind == "Pod",
+            revision: None,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.starts[i - 1] };
+        let end = self.starts.get(i).copied().unwrap_or(self.text.len());
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    pub fn reason(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn message(&self) -> &str {
+        self.part(1)
+    }
+
+    /// `Kind/name` of the object, as the event names it.
+    pub fn object(&self) -> &str {
+        self.part(2)
+    }
+
+    /// The component that reported it; empty when not named.
+    pub fn component(&self) -> &str {
+        self.part(3)
+    }
+
     /// The span event it becomes on the span it lands on.
     pub fn record(&self) -> SpanEventRecord {
         let mut attrs = Vec::with_capacity(7);
-        attrs.push((attr::EVENT_REASON, AttrValue::from(&*self.reason)));
-        attrs.push((attr::EVENT_MESSAGE, AttrValue::from(&*self.message)));
+        attrs.push((attr::EVENT_REASON, AttrValue::from(self.reason())));
+        attrs.push((attr::EVENT_MESSAGE, AttrValue::from(self.message())));
         let type_ = if self.warning { "Warning" } else { "Normal" };
         attrs.push((attr::EVENT_TYPE, AttrValue::from(type_)));
-        attrs.push((attr::EVENT_OBJECT, AttrValue::from(&*self.object)));
+        attrs.push((attr::EVENT_OBJECT, AttrValue::from(self.object())));
         if self.count > 1 {
             attrs.push((attr::EVENT_COUNT, AttrValue::Int(self.count)));
         }
-        if !self.component.is_empty() {
-            attrs.push((attr::EVENT_COMPONENT, AttrValue::from(&*self.component)));
+        if !self.component().is_empty() {
+            attrs.push((attr::EVENT_COMPONENT, AttrValue::from(self.component())));
         }
-        if let Some((_, pod)) = self.object.split_once('/').filter(|_| self.pod) {
+        if let Some((_, pod)) = self.object().split_once('/').filter(|_| self.pod) {
             attrs.push((attr::K8S_POD_NAME, AttrValue::from(pod)));
         }
         SpanEventRecord {
-            name: self.reason.to_string(),
+            name: self.reason().to_string(),
             time: self.time,
             attributes: Attributes(attrs),
         }
@@ -93,13 +151,17 @@ impl EventStore {
     }
 
     fn buffer(&mut self, target: ObjectRef, ev: BufferedEvent, horizon: Timestamp) {
-        let buf = self.by_object.entry(target).or_default();
+        // Most objects have an event or two buffered at a time: no room for four to start with.
+        let buf = self
+            .by_object
+            .entry(target)
+            .or_insert_with(|| VecDeque::with_capacity(1));
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         let same = |e: &BufferedEvent| {
-            e.reason == ev.reason
-                && e.message == ev.message
-                && e.object == ev.object
+            e.reason() == ev.reason()
+                && e.message() == ev.message()
+                && e.object() == ev.object()
                 && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
         };
         if buf.iter().rev().take(32).any(same) {
@@ -227,23 +289,15 @@ impl Engine {
         if let Some(rev) = &ev.revision {
             self.record_apply_event(&target, rev, &ev.reason, &ev.message);
         }
-        let time = ev.time.unwrap_or(at);
-        let pod = ev.involved_kind == "Pod";
-        let object = format!("{}/{}", ev.involved_kind, ev.involved_name);
-        self.buffer_event(
-            target,
-            BufferedEvent {
-                time,
-                reason: ev.reason.into(),
-                message: ev.message.into(),
-                object: object.into(),
-                component: ev.component.into(),
-                count: ev.count,
-                warning: ev.warning,
-                pod,
-                revision: ev.revision.map(Into::into),
-            },
-        );
+        let text = EventText {
+            reason: &ev.reason,
+            message: &ev.message,
+            object: (&ev.involved_kind, &ev.involved_name),
+            component: &ev.component,
+        };
+        let mut buffered = BufferedEvent::new(ev.time.unwrap_or(at), text, ev.count, ev.warning);
+        buffered.revision = ev.revision.map(Into::into);
+        self.buffer_event(target, buffered);
     }
 
     pub(super) fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs) {
@@ -271,21 +325,17 @@ impl Engine {
             }
         }
         if !stale {
-            let object = format!("{}/{}", ev.object.kind.as_str(), ev.object.name);
-            self.buffer_event(
-                ev.object,
-                BufferedEvent {
-                    time: ev.time,
-                    reason: ev.reason.into(),
-                    message: ev.message.into(),
-                    object: object.into(),
-                    component: ev.controller.into(),
-                    count: 1,
-                    warning: ev.error,
-                    pod: false,
-                    revision: ev.revision.map(Into::into),
-                },
-            );
+            let text = EventText {
+                reason: &ev.reason,
+                message: &ev.message,
+                object: (ev.object.kind.as_str(), &ev.object.name),
+                component: &ev.controller,
+            };
+            let mut buffered = BufferedEvent::new(ev.time, text, 1, ev.error);
+            buffered.revision = ev.revision.map(Into::into);
+            // A Flux event's span event never names a Pod.
+            buffered.pod = false;
+            self.buffer_event(ev.object, buffered);
         }
     }
 

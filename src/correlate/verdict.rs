@@ -370,7 +370,7 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
                 {
                     continue;
                 }
-                let text = format!("{} {}", e.reason, e.message);
+                let text = format!("{} {}", e.reason(), e.message());
                 let rank = POD_CAUSES
                     .iter()
                     .position(|c| text.contains(c))
@@ -384,9 +384,9 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
         }
         let mut seen = Set::default();
         for (_, e) in warnings {
-            let (obj, msg) = (&e.object, &e.message);
+            let (obj, msg) = (e.object(), e.message());
             if seen.insert(msg) && seen.len() <= 3 {
-                evidence.push(format!("{obj} {}: {msg}", e.reason));
+                evidence.push(format!("{obj} {}: {msg}", e.reason()));
             }
         }
     } else {
