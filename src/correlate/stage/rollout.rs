@@ -61,12 +61,11 @@ struct RolloutStatus {
     conditions: Vec<Condition>,
 }
 
-/// See [`DeploymentFacts::seen`].
+/// See [`DeploymentFacts::seen`] (foldhash's full-quality variant, with a fixed seed as the
+/// standard hasher's `DefaultHasher::new` has).
 fn fingerprint(obs: &DeploymentObs) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    obs.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one(obs)
 }
 
 impl DeploymentFacts {
