@@ -384,7 +384,11 @@ pub fn to_event(obj: KubeObject, deleted: bool) -> Result<Option<EventBody>, Obj
     raw_to_event(obj.raw, deleted)
 }
 
-fn raw_to_event(mut obj: RawKubeObject, deleted: bool) -> Result<Option<EventBody>, ObjectError> {
+/// [`to_event`] of an object decoded without the identity kube's watcher tracks (a recording's).
+pub(crate) fn raw_to_event(
+    mut obj: RawKubeObject,
+    deleted: bool,
+) -> Result<Option<EventBody>, ObjectError> {
     if obj.kind == "Event" && (obj.api_version == "v1" || obj.api_version.is_empty()) {
         // An Event expiring says nothing about delivery; fluxtrace's own trace-link Events are
         // its output, not delivery.
