@@ -16,10 +16,11 @@ use super::revisions::RevisionIndex;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
+use super::stage::trigger::Receivers;
 use super::timers::{Timers, Wake};
 use super::verdict::divergence;
 use super::{Map, Set};
-use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, ReceiverObs, RelistObs};
+use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, RelistObs};
 use crate::story::{Outcome, Story};
 use crate::trace::SpanRecord;
 
@@ -61,7 +62,7 @@ pub struct Engine {
     pub(super) reconcilers: Map<ObjectRef, ReconcilerState>,
     pub(super) rollouts: Rollouts,
     /// Receivers: which objects their webhooks trigger.
-    pub(super) receivers: Map<ObjectRef, ReceiverObs>,
+    pub(super) receivers: Receivers,
     pub(super) events: EventStore,
     pub(super) timers: Timers,
     /// Outputs of the current `apply` or `tick`, in the order they happened.
@@ -81,7 +82,7 @@ impl Engine {
             sources: Map::default(),
             reconcilers: Map::default(),
             rollouts: Rollouts::default(),
-            receivers: Map::default(),
+            receivers: Receivers::default(),
             events: EventStore::default(),
             timers: Timers::default(),
             out: Vec::new(),
@@ -164,9 +165,7 @@ impl Engine {
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),
             EventBody::ProbeResult(r) => self.on_probe_result(at, r),
-            EventBody::Receiver(r) => {
-                self.receivers.insert(r.object.clone(), r);
-            }
+            EventBody::Receiver(r) => self.receivers.insert(r),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
         }

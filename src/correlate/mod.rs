@@ -26,7 +26,7 @@
 //! | open/finished promotions and their indexes (the only writer) | `registry.rs` |
 //! | which sources and reconcilers are at which revision | `revisions.rs` |
 //! | which of several promotions of one revision an object belongs to | `stage/matching.rs` |
-//! | trigger spans (webhook → reconcile request handled) | `stage/trigger.rs` |
+//! | trigger spans (webhook → reconcile request handled); Receivers by what they trigger | `stage/trigger.rs` |
 //! | source fetch joins and failures | `stage/source.rs` |
 //! | reconcile and apply, changed objects, failure classification | `stage/reconcile.rs` |
 //! | where a rollout is claimed; untraced rollouts | `stage/rollout.rs` |

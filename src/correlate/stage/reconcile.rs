@@ -197,7 +197,7 @@ impl Engine {
             .and_then(|s| s.trigger.as_mut());
         let cluster = &self.cfg.cluster;
         let d = &self.cfg.deadlines;
-        let via = self.receivers.values().find(|r| r.targets(&obs.object));
+        let via = self.receivers.targeting(&obs.object);
         let Some(p) = self.reg.get_mut(&pid) else {
             return;
         };
