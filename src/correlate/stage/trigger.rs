@@ -10,30 +10,26 @@ use super::super::config::{add, sub, Deadlines, CLAIM_SLACK};
 use super::super::promotion::Promotion;
 use super::super::span::{StageResult, StageSpan};
 use super::super::Map;
-use crate::model::{condition, CondStatus, Condition, Kind, ObjectRef, ReceiverObs};
+use crate::model::{condition, CondStatus, Condition, ObjectRef, ReceiverObs};
 use crate::trace::{attr, span_id_for, Stage};
 
 /// Receivers, found by the objects they trigger: a source or reconciler joining a promotion
-/// looks at the Receivers of its kind and namespace, not at every Receiver.
+/// looks up the Receivers naming it (or `*` in its namespace), not every Receiver.
 #[derive(Default)]
 pub(in crate::correlate) struct Receivers {
     by_object: Map<ObjectRef, ReceiverObs>,
-    /// Kind → namespace → the Receivers with a resource of that kind there, oldest first.
-    by_target: Map<Kind, Map<String, Vec<ObjectRef>>>,
+    /// A resource as a Receiver names it (name `*` for all of a kind in a namespace) → the
+    /// Receivers naming it, oldest first.
+    by_target: Map<ObjectRef, Vec<ObjectRef>>,
 }
 
 impl Receivers {
     pub fn insert(&mut self, r: ReceiverObs) {
         self.remove(&r.object);
         for t in &r.resources {
-            let there = self
-                .by_target
-                .entry(t.kind)
-                .or_default()
-                .entry(t.namespace.clone())
-                .or_default();
-            if !there.contains(&r.object) {
-                there.push(r.object.clone());
+            let naming = self.by_target.entry(t.clone()).or_default();
+            if !naming.contains(&r.object) {
+                naming.push(r.object.clone());
             }
         }
         self.by_object.insert(r.object.clone(), r);
@@ -44,17 +40,11 @@ impl Receivers {
             return;
         };
         for t in &r.resources {
-            let Some(namespaces) = self.by_target.get_mut(&t.kind) else {
-                continue;
-            };
-            if let Some(there) = namespaces.get_mut(&t.namespace) {
-                there.retain(|x| x != o);
-                if there.is_empty() {
-                    namespaces.remove(&t.namespace);
+            if let Some(naming) = self.by_target.get_mut(t) {
+                naming.retain(|x| x != o);
+                if naming.is_empty() {
+                    self.by_target.remove(t);
                 }
-            }
-            if namespaces.is_empty() {
-                self.by_target.remove(&t.kind);
             }
         }
     }
@@ -69,12 +59,14 @@ impl Receivers {
 
     /// A Receiver whose webhook requests a reconcile of `object`.
     pub fn targeting(&self, object: &ObjectRef) -> Option<&ReceiverObs> {
-        self.by_target
-            .get(&object.kind)?
-            .get(&object.namespace)?
-            .iter()
+        let every = ObjectRef::new(object.kind, object.namespace.as_str(), "*");
+        let found = [object, &every]
+            .into_iter()
+            .filter_map(|t| self.by_target.get(t))
+            .flatten()
             .filter_map(|k| self.by_object.get(k))
-            .find(|r| r.targets(object))
+            .find(|r| r.targets(object));
+        found
     }
 }
 
@@ -184,6 +176,7 @@ pub(in crate::correlate) fn claim_trigger(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Kind;
 
     fn receiver(name: &str, resources: Vec<ObjectRef>) -> ReceiverObs {
         ReceiverObs {
@@ -212,6 +205,6 @@ mod tests {
         assert_eq!(found(&r, &app), None);
         r.remove(&ObjectRef::new(Kind::Receiver, "flux-system", "github"));
         assert_eq!(r.len(), 1);
-        assert!(!r.by_target.contains_key(&Kind::OCIRepository));
+        assert_eq!(r.by_target.len(), 1);
     }
 }
