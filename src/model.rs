@@ -121,7 +121,7 @@ impl fmt::Display for ObjectRef {
 }
 
 /// `status` of a Kubernetes condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum CondStatus {
     True,
     False,
@@ -129,7 +129,7 @@ pub enum CondStatus {
 }
 
 /// A status condition, trimmed to what correlation reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Condition {
     pub type_: String,
     pub status: CondStatus,
@@ -212,7 +212,7 @@ pub const PROBE_EXPECTED_VERSION_ANNOTATION: &str = "fluxtrace.io/probe-expected
 
 /// A workload's opt-in to the traffic probe (annotations on the Deployment or on the Flux object
 /// that applies it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProbeSpec {
     pub url: String,
     /// `header:<name>`, `json:<pointer>` or `body` (the default).
@@ -272,7 +272,7 @@ pub struct ProbeResult {
 }
 
 /// Annotations fluxtrace reads on any object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Marks {
     /// `fluxtrace.io/promotion-id`.
     pub promotion_id: Option<String>,
@@ -367,7 +367,7 @@ impl ReceiverObs {
 }
 
 /// An apps/v1 Deployment.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Hash)]
 pub struct DeploymentObs {
     pub object: ObjectRef,
     pub uid: String,

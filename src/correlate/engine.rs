@@ -4,7 +4,7 @@
 //! promotions it touched and the timers that came due. Nothing here decides a join or a
 //! verdict: the stage modules and `verdict` do.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 
@@ -16,9 +16,11 @@ use super::revisions::RevisionIndex;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
+use super::stage::trigger::Receivers;
 use super::timers::{Timers, Wake};
 use super::verdict::divergence;
-use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, ReceiverObs, RelistObs};
+use super::{Map, Set};
+use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, RelistObs};
 use crate::story::{Outcome, Story};
 use crate::trace::SpanRecord;
 
@@ -56,11 +58,11 @@ pub struct Engine {
     pub(super) cfg: EngineConfig,
     pub(super) reg: Registry,
     pub(super) revs: RevisionIndex,
-    pub(super) sources: HashMap<ObjectRef, SourceState>,
-    pub(super) reconcilers: HashMap<ObjectRef, ReconcilerState>,
+    pub(super) sources: Map<ObjectRef, SourceState>,
+    pub(super) reconcilers: Map<ObjectRef, ReconcilerState>,
     pub(super) rollouts: Rollouts,
     /// Receivers: which objects their webhooks trigger.
-    pub(super) receivers: HashMap<ObjectRef, ReceiverObs>,
+    pub(super) receivers: Receivers,
     pub(super) events: EventStore,
     pub(super) timers: Timers,
     /// Outputs of the current `apply` or `tick`, in the order they happened.
@@ -77,10 +79,10 @@ impl Engine {
             cfg,
             reg: Registry::default(),
             revs: RevisionIndex::default(),
-            sources: HashMap::new(),
-            reconcilers: HashMap::new(),
+            sources: Map::default(),
+            reconcilers: Map::default(),
             rollouts: Rollouts::default(),
-            receivers: HashMap::new(),
+            receivers: Receivers::default(),
             events: EventStore::default(),
             timers: Timers::default(),
             out: Vec::new(),
@@ -163,9 +165,7 @@ impl Engine {
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),
             EventBody::ProbeResult(r) => self.on_probe_result(at, r),
-            EventBody::Receiver(r) => {
-                self.receivers.insert(r.object.clone(), r);
-            }
+            EventBody::Receiver(r) => self.receivers.insert(r),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
         }
@@ -214,12 +214,12 @@ impl Engine {
         }
         // `expire_unclaimed` may have opened untraced promotions.
         ids.append(&mut self.touched);
-        for id in &ids {
-            self.check(id, now);
-            if let Some(when) = self.reg.get(id).map(|p| self.wake_of(p)) {
-                self.timers.schedule(Wake::Promotion(id.clone()), when);
+        for id in ids {
+            self.check(&id, now);
+            if let Some(when) = self.reg.get(&id).map(|p| self.wake_of(p)) {
+                self.timers.schedule(Wake::Promotion(id), when);
             } else {
-                self.timers.cancel(&Wake::Promotion(id.clone()));
+                self.timers.cancel(&Wake::Promotion(id));
             }
         }
         // After the verdicts: what they needed is no longer needed.
@@ -253,7 +253,7 @@ impl Engine {
         }
         self.pruned = now;
         let (horizon, idle) = (self.horizon(), self.idle_since());
-        let mut active: HashSet<&ObjectRef> = self.rollouts.unclaimed.iter().collect();
+        let mut active: Set<&ObjectRef> = self.rollouts.unclaimed.iter().collect();
         for p in self.reg.values() {
             active.extend(p.spans().filter_map(|s| s.object.as_ref()));
         }

@@ -5,21 +5,117 @@
 //! Fed by `Engine::apply`; read by `verdict` (events land on spans when a promotion ends) and
 //! by the rollout stage (ReplicaSet creation times).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use jiff::Timestamp;
 
 use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
 use super::engine::Engine;
+use super::{Map, Set};
 use crate::model::{
     object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs,
 };
-use crate::trace::{attr, Attributes, SpanEventRecord};
+use crate::trace::{attr, AttrValue, Attributes, SpanEventRecord};
 
+/// A Kubernetes or Flux event waiting for a span to land on: only the fields its span event is
+/// made of. The span event itself is built when the event lands, which most never do.
 pub(super) struct BufferedEvent {
-    pub record: SpanEventRecord,
+    pub time: Timestamp,
+    /// Reason, message, object (`Kind/name`) and component one after the other: one allocation
+    /// an event.
+    text: Box<str>,
+    /// Where the message, the object and the component start in `text`.
+    starts: [usize; 3],
+    pub count: i64,
     pub warning: bool,
-    pub revision: Option<String>,
+    /// About a Pod: the span event names it (`k8s.pod.name`).
+    pub pod: bool,
+    pub revision: Option<Box<str>>,
+}
+
+/// What an event says, as [`BufferedEvent::new`] takes it.
+pub(super) struct EventText<'a> {
+    pub reason: &'a str,
+    pub message: &'a str,
+    /// Kind and name of the object.
+    pub object: (&'a str, &'a str),
+    /// Empty when not named.
+    pub component: &'a str,
+}
+
+impl BufferedEvent {
+    pub fn new(time: Timestamp, t: EventText<'_>, count: i64, warning: bool) -> Self {
+        let (kind, name) = t.object;
+        let mut text = String::with_capacity(
+            t.reason.len() + t.message.len() + kind.len() + 1 + name.len() + t.component.len(),
+        );
+        text.push_str(t.reason);
+        let message = text.len();
+        text.push_str(t.message);
+        let object = text.len();
+        text.push_str(kind);
+        text.push('/');
+        text.push_str(name);
+        let component = text.len();
+        text.push_str(t.component);
+        BufferedEvent {
+            time,
+            text: text.into_boxed_str(),
+            starts: [message, object, component],
+            count,
+            warning,
+            pod: kind == "Pod",
+            revision: None,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.starts[i - 1] };
+        let end = self.starts.get(i).copied().unwrap_or(self.text.len());
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    pub fn reason(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn message(&self) -> &str {
+        self.part(1)
+    }
+
+    /// `Kind/name` of the object, as the event names it.
+    pub fn object(&self) -> &str {
+        self.part(2)
+    }
+
+    /// The component that reported it; empty when not named.
+    pub fn component(&self) -> &str {
+        self.part(3)
+    }
+
+    /// The span event it becomes on the span it lands on.
+    pub fn record(&self) -> SpanEventRecord {
+        let mut attrs = Vec::with_capacity(7);
+        attrs.push((attr::EVENT_REASON, AttrValue::from(self.reason())));
+        attrs.push((attr::EVENT_MESSAGE, AttrValue::from(self.message())));
+        let type_ = if self.warning { "Warning" } else { "Normal" };
+        attrs.push((attr::EVENT_TYPE, AttrValue::from(type_)));
+        attrs.push((attr::EVENT_OBJECT, AttrValue::from(self.object())));
+        if self.count > 1 {
+            attrs.push((attr::EVENT_COUNT, AttrValue::Int(self.count)));
+        }
+        if !self.component().is_empty() {
+            attrs.push((attr::EVENT_COMPONENT, AttrValue::from(self.component())));
+        }
+        if let Some((_, pod)) = self.object().split_once('/').filter(|_| self.pod) {
+            attrs.push((attr::K8S_POD_NAME, AttrValue::from(pod)));
+        }
+        SpanEventRecord {
+            name: self.reason().to_string(),
+            time: self.time,
+            attributes: Attributes(attrs),
+        }
+    }
 }
 
 pub(super) struct RsInfo {
@@ -31,12 +127,12 @@ pub(super) struct RsInfo {
 
 #[derive(Default)]
 pub(super) struct EventStore {
-    by_object: HashMap<ObjectRef, VecDeque<BufferedEvent>>,
+    by_object: Map<ObjectRef, VecDeque<BufferedEvent>>,
     /// Events already applied, by a 64-bit hash of their identity: (count, when).
-    seen: HashMap<u64, (i64, Timestamp)>,
+    seen: Map<u64, (i64, Timestamp)>,
     /// Recent ReplicaSets by [`object_key_hash`] of namespace and name: looked up for every Pod
     /// event, with no allocation.
-    replicasets: HashMap<u64, RsInfo>,
+    replicasets: Map<u64, RsInfo>,
 }
 
 impl EventStore {
@@ -55,22 +151,23 @@ impl EventStore {
     }
 
     fn buffer(&mut self, target: ObjectRef, ev: BufferedEvent, horizon: Timestamp) {
-        let buf = self.by_object.entry(target).or_default();
+        // Most objects have an event or two buffered at a time: no room for four to start with.
+        let buf = self
+            .by_object
+            .entry(target)
+            .or_insert_with(|| VecDeque::with_capacity(1));
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         let same = |e: &BufferedEvent| {
-            e.record.name == ev.record.name
-                && e.record.attributes.get(attr::EVENT_MESSAGE)
-                    == ev.record.attributes.get(attr::EVENT_MESSAGE)
-                && e.record.attributes.get(attr::EVENT_OBJECT)
-                    == ev.record.attributes.get(attr::EVENT_OBJECT)
-                && e.record.time.duration_since(ev.record.time).abs() <= EVENT_WINDOW_SLACK
+            e.reason() == ev.reason()
+                && e.message() == ev.message()
+                && e.object() == ev.object()
+                && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
         };
         if buf.iter().rev().take(32).any(same) {
             return;
         }
-        while buf.front().is_some_and(|e| e.record.time < horizon) || buf.len() >= EVENTS_PER_OBJECT
-        {
+        while buf.front().is_some_and(|e| e.time < horizon) || buf.len() >= EVENTS_PER_OBJECT {
             buf.pop_front();
         }
         buf.push_back(ev);
@@ -131,11 +228,11 @@ impl EventStore {
 
     /// Forgets events past `horizon` (or past `idle` for objects no open work is about), and
     /// ReplicaSets created before `idle`.
-    pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &HashSet<&ObjectRef>) {
+    pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &Set<&ObjectRef>) {
         self.seen.retain(|_, (_, t)| *t >= idle);
         self.by_object.retain(|obj, buf| {
             let keep_from = if active.contains(obj) { horizon } else { idle };
-            while buf.front().is_some_and(|e| e.record.time < keep_from) {
+            while buf.front().is_some_and(|e| e.time < keep_from) {
                 buf.pop_front();
             }
             !buf.is_empty()
@@ -166,15 +263,6 @@ fn identity_hash(parts: &[&str]) -> u64 {
     h.finish()
 }
 
-fn event_attrs(reason: &str, message: &str, warning: bool, object: String) -> Attributes {
-    let mut attrs = Attributes::default();
-    attrs.set(attr::EVENT_REASON, reason.to_string());
-    attrs.set(attr::EVENT_MESSAGE, message.to_string());
-    attrs.set(attr::EVENT_TYPE, if warning { "Warning" } else { "Normal" });
-    attrs.set(attr::EVENT_OBJECT, object);
-    attrs
-}
-
 impl Engine {
     pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
         if self
@@ -183,10 +271,10 @@ impl Engine {
         {
             return;
         }
-        let ns = ev.involved_namespace.clone();
+        let ns = &ev.involved_namespace;
         let target = match Kind::parse(&ev.involved_kind) {
-            Some(Kind::Pod) => self.events.deployment_of_pod(&ns, &ev.involved_name),
-            Some(Kind::ReplicaSet) => self.events.deployment_of_rs(&ns, &ev.involved_name),
+            Some(Kind::Pod) => self.events.deployment_of_pod(ns, &ev.involved_name),
+            Some(Kind::ReplicaSet) => self.events.deployment_of_rs(ns, &ev.involved_name),
             Some(Kind::Deployment) => {
                 ObjectRef::new(Kind::Deployment, ns.clone(), ev.involved_name.clone())
             }
@@ -201,34 +289,15 @@ impl Engine {
         if let Some(rev) = &ev.revision {
             self.record_apply_event(&target, rev, &ev.reason, &ev.message);
         }
-        let mut attrs = event_attrs(
-            &ev.reason,
-            &ev.message,
-            ev.warning,
-            format!("{}/{}", ev.involved_kind, ev.involved_name),
-        );
-        if ev.count > 1 {
-            attrs.set(attr::EVENT_COUNT, ev.count);
-        }
-        if !ev.component.is_empty() {
-            attrs.set(attr::EVENT_COMPONENT, ev.component.clone());
-        }
-        if ev.involved_kind == "Pod" {
-            attrs.set(attr::K8S_POD_NAME, ev.involved_name.clone());
-        }
-        let record = SpanEventRecord {
-            name: ev.reason,
-            time: ev.time.unwrap_or(at),
-            attributes: attrs,
+        let text = EventText {
+            reason: &ev.reason,
+            message: &ev.message,
+            object: (&ev.involved_kind, &ev.involved_name),
+            component: &ev.component,
         };
-        self.buffer_event(
-            target,
-            BufferedEvent {
-                record,
-                warning: ev.warning,
-                revision: ev.revision,
-            },
-        );
+        let mut buffered = BufferedEvent::new(ev.time.unwrap_or(at), text, ev.count, ev.warning);
+        buffered.revision = ev.revision.map(Into::into);
+        self.buffer_event(target, buffered);
     }
 
     pub(super) fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs) {
@@ -255,29 +324,18 @@ impl Engine {
                 self.rejoin(pid, at);
             }
         }
-        let mut attrs = event_attrs(
-            &ev.reason,
-            &ev.message,
-            ev.error,
-            format!("{}/{}", ev.object.kind.as_str(), ev.object.name),
-        );
-        if !ev.controller.is_empty() {
-            attrs.set(attr::EVENT_COMPONENT, ev.controller.clone());
-        }
-        let record = SpanEventRecord {
-            name: ev.reason,
-            time: ev.time,
-            attributes: attrs,
-        };
         if !stale {
-            self.buffer_event(
-                ev.object,
-                BufferedEvent {
-                    record,
-                    warning: ev.error,
-                    revision: ev.revision,
-                },
-            );
+            let text = EventText {
+                reason: &ev.reason,
+                message: &ev.message,
+                object: (ev.object.kind.as_str(), &ev.object.name),
+                component: &ev.controller,
+            };
+            let mut buffered = BufferedEvent::new(ev.time, text, 1, ev.error);
+            buffered.revision = ev.revision.map(Into::into);
+            // A Flux event's span event never names a Pod.
+            buffered.pod = false;
+            self.buffer_event(ev.object, buffered);
         }
     }
 

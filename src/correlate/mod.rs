@@ -26,7 +26,7 @@
 //! | open/finished promotions and their indexes (the only writer) | `registry.rs` |
 //! | which sources and reconcilers are at which revision | `revisions.rs` |
 //! | which of several promotions of one revision an object belongs to | `stage/matching.rs` |
-//! | trigger spans (webhook → reconcile request handled) | `stage/trigger.rs` |
+//! | trigger spans (webhook → reconcile request handled); Receivers by what they trigger | `stage/trigger.rs` |
 //! | source fetch joins and failures | `stage/source.rs` |
 //! | reconcile and apply, changed objects, failure classification | `stage/reconcile.rs` |
 //! | where a rollout is claimed; untraced rollouts | `stage/rollout.rs` |
@@ -48,6 +48,13 @@ mod span;
 mod stage;
 mod timers;
 mod verdict;
+
+/// The engine's maps and sets: foldhash, seeded per process as the standard library's hasher
+/// is (nothing reads an order from them), and several times faster on the short keys the engine
+/// looks up for every observation.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`Map`].
+type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 pub use config::{Deadlines, EngineConfig};
 pub use engine::{Engine, EngineSize, Output};

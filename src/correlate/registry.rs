@@ -4,7 +4,8 @@
 //! The only code that writes these maps. Stage modules ask it for candidates and hand it
 //! promotions to open and finish; nothing else inserts or removes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use super::{Map, Set};
+use std::collections::{BTreeMap, VecDeque};
 
 use super::promotion::Promotion;
 
@@ -12,16 +13,16 @@ use super::promotion::Promotion;
 pub(super) struct Registry {
     open: BTreeMap<String, Promotion>,
     /// Finished promotion → the revision keys it held (to drop them when it is forgotten).
-    finished: HashMap<String, Vec<String>>,
+    finished: Map<String, Vec<String>>,
     finished_order: VecDeque<String>,
     /// Revision key (commit, digest, 12-hex prefix) → promotions that named it. Several
     /// environments may promote the same commit or digest at once (and a flood of reports may
     /// all name one: adding and removing stay O(1)).
-    keys: HashMap<String, HashSet<String>>,
+    keys: Map<String, Set<String>>,
     /// Promotion target (environment + app or artifact) → the newest open promotion for it.
-    targets: HashMap<String, String>,
+    targets: Map<String, String>,
     /// OCI repository → open promotions that named it (floating-tag resolution).
-    oci_repos: HashMap<String, HashSet<String>>,
+    oci_repos: Map<String, Set<String>>,
 }
 
 impl Registry {
@@ -113,7 +114,7 @@ impl Registry {
 
     /// Open promotions that named any of these revision keys, oldest first, without repeats.
     pub fn by_keys<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let mut seen: HashSet<&String> = HashSet::new();
+        let mut seen: Set<&String> = Set::default();
         for k in keys {
             for id in self.keys.get(k).into_iter().flatten() {
                 if self.open.contains_key(id) {

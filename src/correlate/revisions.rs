@@ -3,14 +3,17 @@
 //! Written when a source stores or a reconciler attempts a revision, and when an object is
 //! deleted; read when a promotion learns its revision, to join objects that already hold it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
+use super::{Map, Set};
 use crate::model::ObjectRef;
 use crate::revision;
 
 #[derive(Default)]
 pub(super) struct RevisionIndex {
-    at: HashMap<String, BTreeSet<ObjectRef>>,
+    /// Unordered sets: most hold one source and the reconcilers at its revision, a hash set of
+    /// two costs a third of a B-tree node. [`RevisionIndex::objects`] orders what it returns.
+    at: Map<String, Set<ObjectRef>>,
 }
 
 impl RevisionIndex {

@@ -5,10 +5,11 @@
 //! time; scheduling again replaces the entry. `tick` pops what is due instead of scanning every
 //! open promotion.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 
+use super::Map;
 use crate::model::ObjectRef;
 
 /// What a timer wakes.
@@ -23,7 +24,7 @@ pub(super) enum Wake {
 #[derive(Default)]
 pub(super) struct Timers {
     queue: BTreeSet<(Timestamp, Wake)>,
-    at: HashMap<Wake, Timestamp>,
+    at: Map<Wake, Timestamp>,
 }
 
 impl Timers {

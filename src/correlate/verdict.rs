@@ -5,18 +5,17 @@
 //! the promotion out of the registry, lands buffered events on its spans, and emits its span
 //! records and story through `render`.
 
-use std::collections::HashSet;
-
 use jiff::Timestamp;
 
 use super::config::{add, fmt_dur, EVENT_WINDOW_SLACK};
 use super::engine::{Engine, Output};
-use super::events::EventStore;
+use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
+use super::Set;
 use crate::story::{Divergence, Outcome};
-use crate::trace::{attr, SpanEventRecord, Stage};
+use crate::trace::{attr, Stage};
 
 impl Engine {
     /// Ends stages past their deadlines, adds the stages that never started, and gives the
@@ -276,14 +275,14 @@ fn land_events(p: &mut Promotion, events: &EventStore) {
         }
         let rev = s.key.revision.clone();
         for e in events.of(&obj) {
-            let in_window = add(e.record.time, EVENT_WINDOW_SLACK) >= s.start
-                && e.record.time <= add(end, EVENT_WINDOW_SLACK);
+            let in_window = add(e.time, EVENT_WINDOW_SLACK) >= s.start
+                && e.time <= add(end, EVENT_WINDOW_SLACK);
             let same_rev = match (&e.revision, &rev) {
-                (Some(a), Some(b)) => a == b,
+                (Some(a), Some(b)) => **a == **b,
                 _ => true,
             };
             if in_window && same_rev {
-                s.push_event(e.record.clone());
+                s.push_event(e.record());
             }
         }
         s.events.sort_by_key(|e| e.time);
@@ -360,45 +359,34 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
                 evidence.push(format!("{obj}{}: {}", f.reason, f.message));
             }
         }
-        let mut warnings: Vec<(usize, &SpanEventRecord)> = Vec::new();
+        let mut warnings: Vec<(usize, &BufferedEvent)> = Vec::new();
         for s in p.rollouts.iter() {
             let Some(obj) = &s.object else { continue };
             let end = s.end.unwrap_or(s.deadline);
             for e in events.of(obj) {
                 if !e.warning
-                    || add(e.record.time, EVENT_WINDOW_SLACK) < s.start
-                    || e.record.time > add(end, EVENT_WINDOW_SLACK)
+                    || add(e.time, EVENT_WINDOW_SLACK) < s.start
+                    || e.time > add(end, EVENT_WINDOW_SLACK)
                 {
                     continue;
                 }
-                let text = format!(
-                    "{} {}",
-                    e.record.name,
-                    e.record
-                        .attributes
-                        .get_str(attr::EVENT_MESSAGE)
-                        .unwrap_or_default()
-                );
+                let text = format!("{} {}", e.reason(), e.message());
                 let rank = POD_CAUSES
                     .iter()
                     .position(|c| text.contains(c))
                     .unwrap_or(POD_CAUSES.len());
-                warnings.push((rank, &e.record));
+                warnings.push((rank, e));
             }
         }
         warnings.sort_by_key(|(rank, e)| (*rank, e.time));
         if let Some((rank, _)) = warnings.first().filter(|(r, _)| *r < POD_CAUSES.len()) {
             cause = Some(POD_CAUSES[*rank].to_string());
         }
-        let mut seen = HashSet::new();
+        let mut seen = Set::default();
         for (_, e) in warnings {
-            let msg = e
-                .attributes
-                .get_str(attr::EVENT_MESSAGE)
-                .unwrap_or_default();
-            let obj = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
-            if seen.insert(msg.to_string()) && seen.len() <= 3 {
-                evidence.push(format!("{obj} {}: {msg}", e.name));
+            let (obj, msg) = (e.object(), e.message());
+            if seen.insert(msg) && seen.len() <= 3 {
+                evidence.push(format!("{obj} {}: {msg}", e.reason()));
             }
         }
     } else {

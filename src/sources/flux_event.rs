@@ -5,8 +5,6 @@
 //! (`"revision"`, `"promotion-id"`) and the group-prefixed one Flux's docs still show
 //! (`"kustomize.toolkit.fluxcd.io/revision"`, `"event.toolkit.fluxcd.io/promotion-id"`).
 
-use std::collections::HashMap;
-
 use jiff::Timestamp;
 use serde::Deserialize;
 
@@ -33,7 +31,7 @@ struct RawFluxEvent {
     #[serde(default)]
     reason: String,
     #[serde(default)]
-    metadata: Option<HashMap<String, String>>,
+    metadata: Option<super::object::StringMap>,
     #[serde(default)]
     reporting_controller: String,
 }

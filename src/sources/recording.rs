@@ -73,16 +73,20 @@ impl LineError {
     }
 }
 
+/// A line's fields. `O` is how its object is read: decoded in the same pass
+/// ([`object::RawKubeObject`]), or kept as raw JSON to be decoded on its own (`&RawValue`),
+/// which tells an invalid object from an invalid line.
 #[derive(Deserialize)]
-struct RawLine<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct RawLine<'a, O> {
     #[serde(borrow, default)]
     at: Option<&'a RawValue>,
     #[serde(borrow, default)]
     kind: Option<&'a str>,
     #[serde(borrow, default, rename = "type")]
     type_: Option<&'a str>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
     #[serde(borrow, default)]
     promotion: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -100,7 +104,21 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let raw: RawLine<'_> = serde_json::from_str(line).map_err(LineError::Json)?;
+    // One pass over the line, its object included; a line that fails it is read again in
+    // two, so that the error names what is wrong.
+    if let Ok(raw) = serde_json::from_str::<RawLine<'_, object::RawKubeObject>>(line) {
+        return decode_fields(raw, Ok);
+    }
+    let raw: RawLine<'_, &RawValue> = serde_json::from_str(line).map_err(LineError::Json)?;
+    decode_fields(raw, |obj| {
+        serde_json::from_str(obj.get()).map_err(LineError::ObjectJson)
+    })
+}
+
+fn decode_fields<O>(
+    raw: RawLine<'_, O>,
+    object: impl FnOnce(O) -> Result<object::RawKubeObject, LineError>,
+) -> Result<Option<DeliveryEvent>, LineError> {
     let at = raw.at.ok_or(LineError::Missing("at"))?;
     let at: Timestamp = serde_json::from_str(at.get()).map_err(|_| {
         let shown: String = at.get().chars().take(64).collect();
@@ -139,9 +157,7 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
                 kind: "watch",
                 field: "object",
             })?;
-            let obj: object::KubeObject =
-                serde_json::from_str(obj.get()).map_err(LineError::ObjectJson)?;
-            object::to_event(obj, deleted)?
+            object::raw_to_event(object(obj)?, deleted)?
         }
         "promotion" => {
             let p = raw.promotion.ok_or(LineError::MissingPayload {

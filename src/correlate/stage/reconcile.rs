@@ -24,7 +24,8 @@ const CHANGES_KEPT: usize = 5;
 
 #[derive(Default)]
 pub(in crate::correlate) struct ReconcilerState {
-    pub last: Option<ReconcilerObs>,
+    /// Boxed: the map of states stays small, most of its slots being empty.
+    pub last: Option<Box<ReconcilerObs>>,
     pub trigger: Option<TriggerDraft>,
     /// The promotion this reconciler last joined.
     pub joined: Option<String>,
@@ -80,7 +81,7 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        if st.last.as_ref() == Some(&obs) {
+        if st.last.as_deref() == Some(&obs) {
             return; // a re-list: nothing new
         }
         let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.as_deref());
@@ -90,7 +91,7 @@ impl Engine {
         // store it after.
         self.correlate_reconciler(at, &obs);
         if let Some(st) = self.reconcilers.get_mut(&obs.object) {
-            st.last = Some(obs);
+            st.last = Some(Box::new(obs));
         }
     }
 
@@ -196,7 +197,7 @@ impl Engine {
             .and_then(|s| s.trigger.as_mut());
         let cluster = &self.cfg.cluster;
         let d = &self.cfg.deadlines;
-        let via = self.receivers.values().find(|r| r.targets(&obs.object));
+        let via = self.receivers.targeting(&obs.object);
         let Some(p) = self.reg.get_mut(&pid) else {
             return;
         };

@@ -7,7 +7,7 @@
 //! ends becomes its own trace, `traceability=missing`.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -16,7 +16,8 @@ use super::super::engine::Engine;
 use super::super::promotion::{Promotion, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
-use crate::model::{condition, CondStatus, DeploymentObs, ObjectRef};
+use super::super::Map;
+use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
 use crate::trace::{attr, span_id_for, Attributes, SpanId, Stage};
 
 pub(in crate::correlate) enum RolloutOwner {
@@ -32,18 +33,72 @@ pub(in crate::correlate) struct Rollout {
 }
 
 pub(in crate::correlate) struct DeploymentState {
-    pub last: DeploymentObs,
+    pub last: DeploymentFacts,
     pub rollout: Option<Rollout>,
+}
+
+/// What is kept of a Deployment's last observation: what the next one is compared with and what
+/// claims and probes read. Its status and conditions are read when it arrives, not kept.
+pub(in crate::correlate) struct DeploymentFacts {
+    /// A hash of the whole observation: a re-list repeating it is recognised without keeping it
+    /// (two different observations share it once in 2^64).
+    pub seen: u64,
+    pub uid: Box<str>,
+    pub generation: i64,
+    pub replicas: i64,
+    /// See [`DeploymentObs::template`].
+    pub template: u64,
+    pub manager: Option<ObjectRef>,
+    pub probe: Option<Box<ProbeSpec>>,
+    /// The first container image of the pod template (a probe's default expected version).
+    pub image: Option<Box<str>>,
+}
+
+/// What the rollout stage reads of the status of a Deployment observation.
+struct RolloutStatus {
+    generation: i64,
+    complete: bool,
+    conditions: Vec<Condition>,
+}
+
+/// See [`DeploymentFacts::seen`] (foldhash's full-quality variant, with a fixed seed as the
+/// standard hasher's `DefaultHasher::new` has).
+fn fingerprint(obs: &DeploymentObs) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one(obs)
+}
+
+impl DeploymentFacts {
+    /// Splits an observation into what is kept and the status read once.
+    fn split(obs: DeploymentObs, seen: u64) -> (DeploymentFacts, RolloutStatus) {
+        let status = RolloutStatus {
+            generation: obs.generation,
+            complete: obs.rollout_complete(),
+            conditions: obs.conditions,
+        };
+        let facts = DeploymentFacts {
+            seen,
+            uid: obs.uid.into(),
+            generation: obs.generation,
+            replicas: obs.replicas,
+            template: obs.template,
+            manager: obs.manager,
+            probe: obs.probe.map(Box::new),
+            image: obs.images.into_iter().next().map(Into::into),
+        };
+        (facts, status)
+    }
 }
 
 /// Deployments, the rollout each has in flight, and which reconciler manages which.
 #[derive(Default)]
 pub(in crate::correlate) struct Rollouts {
-    pub deployments: HashMap<ObjectRef, DeploymentState>,
+    pub deployments: Map<ObjectRef, DeploymentState>,
     /// Deployments with a rollout no promotion has claimed yet.
     pub unclaimed: BTreeSet<ObjectRef>,
-    /// Reconciler → the Deployments it applied.
-    pub managed: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
+    /// Reconciler → the Deployments it applied, sorted: a vector costs less than a B-tree
+    /// node for the handful most reconcilers apply, and claims go through them in order.
+    pub managed: Map<ObjectRef, Vec<ObjectRef>>,
 }
 
 impl Rollouts {
@@ -51,14 +106,7 @@ impl Rollouts {
     pub fn forget(&mut self, o: &ObjectRef) {
         self.unclaimed.remove(o);
         if let Some(st) = self.deployments.remove(o) {
-            if let Some(m) = st.last.manager {
-                if let Some(set) = self.managed.get_mut(&m) {
-                    set.remove(o);
-                    if set.is_empty() {
-                        self.managed.remove(&m);
-                    }
-                }
-            }
+            self.set_manager(o, st.last.manager.as_ref(), None);
         }
     }
 
@@ -67,18 +115,20 @@ impl Rollouts {
             return;
         }
         if let Some(m) = old {
-            if let Some(set) = self.managed.get_mut(m) {
-                set.remove(key);
-                if set.is_empty() {
+            if let Some(applied) = self.managed.get_mut(m) {
+                if let Ok(i) = applied.binary_search(key) {
+                    applied.remove(i);
+                }
+                if applied.is_empty() {
                     self.managed.remove(m);
                 }
             }
         }
         if let Some(m) = new {
-            self.managed
-                .entry(m.clone())
-                .or_default()
-                .insert(key.clone());
+            let applied = self.managed.entry(m.clone()).or_default();
+            if let Err(i) = applied.binary_search(key) {
+                applied.insert(i, key.clone());
+            }
         }
     }
 
@@ -111,32 +161,32 @@ fn rollout_span<'a>(
 impl Engine {
     pub(in crate::correlate) fn on_deployment(&mut self, at: Timestamp, obs: DeploymentObs) {
         let key = obs.object.clone();
-        let prev = self.rollouts.deployments.get(&key);
-        let first = prev.is_none();
-        let prev_gen = prev.map_or(0, |p| p.last.generation);
+        let seen = fingerprint(&obs);
+        let prev = self.rollouts.deployments.get(&key).map(|p| &p.last);
         // A re-list repeats the current state; an older generation is a stale observation.
-        if prev.is_some_and(|p| p.last == obs || obs.generation < p.last.generation) {
+        if prev.is_some_and(|p| p.seen == seen || obs.generation < p.generation) {
             return;
         }
-        let old_manager = prev.and_then(|p| p.last.manager.clone());
-        let progressing = condition(&obs.conditions, "Progressing");
-        let starts = if first {
+        let starts = match prev {
             // First sight (start-up or a new Deployment): only work in progress is a rollout.
-            obs.generation > 0
-                && !obs.rollout_complete()
-                && progressing.is_none_or(|c| c.status != CondStatus::False)
-        } else {
+            None => {
+                obs.generation > 0
+                    && !obs.rollout_complete()
+                    && condition(&obs.conditions, "Progressing")
+                        .is_none_or(|c| c.status != CondStatus::False)
+            }
             // A new pod template rolls out; a scale (replicas changed, same images, labels and
             // annotations) bumps the generation too and is not a rollout. A spec change that
             // keeps replicas (env, resources) is one.
-            obs.generation > prev_gen
-                && prev.is_some_and(|p| {
-                    p.last.template != obs.template || p.last.replicas == obs.replicas
-                })
+            Some(p) => {
+                obs.generation > p.generation
+                    && (p.template != obs.template || p.replicas == obs.replicas)
+            }
         };
+        let old_manager = prev.and_then(|p| p.manager.clone());
         self.rollouts
             .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
-        // What the rest needs of the observation, before it moves into the state.
+        // What the rest needs of the observation, before it is split into what is kept.
         let generation = obs.generation;
         let named = obs.marks.promotion_id.clone();
         let manager = obs.manager.clone();
@@ -162,14 +212,15 @@ impl Engine {
             image_attrs(&mut span.attrs, &obs.images);
             span
         });
+        let (facts, status) = DeploymentFacts::split(obs, seen);
         let state = match self.rollouts.deployments.entry(key.clone()) {
             Entry::Occupied(e) => {
                 let state = e.into_mut();
-                state.last = obs;
+                state.last = facts;
                 state
             }
             Entry::Vacant(e) => e.insert(DeploymentState {
-                last: obs,
+                last: facts,
                 rollout: None,
             }),
         };
@@ -200,7 +251,7 @@ impl Engine {
                 self.claim_rollout(&key, &pid);
             }
         }
-        self.update_rollout(&key, at);
+        self.update_rollout(&key, &status, at);
     }
 
     /// Which open promotion explains a rollout starting now.
@@ -244,7 +295,7 @@ impl Engine {
             .rollouts
             .managed
             .get(reconciler)
-            .map(|s| s.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default();
         for dep in managed {
             let claimable = self.rollouts.deployments.get(&dep).is_some_and(|d| {
@@ -289,11 +340,10 @@ impl Engine {
         self.touched.insert(pid.to_string());
     }
 
-    fn update_rollout(&mut self, key: &ObjectRef, at: Timestamp) {
+    fn update_rollout(&mut self, key: &ObjectRef, obs: &RolloutStatus, at: Timestamp) {
         let Some(state) = self.rollouts.deployments.get_mut(key) else {
             return;
         };
-        let obs = &state.last;
         let Some(rollout) = state.rollout.as_mut() else {
             return;
         };
@@ -334,7 +384,7 @@ impl Engine {
                 span.start = c;
             }
         }
-        if obs.rollout_complete() {
+        if obs.complete {
             let end = progressing
                 .and_then(|c| c.last_update)
                 .unwrap_or(at)
@@ -416,7 +466,7 @@ impl Engine {
         let Some(state) = self.rollouts.deployments.get_mut(key) else {
             return;
         };
-        let uid = state.last.uid.clone();
+        let uid = state.last.uid.to_string();
         let Some(rollout) = state.rollout.as_mut() else {
             return;
         };

@@ -20,7 +20,8 @@ use crate::trace::{attr, span_id_for, Attributes, Stage};
 
 #[derive(Default)]
 pub(in crate::correlate) struct SourceState {
-    pub last: Option<SourceObs>,
+    /// Boxed: the map of states stays small, most of its slots being empty.
+    pub last: Option<Box<SourceObs>>,
     pub trigger: Option<TriggerDraft>,
 }
 
@@ -46,7 +47,7 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        if st.last.as_ref() == Some(&obs) {
+        if st.last.as_deref() == Some(&obs) {
             return; // a re-list: nothing new
         }
         let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
@@ -55,7 +56,7 @@ impl Engine {
         // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
         if let Some(st) = self.sources.get_mut(&obs.object) {
-            st.last = Some(obs);
+            st.last = Some(Box::new(obs));
         }
     }
 
@@ -97,7 +98,7 @@ impl Engine {
             .and_then(|s| s.trigger.as_mut());
         let cluster = &self.cfg.cluster;
         let d = &self.cfg.deadlines;
-        let via = self.receivers.values().find(|r| r.targets(&obs.object));
+        let via = self.receivers.targeting(&obs.object);
         let Some(p) = self.reg.get_mut(pid) else {
             return;
         };

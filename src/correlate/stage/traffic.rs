@@ -48,7 +48,7 @@ impl Engine {
             return;
         };
         let obs = &state.last;
-        let spec = obs.probe.clone().or_else(|| {
+        let spec = obs.probe.as_deref().cloned().or_else(|| {
             let m = obs.manager.as_ref()?;
             self.reconcilers.get(m)?.last.as_ref()?.probe.clone()
         });
@@ -65,9 +65,9 @@ impl Engine {
         }
         let expected = match ExpectedVersion::parse(spec.expected_version.as_deref()) {
             ExpectedVersion::ImageTag => obs
-                .images
-                .first()
-                .and_then(|i| image_tag(i))
+                .image
+                .as_deref()
+                .and_then(image_tag)
                 .unwrap_or_default()
                 .to_string(),
             ExpectedVersion::PromotionId => pid.to_string(),

@@ -9,8 +9,66 @@ use jiff::Timestamp;
 use super::super::config::{add, sub, Deadlines, CLAIM_SLACK};
 use super::super::promotion::Promotion;
 use super::super::span::{StageResult, StageSpan};
+use super::super::Map;
 use crate::model::{condition, CondStatus, Condition, ObjectRef, ReceiverObs};
 use crate::trace::{attr, span_id_for, Stage};
+
+/// Receivers, found by the objects they trigger: a source or reconciler joining a promotion
+/// looks up the Receivers naming it (or `*` in its namespace), not every Receiver.
+#[derive(Default)]
+pub(in crate::correlate) struct Receivers {
+    by_object: Map<ObjectRef, ReceiverObs>,
+    /// A resource as a Receiver names it (name `*` for all of a kind in a namespace) → the
+    /// Receivers naming it, oldest first.
+    by_target: Map<ObjectRef, Vec<ObjectRef>>,
+}
+
+impl Receivers {
+    pub fn insert(&mut self, r: ReceiverObs) {
+        self.remove(&r.object);
+        for t in &r.resources {
+            let naming = self.by_target.entry(t.clone()).or_default();
+            if !naming.contains(&r.object) {
+                naming.push(r.object.clone());
+            }
+        }
+        self.by_object.insert(r.object.clone(), r);
+    }
+
+    pub fn remove(&mut self, o: &ObjectRef) {
+        let Some(r) = self.by_object.remove(o) else {
+            return;
+        };
+        for t in &r.resources {
+            if let Some(naming) = self.by_target.get_mut(t) {
+                naming.retain(|x| x != o);
+                if naming.is_empty() {
+                    self.by_target.remove(t);
+                }
+            }
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.by_object.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_object.len()
+    }
+
+    /// A Receiver whose webhook requests a reconcile of `object`.
+    pub fn targeting(&self, object: &ObjectRef) -> Option<&ReceiverObs> {
+        let every = ObjectRef::new(object.kind, object.namespace.as_str(), "*");
+        let found = [object, &every]
+            .into_iter()
+            .filter_map(|t| self.by_target.get(t))
+            .flatten()
+            .filter_map(|k| self.by_object.get(k))
+            .find(|r| r.targets(object));
+        found
+    }
+}
 
 #[derive(Clone, Debug)]
 pub(in crate::correlate) struct TriggerDraft {
@@ -113,4 +171,40 @@ pub(in crate::correlate) fn claim_trigger(
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }
     p.trigger = Some(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    fn receiver(name: &str, resources: Vec<ObjectRef>) -> ReceiverObs {
+        ReceiverObs {
+            object: ObjectRef::new(Kind::Receiver, "flux-system", name),
+            resources,
+            webhook_path: None,
+        }
+    }
+
+    #[test]
+    fn receivers_are_found_by_what_they_trigger_until_changed_or_deleted() {
+        let mut r = Receivers::default();
+        let app = ObjectRef::new(Kind::GitRepository, "flux-system", "app");
+        let every_git = ObjectRef::new(Kind::GitRepository, "flux-system", "*");
+        r.insert(receiver("github", vec![every_git]));
+        let elsewhere = ObjectRef::new(Kind::GitRepository, "team-a", "app");
+        r.insert(receiver("team-a", vec![elsewhere.clone()]));
+        let found = |r: &Receivers, o: &ObjectRef| r.targeting(o).map(|x| x.object.name.clone());
+        assert_eq!(found(&r, &app).as_deref(), Some("github"));
+        assert_eq!(found(&r, &elsewhere).as_deref(), Some("team-a"));
+        let same_name_other_kind = ObjectRef::new(Kind::Kustomization, "flux-system", "app");
+        assert_eq!(found(&r, &same_name_other_kind), None);
+        // Changed to trigger OCI repositories only: it no longer triggers `app`.
+        let every_oci = ObjectRef::new(Kind::OCIRepository, "flux-system", "*");
+        r.insert(receiver("github", vec![every_oci]));
+        assert_eq!(found(&r, &app), None);
+        r.remove(&ObjectRef::new(Kind::Receiver, "flux-system", "github"));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.by_target.len(), 1);
+    }
 }
