@@ -737,11 +737,7 @@ async fn http(addr: std::net::SocketAddr, request: &str) -> Option<u16> {
 async fn sigterm_with_a_hung_collector_stops_in_time_and_says_what_was_lost() {
     let receiver = OtlpReceiver::start().await;
     receiver.hang();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr = fluxtrace_testkit::files::free_loopback_addr();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
         .args([
             "run",

@@ -133,11 +133,7 @@ struct Agent {
 impl Agent {
     fn start(kubeconfig: &std::path::Path, extra: &[&str]) -> Agent {
         use tokio::io::AsyncBufReadExt as _;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr = fluxtrace_testkit::files::free_loopback_addr();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
             .args([
                 "run",

@@ -391,3 +391,118 @@ async fn finished_promotions_are_pruned_by_age_and_count() {
     assert_eq!(left, ["newest", "running"]);
     live.stop().await;
 }
+
+/// The real binary: a report answered 202, then SIGKILL at once. The Promotion was written
+/// before the answer, so the agent started again traces it in the trace the answer named, and
+/// only once.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_acknowledged_then_killed_is_traced_after_the_restart() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let text = example("git-success.jsonl");
+    let server = KubeApi::with_recording(text).start().await;
+    server.apply_initial();
+    let receiver = OtlpReceiver::start().await;
+    let kubeconfig = server.kubeconfig("promotions-sigkill");
+    let start = || {
+        let addr = fluxtrace_testkit::files::free_loopback_addr();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+            .args(["run", "--no-k8s-events", "--insecure-no-auth", "--listen"])
+            .arg(addr.to_string())
+            .args(["--otlp-endpoint", &receiver.endpoint(), "--settle", "0s"])
+            .args(["--source-deadline", "3s", "--promotion-deadline", "3s"])
+            .args(["--cluster-name", CLUSTER])
+            .env_clear()
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("fluxtrace run");
+        (child, addr)
+    };
+    let request = |addr: std::net::SocketAddr, req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let ready = |addr| async move {
+        let started = std::time::Instant::now();
+        loop {
+            let r = request(
+                addr,
+                "GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into(),
+            )
+            .await;
+            if r.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "never ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    let (mut first, addr) = start();
+    ready(addr).await;
+    let body = json!({"id": "P-2026-11-26-42", "environment": "staging", "app": "frontend",
+                      "revision": "78e7e93a2812ee6725fe1cbb2659ddc496d09657"})
+    .to_string();
+    let answer = request(
+        addr,
+        format!(
+            "POST /v1/promotions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+    .expect("an answer");
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let trace_id = fluxtrace::trace::trace_id_for("P-2026-11-26-42").to_string();
+    assert!(answer.contains(&trace_id), "{answer}");
+    assert_eq!(promotions(&server).len(), 1, "stored before the 202");
+    assert!(receiver.spans().is_empty(), "killed before any verdict");
+
+    let (_second, addr) = start();
+    ready(addr).await;
+    server.apply_rest();
+    let r = &receiver;
+    eventually("the trace after the restart", || {
+        r.spans().iter().any(|(_, s)| s.name == "promotion")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = receiver.spans();
+    // The recording's objects carry their own (past) times while the binary runs on the
+    // system clock: what is checked is that the acknowledged report was traced, once, in the
+    // trace the 202 named, with the delivery that followed.
+    let roots: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| {
+            s.name == "promotion"
+                && fluxtrace_testkit::otlp_receiver::sorted_attributes(s)
+                    .iter()
+                    .any(|a| {
+                        a.starts_with("delivery.promotion.id=") && a.contains("P-2026-11-26-42")
+                    })
+        })
+        .collect();
+    assert_eq!(roots.len(), 1, "traced once");
+    assert_eq!(
+        hex(&roots[0].trace_id),
+        trace_id,
+        "in the trace the answer named"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|(_, s)| s.name == "source.fetch" && hex(&s.trace_id) == trace_id),
+        "with the delivery that followed"
+    );
+    let _ = std::fs::remove_file(kubeconfig);
+}

@@ -23,3 +23,12 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// A loopback address with a port nothing listens on now, for a child process to bind.
+pub fn free_loopback_addr() -> std::net::SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    ([127, 0, 0, 1], port).into()
+}
