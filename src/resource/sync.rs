@@ -421,7 +421,13 @@ fn finished_at(o: &DynamicObject) -> Option<jiff::Timestamp> {
 async fn delete(server: &ApiServer, namespace: &str, name: &str) {
     let api: Api<DynamicObject> =
         Api::namespaced_with(server.client.clone(), namespace, &api_resource());
-    match api.delete(name, &kube::api::DeleteParams::default()).await {
+    let deleted = tokio::time::timeout(
+        PromotionWriter::TIMEOUT,
+        api.delete(name, &kube::api::DeleteParams::default()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
+    match deleted {
         Ok(_) => debug!(message = "Finished Promotion pruned.", namespace, name),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => warn!(
@@ -646,10 +652,19 @@ async fn patch_status(
     let api: Api<DynamicObject> =
         Api::namespaced_with(server.client.clone(), namespace, &api_resource());
     let body = json!({ "status": st });
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-    {
+    // kube's client retries a 503 for minutes on its own: a write that does not land within
+    // the deadline is given up (the Promotion is traced again after a restart).
+    let written = tokio::time::timeout(
+        PromotionWriter::TIMEOUT,
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(kube::Error::Service(
+            format!("no answer within {}s", PromotionWriter::TIMEOUT.as_secs()).into(),
+        ))
+    });
+    match written {
         Ok(_) => true,
         Err(e) => {
             warn!(

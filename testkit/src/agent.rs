@@ -329,7 +329,8 @@ impl LiveAgent {
         }
         // The engine has stopped: the last verdicts reach their Promotions.
         if let Some(w) = self.status_writer.take() {
-            tokio::time::timeout(Duration::from_secs(5), w)
+            // Each write is bounded by its own 5 s deadline.
+            tokio::time::timeout(Duration::from_secs(15), w)
                 .await
                 .expect("the status writer ends after the agent")
                 .expect("the status writer does not panic");
