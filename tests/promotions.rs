@@ -506,3 +506,39 @@ async fn a_report_acknowledged_then_killed_is_traced_after_the_restart() {
     );
     let _ = std::fs::remove_file(kubeconfig);
 }
+
+/// An API server that answers every write with 503 (kube's client retries those on its own for
+/// minutes) neither blocks the feed nor holds the agent's shutdown: each status write gives up
+/// after its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_cannot_write_does_not_hold_the_shutdown() {
+    let server = KubeApi::new().start().await;
+    let receiver = OtlpReceiver::start().await;
+    let mut live = agent(&server, &receiver);
+    live.rejoin(&server).await;
+    server.fail_writes(Some(503));
+    server.apply(
+        "ADDED",
+        json!({
+            "apiVersion": "fluxtrace.io/v1alpha1", "kind": "Promotion",
+            "metadata": {"name": "rel-7", "namespace": "ci", "uid": "u-7", "generation": 1},
+            "spec": {"environment": "prod", "revision": "450796ddb2ab6724ee1cc32a4be56da032d1cca0"},
+        }),
+    );
+    let s = &server;
+    eventually("the InProgress write to be tried", || {
+        s.writes().iter().any(|w| w.path.ends_with("/rel-7/status"))
+    })
+    .await;
+    assert!(
+        live.handle.story("rel-7").await.is_some(),
+        "the report reached the engine"
+    );
+    let started = std::time::Instant::now();
+    live.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+}
