@@ -356,12 +356,13 @@ async fn feed(
         match item {
             Ok(Event::InitApply(obj) | Event::Apply(obj)) => match obj.0 {
                 Ok(o) => {
-                    if let Some(at) = finished_at(&o) {
-                        if let Some((ns, n)) = obj_key(&o) {
-                            pruner.finished(&ns, &n, at);
-                        }
-                    }
-                    if !promotion_seen(&server, &handle, &index, &mut seen, &starts, o).await {
+                    let feed = Feed {
+                        server: &server,
+                        handle: &handle,
+                        index: &index,
+                        starts: &starts,
+                    };
+                    if !feed.seen(&mut seen, &mut pruner, o).await {
                         break;
                     }
                 }
@@ -395,27 +396,6 @@ async fn feed(
     debug!(message = "Promotion watcher stopped.");
 }
 
-fn obj_key(o: &DynamicObject) -> Option<(String, String)> {
-    Some((
-        o.metadata.namespace.clone().unwrap_or_default(),
-        o.metadata.name.clone()?,
-    ))
-}
-
-/// When a Promotion with a final phase finished: its `finishedAt`, else its creation.
-fn finished_at(o: &DynamicObject) -> Option<jiff::Timestamp> {
-    let status = o.data.get("status")?;
-    let phase: Phase = serde_json::from_value(status.get("phase")?.clone()).ok()?;
-    if !phase.is_final() {
-        return None;
-    }
-    status
-        .get("finishedAt")
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse().ok())
-        .or_else(|| o.metadata.creation_timestamp.as_ref().map(|t| t.0))
-}
-
 /// Deletes a finished Promotion past its retention; a failure is logged (it is tried again
 /// after the next re-list).
 async fn delete(server: &ApiServer, namespace: &str, name: &str) {
@@ -440,85 +420,110 @@ async fn delete(server: &ApiServer, namespace: &str, name: &str) {
     }
 }
 
-/// One Promotion listed or changed. `false` once the engine has stopped.
-async fn promotion_seen(
-    server: &ApiServer,
-    handle: &EngineHandle,
-    index: &Index,
-    seen: &mut HashSet<(String, i64)>,
-    starts: &mpsc::Sender<(String, PromotionStatus)>,
-    o: DynamicObject,
-) -> bool {
-    let namespace = o.metadata.namespace.clone().unwrap_or_default();
-    let name = o.metadata.name.clone().unwrap_or_default();
-    let generation = o.metadata.generation;
-    let key = (
-        o.metadata.uid.clone().unwrap_or_else(|| name.clone()),
-        generation.unwrap_or(0),
-    );
-    let status: PromotionStatus = o
-        .data
-        .get("status")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default();
-    // A verdict whose spans did not all reach the collector is traced again: the same spans,
-    // exported again.
-    let finished =
-        status.phase.is_some_and(Phase::is_final) && status.spans_exported != Some(false);
-    let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
-    let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let report = match to_report(&spec, &name, created) {
-        Ok(r) => r,
-        Err(e) => {
-            let marked = status
-                .conditions
-                .iter()
-                .any(|c| c.reason == "InvalidSpec" && c.observed_generation == generation);
-            if seen.insert(key) && !marked {
-                warn!(
-                    message = "Promotion is not a valid report; marked InvalidSpec.",
-                    namespace = %namespace,
-                    name = %name,
-                    error = %e
-                );
-                let st = invalid_status(&e, generation, handle.now());
-                patch_status(server, &namespace, &name, &st).await;
+/// What the feed task hands on: to the engine, the index and the status task.
+struct Feed<'a> {
+    server: &'a ApiServer,
+    handle: &'a EngineHandle,
+    index: &'a Index,
+    starts: &'a mpsc::Sender<(String, PromotionStatus)>,
+}
+
+impl Feed<'_> {
+    /// One Promotion listed or changed. `false` once the engine has stopped.
+    async fn seen(
+        &self,
+        seen: &mut HashSet<(String, i64)>,
+        pruner: &mut Pruner,
+        o: DynamicObject,
+    ) -> bool {
+        let Feed {
+            server,
+            handle,
+            index,
+            starts,
+        } = *self;
+        let namespace = o.metadata.namespace.clone().unwrap_or_default();
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let generation = o.metadata.generation;
+        let key = (
+            o.metadata.uid.clone().unwrap_or_else(|| name.clone()),
+            generation.unwrap_or(0),
+        );
+        let status: PromotionStatus = o
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        let created = o.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        if status.phase.is_some_and(Phase::is_final) {
+            // Pruned this long after its verdict (its creation when the status has no time).
+            let at = status
+                .finished_at
+                .as_deref()
+                .and_then(|t| t.parse().ok())
+                .or(created);
+            if let Some(at) = at {
+                pruner.finished(&namespace, &name, at);
             }
+        }
+        // A verdict whose spans did not all reach the collector is traced again: the same spans,
+        // exported again.
+        let finished =
+            status.phase.is_some_and(Phase::is_final) && status.spans_exported != Some(false);
+        let spec = o.data.get("spec").cloned().unwrap_or(Value::Null);
+        let report = match to_report(&spec, &name, created) {
+            Ok(r) => r,
+            Err(e) => {
+                let marked = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.reason == "InvalidSpec" && c.observed_generation == generation);
+                if seen.insert(key) && !marked {
+                    warn!(
+                        message = "Promotion is not a valid report; marked InvalidSpec.",
+                        namespace = %namespace,
+                        name = %name,
+                        error = %e
+                    );
+                    let st = invalid_status(&e, generation, handle.now());
+                    patch_status(server, &namespace, &name, &st).await;
+                }
+                return true;
+            }
+        };
+        index.insert(
+            report.id.clone(),
+            ObjectRef {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                generation,
+            },
+        );
+        if finished || !seen.insert(key) {
             return true;
         }
-    };
-    index.insert(
-        report.id.clone(),
-        ObjectRef {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            generation,
-        },
-    );
-    if finished || !seen.insert(key) {
-        return true;
+        let id = report.id.clone();
+        let trace_id = report
+            .traceparent
+            .as_deref()
+            .and_then(|t| Traceparent::parse(t).ok())
+            .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+        if !submit(handle, report).await {
+            return false;
+        }
+        if status.phase.is_none() {
+            let st = PromotionStatus {
+                phase: Some(Phase::InProgress),
+                trace_id: Some(trace_id.to_string()),
+                observed_generation: generation,
+                ..PromotionStatus::default()
+            };
+            // Written by the status task, in order with the verdicts; best effort when it is busy.
+            let _ = starts.try_send((id.clone(), st));
+        }
+        debug!(message = "Promotion object fed to the engine.", promotion_id = %id, namespace = %namespace, name = %name);
+        true
     }
-    let id = report.id.clone();
-    let trace_id = report
-        .traceparent
-        .as_deref()
-        .and_then(|t| Traceparent::parse(t).ok())
-        .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
-    if !submit(handle, report).await {
-        return false;
-    }
-    if status.phase.is_none() {
-        let st = PromotionStatus {
-            phase: Some(Phase::InProgress),
-            trace_id: Some(trace_id.to_string()),
-            observed_generation: generation,
-            ..PromotionStatus::default()
-        };
-        // Written by the status task, in order with the verdicts; best effort when it is busy.
-        let _ = starts.try_send((id.clone(), st));
-    }
-    debug!(message = "Promotion object fed to the engine.", promotion_id = %id, namespace = %namespace, name = %name);
-    true
 }
 
 /// Queues a report as the intake does: its time, never later than now.
