@@ -235,7 +235,7 @@ fn with_server(
                 );
                 let stop = tokio_util::sync::CancellationToken::new();
                 let mut tasks = tokio::task::JoinSet::new();
-                let (_, writer) = fluxtrace::resource::sync::spawn(
+                let (index, writer) = fluxtrace::resource::sync::spawn(
                     &mut tasks,
                     server.api_server(),
                     agent.handle.clone(),
@@ -251,6 +251,7 @@ fn with_server(
                 .with_store(fluxtrace::resource::sync::PromotionWriter::new(
                     server.api_server(),
                     "fluxtrace",
+                    index,
                 ));
                 let app =
                     admin::router(metrics.clone(), readiness).merge(intake::http::router(intake));

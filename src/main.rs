@@ -315,7 +315,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 agent.handle.clone(),
                 stop_sources.clone(),
             );
-            let (_, writer) = fluxtrace::resource::sync::spawn(
+            let (index, writer) = fluxtrace::resource::sync::spawn(
                 &mut sources,
                 server.clone(),
                 agent.handle.clone(),
@@ -333,6 +333,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             intake = intake.with_store(fluxtrace::resource::sync::PromotionWriter::new(
                 server,
                 args.promotion_namespace.clone(),
+                index,
             ));
             readiness.set("watchers", true);
         }

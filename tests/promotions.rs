@@ -219,8 +219,13 @@ async fn an_acknowledged_report_is_stored_and_one_that_cannot_be_is_refused() {
     let server = KubeApi::new().start().await;
     let receiver = OtlpReceiver::start().await;
     let mut live = agent(&server, &receiver);
-    let intake = Intake::new(live.handle.clone(), Arc::new(Auth::disabled()))
-        .with_store(PromotionWriter::new(server.api_server(), "fluxtrace"));
+    let intake = Intake::new(live.handle.clone(), Arc::new(Auth::disabled())).with_store(
+        PromotionWriter::new(
+            server.api_server(),
+            "fluxtrace",
+            live.promotions.clone().expect("Promotions synced"),
+        ),
+    );
     let app = fluxtrace::intake::http::router(intake);
     let post = |id: &str| {
         Request::post("/v1/promotions")
@@ -244,6 +249,16 @@ async fn an_acknowledged_report_is_stored_and_one_that_cannot_be_is_refused() {
         "with its start: {}",
         stored[0]
     );
+    // The watch sees the object it created (it writes InProgress) but does not feed the report
+    // again: the engine applied it once.
+    let s = &server;
+    eventually("the InProgress status", || {
+        promotions(s)[0]["status"]["phase"] == "InProgress"
+    })
+    .await;
+    let h = live.handle.clone();
+    eventually("the engine's queue", || h.queue_depth() == 0).await;
+    assert_eq!(fluxtrace_testkit::agent::observed(&live.metrics), 1);
     // A repeat is no error: the object exists already.
     let again = app.clone().oneshot(post("rel-1")).await.expect("answer");
     assert_eq!(again.status(), StatusCode::ACCEPTED);

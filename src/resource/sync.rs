@@ -58,9 +58,19 @@ pub const WATCHED_PROMOTION: Watched = Watched {
     lossy: false,
 };
 
-/// Where each promotion's object is: filled by the feed task, read by the status task.
+/// Where each promotion's object is (filled by the feed task, read by the status task), and
+/// which object versions were already handed to the engine: by the intake that created them,
+/// or by the feed.
 #[derive(Clone, Default)]
-pub struct Index(Arc<Mutex<HashMap<String, ObjectRef>>>);
+pub struct Index(Arc<Mutex<IndexState>>);
+
+#[derive(Default)]
+struct IndexState {
+    objects: HashMap<String, ObjectRef>,
+    /// (uid, generation) fed to the engine or marked invalid: a status write comes back as a
+    /// change and must not be taken for a new report.
+    fed: HashSet<(String, i64)>,
+}
 
 /// One Promotion object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,21 +81,27 @@ pub struct ObjectRef {
 }
 
 impl Index {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ObjectRef>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexState> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn get(&self, id: &str) -> Option<ObjectRef> {
-        self.lock().get(id).cloned()
+        self.lock().objects.get(id).cloned()
     }
 
     fn insert(&self, id: String, at: ObjectRef) {
-        self.lock().insert(id, at);
+        self.lock().objects.insert(id, at);
     }
 
     fn remove_object(&self, namespace: &str, name: &str) {
         self.lock()
+            .objects
             .retain(|_, o| !(o.namespace == namespace && o.name == name));
+    }
+
+    /// Marks an object version as handed on; `true` the first time.
+    fn first_time(&self, uid: String, generation: i64) -> bool {
+        self.lock().fed.insert((uid, generation))
     }
 }
 
@@ -227,6 +243,8 @@ pub fn spawn(
 #[derive(Clone)]
 pub struct PromotionWriter {
     server: ApiServer,
+    /// Marks what it created as fed, so that the watch does not feed the report again.
+    index: Index,
     /// Where the intake's Promotions live (the agent's own namespace).
     namespace: String,
     missing: Arc<Mutex<RepeatedWarning>>,
@@ -244,9 +262,11 @@ pub struct WriteError {
 }
 
 impl PromotionWriter {
-    pub fn new(server: ApiServer, namespace: impl Into<String>) -> PromotionWriter {
+    /// `index` is the one [`spawn`] returned for the same cluster.
+    pub fn new(server: ApiServer, namespace: impl Into<String>, index: Index) -> PromotionWriter {
         PromotionWriter {
             server,
+            index,
             namespace: namespace.into(),
             missing: Arc::default(),
             timeout: Self::TIMEOUT,
@@ -281,7 +301,14 @@ impl PromotionWriter {
             ))
         });
         match created {
-            Ok(_) => Ok(()),
+            Ok(o) => {
+                // The intake submits the report itself.
+                if let Some(uid) = o.metadata.uid {
+                    self.index
+                        .first_time(uid, o.metadata.generation.unwrap_or(0));
+                }
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 let due = self.missing.lock().map(|mut w| w.due()).ok().flatten();
@@ -334,9 +361,6 @@ async fn feed(
     };
     handle.readiness.set(name, false);
     let mut watch = KindWatch::<DynamicObject>::new(&server, &ar, None, None);
-    // (uid, generation) already fed or marked invalid: a status write comes back as a change
-    // and must not be taken for a new report.
-    let mut seen: HashSet<(String, i64)> = HashSet::new();
     let mut failures = RepeatedWarning::default();
     let mut pruner = Pruner::default();
     let mut prune = tokio::time::interval(retention.every);
@@ -362,7 +386,7 @@ async fn feed(
                         index: &index,
                         starts: &starts,
                     };
-                    if !feed.seen(&mut seen, &mut pruner, o).await {
+                    if !feed.seen(&mut pruner, o).await {
                         break;
                     }
                 }
@@ -430,12 +454,7 @@ struct Feed<'a> {
 
 impl Feed<'_> {
     /// One Promotion listed or changed. `false` once the engine has stopped.
-    async fn seen(
-        &self,
-        seen: &mut HashSet<(String, i64)>,
-        pruner: &mut Pruner,
-        o: DynamicObject,
-    ) -> bool {
+    async fn seen(&self, pruner: &mut Pruner, o: DynamicObject) -> bool {
         let Feed {
             server,
             handle,
@@ -445,7 +464,7 @@ impl Feed<'_> {
         let namespace = o.metadata.namespace.clone().unwrap_or_default();
         let name = o.metadata.name.clone().unwrap_or_default();
         let generation = o.metadata.generation;
-        let key = (
+        let first = index.first_time(
             o.metadata.uid.clone().unwrap_or_else(|| name.clone()),
             generation.unwrap_or(0),
         );
@@ -478,7 +497,7 @@ impl Feed<'_> {
                     .conditions
                     .iter()
                     .any(|c| c.reason == "InvalidSpec" && c.observed_generation == generation);
-                if seen.insert(key) && !marked {
+                if first && !marked {
                     warn!(
                         message = "Promotion is not a valid report; marked InvalidSpec.",
                         namespace = %namespace,
@@ -499,7 +518,7 @@ impl Feed<'_> {
                 generation,
             },
         );
-        if finished || !seen.insert(key) {
+        if finished {
             return true;
         }
         let id = report.id.clone();
@@ -508,7 +527,8 @@ impl Feed<'_> {
             .as_deref()
             .and_then(|t| Traceparent::parse(t).ok())
             .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
-        if !submit(handle, report).await {
+        // What the intake created it submitted itself; a status write's echo is not new either.
+        if first && !submit(handle, report).await {
             return false;
         }
         if status.phase.is_none() {

@@ -114,6 +114,8 @@ pub struct LiveAgent {
     pub retention: fluxtrace::resource::sync::Retention,
     stop: CancellationToken,
     watchers: tokio::task::JoinSet<()>,
+    /// Where [`LiveAgent::sync_promotions`] indexes Promotions (for an intake that stores).
+    pub promotions: Option<fluxtrace::resource::sync::Index>,
     /// The Promotion status writer, when [`LiveAgent::sync_promotions`] started one.
     status_writer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -148,6 +150,7 @@ impl LiveAgent {
             retention: fluxtrace::resource::sync::Retention::default(),
             stop: CancellationToken::new(),
             watchers: tokio::task::JoinSet::new(),
+            promotions: None,
             status_writer: None,
         }
     }
@@ -190,6 +193,7 @@ impl LiveAgent {
             self.stop.clone(),
         );
         self.status_writer = Some(writer);
+        self.promotions = Some(index.clone());
         index
     }
 
