@@ -235,13 +235,18 @@ fn with_server(
                 );
                 let stop = tokio_util::sync::CancellationToken::new();
                 let mut tasks = tokio::task::JoinSet::new();
-                let (index, writer) = fluxtrace::resource::sync::spawn(
+                let index = fluxtrace::resource::sync::Index::default();
+                let writer = fluxtrace::resource::sync::spawn(
                     &mut tasks,
                     server.api_server(),
                     agent.handle.clone(),
                     rx,
-                    Duration::from_secs(300),
-                    fluxtrace::resource::sync::Retention::default(),
+                    index.clone(),
+                    fluxtrace::resource::sync::SyncSettings {
+                        rediscover: Duration::from_secs(300),
+                        retention: fluxtrace::resource::sync::Retention::default(),
+                        leadership: fluxtrace::leader::Leadership::always(),
+                    },
                     stop.clone(),
                 );
                 let intake = Intake::new(

@@ -1,5 +1,6 @@
 //! Health and telemetry of the agent itself: `/healthz` (liveness), `/readyz` (every watcher
-//! has finished its initial list and the listeners are bound), `/metrics` (Prometheus).
+//! has finished its initial list and the listeners are bound; the body says whether this
+//! replica leads), `/metrics` (Prometheus).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,8 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Readiness {
     parts: Mutex<BTreeMap<String, bool>>,
+    /// This replica's role, when it takes part in an election.
+    leadership: Mutex<Option<crate::leader::Leadership>>,
 }
 
 impl Readiness {
@@ -30,6 +33,18 @@ impl Readiness {
         if let Ok(mut p) = self.parts.lock() {
             p.insert(part.to_string(), ready);
         }
+    }
+
+    /// Shows the replica's role on `/readyz` (both replicas are ready: both serve the intake).
+    pub fn set_leadership(&self, l: crate::leader::Leadership) {
+        if let Ok(mut r) = self.leadership.lock() {
+            *r = Some(l);
+        }
+    }
+
+    fn role(&self) -> Option<String> {
+        let r = self.leadership.lock().ok()?;
+        r.as_ref().map(|l| l.role().describe())
     }
 
     /// Parts that are not ready; empty when the agent is ready. With no parts registered the
@@ -65,7 +80,10 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     match s.readiness.waiting() {
-        Some(w) if w.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        Some(w) if w.is_empty() => match s.readiness.role() {
+            Some(role) => (StatusCode::OK, format!("ready (role: {role})\n")),
+            None => (StatusCode::OK, "ready\n".to_string()),
+        },
         Some(w) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("waiting for: {}\n", w.join(", ")),

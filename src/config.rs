@@ -34,9 +34,9 @@ pub enum Command {
     /// waterfall and story for each promotion.
     Replay(ReplayArgs),
     /// Run the agent: watch the cluster, correlate, export over OTLP; serve health and metrics.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report a promotion to the agent (from CI): prints the trace id and link.
-    Promote(PromoteArgs),
+    Promote(Box<PromoteArgs>),
     /// Print the triage story of a promotion, as the agent knows it.
     Explain(ExplainArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
@@ -104,6 +104,66 @@ impl WatchArgs {
     }
 }
 
+/// Leader election among the agent's replicas (a `coordination.k8s.io/v1` Lease in the agent's
+/// own namespace).
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// Run without an election: this replica exports and writes as the only one. For a single
+    /// replica that may not write Leases.
+    #[arg(long, env = "FLUXTRACE_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "fluxtrace", env = "FLUXTRACE_LEASE_NAME")]
+    pub lease_name: String,
+    /// Namespace of the Lease; the --promotion-namespace when unset.
+    #[arg(long, env = "FLUXTRACE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a leader that stopped renewing holds the Lease: the longest a standby waits
+    /// before it takes over (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "FLUXTRACE_LEASE_DURATION")]
+    pub lease_duration: SignedDuration,
+    /// A leader that has not renewed for this long stops (and is restarted as a standby);
+    /// shorter than --lease-duration.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_LEASE_RENEW_DEADLINE")]
+    pub lease_renew_deadline: SignedDuration,
+    /// How often the leader renews and a standby tries to take over.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLUXTRACE_LEASE_RETRY_PERIOD")]
+    pub lease_retry_period: SignedDuration,
+    /// This replica's name in the Lease; the host name (the Pod's) and a random suffix when
+    /// unset.
+    #[arg(long, env = "FLUXTRACE_LEASE_IDENTITY")]
+    pub lease_identity: Option<String>,
+}
+
+impl LeaseArgs {
+    /// The election's settings, checked; `None` with --no-leader-election.
+    pub fn settings(
+        &self,
+        own_namespace: &str,
+    ) -> Result<Option<crate::leader::LeaseSettings>, crate::leader::SettingsError> {
+        if self.no_leader_election {
+            return Ok(None);
+        }
+        let std = |d: SignedDuration| std::time::Duration::try_from(d).unwrap_or_default();
+        let s = crate::leader::LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| own_namespace.to_string()),
+            identity: self
+                .lease_identity
+                .clone()
+                .unwrap_or_else(crate::leader::default_identity),
+            duration: std(self.lease_duration),
+            renew_deadline: std(self.lease_renew_deadline),
+            retry_period: std(self.lease_retry_period),
+        };
+        s.validate()?;
+        Ok(Some(s))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -129,6 +189,8 @@ pub struct RunArgs {
     pub max_open_promotions: usize,
     #[command(flatten)]
     pub watch: WatchArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
     /// Namespace where the intake writes a Promotion for each report it takes (the agent's
     /// own; the deploy base sets it from the Pod's namespace).
     #[arg(

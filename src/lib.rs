@@ -62,6 +62,7 @@ pub mod correlate;
 pub mod dora;
 pub mod export;
 pub mod intake;
+pub mod leader;
 pub mod links;
 pub mod metrics;
 pub mod model;

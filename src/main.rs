@@ -276,6 +276,29 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .with_list_timeout(args.watch.list_timeout());
             Some((server, fluxtrace::resource::sync::channel()))
         };
+        // With a cluster, replicas elect a leader: only it exports and writes.
+        let stop_lease = CancellationToken::new();
+        let lease_settings = args
+            .lease
+            .settings(&args.promotion_namespace)
+            .context("invalid leader election settings")?;
+        let (leadership, elector) = match (&cluster, lease_settings) {
+            (Some((server, _)), Some(settings)) => {
+                let (l, task) = fluxtrace::leader::spawn(
+                    server.client.clone(),
+                    settings,
+                    metrics.clone(),
+                    stop_lease.clone(),
+                );
+                readiness.set_leadership(l.clone());
+                (l, Some(task))
+            }
+            _ => {
+                metrics.leader.set(1);
+                (fluxtrace::leader::Leadership::always(), None)
+            }
+        };
+        let promotions = fluxtrace::resource::sync::Index::default();
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
@@ -293,6 +316,8 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             promotion_status: cluster.as_ref().map(|(_, (tx, _))| tx.stories.clone()),
             export_outcomes: cluster.as_ref().map(|(_, (tx, _))| tx.outcomes.clone()),
             dora_max_series: args.dora_max_series,
+            leadership: leadership.clone(),
+            confirmations: cluster.is_some().then(|| promotions.clone()),
             ..AgentConfig::default()
         };
         let agent = Agent::start(cfg, metrics.clone(), readiness.clone());
@@ -315,17 +340,21 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 agent.handle.clone(),
                 stop_sources.clone(),
             );
-            let (index, writer) = fluxtrace::resource::sync::spawn(
+            let writer = fluxtrace::resource::sync::spawn(
                 &mut sources,
                 server.clone(),
                 agent.handle.clone(),
                 status_rx,
-                std::time::Duration::from_secs(300),
-                fluxtrace::resource::sync::Retention {
-                    max_age: std::time::Duration::try_from(args.promotion_retention)
-                        .unwrap_or_default(),
-                    max_per_namespace: args.promotion_max_per_namespace,
-                    ..Default::default()
+                promotions.clone(),
+                fluxtrace::resource::sync::SyncSettings {
+                    rediscover: std::time::Duration::from_secs(300),
+                    retention: fluxtrace::resource::sync::Retention {
+                        max_age: std::time::Duration::try_from(args.promotion_retention)
+                            .unwrap_or_default(),
+                        max_per_namespace: args.promotion_max_per_namespace,
+                        ..Default::default()
+                    },
+                    leadership: leadership.clone(),
                 },
                 stop_sources.clone(),
             );
@@ -333,7 +362,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             intake = intake.with_store(fluxtrace::resource::sync::PromotionWriter::new(
                 server,
                 args.promotion_namespace.clone(),
-                index,
+                promotions,
             ));
             readiness.set("watchers", true);
         }
@@ -396,6 +425,12 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             } => Some(format!("the gRPC server stopped: {r:?}")),
             Some(r) = sources.join_next() => Some(format!("a watcher stopped: {r:?}")),
+            _ = leadership.clone().lost() => {
+                // Another replica may take the Lease any moment: nothing more may leave this
+                // one, not even a final flush. Kubernetes starts it again as a standby.
+                tracing::error!(message = "Exiting at once: the lease was lost.");
+                return Ok(ExitCode::FAILURE);
+            }
         };
         if let Some(f) = &failure {
             tracing::error!(message = "A task stopped early; shutting down.", reason = %f);
@@ -432,6 +467,12 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             if tokio::time::timeout(left, task).await.is_err() {
                 tracing::warn!(message = "Shutdown deadline reached with writes still queued.", what);
             }
+        }
+        // Last: the leader led until everything was written; now the standby may take over.
+        stop_lease.cancel();
+        if let Some(task) = elector {
+            let left = deadline.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left.max(std::time::Duration::from_secs(1)), task).await;
         }
         tracing::info!(
             message = "Stopped.",

@@ -113,6 +113,13 @@ pub struct Metrics {
     pub k8s_events_failed: Family<ErrorType, Counter>,
     pub k8s_events_dropped: Counter,
     pub promotion_status_dropped: Counter,
+    /// 1 on the replica that holds the Lease (or runs without an election), 0 on a standby.
+    pub leader: Gauge,
+    /// Spans a standby holds in case it takes over (its verdicts, not yet known exported by
+    /// the leader).
+    pub standby_held_spans: Gauge,
+    /// Verdicts a standby let go of unexported because its hold was full.
+    pub standby_evicted: Counter,
     /// DORA: promotions finished, by environment, app and outcome (deployment frequency; the
     /// change failure rate is a recording rule over it).
     pub dora_promotions: Family<DoraOutcome, Counter>,
@@ -151,6 +158,9 @@ impl Metrics {
             k8s_events_failed: Family::default(),
             k8s_events_dropped: Counter::default(),
             promotion_status_dropped: Counter::default(),
+            leader: Gauge::default(),
+            standby_held_spans: Gauge::default(),
+            standby_evicted: Counter::default(),
             dora_promotions: Family::default(),
             dora_lead_time: Family::new_with_constructor(lead_time_histogram),
             dora_time_to_restore: Family::new_with_constructor(restore_histogram),
@@ -241,6 +251,21 @@ impl Metrics {
             "promotion_status_dropped",
             "Finished promotions whose Promotion status write was dropped because the queue was full",
             m.promotion_status_dropped.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 on the replica that exports spans and writes statuses and Events, 0 on a standby",
+            m.leader.clone(),
+        );
+        registry.register(
+            "standby_held_spans",
+            "Spans a standby holds until the leader is known to have exported them",
+            m.standby_held_spans.clone(),
+        );
+        registry.register(
+            "standby_evicted",
+            "Verdicts a standby let go of because its hold was full",
+            m.standby_evicted.clone(),
         );
         registry.register(
             "dora_promotions_finished",

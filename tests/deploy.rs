@@ -170,7 +170,7 @@ fn parse_run(args: &[String]) -> RunArgs {
                 panic!("the container's args are not a valid fluxtrace command: {e}")
             });
     match cli.command {
-        Sub::Run(r) => r,
+        Sub::Run(r) => *r,
         other => panic!("the container runs `fluxtrace run`, not {other:?}"),
     }
 }
@@ -970,7 +970,7 @@ fn parse_promote(ci: &Ci, words: &[String]) -> PromoteArgs {
         Ok(Cli {
             command: Sub::Promote(p),
             ..
-        }) => p,
+        }) => *p,
         Ok(other) => panic!("{}: not promote: {other:?}", ci.file),
         Err(e) => panic!(
             "{}: `{}` is not a valid fluxtrace promote: {e}",

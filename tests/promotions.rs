@@ -427,6 +427,9 @@ async fn a_report_acknowledged_then_killed_is_traced_after_the_restart() {
             .args(["--otlp-endpoint", &receiver.endpoint(), "--settle", "0s"])
             .args(["--source-deadline", "3s", "--promotion-deadline", "3s"])
             .args(["--cluster-name", CLUSTER])
+            // The killed replica's Lease runs out after 2 s; the next one then leads.
+            .args(["--lease-duration", "2s", "--lease-renew-deadline", "1s"])
+            .args(["--lease-retry-period", "200ms"])
             .env_clear()
             .env("KUBECONFIG", &kubeconfig)
             .stdout(std::process::Stdio::null())

@@ -19,6 +19,8 @@
 //! ids are deterministic, so the next run continues the same traces for what the objects
 //! themselves name (annotations); a report held only in memory is lost with the process.
 
+mod gate;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ use crate::admin::Readiness;
 use crate::correlate::{Engine, EngineConfig, Output};
 use crate::export::pipeline::{self, BufferSettings, FinishedSpans};
 use crate::export::{BatchLimits, ExportSettings, Exporter};
+use crate::leader::Leadership;
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
 use crate::probe::Prober;
@@ -82,6 +85,11 @@ pub struct AgentConfig {
     pub export_outcomes: Option<mpsc::Sender<pipeline::ExportOutcome>>,
     /// Environment and app pairs with DORA series of their own (`crate::dora`).
     pub dora_max_series: usize,
+    /// Whether this replica leads: only the leader's verdicts are exported and written; a
+    /// standby holds them (`gate`).
+    pub leadership: Leadership,
+    /// The Promotion objects, from which a standby learns what the leader has exported.
+    pub confirmations: Option<crate::resource::sync::Index>,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +110,8 @@ impl Default for AgentConfig {
             promotion_status: None,
             export_outcomes: None,
             dora_max_series: crate::dora::DEFAULT_MAX_SERIES,
+            leadership: Leadership::always(),
+            confirmations: None,
         }
     }
 }
@@ -251,6 +261,7 @@ pub struct Agent {
     pub handle: EngineHandle,
     drain: tokio_util::sync::CancellationToken,
     engine_task: JoinHandle<()>,
+    gate_task: JoinHandle<()>,
     export_task: JoinHandle<()>,
 }
 
@@ -260,6 +271,7 @@ impl Agent {
         let (ev_tx, ev_rx) = mpsc::channel(cfg.queue.max(1));
         let (q_tx, q_rx) = mpsc::channel(64);
         let (span_tx, span_rx) = mpsc::channel::<FinishedSpans>(256);
+        let (verdict_tx, verdict_rx) = mpsc::channel::<gate::Verdict>(256);
         let drain = tokio_util::sync::CancellationToken::new();
         let handle = EngineHandle {
             events: ev_tx,
@@ -289,13 +301,24 @@ impl Agent {
             ev_rx,
             q_rx,
             Outlets {
-                spans: span_tx,
+                verdicts: verdict_tx,
                 probes,
                 open: handle.open.clone(),
             },
             metrics.clone(),
             cfg.clone(),
             drain.clone(),
+        ));
+        let gate_task = tokio::spawn(gate::run(
+            verdict_rx,
+            gate::Sinks {
+                spans: span_tx,
+                announce: cfg.announce.clone(),
+                promotion_status: cfg.promotion_status.clone(),
+                confirmations: cfg.confirmations.clone(),
+            },
+            cfg.leadership.clone(),
+            metrics.clone(),
         ));
         let export_task = tokio::spawn(pipeline::run(
             span_rx,
@@ -308,6 +331,7 @@ impl Agent {
             handle,
             drain,
             engine_task,
+            gate_task,
             export_task,
         }
     }
@@ -319,6 +343,7 @@ impl Agent {
         let Agent {
             handle,
             engine_task,
+            gate_task,
             export_task,
             ..
         } = self;
@@ -326,6 +351,7 @@ impl Agent {
         drop(handle);
         let work = async {
             let _ = engine_task.await;
+            let _ = gate_task.await;
             let _ = export_task.await;
         };
         let in_time = tokio::time::timeout(deadline, work).await.is_ok();
@@ -370,8 +396,8 @@ impl StoryStore {
 
 /// Where the engine task sends what it produces.
 struct Outlets {
-    /// Finished spans, one batch per verdict.
-    spans: mpsc::Sender<FinishedSpans>,
+    /// Verdicts (story and spans), to the gate.
+    verdicts: mpsc::Sender<gate::Verdict>,
     /// Probe requests, when probing is on.
     probes: Option<mpsc::Sender<ProbeRequest>>,
     /// How many promotions are open, for the intake's cap.
@@ -451,27 +477,18 @@ async fn engine_loop(
                     );
                     record_story(&story, &metrics);
                     dora.record(&story);
-                    if let Some(tx) = &cfg.announce {
-                        if tx.try_send((*story).clone()).is_err() {
-                            metrics.k8s_events_dropped.inc();
-                        }
-                    }
-                    if let Some(tx) = &cfg.promotion_status {
-                        if tx.try_send((*story).clone()).is_err() {
-                            metrics.promotion_status_dropped.inc();
-                        }
-                    }
-                    let spans = std::mem::take(&mut pending);
-                    let n = spans.len() as i64;
-                    metrics.spans_pending.inc_by(n);
-                    let batch = FinishedSpans {
-                        promotion_id: story.promotion_id.clone(),
-                        spans,
+                    let verdict = gate::Verdict {
+                        story: (*story).clone(),
+                        spans: FinishedSpans {
+                            promotion_id: story.promotion_id.clone(),
+                            spans: std::mem::take(&mut pending),
+                        },
                     };
-                    // Waits while the export buffer is full: back-pressure, not drops.
-                    if outlets.spans.send(batch).await.is_err() {
-                        metrics.spans_pending.dec_by(n);
-                        metrics.spans_dropped.inc_by(n as u64);
+                    // Waits while the gate (then the export buffer) is full: back-pressure.
+                    if let Err(lost) = outlets.verdicts.send(verdict).await {
+                        metrics
+                            .spans_dropped
+                            .inc_by(lost.0.spans.spans.len() as u64);
                     }
                     store.push(*story);
                 }

@@ -40,6 +40,7 @@ use super::{invalid_status, status_of, to_report, Phase, PromotionStatus, GROUP,
 use crate::agent::EngineHandle;
 use crate::cluster::{served, ApiServer, KindWatch, RepeatedWarning, Watched};
 use crate::export::pipeline::ExportOutcome;
+use crate::leader::Leadership;
 use crate::model::{DeliveryEvent, EventBody, PromotionReport};
 use crate::story::{Outcome, Story};
 use crate::trace::{trace_id_for, Traceparent};
@@ -61,10 +62,10 @@ pub const WATCHED_PROMOTION: Watched = Watched {
 /// Where each promotion's object is (filled by the feed task, read by the status task), and
 /// which object versions were already handed to the engine: by the intake that created them,
 /// or by the feed.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Index(Arc<Mutex<IndexState>>);
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct IndexState {
     objects: HashMap<String, ObjectRef>,
     /// (uid, generation) fed to the engine or marked invalid: a status write comes back as a
@@ -78,6 +79,8 @@ pub struct ObjectRef {
     pub namespace: String,
     pub name: String,
     pub generation: Option<i64>,
+    /// Its status holds a verdict whose spans reached the collector.
+    pub exported: bool,
 }
 
 impl Index {
@@ -87,6 +90,12 @@ impl Index {
 
     pub fn get(&self, id: &str) -> Option<ObjectRef> {
         self.lock().objects.get(id).cloned()
+    }
+
+    /// Whether the promotion's verdict is written with its spans exported; `None` when it has
+    /// no Promotion object (yet).
+    pub fn exported(&self, id: &str) -> Option<bool> {
+        self.lock().objects.get(id).map(|o| o.exported)
     }
 
     fn insert(&self, id: String, at: ObjectRef) {
@@ -210,32 +219,47 @@ impl Pruner {
     }
 }
 
+/// How the feed and status tasks run.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// How often a missing CRD is looked for again.
+    pub rediscover: Duration,
+    pub retention: Retention,
+    /// Only the leader writes statuses and prunes; a standby feeds its engine alone.
+    pub leadership: Leadership,
+}
+
 /// Starts the feed task in `set` (it ends when `stop` is cancelled) and the status task (it
 /// ends once every story sender is dropped and the queue is written: await it after the
-/// agent's shutdown, so that the last verdicts reach their Promotions).
+/// agent's shutdown, so that the last verdicts reach their Promotions). `index` is the one the
+/// agent's gate reads (`AgentConfig::confirmations`).
 pub fn spawn(
     set: &mut JoinSet<()>,
     server: ApiServer,
     handle: EngineHandle,
     rx: StatusQueues,
-    rediscover: Duration,
-    retention: Retention,
+    index: Index,
+    settings: SyncSettings,
     stop: CancellationToken,
-) -> (Index, JoinHandle<()>) {
-    let index = Index::default();
+) -> JoinHandle<()> {
     handle.readiness.register("watch/Promotion".to_string());
     let (starts, started) = mpsc::channel(QUEUE);
     set.spawn(feed(
         server.clone(),
         handle.clone(),
         index.clone(),
-        rediscover,
-        retention,
+        settings.clone(),
         starts,
         stop,
     ));
-    let writer = tokio::spawn(write_statuses(server, handle, index.clone(), rx, started));
-    (index, writer)
+    tokio::spawn(write_statuses(
+        server,
+        handle,
+        index,
+        rx,
+        started,
+        settings.leadership,
+    ))
 }
 
 /// Writes a Promotion for each report the intake takes, before the intake answers: what was
@@ -346,12 +370,16 @@ async fn feed(
     server: ApiServer,
     handle: EngineHandle,
     index: Index,
-    rediscover: Duration,
-    retention: Retention,
+    settings: SyncSettings,
     starts: mpsc::Sender<(String, PromotionStatus)>,
     stop: CancellationToken,
 ) {
     let name = "watch/Promotion";
+    let SyncSettings {
+        rediscover,
+        retention,
+        leadership,
+    } = settings;
     let Some(ar) = served(&server, &WATCHED_PROMOTION, rediscover, &stop, || {
         handle.readiness.set(name, true)
     })
@@ -368,7 +396,7 @@ async fn feed(
     loop {
         let item = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = prune.tick() => {
+            _ = prune.tick(), if leadership.is_leader() => {
                 for (ns, n) in pruner.due(handle.now(), &retention) {
                     delete(&server, &ns, &n).await;
                 }
@@ -385,6 +413,7 @@ async fn feed(
                         handle: &handle,
                         index: &index,
                         starts: &starts,
+                        leads: leadership.is_leader(),
                     };
                     if !feed.seen(&mut pruner, o).await {
                         break;
@@ -450,6 +479,8 @@ struct Feed<'a> {
     handle: &'a EngineHandle,
     index: &'a Index,
     starts: &'a mpsc::Sender<(String, PromotionStatus)>,
+    /// Only the leader writes.
+    leads: bool,
 }
 
 impl Feed<'_> {
@@ -460,6 +491,7 @@ impl Feed<'_> {
             handle,
             index,
             starts,
+            leads,
         } = *self;
         let namespace = o.metadata.namespace.clone().unwrap_or_default();
         let name = o.metadata.name.clone().unwrap_or_default();
@@ -497,7 +529,7 @@ impl Feed<'_> {
                     .conditions
                     .iter()
                     .any(|c| c.reason == "InvalidSpec" && c.observed_generation == generation);
-                if first && !marked {
+                if first && !marked && leads {
                     warn!(
                         message = "Promotion is not a valid report; marked InvalidSpec.",
                         namespace = %namespace,
@@ -516,6 +548,7 @@ impl Feed<'_> {
                 namespace: namespace.clone(),
                 name: name.clone(),
                 generation,
+                exported: finished && status.spans_exported == Some(true),
             },
         );
         if finished {
@@ -570,6 +603,7 @@ async fn write_statuses(
     index: Index,
     mut rx: StatusQueues,
     mut started: mpsc::Receiver<(String, PromotionStatus)>,
+    leadership: Leadership,
 ) {
     /// Ids remembered (verdicts written, outcomes that came first) before they are forgotten.
     const REMEMBERED: usize = 100_000;
@@ -633,7 +667,8 @@ async fn write_statuses(
                     feed_open = false;
                     continue;
                 };
-                if finished.contains(&id) {
+                // A standby's InProgress is the leader's to write.
+                if finished.contains(&id) || !leadership.is_leader() {
                     continue;
                 }
                 (id, st)

@@ -183,13 +183,18 @@ impl LiveAgent {
         server: &ServerHandle,
         rx: fluxtrace::resource::sync::StatusQueues,
     ) -> fluxtrace::resource::sync::Index {
-        let (index, writer) = fluxtrace::resource::sync::spawn(
+        let index = fluxtrace::resource::sync::Index::default();
+        let writer = fluxtrace::resource::sync::spawn(
             &mut self.watchers,
             server.api_server(),
             self.handle.clone(),
             rx,
-            Duration::from_millis(200),
-            self.retention,
+            index.clone(),
+            fluxtrace::resource::sync::SyncSettings {
+                rediscover: Duration::from_millis(200),
+                retention: self.retention,
+                leadership: fluxtrace::leader::Leadership::always(),
+            },
             self.stop.clone(),
         );
         self.status_writer = Some(writer);

@@ -6,6 +6,7 @@
 //! | [`kube_api`] | an in-process Kubernetes API server (list, watch, disconnects, `410 Gone`) fed by recordings, for kube's real client |
 //! | [`otlp_receiver`] | an in-process OTLP/gRPC trace receiver that keeps whole requests, and collectors that are down or silent |
 //! | [`agent`] | the live agent on a test clock, watching the test API server, and a player that serves a recording line by line |
+//! | [`replica`] | the agent's binary as one of several replicas against the test API server, with its log, role and intake |
 //! | [`intake`] | the agent behind its HTTP intake, request helpers for the axum router, HMAC signatures |
 //! | [`recordings`] | the bundled recordings by name, and moving a recording in time |
 //! | [`tools`] | outside tools tests run (kubectl, promtool, prometheus): found, or the test says it skipped |
@@ -28,4 +29,5 @@ pub mod json;
 pub mod kube_api;
 pub mod otlp_receiver;
 pub mod recordings;
+pub mod replica;
 pub mod tools;

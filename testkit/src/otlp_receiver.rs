@@ -33,6 +33,10 @@ pub struct Call {
     pub encoding: Option<String>,
     /// The code the receiver answered with instead of success, if it refused the call.
     pub refused: Option<Code>,
+    /// The request's gRPC metadata (the exporter's headers, e.g. `OTEL_EXPORTER_OTLP_HEADERS`).
+    pub metadata: tonic::metadata::MetadataMap,
+    /// When the call arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +71,7 @@ impl TraceService for Service {
             .get("grpc-encoding")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let metadata = request.metadata().clone();
         let request = request.into_inner();
         let refused = match &*lock(&self.0.refusal) {
             None => None,
@@ -81,6 +86,8 @@ impl TraceService for Service {
             request,
             encoding,
             refused,
+            metadata,
+            at: std::time::Instant::now(),
         });
         if self.0.hang.load(std::sync::atomic::Ordering::Relaxed) {
             // Taken (and recorded), never answered.

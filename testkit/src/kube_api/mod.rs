@@ -105,8 +105,8 @@ fn api_version(group: &str, version: &str) -> String {
 
 /// The kinds served unless a test changes them: apps/v1 Deployment and ReplicaSet, Flux's source
 /// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, core/v1 Event and
-/// Pod, and fluxtrace's Promotion (v1alpha1; created, updated, patched and deleted like the
-/// API server does, see `writes`).
+/// Pod, coordination/v1 Lease, and fluxtrace's Promotion (v1alpha1). Leases and Promotions are
+/// created, updated, patched and deleted like the API server does (see `writes`).
 pub fn default_kinds() -> Vec<KindSpec> {
     const SOURCE: &str = "source.toolkit.fluxcd.io";
     let mut event = KindSpec::new("", "v1", "Event", "events");
@@ -120,7 +120,15 @@ pub fn default_kinds() -> Vec<KindSpec> {
     ]
     .map(String::from)
     .to_vec();
+    let mut lease = KindSpec::new("coordination.k8s.io", "v1", "Lease", "leases");
+    lease.verbs = [
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ]
+    .map(String::from)
+    .to_vec();
+    lease.subresources.clear();
     vec![
+        lease,
         KindSpec::new("apps", "v1", "Deployment", "deployments"),
         KindSpec::new("apps", "v1", "ReplicaSet", "replicasets"),
         KindSpec::new(SOURCE, "v1", "GitRepository", "gitrepositories"),
