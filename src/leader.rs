@@ -41,6 +41,29 @@ use tracing::{info, warn};
 use crate::cluster::{describe, RepeatedWarning};
 use crate::metrics::Metrics;
 
+/// What the elector does with Leases, in its own namespace only: read, create the first time,
+/// replace to take and renew. The Role in `deploy/rbac/` grants exactly these.
+pub const LEASE_VERBS: &[&str] = &["create", "get", "update"];
+
+/// The namespaced Role for the election (`deploy/rbac/role-leader-election.yaml`), bound in the
+/// agent's own namespace by the Kustomize base.
+pub fn role_yaml() -> String {
+    let verbs = LEASE_VERBS
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "# Generated from src/leader.rs (LEASE_VERBS): the leader election's Lease, in the agent's\n\
+         # own namespace only (the Kustomize base sets it and binds this Role there).\n\
+         # Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
+         apiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: Role\n\
+         metadata:\n  name: fluxtrace-leader-election\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
+         rules:\n  - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [{verbs}]\n"
+    )
+}
+
 /// Where a replica stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -453,9 +476,15 @@ mod tests {
     #[test]
     fn timings_must_nest() {
         assert!(settings(15, 10, 2).validate().is_ok());
-        let e = settings(10, 10, 2).validate().expect_err("refused").to_string();
+        let e = settings(10, 10, 2)
+            .validate()
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("--lease-renew-deadline"), "{e}");
-        let e = settings(15, 10, 10).validate().expect_err("refused").to_string();
+        let e = settings(15, 10, 10)
+            .validate()
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("--lease-retry-period"), "{e}");
     }
 

@@ -262,7 +262,31 @@ fn the_base_and_every_overlay_render_a_locked_down_agent() {
             selector_matches(&d["spec"]["selector"]["matchLabels"], pod_labels),
             "{what}: the Deployment selects its pods"
         );
-        assert_eq!(d["spec"]["replicas"].as_u64(), Some(1), "{what}: one agent");
+        // Two replicas elect a leader; a drain or a rolling update keeps one running.
+        assert_eq!(
+            d["spec"]["replicas"].as_u64(),
+            Some(2),
+            "{what}: two replicas"
+        );
+        let rolling = &d["spec"]["strategy"]["rollingUpdate"];
+        assert_eq!(
+            rolling["maxUnavailable"].as_u64(),
+            Some(0),
+            "{what}: a rolling update starts the new pod before the old one stops"
+        );
+        let pdbs = of_kind(&objs, "PodDisruptionBudget");
+        assert_eq!(pdbs.len(), 1, "{what}: a PodDisruptionBudget");
+        assert_eq!(pdbs[0]["spec"]["minAvailable"].as_u64(), Some(1));
+        assert!(
+            selector_matches(&pdbs[0]["spec"]["selector"]["matchLabels"], pod_labels),
+            "{what}: the PodDisruptionBudget covers the agent's pods"
+        );
+        assert!(
+            !agent_container(d)["args"]
+                .as_sequence()
+                .is_some_and(|a| a.iter().any(|x| x == "--no-leader-election")),
+            "{what}: the replicas elect a leader"
+        );
 
         // Pod security.
         let psc = &pod["securityContext"];
@@ -559,7 +583,16 @@ fn the_rbac_installed_is_exactly_the_generated_cluster_role_bound_to_the_agent()
             "{what}: the ClusterRole applied differs from cluster_role_yaml(); \
              the base must include deploy/rbac, not a copy"
         );
-        assert!(of_kind(&objs, "Role").is_empty(), "{what}: no other grants");
+        // The one other grant: the election's Lease, in the agent's own namespace.
+        let election: Value =
+            serde_yaml_ng::from_str(&fluxtrace::leader::role_yaml()).expect("generated YAML");
+        let roles = of_kind(&objs, "Role");
+        assert_eq!(roles.len(), 1, "{what}: no other grants");
+        assert_eq!(name(roles[0]), name(&election));
+        assert_eq!(
+            roles[0]["rules"], election["rules"],
+            "{what}: the Role applied differs from leader::role_yaml()"
+        );
         assert!(
             !of_kind(&objs, "Secret").iter().any(|_| true),
             "{what}: no Secret shipped"
@@ -592,6 +625,20 @@ fn the_rbac_installed_is_exactly_the_generated_cluster_role_bound_to_the_agent()
             .into_iter()
             .filter(|b| binds_agent(b))
             .collect();
+        let d_ns = ns(d).to_string();
+        let election_bound = of_kind(&objs, "RoleBinding").into_iter().any(|b| {
+            b["roleRef"]["kind"] == "Role"
+                && b["roleRef"]["name"] == name(roles[0])
+                && ns(b) == d_ns
+                && ns(roles[0]) == d_ns
+                && seq(&b["subjects"]).iter().any(|s| {
+                    s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == d_ns
+                })
+        });
+        assert!(
+            election_bound,
+            "{what}: the election's Role is bound to the agent in its own namespace"
+        );
         let namespaced: BTreeSet<String> = of_kind(&objs, "RoleBinding")
             .into_iter()
             .filter(|b| binds_agent(b))

@@ -8,6 +8,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use fluxtrace::sources::kube::{cluster_role_yaml, WATCHED};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac/clusterrole.yaml");
+const LEADER_ROLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/rbac/role-leader-election.yaml"
+);
+
+/// The election's Role: in the agent's namespace only, leases get, create and update, nothing
+/// else; the file in deploy/ is what the code generates.
+#[test]
+fn the_leader_election_role_matches_what_the_code_uses() {
+    let want = fluxtrace::leader::role_yaml();
+    if std::env::var_os("UPDATE_RBAC").is_some() {
+        std::fs::write(LEADER_ROLE, &want).expect("write the Role");
+    }
+    let have =
+        std::fs::read_to_string(LEADER_ROLE).expect("deploy/rbac/role-leader-election.yaml exists");
+    assert_eq!(
+        have, want,
+        "deploy/rbac/role-leader-election.yaml has drifted; regenerate it with \
+         UPDATE_RBAC=1 cargo test --test rbac and review the diff"
+    );
+    assert!(
+        want.contains("kind: Role\n"),
+        "namespaced, never a ClusterRole"
+    );
+    let mut expected = Grants::new();
+    expected.insert(
+        ("coordination.k8s.io".to_string(), "leases".to_string()),
+        set(&["get", "create", "update"]),
+    );
+    assert_eq!(grants(&want), expected);
+}
 
 #[test]
 fn the_cluster_role_matches_what_the_code_uses() {
