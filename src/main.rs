@@ -326,7 +326,9 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let mut sources = tokio::task::JoinSet::new();
         let mut intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
         let mut status_writer = None;
-        if let Some((server, (_, status_rx))) = cluster {
+        if let Some((server, (inputs, status_rx))) = cluster {
+            // The agent holds its own senders: the status writer ends when the agent has.
+            drop(inputs);
             fluxtrace::sources::kube::spawn_with_client(
                 &mut sources,
                 server.client.clone(),

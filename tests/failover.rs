@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use fluxtrace_testkit::kube_api::{KubeApi, ServerHandle};
-use fluxtrace_testkit::otlp_receiver::{Call, OtlpReceiver};
+use fluxtrace_testkit::kube_api::ServerHandle;
+use fluxtrace_testkit::otlp_receiver::Call;
 use fluxtrace_testkit::recordings::example;
-use fluxtrace_testkit::replica::{sender, Replica, FAST_LEASE};
+use fluxtrace_testkit::replica::{sender, Cluster, Replica, FAST_LEASE};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
@@ -67,83 +67,54 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn report() -> Value {
-    json!({"id": "P-2026-11-26-42", "environment": "staging", "app": "frontend",
-           "revision": "78e7e93a2812ee6725fe1cbb2659ddc496d09657"})
-}
-
-/// A report whose revision never comes: its promotion times out at once, on the leader.
-fn doomed() -> Value {
+/// A report whose revision never comes, for the same environment and app: the next report
+/// supersedes it, on the leader.
+fn doomed(c: &Cluster) -> Value {
+    let before: jiff::Timestamp = c.report["time"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("the report's time");
+    let before = before - jiff::SignedDuration::from_secs(60);
     json!({"id": "P-doomed", "environment": "staging", "app": "frontend",
-           "revision": "0000000000000000000000000000000000000001"})
+           "revision": "0000000000000000000000000000000000000001",
+           "time": before.to_string()})
 }
 
-struct Cluster {
-    server: ServerHandle,
-    receiver: OtlpReceiver,
-    kubeconfig: std::path::PathBuf,
+fn exported(server: &ServerHandle, id: &str) -> bool {
+    server
+        .objects("Promotion")
+        .into_iter()
+        .any(|o| o["spec"]["id"] == id && o["status"]["spansExported"] == true)
 }
 
-impl Cluster {
-    async fn start(tag: &str) -> Cluster {
-        // The binary runs on the system clock: the recording is moved so that its report is now.
-        let reported: jiff::Timestamp = "2026-11-26T10:00:02Z".parse().expect("a time");
-        let text = fluxtrace_testkit::recordings::shift(
-            example("git-success.jsonl"),
-            jiff::Timestamp::now().duration_since(reported),
-        );
-        let server = KubeApi::with_recording(&text).start().await;
-        server.apply_initial();
-        let receiver = OtlpReceiver::start().await;
-        let kubeconfig = server.kubeconfig(tag);
-        Cluster {
-            server,
-            receiver,
-            kubeconfig,
-        }
-    }
-
-    fn replica(&self, name: &str) -> Replica {
-        let mut args = vec!["--settle", "0s", "--source-deadline", "2s"];
-        args.extend(FAST_LEASE);
-        Replica::start(
-            BIN,
-            name,
-            &self.kubeconfig,
-            &self.receiver.endpoint(),
-            &args,
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-    }
+fn replica(c: &Cluster, name: &str) -> Replica {
+    let mut args = vec!["--settle", "0s"];
+    args.extend(FAST_LEASE);
+    c.replica(BIN, name, &args)
 }
 
 /// Runs the scenario; `stop` ends the leader (SIGKILL or SIGTERM) mid-promotion.
 async fn take_over(tag: &str, graceful: bool) {
-    let c = Cluster::start(tag).await;
-    let mut a = c.replica("agent-a");
+    let c = Cluster::start(tag, "git-success.jsonl").await;
+    let mut a = replica(&c, "agent-a");
     a.wait_for_role("leader", WAIT).await;
-    let b = c.replica("agent-b");
+    let b = replica(&c, "agent-b");
     b.wait_for_role("standby", WAIT).await;
 
-    // A promotion the leader finishes and exports: the standby holds its copy until the
-    // Promotion's status says it was exported, and never sends it.
-    let answer = b.promote(&doomed()).await;
+    // A promotion the leader finishes and exports (superseded by the next report): the standby
+    // holds its copy until the Promotion's status says it was exported, and never sends it.
+    let answer = b.promote(&doomed(&c)).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
-    eventually("the doomed promotion's verdict, exported", || {
-        phase(&c.server, "P-doomed").as_deref() == Some("TimedOut")
-    })
-    .await;
-
     // The promotion in flight, reported to the standby (both serve the intake).
-    let answer = b.promote(&report()).await;
+    let answer = b.promote(&c.report).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     let trace_id = fluxtrace::trace::trace_id_for("P-2026-11-26-42").to_string();
     assert!(answer.contains(&trace_id), "{answer}");
+    eventually("the doomed promotion's verdict, exported", || {
+        phase(&c.server, "P-doomed").as_deref() == Some("Superseded")
+            && exported(&c.server, "P-doomed")
+    })
+    .await;
     let half = c.server.remaining() / 2;
     c.server.apply_next_n(half);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -157,3 +157,65 @@ pub fn sender(call: &crate::otlp_receiver::Call) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
+
+/// A test API server serving a bundled recording moved so that its last line is now (the
+/// binary runs on the system clock, and the objects' own times must be past), its initial state
+/// applied; an OTLP receiver; a kubeconfig.
+pub struct Cluster {
+    pub server: crate::kube_api::ServerHandle,
+    pub receiver: crate::otlp_receiver::OtlpReceiver,
+    pub kubeconfig: PathBuf,
+    /// The recording's report, its `time` moved with the rest.
+    pub report: serde_json::Value,
+}
+
+impl Cluster {
+    pub async fn start(tag: &str, recording: &str) -> Cluster {
+        let text = crate::recordings::example(recording);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let at =
+            |v: &serde_json::Value| -> Option<jiff::Timestamp> { v["at"].as_str()?.parse().ok() };
+        let last = lines.iter().filter_map(at).max().expect("timed lines");
+        let by = jiff::Timestamp::now().duration_since(last);
+        let line = lines
+            .iter()
+            .find(|v| v["kind"] == "promotion")
+            .expect("a recording with a promotion report");
+        let mut report = line["promotion"].clone();
+        let reported = at(line).expect("a time").checked_add(by).expect("in range");
+        report["time"] = serde_json::Value::from(reported.to_string());
+        let text = crate::recordings::shift(text, by);
+        let server = crate::kube_api::KubeApi::with_recording(&text)
+            .start()
+            .await;
+        server.apply_initial();
+        let receiver = crate::otlp_receiver::OtlpReceiver::start().await;
+        let kubeconfig = server.kubeconfig(tag);
+        Cluster {
+            server,
+            receiver,
+            kubeconfig,
+            report,
+        }
+    }
+
+    /// Starts `binary` as replica `name` of this cluster.
+    pub fn replica(&self, binary: &str, name: &str, args: &[&str]) -> Replica {
+        Replica::start(
+            binary,
+            name,
+            &self.kubeconfig,
+            &self.receiver.endpoint(),
+            args,
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
