@@ -213,3 +213,48 @@ async fn the_standby_takes_over_a_killed_leader_and_finishes_the_trace() {
 async fn a_rolling_update_hands_open_promotions_to_the_new_replica() {
     take_over("failover-term", true).await;
 }
+
+/// The API server stops taking writes: the leader cannot renew, and exits within its renew
+/// deadline, before its Lease runs out for anyone else; once writes are taken again the other
+/// replica leads. Never two leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_before_another_may_lead() {
+    let c = Cluster::start("failover-renew", "git-success.jsonl").await;
+    let args = [
+        "--lease-duration",
+        "4s",
+        "--lease-renew-deadline",
+        "1500ms",
+        "--lease-retry-period",
+        "200ms",
+    ];
+    let mut a = c.replica(BIN, "agent-a", &args);
+    a.wait_for_role("leader", WAIT).await;
+    let b = c.replica(BIN, "agent-b", &args);
+    b.wait_for_role("standby", WAIT).await;
+
+    c.server.fail_writes(Some(503));
+    let failing = Instant::now();
+    let status = tokio::time::timeout(WAIT, a.child.wait())
+        .await
+        .expect("the leader exits")
+        .expect("an exit status");
+    let exited = Instant::now();
+    assert!(!status.success(), "lost the lease: a failure exit");
+    let log = a.log_text();
+    assert!(log.contains("Lost the lease"), "{log}");
+    assert!(log.contains("Exiting at once"), "{log}");
+    // Renew deadline 1.5 s, lease duration 4 s: gone before anyone could take over.
+    assert!(
+        exited.duration_since(failing) < Duration::from_secs(4),
+        "the leader outlived its Lease: {:?}",
+        exited.duration_since(failing)
+    );
+    assert!(
+        b.ready().await.is_some_and(|r| r.contains("role: standby")),
+        "no one else leads while writes fail"
+    );
+
+    c.server.fail_writes(None);
+    b.wait_for_role("leader", WAIT).await;
+}
