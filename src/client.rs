@@ -452,6 +452,7 @@ pub fn build_report(
         traceparent: given(&args.traceparent),
         time: args.time,
         commit_time,
+        promoted_from: given(&args.from),
     };
     let report = promotion::validate(report).map_err(|e| match e {
         ReportError::Missing("revision") => ClientError::Input(

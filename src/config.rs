@@ -316,6 +316,10 @@ pub struct PromoteArgs {
     /// GitLab's CI_COMMIT_TIMESTAMP, else `git log` when run in a checkout; else left out.
     #[arg(long, env = "FLUXTRACE_COMMIT_TIME")]
     pub commit_time: Option<jiff::Timestamp>,
+    /// The promotion this one continues (the id of the same artifact's promotion to the
+    /// previous environment): the trace links to it.
+    #[arg(long = "from", env = "FLUXTRACE_PROMOTED_FROM")]
+    pub from: Option<String>,
     /// Retries on connection errors, timeouts and 5xx, with exponential backoff from 0.5 s.
     #[arg(long, default_value_t = 5, env = "FLUXTRACE_RETRIES")]
     pub retries: u32,

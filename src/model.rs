@@ -474,6 +474,10 @@ pub struct PromotionReport {
     /// Unknown is left out, never guessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<Timestamp>,
+    /// The promotion this one continues (the same artifact, promoted from staging to prod):
+    /// the root span links to that promotion's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]

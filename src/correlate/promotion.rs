@@ -247,6 +247,7 @@ impl Promotion {
         cur.pipeline = cur.pipeline.take().or(r.pipeline);
         cur.time = cur.time.or(r.time);
         cur.commit_time = cur.commit_time.or(r.commit_time);
+        cur.promoted_from = cur.promoted_from.take().or(r.promoted_from);
         cur.artifact = match (cur.artifact.take(), r.artifact) {
             (Some(mut a), Some(b)) => {
                 a.repository = a.repository.or(b.repository);

@@ -190,6 +190,19 @@ pub(super) fn root_record(
             attributes: la,
         });
     }
+    // A chain: the promotion this one continues (staging's, for prod), by its deterministic
+    // trace (the root span as this cluster would name it: the trace is what a UI opens).
+    if let Some(from) = p.report.as_ref().and_then(|r| r.promoted_from.as_deref()) {
+        a.set(attr::DELIVERY_PROMOTED_FROM, from.to_string());
+        let mut la = Attributes::default();
+        la.set(attr::DELIVERY_PROMOTION_ID, from.to_string());
+        la.set(attr::DELIVERY_LINK, "promoted_from");
+        links.push(SpanLinkRecord {
+            trace_id: crate::trace::trace_id_for(from),
+            span_id: crate::trace::span_id_for(from, Stage::Promotion, cluster, "", ""),
+            attributes: la,
+        });
+    }
     SpanRecord {
         trace_id: p.trace_id,
         span_id: p.root,

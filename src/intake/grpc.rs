@@ -71,6 +71,7 @@ pub fn report_from_proto(p: proto::PromotionReport) -> Result<PromotionReport, R
         traceparent: p.traceparent,
         time,
         commit_time,
+        promoted_from: p.promoted_from,
     })
 }
 

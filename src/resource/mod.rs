@@ -84,6 +84,10 @@ pub struct PromotionSpec {
     /// When the promoted commit was made (RFC 3339), for the lead time of changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<String>,
+    /// The promotion this one continues (e.g. staging's, for prod): the root span links to
+    /// its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -248,6 +252,7 @@ pub fn to_report(
         traceparent: spec.traceparent.clone(),
         time: time("time", &spec.time)?.or(created),
         commit_time: time("commitTime", &spec.commit_time)?,
+        promoted_from: spec.promoted_from.clone(),
     };
     promotion::validate(report).map_err(|e| SpecError::Report(spec_message(&e)))
 }
@@ -256,6 +261,7 @@ pub fn to_report(
 fn spec_message(e: &ReportError) -> String {
     let camel = |f: &str| match f {
         "commit_time" => "commitTime".to_string(),
+        "promoted_from" => "promotedFrom".to_string(),
         "run_id" => "pipeline.runId".to_string(),
         other => other.to_string(),
     };
@@ -284,6 +290,7 @@ pub fn spec_of(report: &PromotionReport, received: Timestamp) -> PromotionSpec {
         traceparent: report.traceparent.clone(),
         time: Some(report.time.unwrap_or(received).to_string()),
         commit_time: report.commit_time.map(|t| t.to_string()),
+        promoted_from: report.promoted_from.clone(),
     }
 }
 

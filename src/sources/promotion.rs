@@ -104,6 +104,24 @@ pub fn validate(mut report: PromotionReport) -> Result<PromotionReport, ReportEr
             reason: e.reason.to_string(),
         })?;
     }
+    report.promoted_from = report
+        .promoted_from
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty());
+    if let Some(from) = report.promoted_from.as_deref() {
+        if let Some(reason) = id_problem(from) {
+            return Err(ReportError::Field {
+                field: "promoted_from",
+                reason,
+            });
+        }
+        if from == report.id {
+            return Err(ReportError::Field {
+                field: "promoted_from",
+                reason: "names the promotion itself; it must name the one this continues".into(),
+            });
+        }
+    }
     Ok(report)
 }
 

@@ -57,6 +57,10 @@ pub const DELIVERY_APPLY_CHANGES: &str = "delivery.apply.changes";
 pub const DELIVERY_TRIGGER_REQUESTED_AT: &str = "delivery.trigger.requested_at";
 pub const DELIVERY_ROLLOUT_GENERATION: &str = "delivery.rollout.generation";
 pub const DELIVERY_SUPERSEDED_BY: &str = "delivery.superseded_by";
+/// On the root span: the promotion this one continues (a report's `promoted_from`).
+pub const DELIVERY_PROMOTED_FROM: &str = "delivery.promoted_from";
+/// On a span link: why it links (`promoted_from`).
+pub const DELIVERY_LINK: &str = "delivery.link";
 
 pub const FLUX_OBJECT_KIND: &str = "flux.object.kind";
 pub const FLUX_OBJECT_NAME: &str = "flux.object.name";
