@@ -14,14 +14,20 @@
 //! a Promotion object, after [`HOLD`]. When the standby takes over it passes on everything it
 //! still holds, in order: a verdict the old leader exported without confirming it is exported
 //! again, identical, rather than lost.
+//!
+//! Verdicts are counted here too (`fluxtrace_promotions_total`, the DORA series), as they pass:
+//! Prometheus scrapes every replica, and each verdict counts once, on the replica that led.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::dora::Dora;
 use crate::export::pipeline::FinishedSpans;
 use crate::leader::{Leadership, Role};
 use crate::metrics::Metrics;
@@ -51,7 +57,11 @@ pub(super) struct Sinks {
 }
 
 impl Sinks {
-    async fn pass(&self, v: Verdict, metrics: &Metrics) {
+    /// Passes a verdict on, and counts it (`fluxtrace_promotions_total`, DORA): metrics of
+    /// what left the process, so that a scrape of every replica counts each verdict once.
+    async fn pass(&self, v: Verdict, metrics: &Metrics, dora: &mut Dora) {
+        super::count_story(&v.story, metrics);
+        dora.record(&v.story);
         if let Some(tx) = &self.announce {
             if tx.try_send(v.story.clone()).is_err() {
                 metrics.k8s_events_dropped.inc();
@@ -119,6 +129,7 @@ pub(super) async fn run(
     mut verdicts: mpsc::Receiver<Verdict>,
     sinks: Sinks,
     mut leadership: Leadership,
+    mut dora: Dora,
     metrics: Arc<Metrics>,
 ) {
     let mut held = Held::default();
@@ -127,7 +138,7 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             v = verdicts.recv() => match v {
-                Some(v) if leadership.is_leader() => sinks.pass(v, &metrics).await,
+                Some(v) if leadership.is_leader() => sinks.pass(v, &metrics, &mut dora).await,
                 Some(v) => held.push(v, &metrics),
                 None => break,
             },
@@ -141,7 +152,7 @@ pub(super) async fn run(
                         already_exported_by_the_leader = confirmed
                     );
                     for (_, v) in std::mem::take(&mut held.items) {
-                        sinks.pass(v, &metrics).await;
+                        sinks.pass(v, &metrics, &mut dora).await;
                     }
                     held.spans = 0;
                     metrics.standby_held_spans.set(0);
@@ -153,4 +164,179 @@ pub(super) async fn run(
         }
     }
     metrics.standby_held_spans.set(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::Leadership;
+    use crate::resource::sync::ObjectRef;
+    use crate::trace::{SpanKind, SpanRecord, SpanStatus};
+
+    /// A real story (of `git-success.jsonl`) under another id.
+    fn verdict(id: &str, spans: usize) -> Verdict {
+        static STORY: std::sync::OnceLock<Story> = std::sync::OnceLock::new();
+        let mut story = STORY
+            .get_or_init(|| {
+                let (_, text) = crate::replay::EXAMPLES
+                    .iter()
+                    .find(|(n, _)| *n == "git-success.jsonl")
+                    .expect("the git-success recording");
+                let r = crate::replay::run(text, crate::correlate::EngineConfig::default());
+                r.traces[0].story.clone()
+            })
+            .clone();
+        story.promotion_id = id.to_string();
+        let span = SpanRecord {
+            trace_id: crate::trace::trace_id_for(id),
+            span_id: crate::trace::span_id_for(id, crate::trace::Stage::Promotion, "c", "", ""),
+            parent_span_id: None,
+            service: "fluxtrace",
+            name: "promotion",
+            kind: SpanKind::Server,
+            start: jiff::Timestamp::UNIX_EPOCH,
+            end: jiff::Timestamp::UNIX_EPOCH,
+            status: SpanStatus::Ok,
+            attributes: Default::default(),
+            events: Vec::new(),
+            links: Vec::new(),
+        };
+        Verdict {
+            story,
+            spans: FinishedSpans {
+                promotion_id: id.to_string(),
+                spans: vec![span; spans],
+            },
+        }
+    }
+
+    struct Rig {
+        verdicts: mpsc::Sender<Verdict>,
+        spans: mpsc::Receiver<FinishedSpans>,
+        statuses: mpsc::Receiver<Story>,
+        role: tokio::sync::watch::Sender<Role>,
+        index: Index,
+        metrics: Arc<Metrics>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn rig(initial: Role) -> Rig {
+        let (verdicts, rx) = mpsc::channel(16);
+        let (span_tx, spans) = mpsc::channel(16);
+        let (status_tx, statuses) = mpsc::channel(16);
+        let (role, leadership) = Leadership::manual(initial);
+        let index = Index::default();
+        let metrics = Arc::new(Metrics::new());
+        let sinks = Sinks {
+            spans: span_tx,
+            announce: None,
+            promotion_status: Some(status_tx),
+            confirmations: Some(index.clone()),
+        };
+        let dora = Dora::new(metrics.clone(), 10);
+        let task = tokio::spawn(run(rx, sinks, leadership, dora, metrics.clone()));
+        Rig {
+            verdicts,
+            spans,
+            statuses,
+            role,
+            index,
+            metrics,
+            task,
+        }
+    }
+
+    fn object(exported: bool) -> ObjectRef {
+        ObjectRef {
+            namespace: "fluxtrace".into(),
+            name: "p".into(),
+            generation: Some(1),
+            exported,
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_passes_every_verdict_on_and_counts_it() {
+        let mut r = rig(Role::Leader);
+        r.verdicts.send(verdict("P-1", 3)).await.expect("open");
+        let got = r.spans.recv().await.expect("spans");
+        assert_eq!((got.promotion_id.as_str(), got.spans.len()), ("P-1", 3));
+        assert_eq!(
+            r.statuses.recv().await.expect("a status").promotion_id,
+            "P-1"
+        );
+        assert_eq!(r.metrics.spans_pending.get(), 3);
+        assert!(r.metrics.encode().contains("fluxtrace_promotions_total"));
+        drop(r.verdicts);
+        r.task.await.expect("ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_lets_go_of_what_the_leader_confirmed_and_passes_on_the_rest() {
+        let mut r = rig(Role::Standby { holder: None });
+        r.index.insert("P-done".into(), object(false));
+        r.index.insert("P-lost".into(), object(false));
+        for id in ["P-done", "P-lost", "P-nobject"] {
+            r.verdicts.send(verdict(id, 2)).await.expect("open");
+        }
+        settle().await;
+        assert!(r.spans.try_recv().is_err(), "a standby exports nothing");
+        assert!(r.statuses.try_recv().is_err(), "a standby writes nothing");
+        assert_eq!(r.metrics.standby_held_spans.get(), 6);
+        // The leader writes P-done's verdict with its spans exported.
+        r.index.insert("P-done".into(), object(true));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(r.metrics.standby_held_spans.get(), 4);
+        // The leader dies; this replica takes over and exports what the leader did not confirm.
+        r.role.send(Role::Leader).expect("open");
+        let mut passed = Vec::new();
+        for _ in 0..2 {
+            passed.push(r.spans.recv().await.expect("spans").promotion_id);
+        }
+        assert_eq!(
+            passed,
+            ["P-lost", "P-nobject"],
+            "in order, P-done not again"
+        );
+        assert_eq!(r.metrics.standby_held_spans.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verdict_without_a_promotion_object_is_held_for_the_hold_period_only() {
+        let r = rig(Role::Standby { holder: None });
+        r.verdicts
+            .send(verdict("P-annotated", 1))
+            .await
+            .expect("open");
+        settle().await;
+        assert_eq!(r.metrics.standby_held_spans.get(), 1);
+        tokio::time::advance(HOLD - Duration::from_secs(5)).await;
+        settle().await;
+        assert_eq!(
+            r.metrics.standby_held_spans.get(),
+            1,
+            "still within the hold"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+        assert_eq!(r.metrics.standby_held_spans.get(), 0, "let go after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_hold_evicts_the_oldest_and_counts_it() {
+        let mut held = Held::default();
+        let metrics = Metrics::new();
+        held.push(verdict("P-old", HOLD_SPANS), &metrics);
+        held.push(verdict("P-new", 1), &metrics);
+        assert_eq!(held.items.len(), 1);
+        assert_eq!(held.items[0].1.story.promotion_id, "P-new");
+        assert_eq!(metrics.standby_evicted.get(), 1);
+    }
 }

@@ -7,11 +7,14 @@
 //!  intake ────submit (await when full)──────┤
 //!                                           ▼
 //!                       engine task: Engine::apply / tick every second
-//!                         │ spans (per verdict;           │ stories
-//!                         │ waits when the buffer is full)│
+//!                         │ verdicts: spans and story     │ stories
+//!                         │ (waits when the gate is full) │
 //!                         ▼                               ▼
-//!          export task (export::pipeline): buffer,   story store (bounded)
-//!          split, retry, drop only during an outage
+//!          gate: the leader passes on, a standby holds   story store (bounded)
+//!                         │ spans                  │ stories
+//!                         ▼                        ▼
+//!          export task (export::pipeline):   Promotion status, Kubernetes Events
+//!          buffer, split, retry, drop only during an outage
 //! ```
 //!
 //! Shutdown is ordered: sources stop, the engine drains what is queued, the export task flushes
@@ -318,6 +321,7 @@ impl Agent {
                 confirmations: cfg.confirmations.clone(),
             },
             cfg.leadership.clone(),
+            crate::dora::Dora::new(metrics.clone(), cfg.dora_max_series),
             metrics.clone(),
         ));
         let export_task = tokio::spawn(pipeline::run(
@@ -413,7 +417,6 @@ async fn engine_loop(
     cfg: AgentConfig,
     drain: tokio_util::sync::CancellationToken,
 ) {
-    let mut dora = crate::dora::Dora::new(metrics.clone(), cfg.dora_max_series);
     let mut store = StoryStore {
         capacity: cfg.stories.max(1),
         stories: VecDeque::new(),
@@ -475,8 +478,7 @@ async fn engine_loop(
                         story.start,
                         story.end,
                     );
-                    record_story(&story, &metrics);
-                    dora.record(&story);
+                    log_story(&story);
                     let verdict = gate::Verdict {
                         story: (*story).clone(),
                         spans: FinishedSpans {
@@ -522,18 +524,28 @@ fn report_size(engine: &Engine, metrics: &Metrics) {
     }
 }
 
-fn record_story(story: &Story, metrics: &Metrics) {
-    let stage = story
-        .divergence
-        .as_ref()
-        .map_or("none", |d| d.stage.as_str());
+/// Counts a verdict in `fluxtrace_promotions_total`: on the replica that passes it on (the
+/// leader), so that a scrape of every replica counts it once.
+fn count_story(story: &Story, metrics: &Metrics) {
     metrics
         .promotions
         .get_or_create(&OutcomeLabel {
             outcome: story.outcome.as_str(),
-            divergence_stage: stage,
+            divergence_stage: divergence_stage(story),
         })
         .inc();
+}
+
+fn divergence_stage(story: &Story) -> &'static str {
+    story
+        .divergence
+        .as_ref()
+        .map_or("none", |d| d.stage.as_str())
+}
+
+/// Logs a verdict (on every replica: each says what it saw).
+fn log_story(story: &Story) {
+    let stage = divergence_stage(story);
     info!(
         message = "Promotion finished.",
         promotion_id = %story.promotion_id,

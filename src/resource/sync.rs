@@ -98,7 +98,7 @@ impl Index {
         self.lock().objects.get(id).map(|o| o.exported)
     }
 
-    fn insert(&self, id: String, at: ObjectRef) {
+    pub(crate) fn insert(&self, id: String, at: ObjectRef) {
         self.lock().objects.insert(id, at);
     }
 
