@@ -254,8 +254,8 @@ async fn discovery_finds_flux_groups_and_not_a_removed_crd() {
     assert_eq!(kinds(&aggregated), kinds(&discovery));
     assert_eq!(
         kinds(&discovery).len(),
-        11,
-        "the default kinds, Promotion included, but HelmRelease"
+        12,
+        "the default kinds, Promotion and Lease included, but HelmRelease"
     );
     let aggregated_requests: Vec<String> = server
         .requests()
