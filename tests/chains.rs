@@ -152,3 +152,34 @@ fn promote_from_puts_it_in_the_report() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["promoted_from"], STAGING);
 }
+
+/// Without being told: the same commit promoted to staging, then to prod, in this cluster. Prod's
+/// root links to staging's as `same_revision`; staging, the first, links to nothing.
+#[test]
+fn an_earlier_promotion_of_the_same_revision_elsewhere_is_linked_without_being_told() {
+    let r = fluxtrace::replay::run(example("multi-env-git.jsonl"), EngineConfig::default());
+    let spans: Vec<&SpanRecord> = r.spans().collect();
+    let prod = root(&spans, PROD);
+    let staging = root(&spans, STAGING);
+    assert_eq!(
+        prod.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
+        Some(STAGING)
+    );
+    let link = prod
+        .links
+        .iter()
+        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some("same_revision"))
+        .expect("a link to the earlier promotion of the same commit");
+    assert_eq!(
+        (link.trace_id, link.span_id),
+        (staging.trace_id, staging.span_id)
+    );
+    assert!(
+        staging.links.is_empty(),
+        "the first of the chain links to nothing"
+    );
+    assert_eq!(
+        staging.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
+        None
+    );
+}

@@ -8,12 +8,31 @@ use super::{Map, Set};
 use std::collections::{BTreeMap, VecDeque};
 
 use super::promotion::Promotion;
+use crate::trace::{SpanId, TraceId};
+
+/// What is kept of a finished promotion: its revision keys (to drop them when it is
+/// forgotten), and what a later promotion of the same revision to another environment links to.
+pub(super) struct Finished {
+    keys: Vec<String>,
+    environment: Option<Box<str>>,
+    start: jiff::Timestamp,
+    trace_id: TraceId,
+    root: SpanId,
+}
+
+/// An earlier promotion of the same revision to another environment: the one a promotion
+/// continues when its report does not say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Earlier {
+    pub id: String,
+    pub trace_id: TraceId,
+    pub root: SpanId,
+}
 
 #[derive(Default)]
 pub(super) struct Registry {
     open: BTreeMap<String, Promotion>,
-    /// Finished promotion → the revision keys it held (to drop them when it is forgotten).
-    finished: Map<String, Vec<String>>,
+    finished: Map<String, Finished>,
     finished_order: VecDeque<String>,
     /// Revision key (commit, digest, 12-hex prefix) → promotions that named it. Several
     /// environments may promote the same commit or digest at once (and a flood of reports may
@@ -162,14 +181,24 @@ impl Registry {
     }
 
     /// Remembers a finished promotion, forgetting the oldest beyond `retain`.
-    pub fn finish(&mut self, id: &str, keys: Vec<String>, retain: usize) {
-        self.finished.insert(id.to_string(), keys);
-        self.finished_order.push_back(id.to_string());
+    pub fn finish(&mut self, p: Promotion, retain: usize) {
+        let environment = p.environment().map(Box::from);
+        self.finished.insert(
+            p.id.clone(),
+            Finished {
+                keys: p.keys,
+                environment,
+                start: p.start,
+                trace_id: p.trace_id,
+                root: p.root,
+            },
+        );
+        self.finished_order.push_back(p.id);
         while self.finished_order.len() > retain {
             let Some(old) = self.finished_order.pop_front() else {
                 break;
             };
-            let Some(keys) = self.finished.remove(&old) else {
+            let Some(Finished { keys, .. }) = self.finished.remove(&old) else {
                 continue;
             };
             for k in keys {
@@ -181,6 +210,46 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// The latest promotion that started before `p`, named one of its revision keys (the same
+    /// commit or digest) and went to another environment, open or finished: the one `p`
+    /// continues when its report does not name it (`promoted_from`).
+    pub fn earlier_elsewhere(&self, p: &Promotion) -> Option<Earlier> {
+        let env = p.environment()?;
+        let mut best: Option<(jiff::Timestamp, &str, Earlier)> = None;
+        for id in p.keys.iter().filter_map(|k| self.keys.get(k)).flatten() {
+            if *id == p.id {
+                continue;
+            }
+            let found = match (self.open.get(id), self.finished.get(id)) {
+                (Some(o), _) => (o.environment(), o.start, o.trace_id, o.root),
+                (None, Some(f)) => (f.environment.as_deref(), f.start, f.trace_id, f.root),
+                (None, None) => continue,
+            };
+            let (Some(other), start, trace_id, root) = found else {
+                continue;
+            };
+            if other == env || start >= p.start {
+                continue;
+            }
+            // The latest such; of two at the same instant, the smaller id (a stable choice).
+            let better = best
+                .as_ref()
+                .is_none_or(|(t, bid, _)| start > *t || (start == *t && id.as_str() < *bid));
+            if better {
+                best = Some((
+                    start,
+                    id,
+                    Earlier {
+                        id: id.clone(),
+                        trace_id,
+                        root,
+                    },
+                ));
+            }
+        }
+        best.map(|(_, _, e)| e)
     }
 
     /// Entries held by the indexes, for the engine's size report.

@@ -7,6 +7,7 @@
 use jiff::Timestamp;
 
 use super::promotion::{Promotion, Traceability};
+use super::registry::Earlier;
 use super::span::{StageResult, StageSpan};
 use super::stage::traffic::strip_credentials;
 use crate::model::Kind;
@@ -109,6 +110,7 @@ pub(super) fn root_record(
     end: Timestamp,
     outcome: Outcome,
     divergence: Option<&Divergence>,
+    earlier: Option<&Earlier>,
     cluster: &str,
 ) -> SpanRecord {
     let mut a = Attributes::default();
@@ -190,16 +192,36 @@ pub(super) fn root_record(
             attributes: la,
         });
     }
-    // A chain: the promotion this one continues (staging's, for prod), by its deterministic
-    // trace (the root span as this cluster would name it: the trace is what a UI opens).
-    if let Some(from) = p.report.as_ref().and_then(|r| r.promoted_from.as_deref()) {
-        a.set(attr::DELIVERY_PROMOTED_FROM, from.to_string());
+    // A chain: the promotion this one continues (staging's, for prod). Named by the report:
+    // by its deterministic trace (the root span as this cluster would name it: the trace is
+    // what a UI opens). Else the latest earlier promotion of the same commit or digest to
+    // another environment of this cluster, as the engine saw it.
+    let named = p.report.as_ref().and_then(|r| r.promoted_from.as_deref());
+    let chained = match (named, earlier) {
+        (Some(from), _) => Some((
+            from.to_string(),
+            crate::trace::trace_id_for(from),
+            crate::trace::span_id_for(from, Stage::Promotion, cluster, "", ""),
+            false,
+        )),
+        (None, Some(e)) => Some((e.id.clone(), e.trace_id, e.root, true)),
+        (None, None) => None,
+    };
+    if let Some((from, trace_id, span_id, inferred)) = chained {
+        a.set(attr::DELIVERY_PROMOTED_FROM, from.clone());
         let mut la = Attributes::default();
-        la.set(attr::DELIVERY_PROMOTION_ID, from.to_string());
-        la.set(attr::DELIVERY_LINK, "promoted_from");
+        la.set(attr::DELIVERY_PROMOTION_ID, from);
+        la.set(
+            attr::DELIVERY_LINK,
+            if inferred {
+                "same_revision"
+            } else {
+                "promoted_from"
+            },
+        );
         links.push(SpanLinkRecord {
-            trace_id: crate::trace::trace_id_for(from),
-            span_id: crate::trace::span_id_for(from, Stage::Promotion, cluster, "", ""),
+            trace_id,
+            span_id,
             attributes: la,
         });
     }

@@ -247,19 +247,21 @@ impl Engine {
         for s in &stage_spans {
             self.out.push(Output::Span(stage_record(&p, s, cluster)));
         }
+        let earlier = self.reg.earlier_elsewhere(&p);
         self.out.push(Output::Span(root_record(
             &p,
             start,
             end,
             outcome,
             divergence.as_ref(),
+            earlier.as_ref(),
             cluster,
         )));
         let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);
         self.out.push(Output::Story(Box::new(story)));
         self.rollouts.release(&p);
         let retain = self.cfg.retain_finished;
-        self.reg.finish(id, p.keys, retain);
+        self.reg.finish(p, retain);
     }
 }
 

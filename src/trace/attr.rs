@@ -59,7 +59,9 @@ pub const DELIVERY_ROLLOUT_GENERATION: &str = "delivery.rollout.generation";
 pub const DELIVERY_SUPERSEDED_BY: &str = "delivery.superseded_by";
 /// On the root span: the promotion this one continues (a report's `promoted_from`).
 pub const DELIVERY_PROMOTED_FROM: &str = "delivery.promoted_from";
-/// On a span link: why it links (`promoted_from`).
+/// On a span link: why it links: `promoted_from` (the report named the promotion it
+/// continues) or `same_revision` (an earlier promotion of the same commit or digest to another
+/// environment of this cluster).
 pub const DELIVERY_LINK: &str = "delivery.link";
 
 pub const FLUX_OBJECT_KIND: &str = "flux.object.kind";
