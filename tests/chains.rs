@@ -5,7 +5,7 @@
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::model::PromotionReport;
 use fluxtrace::sources::promotion::{decode, ReportError};
-use fluxtrace::trace::{attr, span_id_for, trace_id_for, SpanRecord, Stage};
+use fluxtrace::trace::{attr, span_id_for, trace_id_for, SpanLinkRecord, SpanRecord, Stage};
 use fluxtrace_testkit::recordings::example;
 
 const STAGING: &str = "P-2026-11-26-500";
@@ -30,14 +30,13 @@ fn root<'a>(spans: &'a [&'a SpanRecord], id: &str) -> &'a SpanRecord {
         .unwrap_or_else(|| panic!("the root span of {id}"))
 }
 
-#[test]
-fn the_root_span_links_to_the_promotion_it_continues() {
-    let cfg = EngineConfig::default();
-    let cluster = cfg.cluster.clone();
-    let r = fluxtrace::replay::run(&chained(), cfg);
-    let spans: Vec<&SpanRecord> = r.spans().collect();
-    let prod = root(&spans, PROD);
-    let staging = root(&spans, STAGING);
+/// Prod's and staging's root spans, and prod's link of kind `why`, with `delivery.promoted_from`
+/// checked on prod's root.
+fn chain_of<'a>(
+    spans: &'a [&'a SpanRecord],
+    why: &str,
+) -> (&'a SpanRecord, &'a SpanRecord, &'a SpanLinkRecord) {
+    let prod = root(spans, PROD);
     assert_eq!(
         prod.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
         Some(STAGING)
@@ -45,8 +44,18 @@ fn the_root_span_links_to_the_promotion_it_continues() {
     let link = prod
         .links
         .iter()
-        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some("promoted_from"))
-        .expect("a link to the promotion it continues");
+        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some(why))
+        .unwrap_or_else(|| panic!("a {why} link to staging's trace"));
+    (prod, root(spans, STAGING), link)
+}
+
+#[test]
+fn the_root_span_links_to_the_promotion_it_continues() {
+    let cfg = EngineConfig::default();
+    let cluster = cfg.cluster.clone();
+    let r = fluxtrace::replay::run(&chained(), cfg);
+    let spans: Vec<&SpanRecord> = r.spans().collect();
+    let (_, staging, link) = chain_of(&spans, "promoted_from");
     // One click from prod's trace opens staging's: the same trace, the same root span.
     assert_eq!(link.trace_id, staging.trace_id);
     assert_eq!(link.span_id, staging.span_id);
@@ -159,17 +168,7 @@ fn promote_from_puts_it_in_the_report() {
 fn an_earlier_promotion_of_the_same_revision_elsewhere_is_linked_without_being_told() {
     let r = fluxtrace::replay::run(example("multi-env-git.jsonl"), EngineConfig::default());
     let spans: Vec<&SpanRecord> = r.spans().collect();
-    let prod = root(&spans, PROD);
-    let staging = root(&spans, STAGING);
-    assert_eq!(
-        prod.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
-        Some(STAGING)
-    );
-    let link = prod
-        .links
-        .iter()
-        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some("same_revision"))
-        .expect("a link to the earlier promotion of the same commit");
+    let (_, staging, link) = chain_of(&spans, "same_revision");
     assert_eq!(
         (link.trace_id, link.span_id),
         (staging.trace_id, staging.span_id)
