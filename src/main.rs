@@ -291,6 +291,15 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                     stop_lease.clone(),
                 );
                 readiness.set_leadership(l.clone());
+                // Another replica may take the Lease any moment after it is lost: nothing more
+                // may leave this one, not even a shutdown's flush. Kubernetes starts it again
+                // as a standby.
+                let lost = l.clone();
+                tokio::spawn(async move {
+                    lost.lost().await;
+                    tracing::error!(message = "Exiting at once: the lease was lost.");
+                    std::process::exit(1);
+                });
                 (l, Some(task))
             }
             _ => {
@@ -427,12 +436,6 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             } => Some(format!("the gRPC server stopped: {r:?}")),
             Some(r) = sources.join_next() => Some(format!("a watcher stopped: {r:?}")),
-            _ = leadership.clone().lost() => {
-                // Another replica may take the Lease any moment: nothing more may leave this
-                // one, not even a final flush. Kubernetes starts it again as a standby.
-                tracing::error!(message = "Exiting at once: the lease was lost.");
-                return Ok(ExitCode::FAILURE);
-            }
         };
         if let Some(f) = &failure {
             tracing::error!(message = "A task stopped early; shutting down.", reason = %f);
