@@ -302,6 +302,9 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let mut intake = fluxtrace::intake::Intake::new(agent.handle.clone(), auth.clone());
         let mut status_writer = None;
         if let Some((server, (_, status_rx))) = cluster {
+            // Verdicts wait for every initial list (`Engine::hold`): the Promotions' too, known
+            // before the first watcher can finish.
+            readiness.register("watch/Promotion");
             fluxtrace::sources::kube::spawn_with_client(
                 &mut sources,
                 server.client.clone(),
