@@ -338,6 +338,9 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
         if let Some((server, (inputs, status_rx))) = cluster {
             // The agent holds its own senders: the status writer ends when the agent has.
             drop(inputs);
+            // Verdicts wait for every initial list (`Engine::hold`): the Promotions' too, known
+            // before the first watcher can finish.
+            readiness.register("watch/Promotion");
             fluxtrace::sources::kube::spawn_with_client(
                 &mut sources,
                 server.client.clone(),

@@ -430,6 +430,8 @@ pub struct KubeEventObs {
     pub warning: bool,
     /// `lastTimestamp`, `eventTime` or `firstTimestamp`.
     pub time: Option<Timestamp>,
+    /// `firstTimestamp`: when a repeated Event (`count` > 1) first happened.
+    pub first_time: Option<Timestamp>,
     pub count: i64,
     pub component: String,
     /// Group-prefixed `…/revision` annotation written by Flux controllers.

@@ -307,6 +307,7 @@ impl Agent {
                 verdicts: verdict_tx,
                 probes,
                 open: handle.open.clone(),
+                readiness: handle.readiness.clone(),
             },
             metrics.clone(),
             cfg.clone(),
@@ -338,6 +339,14 @@ impl Agent {
             gate_task,
             export_task,
         }
+    }
+
+    /// Ends the engine and export tasks where they are, as SIGKILL would: nothing queued is
+    /// applied, nothing finished is exported, nothing in flight is awaited.
+    pub fn kill(self) {
+        self.engine_task.abort();
+        self.gate_task.abort();
+        self.export_task.abort();
     }
 
     /// Stops taking input, applies what is queued, exports what is finished. Returns when done
@@ -406,6 +415,21 @@ struct Outlets {
     probes: Option<mpsc::Sender<ProbeRequest>>,
     /// How many promotions are open, for the intake's cap.
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// While a watcher has not finished its initial list (or what it listed is still queued),
+    /// verdicts wait ([`Engine::hold`]).
+    readiness: Arc<Readiness>,
+}
+
+/// How long after start verdicts wait for the watchers' initial lists at most.
+const LIST_HOLD: Duration = Duration::from_secs(60);
+
+/// Whether a watcher's initial list is still to come ([`Engine::hold`]). Bounded: a kind that
+/// cannot be listed (forbidden, failing) must not stop every verdict.
+fn listing(readiness: &Readiness, started: std::time::Instant) -> bool {
+    started.elapsed() < LIST_HOLD
+        && readiness
+            .waiting()
+            .is_some_and(|w| w.iter().any(|p| p.starts_with("watch/")))
 }
 
 async fn engine_loop(
@@ -425,29 +449,39 @@ async fn engine_loop(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<SpanRecord> = Vec::new();
     let mut draining = false;
+    let started = std::time::Instant::now();
     loop {
-        let outputs = tokio::select! {
-            biased;
-            _ = drain.cancelled(), if !draining => {
-                draining = true;
-                events.close();
-                continue;
-            }
-            Some(q) = queries.recv() => {
-                answer(q, &engine, &store, &cfg);
-                continue;
-            }
-            ev = events.recv() => match ev {
-                Some(ev) => {
-                    metrics.observations.get_or_create(&KindLabel { kind: body_kind(&ev.body) }).inc();
-                    engine.apply(ev)
+        let hold = listing(&outlets.readiness, started) || (engine.held() && !events.is_empty());
+        let outputs = if hold != engine.held() {
+            engine.hold(hold)
+        } else {
+            tokio::select! {
+                biased;
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    events.close();
+                    continue;
                 }
-                None => break,
-            },
-            _ = interval.tick() => {
-                let outputs = engine.tick(cfg.clock.now());
-                report_size(&engine, &metrics);
-                outputs
+                Some(q) = queries.recv() => {
+                    answer(q, &engine, &store, &cfg);
+                    continue;
+                }
+                ev = events.recv() => match ev {
+                    Some(ev) => {
+                        metrics.observations.get_or_create(&KindLabel { kind: body_kind(&ev.body) }).inc();
+                        // Watchers may have registered since the loop last looked.
+                        if !engine.held() && listing(&outlets.readiness, started) {
+                            engine.hold(true);
+                        }
+                        engine.apply(ev)
+                    }
+                    None => break,
+                },
+                _ = interval.tick() => {
+                    let outputs = engine.tick(cfg.clock.now());
+                    report_size(&engine, &metrics);
+                    outputs
+                }
             }
         };
         metrics.engine_queue_depth.set(events.len() as i64);

@@ -71,6 +71,36 @@ pub struct Engine {
     pub(super) touched: BTreeSet<String>,
     pub(super) now: Timestamp,
     pruned: Timestamp,
+    /// See [`Engine::hold`].
+    held: bool,
+    /// Observations kept while held.
+    kept: Vec<DeliveryEvent>,
+    /// Applying what was kept: nothing is kept again, nothing decided yet.
+    releasing: bool,
+    /// While releasing, the promotions whose joins wait until every kept one is open.
+    pub(super) deferred_rejoins: Option<Vec<String>>,
+}
+
+/// Where an observation kept while held goes when released ([`Engine::hold`]).
+fn delivery_rank(body: &EventBody) -> u8 {
+    use crate::model::Kind;
+    let of_kind = |k: Kind| match k {
+        Kind::Receiver | Kind::ReplicaSet => 0,
+        k if k.is_source() => 2,
+        Kind::Kustomization | Kind::HelmRelease => 3,
+        Kind::Deployment => 4,
+        _ => 5,
+    };
+    match body {
+        EventBody::Receiver(_) | EventBody::ReplicaSet(_) => 0,
+        EventBody::Promotion(_) => 1,
+        EventBody::Source(_) => 2,
+        EventBody::Reconciler(_) => 3,
+        EventBody::Deployment(_) => 4,
+        EventBody::KubeEvent(_) | EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 5,
+        EventBody::Deleted(o) => of_kind(o.kind),
+        EventBody::Relisted(r) => of_kind(r.kind),
+    }
 }
 
 impl Engine {
@@ -89,7 +119,47 @@ impl Engine {
             touched: BTreeSet::new(),
             now: Timestamp::UNIX_EPOCH,
             pruned: Timestamp::UNIX_EPOCH,
+            held: false,
+            kept: Vec::new(),
+            releasing: false,
+            deferred_rejoins: None,
         }
+    }
+
+    /// While held, observations are kept, not applied, and nothing is decided: an agent that
+    /// (re)starts holds until its initial lists are in, since they deliver kinds in any order
+    /// and only each object's last state. Released, what was kept is applied in the order the
+    /// objects happen in a delivery (Receivers and ReplicaSets, the Promotions' reports,
+    /// sources, reconcilers, Deployments, then events; each object's own observations in the
+    /// order they came), with nothing stale yet; then every open promotion is checked.
+    pub fn hold(&mut self, held: bool) -> Vec<Output> {
+        if self.held && !held {
+            let mut kept = std::mem::take(&mut self.kept);
+            kept.sort_by_key(|ev| delivery_rank(&ev.body));
+            self.releasing = true;
+            // Promotions join what is already there once all of them are open: a source of one
+            // revision must be told apart among every promotion of that revision.
+            self.deferred_rejoins = Some(Vec::new());
+            for ev in kept {
+                self.apply(ev);
+            }
+            let now = self.now;
+            for id in self.deferred_rejoins.take().unwrap_or_default() {
+                self.rejoin(&id, now);
+            }
+            self.releasing = false;
+            self.held = false;
+            let open: Vec<String> = self.reg.ids().map(str::to_string).collect();
+            self.touched.extend(open);
+            self.advance(self.now);
+        }
+        self.held = held;
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether [`Engine::hold`] holds verdicts.
+    pub fn held(&self) -> bool {
+        self.held
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -153,14 +223,25 @@ impl Engine {
     pub fn apply(&mut self, ev: DeliveryEvent) -> Vec<Output> {
         let at = ev.at;
         self.now = self.now.max(at);
+        if self.held && !self.releasing {
+            self.kept.push(ev);
+            return Vec::new();
+        }
         match ev.body {
             EventBody::Promotion(r) => self.on_promotion(at, r),
             EventBody::Source(s) => self.on_source(at, s),
             EventBody::Reconciler(r) => self.on_reconciler(at, r),
             EventBody::Deployment(d) => self.on_deployment(at, d),
             EventBody::ReplicaSet(rs) => {
-                let idle = self.idle_since();
+                // While held (an initial list), a rollout that ended unseen may need an old one.
+                let idle = if self.held {
+                    Timestamp::MIN
+                } else {
+                    self.idle_since()
+                };
+                let (ns, name) = (rs.object.namespace.clone(), rs.object.name.clone());
                 self.events.on_replicaset(rs, idle);
+                self.on_replicaset_seen(&ns, &name);
             }
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),
@@ -203,6 +284,9 @@ impl Engine {
     /// Checks what the last observation touched and what came due, then re-arms the timers of
     /// the promotions still open.
     fn advance(&mut self, now: Timestamp) {
+        if self.held {
+            return;
+        }
         let mut ids = std::mem::take(&mut self.touched);
         for wake in self.timers.pop_due(now) {
             match wake {

@@ -31,6 +31,10 @@ pub(super) struct BufferedEvent {
     /// About a Pod: the span event names it (`k8s.pod.name`).
     pub pod: bool,
     pub revision: Option<Box<str>>,
+    /// The core/v1 Event this is the latest state of (0 for a Flux notification): a repeat
+    /// (`count` up, `lastTimestamp` later) replaces it, since a re-list after a restart shows
+    /// only the Event's last state.
+    pub series: u64,
 }
 
 /// What an event says, as [`BufferedEvent::new`] takes it.
@@ -66,6 +70,7 @@ impl BufferedEvent {
             warning,
             pod: kind == "Pod",
             revision: None,
+            series: 0,
         }
     }
 
@@ -156,6 +161,12 @@ impl EventStore {
             .by_object
             .entry(target)
             .or_insert_with(|| VecDeque::with_capacity(1));
+        if ev.series != 0 {
+            if let Some(e) = buf.iter_mut().rev().find(|e| e.series == ev.series) {
+                *e = ev;
+                return;
+            }
+        }
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         let same = |e: &BufferedEvent| {
@@ -265,10 +276,8 @@ fn identity_hash(parts: &[&str]) -> u64 {
 
 impl Engine {
     pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
-        if self
-            .events
-            .seen_before(identity_hash(&[&ev.uid]), ev.count, at)
-        {
+        let series = identity_hash(&[&ev.uid]);
+        if self.events.seen_before(series, ev.count, at) {
             return;
         }
         let ns = &ev.involved_namespace;
@@ -287,7 +296,8 @@ impl Engine {
             return;
         }
         if let Some(rev) = &ev.revision {
-            self.record_apply_event(&target, rev, &ev.reason, &ev.message);
+            let time = ev.time.unwrap_or(at);
+            self.record_apply_event(&target, rev, &ev.reason, &ev.message, time);
         }
         let text = EventText {
             reason: &ev.reason,
@@ -295,8 +305,12 @@ impl Engine {
             object: (&ev.involved_kind, &ev.involved_name),
             component: &ev.component,
         };
-        let mut buffered = BufferedEvent::new(ev.time.unwrap_or(at), text, ev.count, ev.warning);
+        // A repeated Event is one span event, at its first occurrence, with its last count: a
+        // re-list after a restart shows only its last state, the earlier repeats are gone.
+        let time = ev.first_time.or(ev.time).unwrap_or(at);
+        let mut buffered = BufferedEvent::new(time, text, ev.count, ev.warning);
         buffered.revision = ev.revision.map(Into::into);
+        buffered.series = series.max(1);
         self.buffer_event(target, buffered);
     }
 
@@ -316,7 +330,7 @@ impl Engine {
         }
         let stale = self.stale(ev.time, &ev.object);
         if let Some(rev) = ev.revision.as_ref().filter(|_| !stale) {
-            self.record_apply_event(&ev.object, rev, &ev.reason, &ev.message);
+            self.record_apply_event(&ev.object, rev, &ev.reason, &ev.message, ev.time);
         }
         if let (Some(pid), Some(rev)) = (&ev.promotion_id, &ev.revision) {
             if self.ensure_annotated(pid, ev.time.min(at)) {
@@ -342,13 +356,20 @@ impl Engine {
     /// An old event about an object nothing waits on can land on no span and says nothing
     /// about an apply that can still matter (a re-list of Events repeats old ones once their
     /// de-duplication memory has aged out: they must not bring back state of deleted objects).
+    ///
+    /// While verdicts are held (an initial list after a start or restart), nothing is stale:
+    /// the promotion an event belongs to may be among what is still to be listed.
     fn stale(&self, time: Timestamp, obj: &ObjectRef) -> bool {
-        time < self.idle_since() && !self.active(obj)
+        !self.held() && time < self.idle_since() && !self.active(obj)
     }
 
     /// Buffers an event that is not [`stale`](Self::stale) (the caller checked).
     fn buffer_event(&mut self, target: ObjectRef, ev: BufferedEvent) {
-        let horizon = self.horizon();
+        let horizon = if self.held() {
+            Timestamp::MIN
+        } else {
+            self.horizon()
+        };
         self.events.buffer(target, ev, horizon);
     }
 }

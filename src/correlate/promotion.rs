@@ -234,8 +234,54 @@ impl Promotion {
         self.sources.iter().filter_map(|s| s.end).max()
     }
 
-    /// Fills what a repeated or late report adds; never rewrites what is known.
-    pub fn merge_report(&mut self, r: PromotionReport) {
+    /// Where a reconcile of `obj` begins: when the stage before it ended, as the objects say
+    /// (the latest source that stored one of the promotion's revisions), or when a request to
+    /// reconcile this reconciler was made, whichever is later; the promotion's start when
+    /// neither is known. When the controller began its work is visible only while it works (a
+    /// transient `Ready=Unknown`), which a re-list after a restart does not see.
+    pub fn reconcile_start(&self, obj: &ObjectRef) -> Timestamp {
+        let trigger = self
+            .trigger
+            .as_ref()
+            .filter(|t| t.object.as_ref() == Some(obj))
+            .map(|t| t.start);
+        let source = self
+            .sources
+            .iter()
+            .filter(|s| matches!(s.result, StageResult::Succeeded | StageResult::NoChange))
+            .filter_map(|s| s.end)
+            .max();
+        trigger
+            .into_iter()
+            .chain(source)
+            .max()
+            .unwrap_or(self.start)
+    }
+
+    /// Fills what a repeated or late report adds; never rewrites what is known, except that a
+    /// promotion an annotation opened takes the ids and start its report gives: after a
+    /// restart the re-list may deliver the annotated objects before the Promotion, and the
+    /// trace must be the one the report opens.
+    pub fn merge_report(&mut self, r: PromotionReport, deadline: jiff::SignedDuration) {
+        if self.traceability == Traceability::Annotated {
+            if let Some(tp) = r
+                .traceparent
+                .as_deref()
+                .and_then(|t| Traceparent::parse(t).ok())
+            {
+                self.trace_id = tp.trace_id;
+                self.ci_parent = Some(tp.span_id);
+            }
+            if let Some(start) = r.time {
+                let old = self.start;
+                self.start = start;
+                self.deadline = add(start, deadline);
+                // Stages that began at the promotion's start begin at the report's.
+                for s in self.spans_mut().filter(|s| s.start == old) {
+                    s.start = start.min(s.end.unwrap_or(start));
+                }
+            }
+        }
         let cur = self.report.get_or_insert_with(|| PromotionReport {
             id: r.id.clone(),
             environment: r.environment.clone(),
@@ -349,7 +395,7 @@ impl Engine {
             return;
         }
         if let Some(p) = self.reg.get_mut(&id) {
-            p.merge_report(report);
+            p.merge_report(report, self.cfg.deadlines.promotion);
             let keys = report_keys(p.report.as_ref());
             self.reg.index_target(&id);
             self.reg.add_keys(&id, keys);
@@ -411,6 +457,12 @@ impl Engine {
 
     /// Joins objects that already hold one of the promotion's revisions.
     pub(super) fn rejoin(&mut self, id: &str, at: Timestamp) {
+        if let Some(later) = self.deferred_rejoins.as_mut() {
+            if !later.iter().any(|l| l == id) {
+                later.push(id.to_string());
+            }
+            return;
+        }
         let Some(p) = self.reg.get(id) else {
             return;
         };
@@ -423,6 +475,16 @@ impl Engine {
             }
         }
         for o in recs {
+            // Already evaluated for this promotion: the same observation again would take
+            // conditions from before the reconcile for fresh ones.
+            let seen = self.reg.get(id).is_some_and(|p| {
+                p.reconciles
+                    .iter()
+                    .any(|r| r.seen && r.span.object.as_ref() == Some(&o))
+            });
+            if seen {
+                continue;
+            }
             if let Some(obs) = self.reconcilers.get(&o).and_then(|s| s.last.clone()) {
                 self.correlate_reconciler(at, &obs);
             }

@@ -13,9 +13,12 @@ use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
-use super::Set;
+use super::stage::reconcile::ReconcilerState;
+use super::stage::trigger::receiver_attrs;
+use super::{Map, Set};
+use crate::model::{Kind, ObjectRef};
 use crate::story::{Divergence, Outcome};
-use crate::trace::{attr, Stage};
+use crate::trace::{attr, SpanEventRecord, Stage};
 
 impl Engine {
     /// Ends stages past their deadlines, adds the stages that never started, and gives the
@@ -167,6 +170,11 @@ impl Engine {
         let Some(mut p) = self.reg.take_for_verdict(id) else {
             return;
         };
+        settle_reconcile_times(&mut p, &self.reconcilers);
+        if let Some(t) = p.trigger.as_mut() {
+            let via = t.object.as_ref().and_then(|o| self.receivers.targeting(o));
+            receiver_attrs(t, via);
+        }
         land_events(&mut p, &self.events);
         // What each apply changed, as kustomize-controller reported it. An apply that
         // succeeded with no change reported changed nothing (a monorepo commit reconciles
@@ -265,6 +273,53 @@ impl Engine {
     }
 }
 
+/// Reconcile and apply times from what the objects say, whatever order they were seen in (a
+/// re-list after a restart delivers them in any order, and only their last state):
+/// - a reconcile (and its apply) starts when the stage before it ended
+///   ([`Promotion::reconcile_start`]), never after its own end;
+/// - a Kustomization's successful apply ends when kustomize-controller reported it (the time of
+///   its `Progressing` event listing the changes), else with its reconcile.
+fn settle_reconcile_times(p: &mut Promotion, reconcilers: &Map<ObjectRef, ReconcilerState>) {
+    let starts: Vec<Option<Timestamp>> = p
+        .reconciles
+        .iter()
+        .map(|r| {
+            let obj = r.span.object.as_ref()?;
+            (r.span.result != StageResult::NoChange).then(|| p.reconcile_start(obj))
+        })
+        .collect();
+    for (r, start) in p.reconciles.iter_mut().zip(starts) {
+        let Some(start) = start else {
+            continue;
+        };
+        let start = start.min(r.span.end.unwrap_or(start));
+        r.span.start = start;
+        let applied_at = r
+            .span
+            .object
+            .as_ref()
+            .filter(|o| o.kind == Kind::Kustomization)
+            .and_then(|o| reconcilers.get(o))
+            .and_then(|st| st.applied_at(&r.revision));
+        let kustomization = r
+            .span
+            .object
+            .as_ref()
+            .is_some_and(|o| o.kind == Kind::Kustomization);
+        let reconcile_end = r.span.end;
+        if let Some(a) = r.apply.as_mut() {
+            a.start = start.min(a.end.unwrap_or(start));
+            let applied = matches!(a.result, StageResult::Succeeded | StageResult::NoChange);
+            if kustomization && applied {
+                if let Some(end) = applied_at.or(reconcile_end) {
+                    let end = reconcile_end.map_or(end, |e| end.min(e));
+                    a.end = Some(end.max(a.start));
+                }
+            }
+        }
+    }
+}
+
 /// Events land on the span of the object they are about, within its window (and, when both
 /// name one, of the same revision).
 fn land_events(p: &mut Promotion, events: &EventStore) {
@@ -287,8 +342,30 @@ fn land_events(p: &mut Promotion, events: &EventStore) {
                 s.push_event(e.record());
             }
         }
-        s.events.sort_by_key(|e| e.time);
+        // Events of the same second in an order their content gives: a watch delivers them
+        // in the order they were written, a re-list after a restart in another.
+        s.events.sort_by(|a, b| event_order(a).cmp(&event_order(b)));
     }
+}
+
+/// Span events by time; within one time, owners before what they own (a Deployment's events,
+/// then its ReplicaSets', then its Pods'), then by object, reason and message.
+fn event_order(e: &SpanEventRecord) -> (Timestamp, u8, &str, &str, &str) {
+    let object = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
+    let rank = match object.split_once('/').map(|(kind, _)| kind) {
+        Some("ReplicaSet") => 1,
+        Some("Pod") => 2,
+        _ => 0,
+    };
+    (
+        e.time,
+        rank,
+        object,
+        &e.name,
+        e.attributes
+            .get_str(attr::EVENT_MESSAGE)
+            .unwrap_or_default(),
+    )
 }
 
 fn timeout_text(s: &StageSpan) -> (&'static str, String) {

@@ -693,6 +693,7 @@ fn kube_event(mut obj: RawKubeObject) -> Result<EventBody, ObjectError> {
             .or(obj.first_timestamp)
             .or(obj.metadata.creation_timestamp)
             .map(sane_time),
+        first_time: obj.first_timestamp.map(sane_time),
         count: obj.count.unwrap_or(1),
         component: obj
             .reporting_component

@@ -325,6 +325,19 @@ impl LiveAgent {
         self.clock.advance(SignedDuration::from_hours(3));
     }
 
+    /// Ends the agent as SIGKILL would: its watchers, Promotion feed, status writer, engine and
+    /// export tasks are aborted where they stand; what was queued, finished but not exported,
+    /// or not yet written to a Promotion is lost. Only the API server's objects remain.
+    pub fn kill(mut self) {
+        self.watchers.abort_all();
+        if let Some(w) = self.status_writer.take() {
+            w.abort();
+        }
+        if let Some(a) = self.agent.take() {
+            a.kill();
+        }
+    }
+
     /// Stops the watchers, then the agent (engine drained, exports flushed); asserts that the
     /// shutdown was clean.
     pub async fn stop(&mut self) {

@@ -9,7 +9,7 @@
 
 use jiff::Timestamp;
 
-use super::super::config::{add, sub, CLAIM_SLACK};
+use super::super::config::{add, CLAIM_SLACK};
 use super::super::engine::Engine;
 use super::super::promotion::{Reconcile, Successor};
 use super::super::span::{Failure, StageResult, StageSpan};
@@ -29,8 +29,9 @@ pub(in crate::correlate) struct ReconcilerState {
     pub trigger: Option<TriggerDraft>,
     /// The promotion this reconciler last joined.
     pub joined: Option<String>,
-    /// Changed objects reported by the controller's `Progressing` event, by revision.
-    pub changes: Vec<(String, Vec<String>)>,
+    /// Changed objects reported by the controller's `Progressing` event, by revision, and
+    /// the event's time (when the apply was done).
+    pub changes: Vec<(String, Vec<String>, Timestamp)>,
     /// Revisions the controller reported finished (`ReconciliationSucceeded`, "Reconciliation
     /// finished in …"): with no changes reported for one, its apply changed nothing.
     pub finished: Vec<String>,
@@ -41,8 +42,16 @@ impl ReconcilerState {
     pub fn changes_of(&self, revision: &str) -> Option<&[String]> {
         self.changes
             .iter()
-            .find(|(r, _)| r == revision)
-            .map(|(_, c)| c.as_slice())
+            .find(|(r, _, _)| r == revision)
+            .map(|(_, c, _)| c.as_slice())
+    }
+
+    /// When the controller reported the apply of `revision` (its `Progressing` event).
+    pub fn applied_at(&self, revision: &str) -> Option<Timestamp> {
+        self.changes
+            .iter()
+            .find(|(r, _, _)| r == revision)
+            .map(|(_, _, t)| *t)
     }
 
     /// Whether the apply of `revision` is known to have changed something (`Some(true)`),
@@ -104,6 +113,7 @@ impl Engine {
         revision: &str,
         reason: &str,
         message: &str,
+        time: Timestamp,
     ) {
         if object.kind != Kind::Kustomization {
             return;
@@ -112,8 +122,14 @@ impl Engine {
         match reason {
             "Progressing" => {
                 let changed = changed_objects(message);
-                if !changed.is_empty() && !st.changes.iter().any(|(r, _)| r == revision) {
-                    st.changes.push((revision.to_string(), changed));
+                if changed.is_empty() {
+                    return;
+                }
+                if let Some(c) = st.changes.iter_mut().find(|(r, _, _)| r == revision) {
+                    // The notification and the core/v1 Event of one report: the earlier time.
+                    c.2 = c.2.min(time);
+                } else {
+                    st.changes.push((revision.to_string(), changed, time));
                     if st.changes.len() > CHANGES_KEPT {
                         st.changes.remove(0);
                     }
@@ -212,20 +228,7 @@ impl Engine {
             Some(i) => i,
             None => {
                 let ready = condition(&obs.conditions, "Ready");
-                let started = ready
-                    .and_then(|c| c.last_transition)
-                    .filter(|t| *t >= sub(p.start, CLAIM_SLACK));
-                let from_history = obs
-                    .history
-                    .iter()
-                    .find(|h| h.revision == rev)
-                    .and_then(|h| h.last_reconciled?.checked_sub(h.last_duration?).ok());
-                let mut start = started.map_or(at, |t| t.min(at));
-                if ready.is_some_and(|c| c.status != CondStatus::Unknown) {
-                    if let Some(h) = from_history.filter(|h| *h >= sub(p.start, CLAIM_SLACK)) {
-                        start = start.min(h);
-                    }
-                }
+                let start = p.reconcile_start(&obs.object);
                 let already = obs.last_applied.as_deref() == Some(rev.as_str())
                     && ready.is_some_and(|c| {
                         c.status == CondStatus::True
@@ -369,11 +372,15 @@ fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp,
         let checking = reconciling.is_some_and(|c| c.message.starts_with("Running health checks"))
             || healthy.is_some_and(|c| c.status == CondStatus::Unknown);
         if checking {
+            // Provisional (the verdict takes the controller's report of the apply), but from
+            // the object: a time of arrival would hold the verdict a settle period after it.
             let t = healthy
                 .filter(|c| c.status == CondStatus::Unknown)
                 .and_then(|c| c.last_transition)
+                .or(reconciling.and_then(|c| c.last_transition))
                 .filter(|t| *t >= a.start)
-                .unwrap_or(at);
+                .unwrap_or(at)
+                .min(at);
             a.finish(
                 t,
                 StageResult::Succeeded,

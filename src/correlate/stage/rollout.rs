@@ -9,9 +9,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
-use super::super::config::{add, CLAIM_SLACK};
+use super::super::config::{add, CLAIM_SLACK, IDLE_RETENTION};
 use super::super::engine::Engine;
 use super::super::promotion::{Promotion, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
@@ -30,6 +30,21 @@ pub(in crate::correlate) enum RolloutOwner {
 pub(in crate::correlate) struct Rollout {
     pub generation: i64,
     pub owner: RolloutOwner,
+    /// It had already ended when its Deployment was first seen, at this time (the agent
+    /// started, or restarted, after it): a promotion may claim it once its start is known from
+    /// its ReplicaSet, but it never becomes a trace of its own, since nothing says whether one
+    /// was already sent for it. Forgotten a settle period after it was seen.
+    pub ended_unseen: Option<Timestamp>,
+    /// Its start is its new ReplicaSet's creation, not when the agent saw it.
+    pub start_known: bool,
+}
+
+impl Rollout {
+    /// A promotion may claim it: a rollout the agent saw happen, or one that ended unseen whose
+    /// start the objects give.
+    fn claimable(&self) -> bool {
+        self.ended_unseen.is_none() || self.start_known
+    }
 }
 
 pub(in crate::correlate) struct DeploymentState {
@@ -167,14 +182,13 @@ impl Engine {
         if prev.is_some_and(|p| p.seen == seen || obs.generation < p.generation) {
             return;
         }
+        let progressing = condition(&obs.conditions, "Progressing");
+        let ended =
+            obs.rollout_complete() || progressing.is_some_and(|c| c.status == CondStatus::False);
         let starts = match prev {
-            // First sight (start-up or a new Deployment): only work in progress is a rollout.
-            None => {
-                obs.generation > 0
-                    && !obs.rollout_complete()
-                    && condition(&obs.conditions, "Progressing")
-                        .is_none_or(|c| c.status != CondStatus::False)
-            }
+            // First sight (start-up, a restart, or a new Deployment): its current rollout,
+            // whether in progress or ended while the agent was not watching.
+            None => obs.generation > 0,
             // A new pod template rolls out; a scale (replicas changed, same images, labels and
             // annotations) bumps the generation too and is not a rollout. A spec change that
             // keeps replicas (env, resources) is one.
@@ -183,6 +197,7 @@ impl Engine {
                     && (p.template != obs.template || p.replicas == obs.replicas)
             }
         };
+        let prev_none = prev.is_none();
         let old_manager = prev.and_then(|p| p.manager.clone());
         self.rollouts
             .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
@@ -190,9 +205,18 @@ impl Engine {
         let generation = obs.generation;
         let named = obs.marks.promotion_id.clone();
         let manager = obs.manager.clone();
+        let created = progressing
+            .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended));
+        // Not known yet (its ReplicaSet not seen): when the agent saw it, or for one that ended
+        // unseen its end, until the ReplicaSet says.
+        let provisional = match progressing.and_then(|c| c.last_update) {
+            Some(t) if prev_none && ended => t.min(at),
+            _ => at,
+        };
+        let start = created.unwrap_or(provisional);
         let span = starts.then(|| {
             let deadline = add(
-                add(at, obs.progress_deadline),
+                add(start, obs.progress_deadline),
                 self.cfg.deadlines.rollout_grace,
             );
             let mut span = StageSpan::new(
@@ -200,7 +224,7 @@ impl Engine {
                 SpanId([0; 8]),
                 SpanId([0; 8]),
                 Some(key.clone()),
-                at,
+                start,
                 deadline,
             );
             span.set_object_attrs(&key);
@@ -229,10 +253,14 @@ impl Engine {
             let old = state.rollout.replace(Rollout {
                 generation,
                 owner: RolloutOwner::Unclaimed(Box::new(span)),
+                ended_unseen: (prev_none && ended).then_some(at),
+                start_known: created.is_some(),
             });
+            let claimable = state.rollout.as_ref().is_some_and(Rollout::claimable);
             if let Some(Rollout {
                 owner: RolloutOwner::Promotion(pid),
                 generation: old_generation,
+                ..
             }) = old
             {
                 if let Some(s) = self
@@ -244,17 +272,103 @@ impl Engine {
                 }
                 self.touched.insert(pid);
             }
-            self.rollouts.unclaimed.insert(key.clone());
+            if claimable || !prev_none {
+                // One that ended unseen is not work in progress: it keeps nothing alive.
+                self.rollouts.unclaimed.insert(key.clone());
+            }
             // Its deadline must wake the engine even with no promotion open.
             self.timers.schedule(Wake::Unclaimed(key.clone()), deadline);
-            if let Some(pid) = self.rollout_claimant(named.as_deref(), manager.as_ref(), at) {
+            // One that ended unseen opens no promotion of its own (its annotation may name one
+            // long traced): only an open promotion claims it.
+            let claimant = match (claimable, prev_none && ended) {
+                (false, _) => None,
+                (true, false) => self.rollout_claimant(named.as_deref(), manager.as_ref(), start),
+                (true, true) => named
+                    .filter(|id| self.reg.is_open(id))
+                    .or_else(|| self.managing_promotion(manager.as_ref(), start)),
+            };
+            if let Some(pid) = claimant {
                 self.claim_rollout(&key, &pid);
             }
         }
         self.update_rollout(&key, &status, at);
     }
 
-    /// Which open promotion explains a rollout starting now.
+    /// When the new ReplicaSet a Deployment's `Progressing` message names was created: the
+    /// rollout's start, as the objects say (the ReplicaSet is kept while it can matter).
+    /// `ended_unseen`: for a rollout that ended before the agent saw it, however long ago (a
+    /// claim still has to fit the reconcile that applied it); otherwise only a ReplicaSet
+    /// created shortly before (not an old one a rollback returns to).
+    fn replicaset_created(
+        &self,
+        key: &ObjectRef,
+        message: &str,
+        at: Timestamp,
+        ended_unseen: bool,
+    ) -> Option<Timestamp> {
+        let rs = replicaset_in(message)?;
+        self.events
+            .replicaset(&key.namespace, rs)
+            .and_then(|i| i.created)
+            .filter(|c| recent_enough(*c, at, ended_unseen))
+    }
+
+    /// A ReplicaSet arrived: a rollout of its Deployment that names it and started before its
+    /// creation was known starts at that creation (a re-list delivers kinds in any order), and,
+    /// unclaimed, may now be claimed by the reconcile that applied it.
+    pub(in crate::correlate) fn on_replicaset_seen(&mut self, namespace: &str, name: &str) {
+        let dep = self.events.deployment_of_rs(namespace, name);
+        let Some(created) = self
+            .events
+            .replicaset(namespace, name)
+            .and_then(|i| i.created)
+        else {
+            return;
+        };
+        let now = self.now;
+        let Some(state) = self.rollouts.deployments.get_mut(&dep) else {
+            return;
+        };
+        let manager = state.last.manager.clone();
+        let Some(rollout) = state.rollout.as_mut() else {
+            return;
+        };
+        let generation = rollout.generation;
+        let unseen = rollout.ended_unseen.is_some();
+        let span = match &mut rollout.owner {
+            RolloutOwner::Unclaimed(s) => Some(&mut **s),
+            RolloutOwner::Promotion(pid) => self
+                .reg
+                .get_mut(pid.as_str())
+                .and_then(|p| rollout_span(p, &dep, generation)),
+            RolloutOwner::Done => None,
+        };
+        let Some(span) = span.filter(|s| {
+            s.attrs.get_str(attr::K8S_REPLICASET_NAME) == Some(name)
+                && created < s.start
+                && recent_enough(created, now, unseen)
+        }) else {
+            return;
+        };
+        move_start(span, created);
+        if let Some(uid) = self
+            .events
+            .replicaset(namespace, name)
+            .map(|i| i.uid.clone())
+            .filter(|u| !u.is_empty())
+        {
+            span.attrs.set(attr::K8S_REPLICASET_UID, uid);
+        }
+        let start = span.start;
+        rollout.start_known = true;
+        if matches!(rollout.owner, RolloutOwner::Unclaimed(_)) {
+            if let Some(pid) = self.managing_promotion(manager.as_ref(), start) {
+                self.claim_rollout(&dep, &pid);
+            }
+        }
+    }
+
+    /// Which open promotion explains a rollout starting at `at`.
     fn rollout_claimant(
         &mut self,
         named: Option<&str>,
@@ -267,6 +381,11 @@ impl Engine {
                 return Some(id.to_string());
             }
         }
+        self.managing_promotion(manager, at)
+    }
+
+    /// The open promotion whose reconcile by `manager` explains a rollout starting at `at`.
+    fn managing_promotion(&self, manager: Option<&ObjectRef>, at: Timestamp) -> Option<String> {
         let manager = manager?;
         let pid = self.reconcilers.get(manager)?.joined.clone()?;
         let p = self.reg.get(&pid)?;
@@ -299,8 +418,9 @@ impl Engine {
             .unwrap_or_default();
         for dep in managed {
             let claimable = self.rollouts.deployments.get(&dep).is_some_and(|d| {
-                matches!(&d.rollout, Some(Rollout { owner: RolloutOwner::Unclaimed(s), .. })
-                    if add(s.start, CLAIM_SLACK) >= reconcile_start
+                matches!(&d.rollout, Some(r @ Rollout { owner: RolloutOwner::Unclaimed(s), .. })
+                    if r.claimable()
+                        && add(s.start, CLAIM_SLACK) >= reconcile_start
                         && claim_until.is_some_and(|u| u.is_none_or(|u| s.start <= u)))
             });
             if claimable {
@@ -378,10 +498,10 @@ impl Engine {
                 span.attrs.set(attr::K8S_REPLICASET_UID, i.uid.clone());
             }
             let created = info.and_then(|i| i.created);
-            if let Some(c) = created
-                .filter(|c| *c <= span.start && add(*c, SignedDuration::from_mins(1)) >= span.start)
-            {
-                span.start = c;
+            let unseen = rollout.ended_unseen.is_some();
+            if let Some(c) = created.filter(|c| *c <= span.start && recent_enough(*c, at, unseen)) {
+                move_start(span, c);
+                rollout.start_known = true;
             }
         }
         if obs.complete {
@@ -433,6 +553,7 @@ impl Engine {
         let settle = self.cfg.deadlines.settle;
         let Some(Rollout {
             owner: RolloutOwner::Unclaimed(s),
+            ended_unseen,
             ..
         }) = self
             .rollouts
@@ -446,6 +567,8 @@ impl Engine {
             Some(end) if !s.is_open() => add(end, settle),
             _ => s.deadline,
         };
+        // Room for the rest of a re-list (its ReplicaSet, the reconcile that applied it).
+        let due = due.max(ended_unseen.map_or(due, |seen| add(seen, settle)));
         if due > now {
             self.timers.schedule(Wake::Unclaimed(key.clone()), due);
             return;
@@ -460,7 +583,8 @@ impl Engine {
         self.untraced(key);
     }
 
-    /// A rollout that ended with no promotion to explain it becomes its own trace.
+    /// A rollout that ended with no promotion to explain it becomes its own trace (unless it
+    /// had ended before the agent saw it).
     fn untraced(&mut self, key: &ObjectRef) {
         self.rollouts.unclaimed.remove(key);
         let Some(state) = self.rollouts.deployments.get_mut(key) else {
@@ -470,6 +594,10 @@ impl Engine {
         let Some(rollout) = state.rollout.as_mut() else {
             return;
         };
+        if rollout.ended_unseen.is_some() {
+            rollout.owner = RolloutOwner::Done;
+            return;
+        }
         let generation = rollout.generation;
         let RolloutOwner::Unclaimed(mut span) =
             std::mem::replace(&mut rollout.owner, RolloutOwner::Done)
@@ -509,6 +637,19 @@ impl Engine {
         self.reg.open(p);
         self.touched.insert(id);
     }
+}
+
+/// Whether a ReplicaSet created at `created` can be the new one of a rollout seen at `at` (see
+/// [`Engine::replicaset_created`]).
+fn recent_enough(created: Timestamp, at: Timestamp, ended_unseen: bool) -> bool {
+    created <= at && (ended_unseen || add(created, IDLE_RETENTION) >= at)
+}
+
+/// Moves a rollout's start earlier, and its deadline with it (both count from the start).
+fn move_start(span: &mut StageSpan, start: Timestamp) {
+    let by = span.start.duration_since(start);
+    span.start = start;
+    span.deadline = span.deadline.checked_sub(by).unwrap_or(span.deadline);
 }
 
 pub(in crate::correlate) fn image_attrs(a: &mut Attributes, images: &[String]) {

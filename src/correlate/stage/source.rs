@@ -130,12 +130,12 @@ impl Engine {
         {
             Some(i) => i,
             None => {
+                // A request to fetch (the trigger) starts the fetch it asks for.
                 let start = p
                     .trigger
                     .as_ref()
                     .filter(|t| t.object.as_ref() == Some(&obs.object))
-                    .and_then(|t| t.end)
-                    .unwrap_or(p.start);
+                    .map_or(p.start, |t| t.start);
                 let mut s = StageSpan::new(
                     Stage::Source,
                     span_id_for(pid, Stage::Source, cluster, &obs.uid, &rev),

@@ -74,16 +74,27 @@ impl Receivers {
 pub(in crate::correlate) struct TriggerDraft {
     value: String,
     start: Timestamp,
-    /// The controller's own record of starting work after the request.
-    working: Option<Timestamp>,
     handled: Option<Timestamp>,
     claimed: bool,
 }
 
-/// Follows a reconcile request on one object: requested when a new
-/// `reconcile.fluxcd.io/requestedAt` value appears, handled when the controller started working
-/// on it (its `Reconciling`/`Ready=Unknown` transition) or, failing that, when
-/// `status.lastHandledReconcileAt` shows the same string.
+/// The time a `reconcile.fluxcd.io/requestedAt` value names: RFC 3339 (`flux reconcile`), or
+/// Go's `time.Time` string (`2026-11-26 10:00:05.123456789 +0000 UTC m=+3605.24`, a Receiver).
+pub(in crate::correlate) fn requested_time(value: &str) -> Option<Timestamp> {
+    if let Ok(t) = value.parse::<Timestamp>() {
+        return Some(t);
+    }
+    let mut parts = value.split_whitespace();
+    let go = format!("{} {} {}", parts.next()?, parts.next()?, parts.next()?);
+    Timestamp::strptime("%Y-%m-%d %H:%M:%S%.f %z", &go).ok()
+}
+
+/// Follows a reconcile request on one object: requested at the time its
+/// `reconcile.fluxcd.io/requestedAt` value names (when it appears, for a value that names
+/// none), handled when `status.lastHandledReconcileAt` shows the same string, at that status's
+/// `Ready` transition (when the controller finished the work the request asked for). Both
+/// survive a restart: a request already handled when first seen is a trigger if its time is
+/// recent enough for a promotion to claim it.
 pub(in crate::correlate) fn update_trigger(
     draft: &mut Option<TriggerDraft>,
     requested: &Option<String>,
@@ -93,12 +104,13 @@ pub(in crate::correlate) fn update_trigger(
 ) {
     if let Some(value) = requested {
         let is_new = draft.as_ref().is_none_or(|d| d.value != *value);
-        // A request that was already handled when first seen is history, not a trigger.
-        if is_new && handled.as_deref() != Some(value.as_str()) {
+        let named = requested_time(value);
+        // A request with no time of its own that was already handled when first seen is
+        // history, not a trigger.
+        if is_new && (named.is_some() || handled.as_deref() != Some(value.as_str())) {
             *draft = Some(TriggerDraft {
                 value: value.clone(),
-                start: at,
-                working: None,
+                start: named.unwrap_or(at),
                 handled: None,
                 claimed: false,
             });
@@ -110,16 +122,12 @@ pub(in crate::correlate) fn update_trigger(
     if d.handled.is_some() {
         return;
     }
-    if d.working.is_none() {
-        let busy = condition(conditions, "Reconciling")
-            .filter(|c| c.status == CondStatus::True)
-            .or_else(|| condition(conditions, "Ready").filter(|c| c.status == CondStatus::Unknown));
-        d.working = busy
-            .and_then(|c| c.last_transition)
-            .filter(|t| *t >= d.start && *t <= at);
-    }
     if handled.as_deref() == Some(d.value.as_str()) {
-        d.handled = Some(d.working.unwrap_or(at).min(at));
+        let done = condition(conditions, "Ready")
+            .filter(|c| c.status != CondStatus::Unknown)
+            .and_then(|c| c.last_transition)
+            .filter(|t| *t >= d.start);
+        d.handled = Some(done.unwrap_or(at).min(at));
     }
 }
 
@@ -162,15 +170,21 @@ pub(in crate::correlate) fn claim_trigger(
     s.attrs
         .set(attr::DELIVERY_TRIGGER_REQUESTED_AT, draft.value.clone());
     s.key.requested_at = Some(draft.value.clone());
-    if let Some(r) = via {
-        s.attrs.set(attr::FLUX_RECEIVER_NAME, r.object.name.clone());
-        s.attrs
-            .set(attr::FLUX_RECEIVER_NAMESPACE, r.object.namespace.clone());
-    }
+    receiver_attrs(&mut s, via);
     if let Some(h) = draft.handled {
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }
     p.trigger = Some(s);
+}
+
+/// Names the Receiver whose webhook requested the reconcile, once one is known (a re-list
+/// after a restart may deliver the Receiver after the object it triggers).
+pub(in crate::correlate) fn receiver_attrs(s: &mut StageSpan, via: Option<&ReceiverObs>) {
+    if let Some(r) = via.filter(|_| s.attrs.get(attr::FLUX_RECEIVER_NAME).is_none()) {
+        s.attrs.set(attr::FLUX_RECEIVER_NAME, r.object.name.clone());
+        s.attrs
+            .set(attr::FLUX_RECEIVER_NAMESPACE, r.object.namespace.clone());
+    }
 }
 
 #[cfg(test)]

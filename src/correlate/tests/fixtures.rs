@@ -247,6 +247,7 @@ pub(super) fn pod_event(pod: &str, reason: &str, message: &str, at: i64) -> Kube
         message: message.into(),
         warning: true,
         time: Some(t(at)),
+        first_time: Some(t(at)),
         count: 1,
         component: "kubelet".into(),
         revision: None,

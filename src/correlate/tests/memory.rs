@@ -204,6 +204,7 @@ fn old_events_repeated_after_a_deletion_bring_nothing_back() {
         message: "Reconciliation finished in 1.2s, next run in 10m0s".into(),
         warning: false,
         time: Some(t(1)),
+        first_time: Some(t(1)),
         count: 1,
         component: "kustomize-controller".into(),
         revision: Some(rev.clone()),

@@ -195,9 +195,10 @@ fn reconcile_deadline_comes_from_spec_timeout() {
         s.divergence.as_ref().map(|d| d.stage),
         Some(Stage::Reconcile)
     );
+    // Counted from the reconcile's start: when the source stored the revision.
     assert_eq!(
         r.span("P-r", "reconcile").end,
-        t(4) + SignedDuration::from_mins(2)
+        t(3) + SignedDuration::from_mins(2)
     );
 }
 
