@@ -468,9 +468,11 @@ async fn a_report_acknowledged_then_killed_is_traced_after_the_restart() {
     assert_eq!(promotions(&server).len(), 1, "stored before the 202");
     assert!(receiver.spans().is_empty(), "killed before any verdict");
 
+    // Flux goes on while the agent is down: the new agent finds the delivery in its initial
+    // lists (its deadlines, 3 s from the report, cannot pass before it has listed them).
+    server.apply_rest();
     let (_second, addr) = start();
     ready(addr).await;
-    server.apply_rest();
     let r = &receiver;
     eventually("the trace after the restart", || {
         r.spans().iter().any(|(_, s)| s.name == "promotion")
