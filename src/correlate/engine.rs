@@ -152,6 +152,12 @@ impl Engine {
             let open: Vec<String> = self.reg.ids().map(str::to_string).collect();
             self.touched.extend(open);
             self.advance(self.now);
+            // Rollouts that ended before the agent listed them and that no open promotion
+            // claimed can never be claimed or traced: every report and reconcile the lists
+            // hold has joined. Kept, they would cost a span per Deployment of the cluster.
+            for key in self.rollouts.forget_unclaimed_unseen() {
+                self.timers.cancel(&Wake::Unclaimed(key));
+            }
         }
         self.held = held;
         std::mem::take(&mut self.out)

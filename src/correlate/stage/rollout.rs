@@ -147,6 +147,25 @@ impl Rollouts {
         }
     }
 
+    /// Forgets the rollouts that ended before their Deployment was first seen and that nobody
+    /// claimed; returns their Deployments.
+    pub fn forget_unclaimed_unseen(&mut self) -> Vec<ObjectRef> {
+        let mut gone = Vec::new();
+        for (key, st) in self.deployments.iter_mut() {
+            let unseen = st.rollout.as_ref().is_some_and(|r| {
+                r.ended_unseen.is_some() && matches!(r.owner, RolloutOwner::Unclaimed(_))
+            });
+            if unseen {
+                st.rollout = None;
+                gone.push(key.clone());
+            }
+        }
+        for key in &gone {
+            self.unclaimed.remove(key);
+        }
+        gone
+    }
+
     /// A promotion ended: rollouts it owned need nothing more.
     pub fn release(&mut self, p: &Promotion) {
         for dep in p.rollouts.iter().filter_map(|s| s.object.as_ref()) {
