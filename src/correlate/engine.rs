@@ -229,7 +229,9 @@ impl Engine {
     pub fn apply(&mut self, ev: DeliveryEvent) -> Vec<Output> {
         let at = ev.at;
         self.now = self.now.max(at);
-        if self.held && !self.releasing {
+        // What the release would apply first (Receivers, ReplicaSets) is applied at once: in
+        // the same order, without keeping a whole cluster's ReplicaSets.
+        if self.held && !self.releasing && delivery_rank(&ev.body) > 0 {
             self.kept.push(ev);
             return Vec::new();
         }

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use super::promotion::Promotion;
 use crate::trace::{SpanId, TraceId};
 
-/// What is kept of a finished promotion: its revision keys (to drop them when it is
-/// forgotten), and what a later promotion of the same revision to another environment links to.
-pub(super) struct Finished {
-    keys: Vec<String>,
-    environment: Option<Box<str>>,
+/// The latest promotion of one environment that named a revision key: what a later promotion
+/// of the same revision to another environment links to.
+struct Head {
+    environment: Box<str>,
     start: jiff::Timestamp,
+    id: String,
     trace_id: TraceId,
     root: SpanId,
 }
@@ -32,7 +32,11 @@ pub(super) struct Earlier {
 #[derive(Default)]
 pub(super) struct Registry {
     open: BTreeMap<String, Promotion>,
-    finished: Map<String, Finished>,
+    /// Finished promotion → the revision keys it held (to drop them when it is forgotten).
+    finished: Map<String, Vec<String>>,
+    /// Revision key → the latest promotion per environment that named it: a handful per key,
+    /// however many promotions name it (a flood of reports for one commit costs nothing here).
+    heads: Map<String, Vec<Head>>,
     finished_order: VecDeque<String>,
     /// Revision key (commit, digest, 12-hex prefix) → promotions that named it. Several
     /// environments may promote the same commit or digest at once (and a flood of reports may
@@ -127,6 +131,21 @@ impl Registry {
             if !p.keys.contains(&k) {
                 p.keys.push(k.clone());
             }
+            if let Some(env) = p.environment() {
+                let heads = self.heads.entry(k.clone()).or_default();
+                let head = Head {
+                    environment: env.into(),
+                    start: p.start,
+                    id: p.id.clone(),
+                    trace_id: p.trace_id,
+                    root: p.root,
+                };
+                match heads.iter_mut().find(|h| *h.environment == *env) {
+                    Some(h) if h.start <= p.start => *h = head,
+                    Some(_) => {}
+                    None => heads.push(head),
+                }
+            }
             self.keys.entry(k).or_default().insert(id.to_string());
         }
     }
@@ -182,25 +201,23 @@ impl Registry {
 
     /// Remembers a finished promotion, forgetting the oldest beyond `retain`.
     pub fn finish(&mut self, p: Promotion, retain: usize) {
-        let environment = p.environment().map(Box::from);
-        self.finished.insert(
-            p.id.clone(),
-            Finished {
-                keys: p.keys,
-                environment,
-                start: p.start,
-                trace_id: p.trace_id,
-                root: p.root,
-            },
-        );
+        self.finished.insert(p.id.clone(), p.keys);
         self.finished_order.push_back(p.id);
         while self.finished_order.len() > retain {
             let Some(old) = self.finished_order.pop_front() else {
                 break;
             };
-            let Some(Finished { keys, .. }) = self.finished.remove(&old) else {
+            let Some(keys) = self.finished.remove(&old) else {
                 continue;
             };
+            for k in &keys {
+                if let Some(heads) = self.heads.get_mut(k) {
+                    heads.retain(|h| h.id != old);
+                    if heads.is_empty() {
+                        self.heads.remove(k);
+                    }
+                }
+            }
             for k in keys {
                 if let Some(ids) = self.keys.get_mut(&k) {
                     ids.remove(&old);
@@ -217,39 +234,18 @@ impl Registry {
     /// continues when its report does not name it (`promoted_from`).
     pub fn earlier_elsewhere(&self, p: &Promotion) -> Option<Earlier> {
         let env = p.environment()?;
-        let mut best: Option<(jiff::Timestamp, &str, Earlier)> = None;
-        for id in p.keys.iter().filter_map(|k| self.keys.get(k)).flatten() {
-            if *id == p.id {
-                continue;
-            }
-            let found = match (self.open.get(id), self.finished.get(id)) {
-                (Some(o), _) => (o.environment(), o.start, o.trace_id, o.root),
-                (None, Some(f)) => (f.environment.as_deref(), f.start, f.trace_id, f.root),
-                (None, None) => continue,
-            };
-            let (Some(other), start, trace_id, root) = found else {
-                continue;
-            };
-            if other == env || start >= p.start {
-                continue;
-            }
-            // The latest such; of two at the same instant, the smaller id (a stable choice).
-            let better = best
-                .as_ref()
-                .is_none_or(|(t, bid, _)| start > *t || (start == *t && id.as_str() < *bid));
-            if better {
-                best = Some((
-                    start,
-                    id,
-                    Earlier {
-                        id: id.clone(),
-                        trace_id,
-                        root,
-                    },
-                ));
-            }
-        }
-        best.map(|(_, _, e)| e)
+        p.keys
+            .iter()
+            .filter_map(|k| self.heads.get(k))
+            .flatten()
+            .filter(|h| *h.environment != *env && h.start < p.start && h.id != p.id)
+            // The latest; of two at the same instant, the smaller id (a stable choice).
+            .max_by(|a, b| a.start.cmp(&b.start).then(b.id.cmp(&a.id)))
+            .map(|h| Earlier {
+                id: h.id.clone(),
+                trace_id: h.trace_id,
+                root: h.root,
+            })
     }
 
     /// Entries held by the indexes, for the engine's size report.

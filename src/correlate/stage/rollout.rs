@@ -267,6 +267,8 @@ impl Engine {
                 rollout: None,
             }),
         };
+        // One that ended before the agent saw it matters only to a promotion already open.
+        let span = span.filter(|_| !(prev_none && ended) || self.reg.open_count() > 0);
         if let Some(span) = span {
             let deadline = span.deadline;
             let old = state.rollout.replace(Rollout {
