@@ -89,8 +89,8 @@ fn exported(server: &ServerHandle, id: &str) -> bool {
 
 fn replica(c: &Cluster, name: &str) -> Replica {
     // Watches of different kinds deliver in no fixed order: a settle period lets the rollout
-    // arrive before the verdict, as in production (30 s by default).
-    let mut args = vec!["--settle", "2s"];
+    // arrive before the verdict, as in production (30 s by default), on a loaded machine too.
+    let mut args = vec!["--settle", "5s"];
     args.extend(FAST_LEASE);
     c.replica(BIN, name, &args)
 }
