@@ -21,7 +21,7 @@ use fluxtrace::replay::EXAMPLES;
 use fluxtrace::resource::sync;
 use fluxtrace_testkit::agent::{eventually, Disrupt, LiveAgent, WAIT};
 use fluxtrace_testkit::kube_api::{KubeApi, Recording, ServerHandle};
-use fluxtrace_testkit::otlp_receiver::{export_settings, sorted_attributes, OtlpReceiver};
+use fluxtrace_testkit::otlp_receiver::{export_settings, OtlpReceiver};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 const CLUSTER: &str = "live";
@@ -71,46 +71,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Everything a user could see of a span, as one comparable line.
-fn seen(service: &Option<String>, s: &Span) -> String {
-    let events: Vec<String> = s
-        .events
-        .iter()
-        .map(|e| {
-            let attrs: Vec<String> = e
-                .attributes
-                .iter()
-                .map(|kv| format!("{}={:?}", kv.key, kv.value))
-                .collect();
-            format!("{}@{} {attrs:?}", e.name, e.time_unix_nano)
-        })
-        .collect();
-    let links: Vec<String> = s
-        .links
-        .iter()
-        .map(|l| format!("{}/{}", hex(&l.trace_id), hex(&l.span_id)))
-        .collect();
-    format!(
-        "trace={} parent={} name={:?} kind={} service={service:?} start={} end={} status={:?} \
-         attrs={:?} events={events:?} links={links:?}",
-        hex(&s.trace_id),
-        hex(&s.parent_span_id),
-        s.name,
-        s.kind,
-        s.start_time_unix_nano,
-        s.end_time_unix_nano,
-        s.status,
-        sorted_attributes(s),
-    )
-}
-
 /// The spans received, de-duplicated by span id, and how many copies were re-sends; every
 /// re-send is identical to the first copy.
 fn dedup(spans: &[(Option<String>, Span)], what: &str) -> (BTreeMap<String, String>, usize) {
     let mut out = BTreeMap::new();
     let mut resends = 0;
     for (svc, s) in spans {
-        let line = seen(svc, s);
+        let line = fluxtrace_testkit::otlp_receiver::describe(svc, s);
         match out.get(&hex(&s.span_id)) {
             Some(first) => {
                 assert_eq!(

@@ -36,19 +36,8 @@ fn engine_config() -> EngineConfig {
 fn by_id(spans: &[(Option<String>, Span)]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (svc, s) in spans {
-        let attrs = fluxtrace_testkit::otlp_receiver::sorted_attributes(s);
         let id = hex(&s.span_id);
-        let seen = format!(
-            "{} {} {} {svc:?} {} {} {:?} {attrs:?} {} {}",
-            hex(&s.trace_id),
-            hex(&s.parent_span_id),
-            s.name,
-            s.start_time_unix_nano,
-            s.end_time_unix_nano,
-            s.status,
-            s.events.len(),
-            s.links.len()
-        );
+        let seen = fluxtrace_testkit::otlp_receiver::describe(svc, s);
         assert!(out.insert(id.clone(), seen).is_none(), "span {id} twice");
     }
     out

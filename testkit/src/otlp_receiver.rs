@@ -294,3 +294,37 @@ pub fn sorted_attributes(s: &Span) -> Vec<String> {
     attrs.sort();
     attrs
 }
+
+/// Everything a received span says, as one comparable line (its id aside): trace, parent, name,
+/// kind, service, times, status, attributes, events and links.
+pub fn describe(service: &Option<String>, s: &Span) -> String {
+    let events: Vec<String> = s
+        .events
+        .iter()
+        .map(|e| {
+            let attrs: Vec<String> = e
+                .attributes
+                .iter()
+                .map(|kv| format!("{}={:?}", kv.key, kv.value))
+                .collect();
+            format!("{}@{} {attrs:?}", e.name, e.time_unix_nano)
+        })
+        .collect();
+    let links: Vec<String> = s
+        .links
+        .iter()
+        .map(|l| format!("{}/{}", hex::encode(&l.trace_id), hex::encode(&l.span_id)))
+        .collect();
+    format!(
+        "trace={} parent={} name={:?} kind={} service={service:?} start={} end={} status={:?} \
+         attrs={:?} events={events:?} links={links:?}",
+        hex::encode(&s.trace_id),
+        hex::encode(&s.parent_span_id),
+        s.name,
+        s.kind,
+        s.start_time_unix_nano,
+        s.end_time_unix_nano,
+        s.status,
+        sorted_attributes(s),
+    )
+}
