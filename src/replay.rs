@@ -10,7 +10,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 11] = [
+pub const EXAMPLES: [(&str, &str); 15] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -54,6 +54,22 @@ pub const EXAMPLES: [(&str, &str); 11] = [
     (
         "helmrelease-chartref-success.jsonl",
         include_str!("../examples/recordings/helmrelease-chartref-success.jsonl"),
+    ),
+    (
+        "unreported-git-success.jsonl",
+        include_str!("../examples/recordings/unreported-git-success.jsonl"),
+    ),
+    (
+        "unreported-git-failure.jsonl",
+        include_str!("../examples/recordings/unreported-git-failure.jsonl"),
+    ),
+    (
+        "unreported-oci-success.jsonl",
+        include_str!("../examples/recordings/unreported-oci-success.jsonl"),
+    ),
+    (
+        "unreported-oci-failure.jsonl",
+        include_str!("../examples/recordings/unreported-oci-failure.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

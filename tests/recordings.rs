@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::replay::{self, Replay, EXAMPLES};
-use fluxtrace::story::{self, Outcome};
+use fluxtrace::story::{self, Outcome, Traceability};
 use fluxtrace::trace::{trace_id_for, AttrValue, SpanId, SpanRecord, SpanStatus, Stage};
 
 fn cfg() -> EngineConfig {
@@ -445,5 +445,84 @@ fn a_relisted_recording_adds_no_span() {
         let a: Vec<&SpanRecord> = once.spans().collect();
         let b: Vec<&SpanRecord> = twice.spans().collect();
         assert_eq!(a, b, "{name}");
+    }
+}
+
+#[test]
+fn golden_unreported_git_success() {
+    golden("unreported-git-success.jsonl");
+}
+
+#[test]
+fn golden_unreported_git_failure() {
+    golden("unreported-git-failure.jsonl");
+}
+
+#[test]
+fn golden_unreported_oci_success() {
+    golden("unreported-oci-success.jsonl");
+}
+
+#[test]
+fn golden_unreported_oci_failure() {
+    golden("unreported-oci-failure.jsonl");
+}
+
+/// A change nobody reported is a whole promotion: the source that stored it, the reconcile,
+/// the rollout, a verdict and a divergence, under an id derived from the source and revision.
+#[test]
+fn unreported_changes_are_whole_promotions_with_their_verdicts() {
+    let expect = [
+        (
+            "unreported-git-success.jsonl",
+            "unreported/flux-system/web/78e7e93a2812",
+            Outcome::Succeeded,
+            None,
+        ),
+        (
+            "unreported-git-failure.jsonl",
+            "unreported/flux-system/infra/6887e3d769a0",
+            Outcome::Failed,
+            Some(Stage::Reconcile),
+        ),
+        (
+            "unreported-oci-success.jsonl",
+            "unreported/flux-system/shop-manifests/f126ce66891e",
+            Outcome::Succeeded,
+            None,
+        ),
+        (
+            "unreported-oci-failure.jsonl",
+            "unreported/flux-system/payments-manifests/2a8e96061287",
+            Outcome::Failed,
+            Some(Stage::Rollout),
+        ),
+    ];
+    for (file, id, outcome, diverged) in expect {
+        let r = replay(file);
+        assert_eq!(r.traces.len(), 1, "{file}: one trace");
+        let t = &r.traces[0];
+        assert_eq!(t.story.promotion_id, id, "{file}");
+        assert_eq!(t.story.outcome, outcome, "{file}");
+        assert_eq!(
+            t.story.divergence.as_ref().map(|d| d.stage),
+            diverged,
+            "{file}"
+        );
+        assert_eq!(t.story.traceability, Traceability::Unreported, "{file}");
+        let stages: Vec<&str> = t.story.stages.iter().map(|s| s.stage.as_str()).collect();
+        assert!(
+            stages.contains(&"source"),
+            "{file}: the source fetch is in the trace: {stages:?}"
+        );
+        assert!(stages.contains(&"reconcile"), "{file}: {stages:?}");
+        for s in &t.spans {
+            assert_eq!(
+                s.attributes.get_str("delivery.traceability"),
+                Some("unreported"),
+                "{file}: {}",
+                s.name
+            );
+        }
     }
 }

@@ -147,6 +147,7 @@ impl Engine {
             for id in self.deferred_rejoins.take().unwrap_or_default() {
                 self.rejoin(&id, now);
             }
+            self.open_unreported_in_flight(now);
             self.releasing = false;
             self.held = false;
             let open: Vec<String> = self.reg.ids().map(str::to_string).collect();

@@ -23,6 +23,7 @@
 //! | the public API, dispatch of each observation, `tick`/`finish` | `engine.rs` |
 //! | deadlines and tolerances; saturating time arithmetic | `config.rs` |
 //! | a promotion's data, its ids, `Traceability`; opening promotions, superseding | `promotion.rs` |
+//! | revisions Flux delivered that nobody announced; a report taking one over | `unreported.rs` |
 //! | open/finished promotions and their indexes (the only writer) | `registry.rs` |
 //! | which sources and reconcilers are at which revision | `revisions.rs` |
 //! | which of several promotions of one revision an object belongs to | `stage/matching.rs` |
@@ -47,6 +48,7 @@ mod revisions;
 mod span;
 mod stage;
 mod timers;
+mod unreported;
 mod verdict;
 
 /// The engine's maps and sets: foldhash, seeded per process as the standard library's hasher

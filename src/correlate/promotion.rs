@@ -59,6 +59,9 @@ pub(super) struct Promotion {
     pub rollouts: Vec<StageSpan>,
     pub traffic: Vec<StageSpan>,
     pub superseded_by: Option<Successor>,
+    /// Ids this promotion had before a report took it over (an unreported promotion keeps
+    /// its trace under the report's id): probe results sent under them still land.
+    pub aliases: Vec<String>,
 }
 
 impl Promotion {
@@ -114,7 +117,31 @@ impl Promotion {
             rollouts: Vec::new(),
             traffic: Vec::new(),
             superseded_by: None,
+            aliases: Vec::new(),
         }
+    }
+
+    /// Takes another promotion id: the trace id, the root and every span id are derived again
+    /// from it, as if the promotion had had that id from the start (parents follow).
+    pub fn rekey(&mut self, id: String, tp: Option<Traceparent>, cluster: &str) {
+        let root = span_id_for(&id, Stage::Promotion, cluster, "", "");
+        let mut new_ids = vec![(self.root, root)];
+        new_ids.extend(self.spans().map(|s| (s.span_id, s.id_in(&id, cluster))));
+        let moved = |old: SpanId| {
+            new_ids
+                .iter()
+                .find(|(o, _)| *o == old)
+                .map_or(old, |(_, n)| *n)
+        };
+        let spans: Vec<&mut StageSpan> = self.spans_mut().collect();
+        for s in spans {
+            s.span_id = moved(s.span_id);
+            s.parent = moved(s.parent);
+        }
+        self.root = root;
+        self.trace_id = tp.map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+        self.ci_parent = tp.map(|t| t.span_id);
+        self.aliases.push(std::mem::replace(&mut self.id, id));
     }
 
     pub fn spans(&self) -> impl Iterator<Item = &StageSpan> {
@@ -263,7 +290,10 @@ impl Promotion {
     /// restart the re-list may deliver the annotated objects before the Promotion, and the
     /// trace must be the one the report opens.
     pub fn merge_report(&mut self, r: PromotionReport, deadline: jiff::SignedDuration) {
-        if self.traceability == Traceability::Annotated {
+        if matches!(
+            self.traceability,
+            Traceability::Annotated | Traceability::Unreported
+        ) {
             if let Some(tp) = r
                 .traceparent
                 .as_deref()
@@ -335,14 +365,9 @@ impl Promotion {
         start: Timestamp,
         deadline: Timestamp,
     ) -> StageSpan {
-        StageSpan::new(
-            stage,
-            span_id_for(&self.id, stage, cluster, "", "missing"),
-            self.root,
-            None,
-            start,
-            deadline,
-        )
+        let mut s = StageSpan::new(stage, SpanId::default(), self.root, None, start, deadline);
+        s.derive_id(&self.id, cluster, "", "missing");
+        s
     }
 }
 
@@ -401,6 +426,9 @@ impl Engine {
             self.reg.add_keys(&id, keys);
             self.touched.insert(id.clone());
             self.rejoin(&id, at);
+            return;
+        }
+        if self.adopt_report(at, &report) {
             return;
         }
         let start = report.time.unwrap_or(at);

@@ -46,6 +46,8 @@ pub(super) struct Registry {
     targets: Map<String, String>,
     /// OCI repository → open promotions that named it (floating-tag resolution).
     oci_repos: Map<String, Set<String>>,
+    /// An id an open promotion had before a report took it over → its id now.
+    aliases: Map<String, String>,
 }
 
 impl Registry {
@@ -179,10 +181,49 @@ impl Registry {
         ids
     }
 
+    /// The id of the open promotion that `id` names now (itself, or what took it over).
+    pub fn resolve<'a>(&'a self, id: &'a str) -> &'a str {
+        self.aliases.get(id).map_or(id, String::as_str)
+    }
+
+    /// Whether any open or remembered promotion named one of these revision keys.
+    pub fn knows_any<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> bool {
+        keys.into_iter().any(|k| self.keys.contains_key(k))
+    }
+
+    /// Gives an open promotion another id (a report took over an unreported promotion): it
+    /// leaves every index under its old id, and the caller opens it again under the new one.
+    pub fn take_for_rename(&mut self, id: &str) -> Option<Promotion> {
+        let p = self.take_for_verdict(id)?;
+        for k in &p.keys {
+            if let Some(ids) = self.keys.get_mut(k) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.keys.remove(k);
+                }
+            }
+            if let Some(heads) = self.heads.get_mut(k) {
+                heads.retain(|h| h.id != id);
+                if heads.is_empty() {
+                    self.heads.remove(k);
+                }
+            }
+        }
+        Some(p)
+    }
+
+    /// Records that `old` is now called `new`.
+    pub fn alias(&mut self, old: String, new: &str) {
+        self.aliases.insert(old, new.to_string());
+    }
+
     /// Takes a promotion out of the open set for its verdict, and drops it from the target and
     /// repository indexes.
     pub fn take_for_verdict(&mut self, id: &str) -> Option<Promotion> {
         let p = self.open.remove(id)?;
+        for a in &p.aliases {
+            self.aliases.remove(a);
+        }
         if let Some(t) = &p.target {
             if self.targets.get(t).is_some_and(|x| x == id) {
                 self.targets.remove(t);

@@ -44,8 +44,12 @@ fn common_attrs(a: &mut Attributes, p: &Promotion, stage: Stage, cluster: &str) 
     if let Some(r) = &p.report {
         a.set(attr::DEPLOYMENT_ENVIRONMENT_NAME, r.environment.clone());
     }
-    if p.traceability == Traceability::Missing {
-        a.set(attr::DELIVERY_TRACEABILITY, Traceability::Missing.as_str());
+    // Reported and annotated promotions are the norm: only the others say how they were found.
+    if matches!(
+        p.traceability,
+        Traceability::Missing | Traceability::Unreported
+    ) {
+        a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
     }
 }
 
@@ -294,6 +298,15 @@ pub(super) fn build_story(
             }
         }
         None => match (&p.commit, &p.digest) {
+            // What Flux delivered unannounced: the revision as its source names it.
+            _ if p.traceability == Traceability::Unreported && !p.sources.is_empty() => {
+                let s = &p.sources[0];
+                let rev = s.key.revision.as_deref().unwrap_or("unknown revision");
+                match &s.object {
+                    Some(o) => format!("{rev} from {o}"),
+                    None => rev.to_string(),
+                }
+            }
             (Some(c), _) => format!("revision {c}"),
             (None, Some(d)) => format!("artifact {d}"),
             (None, None) => p

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 
 use crate::model::ObjectRef;
-use crate::trace::{attr, Attributes, SpanEventRecord, SpanId, Stage};
+use crate::trace::{attr, span_id_for, Attributes, SpanEventRecord, SpanId, Stage};
 
 /// A stage's own failure, and the stage the divergence is attributed to (a Kustomization whose
 /// health check failed carries the error on its reconcile span but diverges at `rollout`).
@@ -68,6 +68,17 @@ pub struct StageSpan {
     /// source stored or a reconciler attempted, the Deployment generation a rollout or probe
     /// belongs to, the `requestedAt` value of a trigger.
     pub key: SpanKey,
+    /// What the span id was derived from besides the promotion id and stage.
+    pub seed: IdSeed,
+}
+
+/// The object uid and attempt a stage span's id is derived from (with the promotion id, stage
+/// and cluster): kept so that a promotion that takes another id (a report merging into an
+/// unreported promotion) derives every span id again, as if it had had that id from the start.
+#[derive(Clone, Debug, Default)]
+pub struct IdSeed {
+    pub uid: Box<str>,
+    pub attempt: Box<str>,
 }
 
 /// The domain values that identify a stage span among its promotion's spans.
@@ -103,7 +114,23 @@ impl StageSpan {
             events: Vec::new(),
             summary: String::new(),
             key: SpanKey::default(),
+            seed: IdSeed::default(),
         }
+    }
+
+    /// Derives the span id from the promotion id, the stage, the cluster, the object's uid and
+    /// the attempt (a revision, a generation), and keeps what it was derived from.
+    pub fn derive_id(&mut self, pid: &str, cluster: &str, uid: &str, attempt: &str) {
+        self.span_id = span_id_for(pid, self.stage, cluster, uid, attempt);
+        self.seed = IdSeed {
+            uid: uid.into(),
+            attempt: attempt.into(),
+        };
+    }
+
+    /// The id this span would have in promotion `pid`.
+    pub fn id_in(&self, pid: &str, cluster: &str) -> SpanId {
+        span_id_for(pid, self.stage, cluster, &self.seed.uid, &self.seed.attempt)
     }
 
     pub fn is_open(&self) -> bool {

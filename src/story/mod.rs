@@ -115,6 +115,9 @@ pub enum Traceability {
     Annotated,
     /// A rollout no Flux object or report explains.
     Missing,
+    /// Flux delivered a revision (a source stored it, a Kustomization or HelmRelease applied
+    /// it) that no report or annotation announced: the trace is complete, nobody announced it.
+    Unreported,
 }
 
 impl Traceability {
@@ -123,6 +126,7 @@ impl Traceability {
             Traceability::Reported => "reported",
             Traceability::Annotated => "annotated",
             Traceability::Missing => "missing",
+            Traceability::Unreported => "unreported",
         }
     }
 }
@@ -270,11 +274,20 @@ fn render_raw(story: &Story) -> String {
     if let Some(d) = &story.resolved_digest {
         let _ = writeln!(out, "  Digest: {d}");
     }
-    if story.traceability == Traceability::Missing {
-        let _ = writeln!(
-            out,
-            "  Traceability: missing — no promotion report or promotion-id annotation explains this change"
-        );
+    match story.traceability {
+        Traceability::Missing => {
+            let _ = writeln!(
+                out,
+                "  Traceability: missing — no promotion report or promotion-id annotation explains this change"
+            );
+        }
+        Traceability::Unreported => {
+            let _ = writeln!(
+                out,
+                "  Traceability: unreported — Flux delivered this revision; no promotion report or annotation announced it"
+            );
+        }
+        _ => {}
     }
     for s in &story.stages {
         let obj = s

@@ -27,7 +27,8 @@ fn render_raw(spans: &[SpanRecord]) -> String {
         children.entry(parent).or_default().push(s);
     }
     for list in children.values_mut() {
-        list.sort_by_key(|s| (s.start, s.name, s.span_id));
+        // Of spans that start together, the one that ends first is the earlier step.
+        list.sort_by_key(|s| (s.start, s.end, s.name, s.span_id));
     }
     let _ = writeln!(
         out,

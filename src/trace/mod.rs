@@ -18,7 +18,7 @@ pub mod attr;
 pub struct TraceId(pub [u8; 16]);
 
 /// An 8-byte span id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpanId(pub [u8; 8]);
 
 impl fmt::Display for TraceId {

@@ -17,7 +17,7 @@ use super::matching::{choose, Evidence};
 use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
 use crate::model::{condition, CondStatus, Condition, Kind, ObjectRef, ReconcilerObs};
 use crate::revision;
-use crate::trace::{attr, span_id_for, Stage};
+use crate::trace::{attr, SpanId, Stage};
 
 /// How many revisions' change lists are kept per reconciler.
 const CHANGES_KEPT: usize = 5;
@@ -158,6 +158,9 @@ impl Engine {
                 .and_then(|c| c.last_transition)
                 .unwrap_or(at)
                 .min(at);
+            if self.adopt_annotation(at, n, rev) {
+                return Some(n.clone());
+            }
             return self.ensure_annotated(n, evidence).then(|| n.clone());
         }
         let keys: Vec<String> = std::iter::once(rev)
@@ -238,12 +241,13 @@ impl Engine {
                 let mk = |stage, parent| {
                     let mut s = StageSpan::new(
                         stage,
-                        span_id_for(&pid, stage, cluster, &obs.uid, &rev),
+                        SpanId::default(),
                         parent,
                         Some(obs.object.clone()),
                         start,
                         add(start, timeout),
                     );
+                    s.derive_id(&pid, cluster, &obs.uid, &rev);
                     s.set_object_attrs(&obs.object);
                     s.attrs.set(attr::FLUX_REVISION, rev.clone());
                     s.key.revision = Some(rev.clone());

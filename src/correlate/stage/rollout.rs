@@ -18,7 +18,7 @@ use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
 use super::super::Map;
 use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
-use crate::trace::{attr, span_id_for, Attributes, SpanId, Stage};
+use crate::trace::{attr, Attributes, SpanId, Stage};
 
 pub(in crate::correlate) enum RolloutOwner {
     Unclaimed(Box<StageSpan>),
@@ -468,9 +468,8 @@ impl Engine {
         };
         self.rollouts.unclaimed.remove(dep);
         self.timers.cancel(&Wake::Unclaimed(dep.clone()));
-        span.span_id = span_id_for(
+        span.derive_id(
             pid,
-            Stage::Rollout,
             cluster,
             &state.last.uid,
             &rollout.generation.to_string(),
@@ -646,13 +645,7 @@ impl Engine {
             &self.cfg.cluster,
             self.cfg.deadlines.promotion,
         );
-        span.span_id = span_id_for(
-            &id,
-            Stage::Rollout,
-            &self.cfg.cluster,
-            &uid,
-            &generation.to_string(),
-        );
+        span.derive_id(&id, &self.cfg.cluster, &uid, &generation.to_string());
         span.parent = p.root;
         p.rollouts.push(*span);
         self.reg.open(p);

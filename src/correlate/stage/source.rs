@@ -16,7 +16,7 @@ use super::traffic::strip_credentials;
 use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
 use crate::model::{condition, CondStatus, SourceObs};
 use crate::revision;
-use crate::trace::{attr, span_id_for, Attributes, Stage};
+use crate::trace::{attr, Attributes, SpanId, Stage};
 
 #[derive(Default)]
 pub(in crate::correlate) struct SourceState {
@@ -53,10 +53,18 @@ impl Engine {
         let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
         self.revs
             .reindex(&obs.object, old_rev, obs.revision.as_deref());
+        let changed = old_rev != obs.revision.as_deref();
         // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
-        if let Some(st) = self.sources.get_mut(&obs.object) {
+        let key = obs.object.clone();
+        if let Some(st) = self.sources.get_mut(&key) {
             st.last = Some(Box::new(obs));
+        }
+        if changed {
+            // An unreported promotion joins the source as it is now.
+            if let Some(obs) = self.sources.get(&key).and_then(|s| s.last.clone()) {
+                self.source_stored(at, &obs);
+            }
         }
     }
 
@@ -138,12 +146,13 @@ impl Engine {
                     .map_or(p.start, |t| t.start);
                 let mut s = StageSpan::new(
                     Stage::Source,
-                    span_id_for(pid, Stage::Source, cluster, &obs.uid, &rev),
+                    SpanId::default(),
                     p.root,
                     Some(obs.object.clone()),
                     start,
                     add(start, d.source),
                 );
+                s.derive_id(pid, cluster, &obs.uid, &rev);
                 s.set_object_attrs(&obs.object);
                 p.sources.push(s);
                 p.sources.len() - 1
@@ -205,12 +214,13 @@ impl Engine {
             let end = ready.last_transition.unwrap_or(at);
             let mut s = StageSpan::new(
                 Stage::Source,
-                span_id_for(&id, Stage::Source, cluster, &obs.uid, "failed"),
+                SpanId::default(),
                 p.root,
                 Some(obs.object.clone()),
                 p.start,
                 add(p.start, d.source),
             );
+            s.derive_id(&id, cluster, &obs.uid, "failed");
             s.set_object_attrs(&obs.object);
             source_attrs(&mut s.attrs, obs);
             s.key.revision = obs.revision.clone();

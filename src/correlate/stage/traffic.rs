@@ -11,7 +11,7 @@ use super::super::config::add;
 use super::super::engine::{Engine, Output};
 use super::super::span::{Failure, StageResult, StageSpan};
 use crate::model::{Kind, ObjectRef, ProbeRequest, ProbeResult, ProbeVerdict};
-use crate::trace::{attr, span_id_for, Stage};
+use crate::trace::{attr, span_id_for, SpanId, Stage};
 
 /// What version the probe must see (`fluxtrace.io/probe-expected-version`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,12 +77,13 @@ impl Engine {
         let url = strip_credentials(&spec.url);
         let mut s = StageSpan::new(
             Stage::Traffic,
-            span_id,
+            SpanId::default(),
             p.root,
             Some(key.clone()),
             end,
             add(end, self.cfg.deadlines.traffic),
         );
+        s.derive_id(pid, &self.cfg.cluster, &obs.uid, &attempt);
         s.set_object_attrs(key);
         s.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
         s.attrs.set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
@@ -102,7 +103,9 @@ impl Engine {
         }));
     }
 
-    pub(in crate::correlate) fn on_probe_result(&mut self, at: Timestamp, r: ProbeResult) {
+    pub(in crate::correlate) fn on_probe_result(&mut self, at: Timestamp, mut r: ProbeResult) {
+        // A report may have taken the promotion over since the probe was asked for.
+        r.promotion_id = self.reg.resolve(&r.promotion_id).to_string();
         let Some(p) = self.reg.get_mut(&r.promotion_id) else {
             return;
         };

@@ -11,7 +11,7 @@ use super::super::promotion::Promotion;
 use super::super::span::{StageResult, StageSpan};
 use super::super::Map;
 use crate::model::{condition, CondStatus, Condition, ObjectRef, ReceiverObs};
-use crate::trace::{attr, span_id_for, Stage};
+use crate::trace::{attr, SpanId, Stage};
 
 /// Receivers, found by the objects they trigger: a source or reconciler joining a promotion
 /// looks up the Receivers naming it (or `*` in its namespace), not every Receiver.
@@ -160,12 +160,13 @@ pub(in crate::correlate) fn claim_trigger(
     draft.claimed = true;
     let mut s = StageSpan::new(
         Stage::Trigger,
-        span_id_for(&p.id, Stage::Trigger, cluster, uid, &draft.value),
+        SpanId::default(),
         p.root,
         Some(object.clone()),
         draft.start,
         add(draft.start, d.trigger),
     );
+    s.derive_id(&p.id, cluster, uid, &draft.value);
     s.set_object_attrs(object);
     s.attrs
         .set(attr::DELIVERY_TRIGGER_REQUESTED_AT, draft.value.clone());
