@@ -387,6 +387,11 @@ pub struct Global {
     pub cluster_name: String,
     #[command(flatten)]
     pub deadlines: DeadlineArgs,
+    /// Leave out the traces of promotions that changed nothing (outcome `no_change`: a commit
+    /// that rolled out no workload, a revision already applied). Failures are always traced;
+    /// the promotion is still counted in `fluxtrace_promotions_total`.
+    #[arg(long, global = true, env = "FLUXTRACE_SKIP_UNCHANGED")]
+    pub skip_unchanged: bool,
     /// Link template for the trace, with `{trace_id}` (and optionally `{start_ms}`, `{end_ms}`),
     /// e.g. `https://jaeger.example/trace/{trace_id}`.
     #[arg(long, global = true, env = "FLUXTRACE_TRACE_URL_TEMPLATE")]

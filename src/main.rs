@@ -109,6 +109,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         replays.push((name, r));
     }
     for (_, r) in &mut replays {
+        if cli.global.skip_unchanged {
+            r.traces
+                .retain(|t| t.story.outcome != story::Outcome::NoChange);
+        }
         for t in &mut r.traces {
             t.story.trace_link = link_template.as_deref().map(|tpl| {
                 fluxtrace::links::fill(tpl, t.story.trace_id, t.story.start, t.story.end)
@@ -321,6 +325,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             },
             trace_url_template: g.trace_link_template()?,
+            skip_unchanged: g.skip_unchanged,
             announce,
             promotion_status: cluster.as_ref().map(|(_, (tx, _))| tx.stories.clone()),
             export_outcomes: cluster.as_ref().map(|(_, (tx, _))| tx.outcomes.clone()),

@@ -526,3 +526,127 @@ fn unreported_changes_are_whole_promotions_with_their_verdicts() {
         }
     }
 }
+
+/// `unreported-git-success.jsonl` with git-success's report for the same commit put after
+/// line `after` (0: before everything the recording changes).
+fn reported_at(after: usize) -> String {
+    let report = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "git-success.jsonl")
+        .and_then(|(_, t)| t.lines().find(|l| l.contains(r#""kind":"promotion""#)))
+        .expect("git-success has a report");
+    let base = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "unreported-git-success.jsonl")
+        .map(|(_, t)| *t)
+        .expect("recording");
+    let lines: Vec<&str> = base.lines().collect();
+    let at = |l: &str| l[7..27].to_string();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        out.push(l.to_string());
+        if i + 1 == after.max(4) {
+            // Same time as the line before it: the recording's times never decrease.
+            let moved = report.replacen(&at(report), &at(l), 1);
+            out.push(moved);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// A report that arrives after Flux began delivering its commit takes the unreported promotion
+/// over: one trace, the report's, with the same spans and ids as when the report came first.
+#[test]
+fn a_late_report_takes_the_unreported_promotion_over_with_the_same_trace() {
+    let first = replay::run(&reported_at(4), cfg());
+    assert_eq!(first.traces.len(), 1);
+    assert_eq!(first.traces[0].story.promotion_id, "P-2026-11-26-42");
+    let want: Vec<&SpanRecord> = first.spans().collect();
+    let lines = reported_at(0).lines().count();
+    // After the source stored the commit, after the apply, mid-rollout.
+    for after in [6, 8, 12, 20] {
+        assert!(after < lines);
+        let late = replay::run(&reported_at(after), cfg());
+        assert!(late.bad.is_empty(), "{:?}", late.bad);
+        assert_eq!(
+            late.traces.len(),
+            1,
+            "report after line {after}: one trace, not two"
+        );
+        let t = &late.traces[0];
+        assert_eq!(
+            t.story.promotion_id, "P-2026-11-26-42",
+            "after line {after}"
+        );
+        assert_eq!(t.story.traceability, Traceability::Reported);
+        let got: Vec<&SpanRecord> = late.spans().collect();
+        assert_eq!(
+            got, want,
+            "report after line {after}: the report's trace, span for span"
+        );
+    }
+}
+
+/// `unreported-git-success.jsonl` without anything about its Deployment after the initial
+/// state: a commit Flux applied that rolled out no workload.
+fn unreported_without_rollout() -> String {
+    let text = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "unreported-git-success.jsonl")
+        .map(|(_, t)| *t)
+        .expect("recording");
+    let keep = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 20, 21, 22];
+    let lines: Vec<&str> = text.lines().collect();
+    keep.iter()
+        .map(|&i| lines[i - 1])
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A commit nobody reported that rolls out no workload ends `no_change`; `--skip-unchanged`
+/// leaves its trace out, and leaves a failure in.
+#[test]
+fn an_unreported_commit_that_rolls_out_nothing_is_no_change_and_can_be_left_out() {
+    let text = unreported_without_rollout();
+    let r = replay::run(&text, cfg());
+    assert_eq!(r.traces.len(), 1);
+    assert_eq!(r.traces[0].story.outcome, Outcome::NoChange);
+
+    let dir = std::env::temp_dir().join(format!("fluxtrace-skip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let quiet = dir.join("no-change.jsonl");
+    std::fs::write(&quiet, &text).expect("write");
+    let failing = dir.join("failure.jsonl");
+    let failure = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "unreported-git-failure.jsonl")
+        .map(|(_, t)| *t)
+        .expect("recording");
+    std::fs::write(&failing, failure).expect("write");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
+            .args(args)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .expect("fluxtrace runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let (q, f) = (
+        quiet.to_str().expect("utf-8 path"),
+        failing.to_str().expect("utf-8 path"),
+    );
+    let all = run(&["replay", q, f]);
+    assert!(
+        all.contains("unreported/flux-system/web/78e7e93a2812: no_change"),
+        "{all}"
+    );
+    let skipped = run(&["replay", "--skip-unchanged", q, f]);
+    assert!(!skipped.contains("unreported/flux-system/web"), "{skipped}");
+    assert!(
+        skipped.contains("unreported/flux-system/infra/6887e3d769a0: failed"),
+        "failures are always traced: {skipped}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub max_open_promotions: usize,
     /// `{trace_id}`, `{start_ms}`, `{end_ms}`.
     pub trace_url_template: Option<String>,
+    /// Promotions that changed nothing are not exported (`--skip-unchanged`).
+    pub skip_unchanged: bool,
     /// Observations are stamped, and the engine ticks, with this clock.
     pub clock: Clock,
     /// Traffic probes after rollouts; `None`: not probed (their traffic spans time out).
@@ -107,6 +109,7 @@ impl Default for AgentConfig {
             stories: 1000,
             max_open_promotions: 5000,
             trace_url_template: None,
+            skip_unchanged: false,
             clock: Clock::system(),
             probe: None,
             announce: None,
@@ -513,6 +516,10 @@ async fn engine_loop(
                         story.end,
                     );
                     log_story(&story);
+                    if cfg.skip_unchanged && story.outcome == crate::story::Outcome::NoChange {
+                        // Still a verdict (counted, its status written); only its trace stays out.
+                        pending.clear();
+                    }
                     let verdict = gate::Verdict {
                         story: (*story).clone(),
                         spans: FinishedSpans {

@@ -129,7 +129,18 @@ impl Engine {
         };
         let ready =
             condition(&obs.conditions, "Ready").is_some_and(|c| c.status == CondStatus::True);
-        if obs.last_applied.as_deref() != Some(rev) || !ready {
+        // A Kustomization attempts the source's revision string; a HelmRelease the chart
+        // version, with the artifact's digest beside it.
+        let keys = revision::lookup_keys(rev);
+        let attempted = obs.last_attempted.as_deref() == Some(rev)
+            || [&obs.last_attempted, &obs.last_attempted_digest]
+                .into_iter()
+                .flatten()
+                .flat_map(|r| revision::lookup_keys(r))
+                .any(|k| keys.contains(&k));
+        let applied =
+            obs.object.kind == Kind::HelmRelease || obs.last_applied == obs.last_attempted;
+        if !(attempted && applied && ready) {
             return true;
         }
         self.rollouts

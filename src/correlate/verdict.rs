@@ -17,7 +17,7 @@ use super::stage::reconcile::ReconcilerState;
 use super::stage::trigger::receiver_attrs;
 use super::{Map, Set};
 use crate::model::{Kind, ObjectRef};
-use crate::story::{Divergence, Outcome};
+use crate::story::{Divergence, Outcome, Traceability};
 use crate::trace::{attr, SpanEventRecord, Stage};
 
 impl Engine {
@@ -234,8 +234,11 @@ impl Engine {
                 Outcome::Failed
             }
         } else if !p.reconciles.is_empty()
-            && p.reconciles.iter().all(changed_nothing)
             && p.rollouts.is_empty()
+            && (p.reconciles.iter().all(changed_nothing)
+                // Nobody asked for it: a revision that rolled out no workload changed nothing
+                // on-call looks for (a commit to docs, a ConfigMap for another cluster).
+                || p.traceability == Traceability::Unreported)
         {
             Outcome::NoChange
         } else {

@@ -255,6 +255,8 @@ impl Engine {
             image_attrs(&mut span.attrs, &obs.images);
             span
         });
+        let keep_ended = self.reg.open_count() > 0
+            || (self.held() && add(start, self.cfg.deadlines.promotion) >= self.now);
         let (facts, status) = DeploymentFacts::split(obs, seen);
         let state = match self.rollouts.deployments.entry(key.clone()) {
             Entry::Occupied(e) => {
@@ -267,8 +269,10 @@ impl Engine {
                 rollout: None,
             }),
         };
-        // One that ended before the agent saw it matters only to a promotion already open.
-        let span = span.filter(|_| !(prev_none && ended) || self.reg.open_count() > 0);
+        // One that ended before the agent saw it matters only to a promotion already open, or,
+        // in an initial list, to an unreported one opened once the lists are in if it ended
+        // recently.
+        let span = span.filter(|_| !(prev_none && ended) || keep_ended);
         if let Some(span) = span {
             let deadline = span.deadline;
             let old = state.rollout.replace(Rollout {

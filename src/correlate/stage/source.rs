@@ -53,7 +53,9 @@ impl Engine {
         let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
         self.revs
             .reindex(&obs.object, old_rev, obs.revision.as_deref());
-        let changed = old_rev != obs.revision.as_deref();
+        // A source seen for the first time shows where it stands, not a change: what an initial
+        // list shows is judged once every list is in (`open_unreported_in_flight`).
+        let changed = st.last.is_some() && old_rev != obs.revision.as_deref();
         // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
         let key = obs.object.clone();
