@@ -650,3 +650,49 @@ fn an_unreported_commit_that_rolls_out_nothing_is_no_change_and_can_be_left_out(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A report that arrives after the unreported promotion of its commit has its verdict gets that
+/// verdict and that trace, with no second trace of the same delivery.
+#[test]
+fn a_report_after_the_verdict_points_at_the_unreported_trace() {
+    // The last observation again minutes later (the verdict comes a settle period after the
+    // rollout), then the report.
+    let base = reported_at(0);
+    let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
+    let report = lines.remove(4);
+    let last = lines.last().expect("lines").clone();
+    lines.push(last.replacen(&last[7..27], "2026-11-26T10:04:00Z", 1));
+    lines.push(report.replacen(&report[7..27], "2026-11-26T10:05:00Z", 1));
+    let text = lines.join("\n") + "\n";
+    let r = replay::run(&text, cfg());
+    assert!(r.bad.is_empty(), "{:?}", r.bad);
+    let unreported = replay("unreported-git-success.jsonl");
+    let want: Vec<&SpanRecord> = unreported.spans().collect();
+    let got: Vec<&SpanRecord> = r.spans().collect();
+    assert_eq!(got, want, "the spans are the unreported promotion's, once");
+    assert_eq!(
+        r.traces.len(),
+        2,
+        "{:?}",
+        r.traces
+            .iter()
+            .map(|t| &t.story.promotion_id)
+            .collect::<Vec<_>>()
+    );
+    let late = r
+        .traces
+        .iter()
+        .find(|t| t.story.promotion_id == "P-2026-11-26-42")
+        .expect("the report's verdict");
+    assert!(late.spans.is_empty());
+    assert_eq!(late.story.trace_id, unreported.traces[0].story.trace_id);
+    assert_eq!(late.story.outcome, Outcome::Succeeded);
+    assert_eq!(late.story.actor.as_deref(), Some("bob"));
+    assert!(
+        late.story
+            .promoted
+            .contains("unreported/flux-system/web/78e7e93a2812"),
+        "{}",
+        late.story.promoted
+    );
+}

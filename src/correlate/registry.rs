@@ -48,6 +48,21 @@ pub(super) struct Registry {
     oci_repos: Map<String, Set<String>>,
     /// An id an open promotion had before a report took it over → its id now.
     aliases: Map<String, String>,
+    /// Finished unreported promotions, by id: what a report that arrives after the verdict
+    /// answers with.
+    delivered: Map<String, Box<Delivered>>,
+}
+
+/// The verdict of a finished unreported promotion, compactly.
+#[derive(Clone, Debug)]
+pub(super) struct Delivered {
+    pub id: String,
+    pub trace_id: TraceId,
+    pub root: SpanId,
+    pub start: jiff::Timestamp,
+    pub end: jiff::Timestamp,
+    pub outcome: crate::story::Outcome,
+    pub divergence: Option<crate::story::Divergence>,
 }
 
 impl Registry {
@@ -240,6 +255,26 @@ impl Registry {
         Some(p)
     }
 
+    /// Remembers the verdict of a finished unreported promotion (after [`Registry::finish`]).
+    pub fn delivered(&mut self, d: Delivered) {
+        if self.finished.contains_key(&d.id) {
+            self.delivered.insert(d.id.clone(), Box::new(d));
+        }
+    }
+
+    /// A finished unreported promotion that named one of these revision keys.
+    pub fn delivered_by_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&Delivered> {
+        keys.into_iter()
+            .filter_map(|k| self.keys.get(k))
+            .flatten()
+            .filter_map(|id| self.delivered.get(id))
+            .min_by(|a, b| a.id.cmp(&b.id))
+            .map(|d| &**d)
+    }
+
     /// Remembers a finished promotion, forgetting the oldest beyond `retain`.
     pub fn finish(&mut self, p: Promotion, retain: usize) {
         self.finished.insert(p.id.clone(), p.keys);
@@ -251,6 +286,7 @@ impl Registry {
             let Some(keys) = self.finished.remove(&old) else {
                 continue;
             };
+            self.delivered.remove(&old);
             for k in &keys {
                 if let Some(heads) = self.heads.get_mut(k) {
                     heads.retain(|h| h.id != old);

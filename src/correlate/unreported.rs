@@ -16,13 +16,14 @@
 use jiff::Timestamp;
 
 use super::config::add;
-use super::engine::Engine;
+use super::engine::{Engine, Output};
 use super::promotion::{report_keys, target_key, Promotion, Successor, Traceability};
 use super::stage::rollout::RolloutOwner;
 use super::timers::Wake;
 use super::Map;
 use crate::model::{condition, CondStatus, Kind, ObjectRef, PromotionReport, SourceObs};
 use crate::revision;
+use crate::story::Story;
 use crate::trace::Traceparent;
 
 /// The hex a revision is keyed by (a commit, else a digest): unreported promotions are opened
@@ -185,7 +186,53 @@ impl Engine {
     /// Returns false when there is none.
     pub(super) fn adopt_report(&mut self, at: Timestamp, report: &PromotionReport) -> bool {
         let keys = report_keys(Some(report));
-        self.adopt(at, &keys, &report.id, Some(report))
+        self.adopt(at, &keys, &report.id, Some(report)) || self.reported_late(report, &keys)
+    }
+
+    /// A report for a revision whose unreported promotion already has its verdict: that trace is
+    /// the report's. Its verdict is given again under the report's id, pointing at that trace,
+    /// with no span of its own (a second trace of one delivery would stand beside the first).
+    fn reported_late(&mut self, report: &PromotionReport, keys: &[String]) -> bool {
+        let Some(d) = self
+            .reg
+            .delivered_by_keys(keys.iter().map(String::as_str))
+            .cloned()
+        else {
+            return false;
+        };
+        let story = Story {
+            promotion_id: report.id.clone(),
+            trace_id: d.trace_id,
+            root_span_id: d.root,
+            traceability: Traceability::Reported,
+            environment: Some(report.environment.clone()),
+            app: report.app.clone(),
+            actor: report.actor.clone(),
+            pipeline: report.pipeline.clone(),
+            commit_time: report.commit_time,
+            promoted: format!("delivered before it was reported, as {}", d.id),
+            resolved_digest: None,
+            cluster: self.cfg.cluster.clone(),
+            start: d.start,
+            end: d.end,
+            outcome: d.outcome,
+            divergence: d.divergence,
+            stages: Vec::new(),
+            superseded_by: None,
+            trace_link: None,
+        };
+        self.out.push(Output::Story(Box::new(story)));
+        let done = Promotion::new(
+            report.id.clone(),
+            d.start,
+            Some(report.clone()),
+            Traceability::Reported,
+            &self.cfg.cluster,
+            self.cfg.deadlines.promotion,
+        );
+        // Finished at once: the same report again changes nothing.
+        self.reg.finish(done, self.cfg.retain_finished);
+        true
     }
 
     /// An annotation names promotion `id` on a reconciler attempting `rev`: an open

@@ -11,6 +11,7 @@ use super::config::{add, fmt_dur, EVENT_WINDOW_SLACK};
 use super::engine::{Engine, Output};
 use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
+use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
 use super::stage::reconcile::ReconcilerState;
@@ -269,10 +270,22 @@ impl Engine {
             cluster,
         )));
         let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);
+        let delivered = (p.traceability == Traceability::Unreported).then(|| Delivered {
+            id: p.id.clone(),
+            trace_id: p.trace_id,
+            root: p.root,
+            start,
+            end,
+            outcome,
+            divergence: story.divergence.clone(),
+        });
         self.out.push(Output::Story(Box::new(story)));
         self.rollouts.release(&p);
         let retain = self.cfg.retain_finished;
         self.reg.finish(p, retain);
+        if let Some(d) = delivered {
+            self.reg.delivered(d);
+        }
     }
 }
 
