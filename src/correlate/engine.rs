@@ -92,12 +92,15 @@ fn delivery_rank(body: &EventBody) -> u8 {
         _ => 5,
     };
     match body {
-        EventBody::Receiver(_) | EventBody::ReplicaSet(_) => 0,
+        // Core Events only go to the event buffer (in its compact form), keyed by object: the
+        // order they come in changes nothing, and a cluster's Events are most of what an
+        // initial list holds.
+        EventBody::Receiver(_) | EventBody::ReplicaSet(_) | EventBody::KubeEvent(_) => 0,
         EventBody::Promotion(_) => 1,
         EventBody::Source(_) => 2,
         EventBody::Reconciler(_) => 3,
         EventBody::Deployment(_) => 4,
-        EventBody::KubeEvent(_) | EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 5,
+        EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 5,
         EventBody::Deleted(o) => of_kind(o.kind),
         EventBody::Relisted(r) => of_kind(r.kind),
     }
@@ -129,9 +132,10 @@ impl Engine {
     /// While held, observations are kept, not applied, and nothing is decided: an agent that
     /// (re)starts holds until its initial lists are in, since they deliver kinds in any order
     /// and only each object's last state. Released, what was kept is applied in the order the
-    /// objects happen in a delivery (Receivers and ReplicaSets, the Promotions' reports,
-    /// sources, reconcilers, Deployments, then events; each object's own observations in the
-    /// order they came), with nothing stale yet; then every open promotion is checked.
+    /// objects happen in a delivery (the Promotions' reports, sources, reconcilers, Deployments,
+    /// then Flux notifications and probe results; each object's own observations in the order
+    /// they came), with nothing stale yet; then every open promotion is checked. Receivers,
+    /// ReplicaSets and core Events are applied as they come: their order changes nothing.
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
             let mut kept = std::mem::take(&mut self.kept);
@@ -230,8 +234,8 @@ impl Engine {
     pub fn apply(&mut self, ev: DeliveryEvent) -> Vec<Output> {
         let at = ev.at;
         self.now = self.now.max(at);
-        // What the release would apply first (Receivers, ReplicaSets) is applied at once: in
-        // the same order, without keeping a whole cluster's ReplicaSets.
+        // What the release would apply first (Receivers, ReplicaSets, core Events) is applied
+        // at once: in the same order, without keeping a whole cluster's observations.
         if self.held && !self.releasing && delivery_rank(&ev.body) > 0 {
             self.kept.push(ev);
             return Vec::new();

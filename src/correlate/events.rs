@@ -360,7 +360,12 @@ impl Engine {
     /// While verdicts are held (an initial list after a start or restart), nothing is stale:
     /// the promotion an event belongs to may be among what is still to be listed.
     fn stale(&self, time: Timestamp, obj: &ObjectRef) -> bool {
-        !self.held() && time < self.idle_since() && !self.active(obj)
+        if self.held() {
+            // An initial list: nothing is open yet, but nothing this old can land on a span of
+            // a promotion still open.
+            return time < self.horizon();
+        }
+        time < self.idle_since() && !self.active(obj)
     }
 
     /// Buffers an event that is not [`stale`](Self::stale) (the caller checked).
