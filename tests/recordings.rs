@@ -447,3 +447,13 @@ fn a_relisted_recording_adds_no_span() {
         assert_eq!(a, b, "{name}");
     }
 }
+
+#[test]
+fn golden_image_automation_success() {
+    golden("image-automation-success.jsonl");
+}
+
+#[test]
+fn golden_image_automation_push_failure() {
+    golden("image-automation-push-failure.jsonl");
+}

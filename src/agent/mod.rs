@@ -229,7 +229,7 @@ pub fn trace_link(
 }
 
 /// Every `kind` label of the `observations` metrics (see [`body_kind`]).
-pub const OBSERVATION_KINDS: [&str; 10] = [
+pub const OBSERVATION_KINDS: [&str; 12] = [
     "promotion",
     "source",
     "reconciler",
@@ -239,6 +239,8 @@ pub const OBSERVATION_KINDS: [&str; 10] = [
     "flux_event",
     "probe_result",
     "receiver",
+    "image_policy",
+    "image_automation",
     "deleted",
 ];
 
@@ -254,6 +256,8 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::FluxEvent(_) => "flux_event",
         EventBody::ProbeResult(_) => "probe_result",
         EventBody::Receiver(_) => "receiver",
+        EventBody::ImagePolicy(_) => "image_policy",
+        EventBody::ImageAutomation(_) => "image_automation",
         EventBody::Deleted(_) => "deleted",
         EventBody::Relisted(_) => "relisted",
     }

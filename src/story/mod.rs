@@ -115,6 +115,8 @@ pub enum Traceability {
     Annotated,
     /// A rollout no Flux object or report explains.
     Missing,
+    /// Flux image automation selected a new image and pushed the commit; no report.
+    Automated,
 }
 
 impl Traceability {
@@ -123,6 +125,7 @@ impl Traceability {
             Traceability::Reported => "reported",
             Traceability::Annotated => "annotated",
             Traceability::Missing => "missing",
+            Traceability::Automated => "automated",
         }
     }
 }
@@ -274,6 +277,12 @@ fn render_raw(story: &Story) -> String {
         let _ = writeln!(
             out,
             "  Traceability: missing — no promotion report or promotion-id annotation explains this change"
+        );
+    }
+    if story.traceability == Traceability::Automated {
+        let _ = writeln!(
+            out,
+            "  Traceability: automated — Flux image automation selected the image and pushed the commit; no promotion report"
         );
     }
     for s in &story.stages {
