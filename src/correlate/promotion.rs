@@ -504,7 +504,8 @@ impl Engine {
             return;
         };
         let failed = p.spans().any(|s| s.result.failure().is_some());
-        let done = p.spans().next().is_some() && !p.spans().any(StageSpan::is_open);
+        // An image update alone is not the delivery: its promotion still waits for its source.
+        let done = p.spans().any(|s| s.stage != Stage::Image) && !p.spans().any(StageSpan::is_open);
         if failed || done {
             return;
         }

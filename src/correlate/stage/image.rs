@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use super::super::config::{add, EVENT_WINDOW_SLACK};
 use super::super::engine::Engine;
 use super::super::events::EventStore;
-use super::super::promotion::{Promotion, Traceability};
+use super::super::promotion::{Promotion, Successor, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
 use super::super::Map;
@@ -230,7 +230,8 @@ impl Engine {
         }
         let selected = self.pushed_selection(a, pushed);
         let cluster = self.cfg.cluster.clone();
-        if !self.reg.is_open(&id) {
+        let opened = !self.reg.is_open(&id);
+        if opened {
             let mut p = Promotion::new(
                 id.clone(),
                 pushed,
@@ -241,7 +242,23 @@ impl Engine {
             );
             p.commit = Some(commit.to_string());
             p.expect_source = true;
-            self.reg.open(p);
+            // A newer push of the same automation supersedes one still in progress, as a
+            // newer report of the same target does.
+            p.target = Some(format!(
+                "automated\u{0}{}/{}",
+                a.object.namespace, a.object.name
+            ));
+            let successor = Successor {
+                id: id.clone(),
+                trace_id: p.trace_id,
+                root: p.root,
+                at: pushed,
+            };
+            if let Some(old) = self.reg.open(p) {
+                if self.reg.get(&old).is_some_and(|o| o.start <= pushed) {
+                    self.supersede(&old, successor);
+                }
+            }
             self.reg
                 .add_keys(&id, revision::promotion_keys(commit).into_iter().collect());
         }
@@ -290,8 +307,10 @@ impl Engine {
         for old in covered {
             self.drop_pending(&old);
         }
-        let at = self.now;
-        self.rejoin(&id, at);
+        if opened {
+            let at = self.now;
+            self.rejoin(&id, at);
+        }
     }
 
     /// A policy's latest selection, seen from one automation of its namespace.
