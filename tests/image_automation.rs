@@ -350,3 +350,31 @@ fn a_newer_push_supersedes_one_still_in_progress() {
         Some("automated/flux-system/web/a1b2c3d4e5f6")
     );
 }
+
+/// The engine holds one entry per ImagePolicy and ImageUpdateAutomation, and forgets each when
+/// it is deleted.
+#[test]
+fn deleted_image_objects_are_forgotten() {
+    use fluxtrace::correlate::Engine;
+    use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
+    let decoded =
+        fluxtrace::sources::recording::decode_all(example("image-automation-success.jsonl"));
+    let mut e = Engine::new(cfg());
+    let mut at = jiff::Timestamp::UNIX_EPOCH;
+    for ev in decoded.events {
+        at = ev.at;
+        e.apply(ev);
+    }
+    assert_eq!(e.size().image_objects, 2, "the policy and the automation");
+    for (kind, name) in [
+        (Kind::ImagePolicy, "frontend"),
+        (Kind::ImageUpdateAutomation, "web"),
+        (Kind::ImageRepository, "frontend"),
+    ] {
+        e.apply(DeliveryEvent {
+            at,
+            body: EventBody::Deleted(ObjectRef::new(kind, "flux-system", name)),
+        });
+    }
+    assert_eq!(e.size().image_objects, 0);
+}

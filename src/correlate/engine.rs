@@ -46,6 +46,8 @@ pub struct EngineSize {
     pub reconcilers: usize,
     pub deployments: usize,
     pub receivers: usize,
+    /// ImagePolicies and ImageUpdateAutomations.
+    pub image_objects: usize,
     pub unclaimed_rollouts: usize,
     pub objects_with_events: usize,
     pub buffered_events: usize,
@@ -221,6 +223,7 @@ impl Engine {
             reconcilers: self.reconcilers.len(),
             deployments: self.rollouts.deployments.len(),
             receivers: self.receivers.len(),
+            image_objects: self.images.len(),
             unclaimed_rollouts: self.rollouts.unclaimed.len(),
             objects_with_events,
             buffered_events,

@@ -43,6 +43,10 @@ pub(in crate::correlate) struct Images {
 }
 
 impl Images {
+    pub fn len(&self) -> usize {
+        self.policies.len() + self.automations.len()
+    }
+
     pub fn forget(&mut self, o: &ObjectRef) {
         self.policies.remove(o);
         self.automations.remove(o);
