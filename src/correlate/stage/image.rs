@@ -121,6 +121,14 @@ fn push_summary(a: &ImageAutomationObs, commit: &str) -> String {
 
 impl Engine {
     pub(in crate::correlate) fn on_image_policy(&mut self, obs: ImagePolicyObs) {
+        if self
+            .images
+            .policies
+            .get(&obs.object)
+            .is_some_and(|st| st.last == obs)
+        {
+            return; // a re-list: nothing new
+        }
         let selection = selection_of(&obs);
         let st = self
             .images
@@ -340,10 +348,10 @@ impl Engine {
         }
         let ready = condition(&a.conditions, "Ready");
         let ran_since = a.last_run.is_some_and(|t| t >= sel.at);
-        // Ran since, Ready, and applied this image without pushing: Git already had it.
+        // Ready, and it applied this image (only a run that saw the selection records it)
+        // without a push since: Git already had it.
         let up_to_date = ready.is_some_and(|c| c.status == CondStatus::True)
-            && observed.is_some_and(|(_, i)| same_image(i, &sel.image))
-            && ran_since;
+            && observed.is_some_and(|(_, i)| same_image(i, &sel.image));
         if up_to_date {
             self.drop_pending(&id);
             return;
