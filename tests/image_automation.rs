@@ -378,3 +378,60 @@ fn deleted_image_objects_are_forgotten() {
     }
     assert_eq!(e.size().image_objects, 0);
 }
+
+/// A selection the automation failed to push, seen only in an initial list: older than the
+/// promotion deadline it opens nothing; within it, the same failed trace as when watched.
+#[test]
+fn a_failed_selection_seen_after_a_restart_is_traced_only_within_the_deadline() {
+    let watched = run(example("image-automation-push-failure.jsonl"));
+    let last_state = |selected: &str, failed: &str| -> String {
+        let mut latest: Vec<Value> = Vec::new();
+        for l in lines("image-automation-push-failure.jsonl") {
+            let key = |v: &Value| {
+                let o = &v["object"];
+                (
+                    o["kind"].clone(),
+                    o["metadata"]["namespace"].clone(),
+                    o["metadata"]["name"].clone(),
+                )
+            };
+            latest.retain(|x| key(x) != key(&l));
+            latest.push(l);
+        }
+        let mut out = Vec::new();
+        for mut l in latest {
+            l["at"] = "2026-11-26T10:05:00Z".into();
+            l["type"] = "ADDED".into();
+            let text = l
+                .to_string()
+                .replace("2026-11-26T10:00:11Z", selected)
+                .replace("2026-11-26T10:00:12Z", failed)
+                .replace("2026-11-26T10:00:13Z", failed);
+            out.push(serde_json::from_str::<Value>(&text).expect("json"));
+        }
+        text(&out)
+    };
+    // A restarted agent holds the initial lists, then applies them (`Engine::hold`).
+    let restart = |text: &str| -> Vec<replay::Trace> {
+        let decoded = fluxtrace::sources::recording::decode_all(text);
+        assert!(decoded.bad.is_empty(), "{:?}", decoded.bad);
+        let mut e = fluxtrace::correlate::Engine::new(cfg());
+        let (mut traces, mut pending) = (Vec::new(), Vec::new());
+        replay::collect(e.hold(true), &mut traces, &mut pending);
+        for ev in decoded.events {
+            replay::collect(e.apply(ev), &mut traces, &mut pending);
+        }
+        replay::collect(e.hold(false), &mut traces, &mut pending);
+        replay::collect(e.finish(), &mut traces, &mut pending);
+        traces
+    };
+    let old = restart(&last_state("2026-11-26T08:00:11Z", "2026-11-26T08:00:13Z"));
+    assert_eq!(old.len(), 0);
+    let restarted = restart(&last_state("2026-11-26T10:00:11Z", "2026-11-26T10:00:13Z"));
+    assert_eq!(restarted.len(), 1);
+    assert_eq!(restarted[0].story.promotion_id, SELECTION_ID);
+    assert_eq!(
+        restarted[0].spans, watched.traces[0].spans,
+        "the same spans as an agent that watched"
+    );
+}
