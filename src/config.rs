@@ -442,6 +442,9 @@ pub struct OtlpArgs {
 
 #[derive(Debug, Args)]
 pub struct DeadlineArgs {
+    /// Time for Flux image automation to push a commit for a newly selected image tag.
+    #[arg(long, global = true, default_value = "10m", value_parser = parse_duration, env = "FLUXTRACE_IMAGE_DEADLINE")]
+    pub image_deadline: SignedDuration,
     /// Time for a reconcile request (Receiver, `flux reconcile`) to be handled.
     #[arg(long, global = true, default_value = "5m", value_parser = parse_duration, env = "FLUXTRACE_TRIGGER_DEADLINE")]
     pub trigger_deadline: SignedDuration,
@@ -566,6 +569,7 @@ impl Global {
         EngineConfig {
             cluster: self.cluster_name.clone(),
             deadlines: Deadlines {
+                image: d.image_deadline,
                 trigger: d.trigger_deadline,
                 source: d.source_deadline,
                 reconcile: d.reconcile_deadline,

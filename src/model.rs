@@ -46,6 +46,9 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     Pod,
+    ImageRepository,
+    ImagePolicy,
+    ImageUpdateAutomation,
 }
 
 impl Kind {
@@ -63,6 +66,9 @@ impl Kind {
             "Deployment" => Kind::Deployment,
             "ReplicaSet" => Kind::ReplicaSet,
             "Pod" => Kind::Pod,
+            "ImageRepository" => Kind::ImageRepository,
+            "ImagePolicy" => Kind::ImagePolicy,
+            "ImageUpdateAutomation" => Kind::ImageUpdateAutomation,
             _ => return None,
         })
     }
@@ -80,7 +86,18 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Pod => "Pod",
+            Kind::ImageRepository => "ImageRepository",
+            Kind::ImagePolicy => "ImagePolicy",
+            Kind::ImageUpdateAutomation => "ImageUpdateAutomation",
         }
+    }
+
+    /// Image automation kinds (image.toolkit.fluxcd.io).
+    pub fn is_image(self) -> bool {
+        matches!(
+            self,
+            Kind::ImageRepository | Kind::ImagePolicy | Kind::ImageUpdateAutomation
+        )
     }
 
     /// Source-controller kinds: they fetch artifacts.
@@ -165,6 +182,10 @@ pub enum EventBody {
     ProbeResult(ProbeResult),
     /// A notification-controller Receiver: which objects its webhook asks to reconcile.
     Receiver(ReceiverObs),
+    /// An ImagePolicy (image-reflector-controller): the image tag it selected.
+    ImagePolicy(ImagePolicyObs),
+    /// An ImageUpdateAutomation (image-automation-controller): the commit it pushed.
+    ImageAutomation(ImageAutomationObs),
     /// A watched object was deleted.
     Deleted(ObjectRef),
     /// A watch re-listed its kind: objects of that kind (in that namespace, if the watch is
@@ -414,6 +435,52 @@ pub struct ReplicaSetObs {
     pub created: Option<Timestamp>,
     /// `deployment.kubernetes.io/revision`.
     pub revision: Option<String>,
+}
+
+/// An image reference as Flux image automation writes it (`status.latestRef`,
+/// `status.observedPolicies`): the image name as the ImageRepository spells it, the tag, and
+/// the manifest digest when the policy reflects digests.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    pub name: String,
+    pub tag: String,
+    pub digest: Option<String>,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.name, self.tag)
+    }
+}
+
+/// An ImagePolicy (image.toolkit.fluxcd.io).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImagePolicyObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    /// `status.latestRef` (older APIs: `status.latestImage`); `None` before the first selection.
+    pub latest: Option<ImageRef>,
+    pub conditions: Vec<Condition>,
+}
+
+/// An ImageUpdateAutomation (image.toolkit.fluxcd.io).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageAutomationObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    /// `spec.sourceRef`: the GitRepository it commits to.
+    pub source_ref: Option<ObjectRef>,
+    /// `spec.git.push.branch`, else `spec.git.checkout.ref.branch`.
+    pub push_branch: Option<String>,
+    /// `status.lastPushCommit`: 40 hex, lower case.
+    pub last_push_commit: Option<String>,
+    /// `status.lastPushTime`.
+    pub last_push_time: Option<Timestamp>,
+    /// `status.lastAutomationRunTime`: the start of its latest run, pushed or not.
+    pub last_run: Option<Timestamp>,
+    /// `status.observedPolicies`: policy name → the reference it applied, by name.
+    pub observed_policies: Vec<(String, ImageRef)>,
+    pub conditions: Vec<Condition>,
 }
 
 /// A core/v1 Event.

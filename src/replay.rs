@@ -10,7 +10,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 15] = [
+pub const EXAMPLES: [(&str, &str); 17] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -70,6 +70,14 @@ pub const EXAMPLES: [(&str, &str); 15] = [
     (
         "unreported-oci-failure.jsonl",
         include_str!("../examples/recordings/unreported-oci-failure.jsonl"),
+    ),
+    (
+        "image-automation-success.jsonl",
+        include_str!("../examples/recordings/image-automation-success.jsonl"),
+    ),
+    (
+        "image-automation-push-failure.jsonl",
+        include_str!("../examples/recordings/image-automation-push-failure.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

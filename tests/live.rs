@@ -724,3 +724,49 @@ async fn record_writes_objects_deleted_during_a_watch_gap_as_deleted_lines() {
         fluxtrace::model::EventBody::Deleted(o) if o.name == dep.name
     )));
 }
+
+/// Image automation objects missing fields, live: an ImagePolicy whose `latestRef` has no
+/// `name` and an ImageUpdateAutomation with a push commit that is not 40 hex are skipped and
+/// counted; the watches go on and the automated trace is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_objects_missing_fields_are_skipped_and_counted() {
+    let name = "image-automation-success.jsonl";
+    let text = example(name);
+    let want = replayed(text).await;
+    let mut live = Live::start(KubeApi::with_recording(text)).await;
+    live.play(text, Disrupt::None).await;
+    live.server.apply(
+        "ADDED",
+        serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+            "metadata": {"name": "broken", "namespace": "flux-system", "uid": "p1", "generation": 1},
+            "status": {"latestRef": {"tag": "3.15.0"}}
+        }),
+    );
+    live.server.apply(
+        "ADDED",
+        serde_json::json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageUpdateAutomation",
+            "metadata": {"name": "broken", "namespace": "flux-system", "uid": "a1", "generation": 1},
+            "status": {"lastPushCommit": "78e7e93", "lastPushTime": "2026-11-26T10:00:14Z"}
+        }),
+    );
+    let m = live.agent.metrics.clone();
+    let errors = move |kind, error_type| {
+        m.decode_errors
+            .get_or_create(&fluxtrace::metrics::KindError { kind, error_type })
+            .get()
+    };
+    let e = errors.clone();
+    eventually("both to be counted", move || {
+        e("ImagePolicy", "missing_field") == 1 && e("ImageUpdateAutomation", "invalid_field") == 1
+    })
+    .await;
+    let got = by_id(&live.finish(want.len()).await);
+    assert_eq!(got, want, "{name}");
+    assert_eq!(
+        restarts(&live.agent.metrics),
+        0,
+        "a bad object does not restart the watch"
+    );
+}

@@ -29,8 +29,9 @@ use tonic::Code;
 const CLUSTER: &str = "test-cluster";
 
 /// The fixed span names of the stages a recording can reach (the traffic probe is in none).
-const SPAN_NAMES: [&str; 6] = [
+const SPAN_NAMES: [&str; 7] = [
     "promotion",
+    "image.update",
     "trigger",
     "source.fetch",
     "reconcile",
@@ -39,7 +40,7 @@ const SPAN_NAMES: [&str; 6] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 11] = [
+const DIVERGENCE: [(&str, Option<&str>); 17] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -51,6 +52,12 @@ const DIVERGENCE: [(&str, Option<&str>); 11] = [
     ("multi-env-git.jsonl", None),
     ("monorepo-bootstrap.jsonl", None),
     ("helmrelease-chartref-success.jsonl", None),
+    ("image-automation-success.jsonl", None),
+    ("image-automation-push-failure.jsonl", Some("image")),
+    ("unreported-git-success.jsonl", None),
+    ("unreported-git-failure.jsonl", Some("reconcile")),
+    ("unreported-oci-success.jsonl", None),
+    ("unreported-oci-failure.jsonl", Some("rollout")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

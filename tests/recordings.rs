@@ -696,3 +696,59 @@ fn a_report_after_the_verdict_points_at_the_unreported_trace() {
         late.story.promoted
     );
 }
+
+#[test]
+fn golden_image_automation_success() {
+    golden("image-automation-success.jsonl");
+}
+
+#[test]
+fn golden_image_automation_push_failure() {
+    golden("image-automation-push-failure.jsonl");
+}
+
+/// Image automation's push seen only after the GitRepository stored the commit (and an
+/// unreported promotion of that commit opened): the automated promotion takes it over, and the
+/// trace is the one seen in order, span for span.
+#[test]
+fn a_push_seen_after_its_commit_was_stored_gives_the_same_automated_trace() {
+    let text = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "image-automation-success.jsonl")
+        .map(|(_, t)| *t)
+        .expect("recording");
+    let want = replay::run(text, cfg());
+    assert_eq!(want.traces.len(), 1);
+    assert_eq!(want.traces[0].story.traceability, Traceability::Automated);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Line 12 is the automation's status with the push; the commit is stored on line 15.
+    assert!(
+        lines[11].contains(r#""lastPushCommit":"78e7e93a"#),
+        "{}",
+        &lines[11][..120]
+    );
+    assert!(lines[14].contains("main@sha1:78e7e93a"));
+    let push = lines.remove(11);
+    // Without the push, the commit is an unreported promotion of its own.
+    let unseen = replay::run(&(lines.join("\n") + "\n"), cfg());
+    assert_eq!(
+        unseen.traces[0].story.traceability,
+        Traceability::Unreported
+    );
+    let at = lines[14][7..27].to_string();
+    lines.insert(15, push.replacen(&push[7..27], &at, 1));
+    let late = replay::run(&(lines.join("\n") + "\n"), cfg());
+    assert!(late.bad.is_empty(), "{:?}", late.bad);
+    assert_eq!(
+        late.traces.len(),
+        1,
+        "one trace, not an unreported one beside it"
+    );
+    assert_eq!(
+        late.traces[0].story.promotion_id,
+        want.traces[0].story.promotion_id
+    );
+    let got: Vec<&SpanRecord> = late.spans().collect();
+    let exp: Vec<&SpanRecord> = want.spans().collect();
+    assert_eq!(got, exp);
+}

@@ -232,7 +232,7 @@ pub fn trace_link(
 }
 
 /// Every `kind` label of the `observations` metrics (see [`body_kind`]).
-pub const OBSERVATION_KINDS: [&str; 10] = [
+pub const OBSERVATION_KINDS: [&str; 12] = [
     "promotion",
     "source",
     "reconciler",
@@ -242,6 +242,8 @@ pub const OBSERVATION_KINDS: [&str; 10] = [
     "flux_event",
     "probe_result",
     "receiver",
+    "image_policy",
+    "image_automation",
     "deleted",
 ];
 
@@ -257,6 +259,8 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::FluxEvent(_) => "flux_event",
         EventBody::ProbeResult(_) => "probe_result",
         EventBody::Receiver(_) => "receiver",
+        EventBody::ImagePolicy(_) => "image_policy",
+        EventBody::ImageAutomation(_) => "image_automation",
         EventBody::Deleted(_) => "deleted",
         EventBody::Relisted(_) => "relisted",
     }
@@ -554,6 +558,7 @@ fn report_size(engine: &Engine, metrics: &Metrics) {
         ("reconcilers", size.reconcilers),
         ("deployments", size.deployments),
         ("receivers", size.receivers),
+        ("image_objects", size.image_objects),
         ("unclaimed_rollouts", size.unclaimed_rollouts),
         ("replicasets", size.replicasets),
         ("buffered_events", size.buffered_events),

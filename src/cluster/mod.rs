@@ -105,6 +105,25 @@ pub const WATCHED: &[Watched] = &[
         "receivers",
         &["v1", "v1beta2"],
     ),
+    // Flux image automation: the image a policy selected and the commit an automation pushed.
+    flux(
+        "image.toolkit.fluxcd.io",
+        "ImageRepository",
+        "imagerepositories",
+        &["v1", "v1beta2"],
+    ),
+    flux(
+        "image.toolkit.fluxcd.io",
+        "ImagePolicy",
+        "imagepolicies",
+        &["v1", "v1beta2"],
+    ),
+    flux(
+        "image.toolkit.fluxcd.io",
+        "ImageUpdateAutomation",
+        "imageupdateautomations",
+        &["v1", "v1beta2"],
+    ),
     Watched {
         group: "apps",
         kind: "Deployment",

@@ -7,6 +7,8 @@ use jiff::{SignedDuration, Timestamp};
 /// Deadlines per stage, and how long a promotion waits for late work before its verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Deadlines {
+    /// Flux image automation must push a commit for a newly selected image tag within this.
+    pub image: SignedDuration,
     /// A reconcile request must be handled within this.
     pub trigger: SignedDuration,
     /// The promoted revision must be stored by a source within this of the promotion.
@@ -27,6 +29,7 @@ pub struct Deadlines {
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {
+            image: SignedDuration::from_mins(10),
             trigger: SignedDuration::from_mins(5),
             source: SignedDuration::from_mins(10),
             reconcile: SignedDuration::from_mins(10),

@@ -13,6 +13,7 @@ use super::events::EventStore;
 use super::registry::Registry;
 use super::render::build_story;
 use super::revisions::RevisionIndex;
+use super::stage::image::Images;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
@@ -45,6 +46,8 @@ pub struct EngineSize {
     pub reconcilers: usize,
     pub deployments: usize,
     pub receivers: usize,
+    /// ImagePolicies and ImageUpdateAutomations.
+    pub image_objects: usize,
     pub unclaimed_rollouts: usize,
     pub objects_with_events: usize,
     pub buffered_events: usize,
@@ -63,6 +66,8 @@ pub struct Engine {
     pub(super) rollouts: Rollouts,
     /// Receivers: which objects their webhooks trigger.
     pub(super) receivers: Receivers,
+    /// ImagePolicies and ImageUpdateAutomations.
+    pub(super) images: Images,
     pub(super) events: EventStore,
     pub(super) timers: Timers,
     /// Outputs of the current `apply` or `tick`, in the order they happened.
@@ -86,6 +91,7 @@ fn delivery_rank(body: &EventBody) -> u8 {
     use crate::model::Kind;
     let of_kind = |k: Kind| match k {
         Kind::Receiver | Kind::ReplicaSet => 0,
+        k if k.is_image() => 1,
         k if k.is_source() => 2,
         Kind::Kustomization | Kind::HelmRelease => 3,
         Kind::Deployment => 4,
@@ -96,7 +102,7 @@ fn delivery_rank(body: &EventBody) -> u8 {
         // order they come in changes nothing, and a cluster's Events are most of what an
         // initial list holds.
         EventBody::Receiver(_) | EventBody::ReplicaSet(_) | EventBody::KubeEvent(_) => 0,
-        EventBody::Promotion(_) => 1,
+        EventBody::Promotion(_) | EventBody::ImagePolicy(_) | EventBody::ImageAutomation(_) => 1,
         EventBody::Source(_) => 2,
         EventBody::Reconciler(_) => 3,
         EventBody::Deployment(_) => 4,
@@ -116,6 +122,7 @@ impl Engine {
             reconcilers: Map::default(),
             rollouts: Rollouts::default(),
             receivers: Receivers::default(),
+            images: Images::default(),
             events: EventStore::default(),
             timers: Timers::default(),
             out: Vec::new(),
@@ -221,6 +228,7 @@ impl Engine {
             reconcilers: self.reconcilers.len(),
             deployments: self.rollouts.deployments.len(),
             receivers: self.receivers.len(),
+            image_objects: self.images.len(),
             unclaimed_rollouts: self.rollouts.unclaimed.len(),
             objects_with_events,
             buffered_events,
@@ -260,6 +268,8 @@ impl Engine {
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),
             EventBody::ProbeResult(r) => self.on_probe_result(at, r),
             EventBody::Receiver(r) => self.receivers.insert(r),
+            EventBody::ImagePolicy(p) => self.on_image_policy(p),
+            EventBody::ImageAutomation(a) => self.on_image_automation(a),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
         }
@@ -379,6 +389,12 @@ impl Engine {
                 self.events.forget_replicasets_left_out(r);
                 Vec::new()
             }
+            k if k.is_image() => self
+                .images
+                .keys(k)
+                .into_iter()
+                .filter(|o| r.left_out(o))
+                .collect(),
             _ => Vec::new(),
         };
         for o in gone {
@@ -414,6 +430,10 @@ impl Engine {
                     self.revs.reindex(o, rev.as_deref(), None);
                 }
                 self.rollouts.managed.remove(o);
+                self.events.forget(o);
+            }
+            k if k.is_image() => {
+                self.images.forget(o);
                 self.events.forget(o);
             }
             _ => {}

@@ -8,7 +8,7 @@
 //!
 //! How a promotion is assembled (docs/design.md, "Correlation contract"):
 //! - a promotion report, an OCI artifact annotation, a Flux object or Deployment annotation, or
-//!   Flux event metadata names the promotion;
+//!   Flux event metadata names the promotion; a Flux image automation push opens one of its own;
 //! - revisions join objects to it: a source whose artifact revision names the promotion's commit
 //!   or digest, a Kustomization/HelmRelease attempting that revision, a Deployment whose
 //!   reconcile changed it (Flux labels) or that carries the promotion id; when several open
@@ -28,6 +28,7 @@
 //! | which sources and reconcilers are at which revision | `revisions.rs` |
 //! | which of several promotions of one revision an object belongs to | `stage/matching.rs` |
 //! | trigger spans (webhook → reconcile request handled); Receivers by what they trigger | `stage/trigger.rs` |
+//! | Flux image automation: automated promotions, the `image.update` stage | `stage/image.rs` |
 //! | source fetch joins and failures | `stage/source.rs` |
 //! | reconcile and apply, changed objects, failure classification | `stage/reconcile.rs` |
 //! | where a rollout is claimed; untraced rollouts | `stage/rollout.rs` |

@@ -53,6 +53,8 @@ pub(super) struct Promotion {
     /// Environment and app (or artifact repository): a newer report for the same target
     /// supersedes this one.
     pub target: Option<String>,
+    /// Flux image automation: the policy's selection up to the pushed commit.
+    pub image: Option<StageSpan>,
     pub trigger: Option<StageSpan>,
     pub sources: Vec<StageSpan>,
     pub reconciles: Vec<Reconcile>,
@@ -111,6 +113,7 @@ impl Promotion {
             digest,
             artifact_created: None,
             keys: Vec::new(),
+            image: None,
             trigger: None,
             sources: Vec::new(),
             reconciles: Vec::new(),
@@ -145,8 +148,9 @@ impl Promotion {
     }
 
     pub fn spans(&self) -> impl Iterator<Item = &StageSpan> {
-        self.trigger
+        self.image
             .iter()
+            .chain(self.trigger.iter())
             .chain(self.sources.iter())
             .chain(
                 self.reconciles
@@ -158,8 +162,9 @@ impl Promotion {
     }
 
     pub fn spans_mut(&mut self) -> impl Iterator<Item = &mut StageSpan> {
-        self.trigger
+        self.image
             .iter_mut()
+            .chain(self.trigger.iter_mut())
             .chain(self.sources.iter_mut())
             .chain(
                 self.reconciles
@@ -527,7 +532,8 @@ impl Engine {
             return;
         };
         let failed = p.spans().any(|s| s.result.failure().is_some());
-        let done = p.spans().next().is_some() && !p.spans().any(StageSpan::is_open);
+        // An image update alone is not the delivery: its promotion still waits for its source.
+        let done = p.spans().any(|s| s.stage != Stage::Image) && !p.spans().any(StageSpan::is_open);
         if failed || done {
             return;
         }

@@ -25,6 +25,7 @@ const SERVICE_KUBE: &str = "kube-controller-manager";
 fn service_of(s: &StageSpan) -> &'static str {
     match s.stage {
         Stage::Promotion => SERVICE_FLUXTRACE,
+        Stage::Image => "image-automation-controller",
         Stage::Trigger => SERVICE_NOTIFICATION,
         Stage::Source => SERVICE_SOURCE,
         Stage::Reconcile | Stage::Apply => match s.object.as_ref().map(|o| o.kind) {
@@ -168,6 +169,16 @@ pub(super) fn root_record(
         );
     }
     a.set_opt(attr::OCI_MANIFEST_DIGEST, p.digest.clone());
+    // Automated promotions: the image the policy selected and the policy.
+    if let Some(img) = &p.image {
+        for key in [
+            attr::CONTAINER_IMAGE_NAME,
+            attr::CONTAINER_IMAGE_TAGS,
+            attr::FLUX_IMAGE_POLICY,
+        ] {
+            a.set_opt(key, img.attrs.get(key).cloned());
+        }
+    }
     let status = match divergence {
         Some(d) => {
             a.set(attr::DELIVERY_DIVERGENCE_STAGE, d.stage.as_str());
@@ -296,6 +307,9 @@ pub(super) fn build_story(
                 (None, Some(v)) => format!("revision {v}"),
                 (None, None) => "unknown revision".into(),
             }
+        }
+        None if p.image.is_some() => {
+            super::stage::image::promoted(p).unwrap_or_else(|| "an image update".into())
         }
         None => match (&p.commit, &p.digest) {
             // What Flux delivered unannounced: the revision as its source names it.

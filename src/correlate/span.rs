@@ -89,6 +89,8 @@ pub struct SpanKey {
     pub requested_at: Option<String>,
     /// The Flux object (Kustomization or HelmRelease) that manages a rollout's Deployment.
     pub manager: Option<ObjectRef>,
+    /// The ImagePolicy whose selection an `image.update` span follows.
+    pub policy: Option<ObjectRef>,
 }
 
 impl StageSpan {
@@ -163,6 +165,7 @@ impl StageSpan {
 
     pub fn set_object_attrs(&mut self, object: &ObjectRef) {
         if object.kind.is_source()
+            || object.kind.is_image()
             || matches!(
                 object.kind,
                 crate::model::Kind::Kustomization | crate::model::Kind::HelmRelease

@@ -186,7 +186,8 @@ impl Engine {
     /// Returns false when there is none.
     pub(super) fn adopt_report(&mut self, at: Timestamp, report: &PromotionReport) -> bool {
         let keys = report_keys(Some(report));
-        self.adopt(at, &keys, &report.id, Some(report)) || self.reported_late(report, &keys)
+        self.adopt(at, &keys, &report.id, Taker::Report(report))
+            || self.reported_late(report, &keys)
     }
 
     /// A report for a revision whose unreported promotion already has its verdict: that trace is
@@ -242,16 +243,33 @@ impl Engine {
             return false;
         }
         let keys = revision::lookup_keys(rev);
-        self.adopt(at, &keys, id, None)
+        self.adopt(at, &keys, id, Taker::Annotation)
     }
 
-    fn adopt(
+    /// Image automation pushed `commit`, which an open unreported promotion already delivers
+    /// (the source stored it before the agent saw the push): the automated promotion `id`
+    /// takes it over, starting at the push.
+    pub(super) fn adopt_push(
         &mut self,
-        at: Timestamp,
-        keys: &[String],
-        new: &str,
-        report: Option<&PromotionReport>,
+        id: &str,
+        commit: &str,
+        pushed: Timestamp,
+        target: String,
     ) -> bool {
+        let keys = revision::promotion_keys(commit).to_vec();
+        self.adopt(
+            pushed,
+            &keys,
+            id,
+            Taker::Push {
+                commit,
+                pushed,
+                target,
+            },
+        )
+    }
+
+    fn adopt(&mut self, at: Timestamp, keys: &[String], new: &str, taker: Taker) -> bool {
         let Some(old) = self
             .reg
             .by_keys(keys.iter().map(String::as_str))
@@ -269,13 +287,39 @@ impl Engine {
         };
         self.timers.cancel(&Wake::Promotion(old.clone()));
         let new = new.to_string();
-        let tp = report
-            .and_then(|r| r.traceparent.as_deref())
-            .and_then(|t| Traceparent::parse(t).ok());
+        let tp = match &taker {
+            Taker::Report(r) => r
+                .traceparent
+                .as_deref()
+                .and_then(|t| Traceparent::parse(t).ok()),
+            _ => None,
+        };
         p.rekey(new.clone(), tp, &self.cfg.cluster);
-        match report {
-            Some(r) => p.merge_report(r.clone(), self.cfg.deadlines.promotion),
-            None => p.traceability = Traceability::Annotated,
+        match taker {
+            Taker::Report(r) => {
+                p.merge_report(r.clone(), self.cfg.deadlines.promotion);
+                p.target = p.report.as_ref().and_then(target_key);
+            }
+            Taker::Annotation => p.traceability = Traceability::Annotated,
+            Taker::Push {
+                commit,
+                pushed,
+                target,
+            } => {
+                p.traceability = Traceability::Automated;
+                p.commit = Some(commit.to_string());
+                p.expect_source = true;
+                p.target = Some(target);
+                // The stages that began when the source stored the commit begin at the push,
+                // as they would have had the push been seen first.
+                let old = p.start;
+                p.start = pushed.min(old);
+                p.deadline = add(p.start, self.cfg.deadlines.promotion);
+                let start = p.start;
+                for s in p.spans_mut().filter(|s| s.start == old) {
+                    s.start = start.min(s.end.unwrap_or(start));
+                }
+            }
         }
         let mut keys = std::mem::take(&mut p.keys);
         keys.extend(report_keys(p.report.as_ref()));
@@ -289,7 +333,6 @@ impl Engine {
             at: p.start.max(at),
         };
         let start = p.start;
-        p.target = p.report.as_ref().and_then(target_key);
         if let Some(older) = self.reg.open(p) {
             if self.reg.get(&older).is_some_and(|o| o.start <= start) {
                 self.supersede(&older, successor);
@@ -314,4 +357,17 @@ impl Engine {
         self.rejoin(&new, at);
         true
     }
+}
+
+/// What takes an unreported promotion over.
+enum Taker<'a> {
+    Report(&'a PromotionReport),
+    /// An annotation naming the promotion on a reconciler.
+    Annotation,
+    /// Image automation's push of the commit.
+    Push {
+        commit: &'a str,
+        pushed: Timestamp,
+        target: String,
+    },
 }

@@ -176,6 +176,7 @@ impl Engine {
             let via = t.object.as_ref().and_then(|o| self.receivers.targeting(o));
             receiver_attrs(t, via);
         }
+        super::stage::image::land_policy_events(&mut p, &self.events);
         land_events(&mut p, &self.events);
         // What each apply changed, as kustomize-controller reported it. An apply that
         // succeeded with no change reported changed nothing (a monorepo commit reconciles
@@ -411,6 +412,10 @@ fn timeout_text(s: &StageSpan) -> (&'static str, String) {
             "RolloutTimeout",
             format!("rollout did not complete within {took}{what}"),
         ),
+        Stage::Image => (
+            "ImageNotPushed",
+            format!("no commit was pushed for the selected image within {took}{what}"),
+        ),
         _ => ("Timeout", format!("did not finish within {took}{what}")),
     }
 }
@@ -502,6 +507,11 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
                 ));
             }
         }
+    }
+    if failure.diverges_at == Stage::Image {
+        let mut first = super::stage::image::evidence(span);
+        first.append(&mut evidence);
+        evidence = first;
     }
     Some((
         Divergence {

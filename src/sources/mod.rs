@@ -2,6 +2,8 @@
 //!
 //! - [`object`]: Kubernetes objects (Flux kinds, Deployment, ReplicaSet, core/v1 Event), the
 //!   decoding that both the live watcher and replay use.
+//! - `image`: Flux image automation objects (ImagePolicy, ImageUpdateAutomation), part of the
+//!   object decoding.
 //! - [`flux_event`]: Flux notification-controller events (generic / generic-hmac providers).
 //! - [`promotion`]: promotion reports, validated.
 //! - [`recording`]: the JSON Lines recording format.
@@ -10,6 +12,7 @@
 //! silently (each rejection names its problem).
 
 pub mod flux_event;
+mod image;
 pub mod kube;
 pub mod object;
 pub mod promotion;

@@ -31,6 +31,12 @@ use crate::model::{
 pub enum ObjectError {
     #[error("{kind} object has no {field}")]
     MissingField { kind: String, field: &'static str },
+    #[error("{kind} object has an invalid {field}: {reason}")]
+    InvalidField {
+        kind: String,
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl ObjectError {
@@ -38,6 +44,7 @@ impl ObjectError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             ObjectError::MissingField { .. } => "missing_field",
+            ObjectError::InvalidField { .. } => "invalid_field",
         }
     }
 }
@@ -209,6 +216,46 @@ pub struct Spec {
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
     pub template: Option<PodTemplate>,
+    // ImagePolicy
+    pub image_repository_ref: Option<CrossRef>,
+    // ImageUpdateAutomation (also `source_ref`)
+    pub git: Option<GitSpec>,
+}
+
+/// ImageUpdateAutomation `spec.git`: the branches it checks out and pushes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GitSpec {
+    pub checkout: Option<GitCheckout>,
+    pub push: Option<GitPush>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GitCheckout {
+    #[serde(rename = "ref")]
+    pub ref_: Option<GitBranch>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GitBranch {
+    pub branch: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GitPush {
+    pub branch: Option<String>,
+}
+
+/// An image reference in ImagePolicy and ImageUpdateAutomation status (JSON key `name`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RawImageRef {
+    pub name: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -280,6 +327,15 @@ pub struct Status {
     pub updated_replicas: Option<i64>,
     pub ready_replicas: Option<i64>,
     pub available_replicas: Option<i64>,
+    // ImagePolicy
+    pub latest_ref: Option<RawImageRef>,
+    /// ImagePolicy before image-reflector-controller v0.35: `name:tag`.
+    pub latest_image: Option<String>,
+    // ImageUpdateAutomation
+    pub last_push_commit: Option<String>,
+    pub last_push_time: Option<Timestamp>,
+    pub last_automation_run_time: Option<Timestamp>,
+    pub observed_policies: Option<std::collections::BTreeMap<String, RawImageRef>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -315,7 +371,7 @@ pub struct RawHistory {
 /// The condition types correlation reads; others are not kept.
 const CONDITIONS_READ: [&str; 5] = ["Ready", "Reconciling", "Healthy", "Released", "Progressing"];
 
-fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
+pub(super) fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
     let Some(raw) = status.and_then(|s| s.conditions.take()) else {
         return Vec::new();
     };
@@ -364,7 +420,7 @@ fn duration(s: Option<&str>) -> Option<SignedDuration> {
         .map(sane_duration)
 }
 
-fn cross_ref(
+pub(super) fn cross_ref(
     r: Option<CrossRef>,
     default_kind: Option<Kind>,
     default_ns: &str,
@@ -430,7 +486,12 @@ pub(crate) fn raw_to_event(
         Kind::Deployment => EventBody::Deployment(deployment(obj, object, uid)),
         Kind::ReplicaSet => EventBody::ReplicaSet(replica_set(obj, object, uid)),
         Kind::Receiver => EventBody::Receiver(receiver(obj, object)),
-        // Pods are read through the Events about them; their own state adds nothing.
+        Kind::ImagePolicy => EventBody::ImagePolicy(super::image::policy(obj, object, uid)?),
+        Kind::ImageUpdateAutomation => {
+            EventBody::ImageAutomation(super::image::automation(obj, object, uid)?)
+        }
+        // Pods and ImageRepositories are read through the Events about them; their own state
+        // adds nothing.
         _ => return Ok(None),
     };
     Ok(Some(body))

@@ -118,6 +118,8 @@ pub enum Traceability {
     /// Flux delivered a revision (a source stored it, a Kustomization or HelmRelease applied
     /// it) that no report or annotation announced: the trace is complete, nobody announced it.
     Unreported,
+    /// Flux image automation selected a new image and pushed the commit; no report.
+    Automated,
 }
 
 impl Traceability {
@@ -127,6 +129,7 @@ impl Traceability {
             Traceability::Annotated => "annotated",
             Traceability::Missing => "missing",
             Traceability::Unreported => "unreported",
+            Traceability::Automated => "automated",
         }
     }
 }
@@ -288,6 +291,12 @@ fn render_raw(story: &Story) -> String {
             );
         }
         _ => {}
+    }
+    if story.traceability == Traceability::Automated {
+        let _ = writeln!(
+            out,
+            "  Traceability: automated — Flux image automation selected the image and pushed the commit; no promotion report"
+        );
     }
     for s in &story.stages {
         let obj = s

@@ -68,6 +68,9 @@ pub const FLUX_OBJECT_KIND: &str = "flux.object.kind";
 pub const FLUX_OBJECT_NAME: &str = "flux.object.name";
 pub const FLUX_OBJECT_NAMESPACE: &str = "flux.object.namespace";
 pub const FLUX_REVISION: &str = "flux.revision";
+/// The ImagePolicy (`<namespace>/<name>`) that selected the image of an automated promotion
+/// (on its root and `image.update` spans).
+pub const FLUX_IMAGE_POLICY: &str = "flux.image.policy";
 /// The Receiver whose webhook requested the reconcile (on `trigger` spans).
 pub const FLUX_RECEIVER_NAME: &str = "flux.receiver.name";
 pub const FLUX_RECEIVER_NAMESPACE: &str = "flux.receiver.namespace";

@@ -146,6 +146,8 @@ impl Traceparent {
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Promotion,
+    /// Flux image automation: a policy selected a new image tag, the automation pushed a commit.
+    Image,
     Trigger,
     Source,
     Reconcile,
@@ -155,8 +157,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Promotion,
+        Stage::Image,
         Stage::Trigger,
         Stage::Source,
         Stage::Reconcile,
@@ -169,6 +172,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Promotion => "promotion",
+            Stage::Image => "image",
             Stage::Trigger => "trigger",
             Stage::Source => "source",
             Stage::Reconcile => "reconcile",
@@ -182,6 +186,7 @@ impl Stage {
     pub fn span_name(self) -> &'static str {
         match self {
             Stage::Promotion => "promotion",
+            Stage::Image => "image.update",
             Stage::Trigger => "trigger",
             Stage::Source => "source.fetch",
             Stage::Reconcile => "reconcile",

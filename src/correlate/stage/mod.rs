@@ -1,11 +1,13 @@
 //! The delivery path, one file per stage: each owns the state it keeps about its objects,
 //! decides when its objects join a promotion, and opens and ends its spans.
 //!
-//! Order along the path: `trigger` (a webhook asked for a reconcile), `source` (the revision
+//! Order along the path: `image` (Flux image automation selected an image and pushed a
+//! commit: opens automated promotions), `trigger` (a webhook asked for a reconcile), `source` (the revision
 //! stored), `reconcile` (Kustomization/HelmRelease reconcile and its apply), `rollout`
 //! (Deployments the apply changed), `traffic` (the post-rollout probe). `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
+pub(super) mod image;
 pub(super) mod matching;
 pub(super) mod reconcile;
 pub(super) mod rollout;

@@ -104,11 +104,13 @@ fn api_version(group: &str, version: &str) -> String {
 }
 
 /// The kinds served unless a test changes them: apps/v1 Deployment and ReplicaSet, Flux's source
-/// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, core/v1 Event and
+/// (v1), kustomize (v1), helm (v2), notification (v1, Receiver) and image automation (v1) kinds,
+/// core/v1 Event and
 /// Pod, coordination/v1 Lease, and fluxtrace's Promotion (v1alpha1). Leases and Promotions are
 /// created, updated, patched and deleted like the API server does (see `writes`).
 pub fn default_kinds() -> Vec<KindSpec> {
     const SOURCE: &str = "source.toolkit.fluxcd.io";
+    const IMAGE: &str = "image.toolkit.fluxcd.io";
     let mut event = KindSpec::new("", "v1", "Event", "events");
     event.verbs = ["create", "get", "list", "watch", "patch"]
         .map(String::from)
@@ -153,6 +155,14 @@ pub fn default_kinds() -> Vec<KindSpec> {
             "v1",
             "Receiver",
             "receivers",
+        ),
+        KindSpec::new(IMAGE, "v1", "ImageRepository", "imagerepositories"),
+        KindSpec::new(IMAGE, "v1", "ImagePolicy", "imagepolicies"),
+        KindSpec::new(
+            IMAGE,
+            "v1",
+            "ImageUpdateAutomation",
+            "imageupdateautomations",
         ),
         event,
         KindSpec::new("", "v1", "Pod", "pods"),
