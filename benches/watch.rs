@@ -465,7 +465,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-const OBS_KINDS: [&str; 10] = fluxtrace::agent::OBSERVATION_KINDS;
+const OBS_KINDS: [&str; 11] = fluxtrace::agent::OBSERVATION_KINDS;
 
 fn sum_kinds(f: &Family<KindLabel, Counter>) -> u64 {
     OBS_KINDS

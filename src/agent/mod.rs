@@ -229,7 +229,7 @@ pub fn trace_link(
 }
 
 /// Every `kind` label of the `observations` metrics (see [`body_kind`]).
-pub const OBSERVATION_KINDS: [&str; 10] = [
+pub const OBSERVATION_KINDS: [&str; 11] = [
     "promotion",
     "source",
     "reconciler",
@@ -240,6 +240,7 @@ pub const OBSERVATION_KINDS: [&str; 10] = [
     "probe_result",
     "receiver",
     "deleted",
+    "canary",
 ];
 
 /// The `kind` label an observation is counted under.
@@ -254,6 +255,7 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::FluxEvent(_) => "flux_event",
         EventBody::ProbeResult(_) => "probe_result",
         EventBody::Receiver(_) => "receiver",
+        EventBody::Canary(_) => "canary",
         EventBody::Deleted(_) => "deleted",
         EventBody::Relisted(_) => "relisted",
     }

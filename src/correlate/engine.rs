@@ -13,6 +13,7 @@ use super::events::EventStore;
 use super::registry::Registry;
 use super::render::build_story;
 use super::revisions::RevisionIndex;
+use super::stage::canary::Canaries;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
 use super::stage::source::SourceState;
@@ -45,6 +46,7 @@ pub struct EngineSize {
     pub reconcilers: usize,
     pub deployments: usize,
     pub receivers: usize,
+    pub canaries: usize,
     pub unclaimed_rollouts: usize,
     pub objects_with_events: usize,
     pub buffered_events: usize,
@@ -63,6 +65,8 @@ pub struct Engine {
     pub(super) rollouts: Rollouts,
     /// Receivers: which objects their webhooks trigger.
     pub(super) receivers: Receivers,
+    /// Flagger Canaries: which Deployments they follow.
+    pub(super) canaries: Canaries,
     pub(super) events: EventStore,
     pub(super) timers: Timers,
     /// Outputs of the current `apply` or `tick`, in the order they happened.
@@ -89,7 +93,8 @@ fn delivery_rank(body: &EventBody) -> u8 {
         k if k.is_source() => 2,
         Kind::Kustomization | Kind::HelmRelease => 3,
         Kind::Deployment => 4,
-        _ => 5,
+        Kind::Canary => 5,
+        _ => 6,
     };
     match body {
         EventBody::Receiver(_) | EventBody::ReplicaSet(_) => 0,
@@ -97,7 +102,9 @@ fn delivery_rank(body: &EventBody) -> u8 {
         EventBody::Source(_) => 2,
         EventBody::Reconciler(_) => 3,
         EventBody::Deployment(_) => 4,
-        EventBody::KubeEvent(_) | EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 5,
+        // After the target's rollout, which its analysis follows.
+        EventBody::Canary(_) => 5,
+        EventBody::KubeEvent(_) | EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 6,
         EventBody::Deleted(o) => of_kind(o.kind),
         EventBody::Relisted(r) => of_kind(r.kind),
     }
@@ -113,6 +120,7 @@ impl Engine {
             reconcilers: Map::default(),
             rollouts: Rollouts::default(),
             receivers: Receivers::default(),
+            canaries: Canaries::default(),
             events: EventStore::default(),
             timers: Timers::default(),
             out: Vec::new(),
@@ -130,7 +138,7 @@ impl Engine {
     /// (re)starts holds until its initial lists are in, since they deliver kinds in any order
     /// and only each object's last state. Released, what was kept is applied in the order the
     /// objects happen in a delivery (Receivers and ReplicaSets, the Promotions' reports,
-    /// sources, reconcilers, Deployments, then events; each object's own observations in the
+    /// sources, reconcilers, Deployments, Canaries, then events; each object's own observations in the
     /// order they came), with nothing stale yet; then every open promotion is checked.
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
@@ -216,6 +224,7 @@ impl Engine {
             reconcilers: self.reconcilers.len(),
             deployments: self.rollouts.deployments.len(),
             receivers: self.receivers.len(),
+            canaries: self.canaries.len(),
             unclaimed_rollouts: self.rollouts.unclaimed.len(),
             objects_with_events,
             buffered_events,
@@ -255,6 +264,7 @@ impl Engine {
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),
             EventBody::ProbeResult(r) => self.on_probe_result(at, r),
             EventBody::Receiver(r) => self.receivers.insert(r),
+            EventBody::Canary(c) => self.on_canary(at, c),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
         }
@@ -366,6 +376,7 @@ impl Engine {
                 .cloned()
                 .collect(),
             Kind::Receiver => self.receivers.keys().filter(left_out).cloned().collect(),
+            Kind::Canary => self.canaries.keys().filter(left_out).cloned().collect(),
             Kind::Kustomization | Kind::HelmRelease => {
                 self.reconcilers.keys().filter(left_out).cloned().collect()
             }
@@ -395,6 +406,7 @@ impl Engine {
             Kind::Receiver => {
                 self.receivers.remove(o);
             }
+            Kind::Canary => self.canaries.forget(o),
             Kind::ReplicaSet => self.events.forget_replicaset(o),
             k if k.is_source() => {
                 if let Some(st) = self.sources.remove(o) {

@@ -287,7 +287,10 @@ impl Engine {
             Some(Kind::Deployment) => {
                 ObjectRef::new(Kind::Deployment, ns.clone(), ev.involved_name.clone())
             }
-            Some(k) if k.is_source() || matches!(k, Kind::Kustomization | Kind::HelmRelease) => {
+            Some(k)
+                if k.is_source()
+                    || matches!(k, Kind::Kustomization | Kind::HelmRelease | Kind::Canary) =>
+            {
                 ObjectRef::new(k, ns.clone(), ev.involved_name.clone())
             }
             _ => return,

@@ -13,6 +13,7 @@ use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
+use super::stage::canary::{self, is_canary_span};
 use super::stage::reconcile::ReconcilerState;
 use super::stage::trigger::receiver_attrs;
 use super::{Map, Set};
@@ -176,6 +177,7 @@ impl Engine {
             receiver_attrs(t, via);
         }
         land_events(&mut p, &self.events);
+        self.settle_canaries(&mut p);
         // What each apply changed, as kustomize-controller reported it. An apply that
         // succeeded with no change reported changed nothing (a monorepo commit reconciles
         // every Kustomization on the source; most apply nothing new).
@@ -395,6 +397,10 @@ fn timeout_text(s: &StageSpan) -> (&'static str, String) {
             "RolloutTimeout",
             format!("rollout did not complete within {took}{what}"),
         ),
+        Stage::Traffic if is_canary_span(s) => (
+            "CanaryTimeout",
+            format!("canary analysis did not finish within {took}{what}"),
+        ),
         _ => ("Timeout", format!("did not finish within {took}{what}")),
     }
 }
@@ -486,6 +492,9 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
                 ));
             }
         }
+    }
+    if is_canary_span(span) {
+        evidence = canary::evidence(span);
     }
     Some((
         Divergence {

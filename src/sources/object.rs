@@ -19,6 +19,8 @@ use kube::core::ApiResource;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
+mod canary;
+
 use crate::model::{
     sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
     KubeEventObs, Marks, ObjectRef, ProbeSpec, ReceiverObs, ReconcilerObs, ReplicaSetObs,
@@ -209,6 +211,11 @@ pub struct Spec {
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
     pub template: Option<PodTemplate>,
+    // Flagger Canary
+    pub target_ref: Option<CrossRef>,
+    pub analysis: Option<canary::AnalysisSpec>,
+    /// The deprecated alias of `analysis`.
+    pub canary_analysis: Option<canary::AnalysisSpec>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -280,6 +287,14 @@ pub struct Status {
     pub updated_replicas: Option<i64>,
     pub ready_replicas: Option<i64>,
     pub available_replicas: Option<i64>,
+    // Flagger Canary (its numbers are `type: number` in the CRD)
+    pub phase: Option<String>,
+    pub canary_weight: Option<f64>,
+    pub failed_checks: Option<f64>,
+    pub iterations: Option<f64>,
+    pub last_applied_spec: Option<String>,
+    pub last_promoted_spec: Option<String>,
+    pub last_transition_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -313,7 +328,15 @@ pub struct RawHistory {
 }
 
 /// The condition types correlation reads; others are not kept.
-const CONDITIONS_READ: [&str; 5] = ["Ready", "Reconciling", "Healthy", "Released", "Progressing"];
+const CONDITIONS_READ: [&str; 6] = [
+    "Ready",
+    "Reconciling",
+    "Healthy",
+    "Released",
+    "Progressing",
+    // Flagger Canary
+    "Promoted",
+];
 
 fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
     let Some(raw) = status.and_then(|s| s.conditions.take()) else {
@@ -430,6 +453,7 @@ pub(crate) fn raw_to_event(
         Kind::Deployment => EventBody::Deployment(deployment(obj, object, uid)),
         Kind::ReplicaSet => EventBody::ReplicaSet(replica_set(obj, object, uid)),
         Kind::Receiver => EventBody::Receiver(receiver(obj, object)),
+        Kind::Canary => EventBody::Canary(canary::canary(obj, object, uid)?),
         // Pods are read through the Events about them; their own state adds nothing.
         _ => return Ok(None),
     };

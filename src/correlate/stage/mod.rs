@@ -3,9 +3,11 @@
 //!
 //! Order along the path: `trigger` (a webhook asked for a reconcile), `source` (the revision
 //! stored), `reconcile` (Kustomization/HelmRelease reconcile and its apply), `rollout`
-//! (Deployments the apply changed), `traffic` (the post-rollout probe). `matching` holds the
+//! (Deployments the apply changed), `traffic` (the post-rollout probe) and `canary` (a Flagger
+//! analysis of a changed Deployment, also a `traffic` stage). `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
+pub(super) mod canary;
 pub(super) mod matching;
 pub(super) mod reconcile;
 pub(super) mod rollout;

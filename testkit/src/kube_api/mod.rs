@@ -104,7 +104,8 @@ fn api_version(group: &str, version: &str) -> String {
 }
 
 /// The kinds served unless a test changes them: apps/v1 Deployment and ReplicaSet, Flux's source
-/// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, core/v1 Event and
+/// (v1), kustomize (v1), helm (v2) and notification (v1, Receiver) kinds, Flagger's Canary
+/// (v1beta1), core/v1 Event and
 /// Pod, coordination/v1 Lease, and fluxtrace's Promotion (v1alpha1). Leases and Promotions are
 /// created, updated, patched and deleted like the API server does (see `writes`).
 pub fn default_kinds() -> Vec<KindSpec> {
@@ -154,6 +155,7 @@ pub fn default_kinds() -> Vec<KindSpec> {
             "Receiver",
             "receivers",
         ),
+        KindSpec::new("flagger.app", "v1beta1", "Canary", "canaries"),
         event,
         KindSpec::new("", "v1", "Pod", "pods"),
         promotion,
