@@ -549,6 +549,7 @@ fn report_size(engine: &Engine, metrics: &Metrics) {
         ("reconcilers", size.reconcilers),
         ("deployments", size.deployments),
         ("receivers", size.receivers),
+        ("canaries", size.canaries),
         ("unclaimed_rollouts", size.unclaimed_rollouts),
         ("replicasets", size.replicasets),
         ("buffered_events", size.buffered_events),

@@ -347,9 +347,12 @@ impl Engine {
                 attr::FLAGGER_CANARY_WEIGHT,
                 tally.weight.or(c.map(|c| c.weight)).unwrap_or(0),
             );
-            s.attrs.set(
+            // Runs that count iterations (A/B testing, Blue/Green) only.
+            s.attrs.set_opt(
                 attr::FLAGGER_CANARY_ITERATIONS,
-                tally.iteration.or(c.map(|c| c.iterations)).unwrap_or(0),
+                tally
+                    .iteration
+                    .or(c.map(|c| c.iterations).filter(|n| *n > 0)),
             );
             // The status resets failed checks on a rollback: the rollback Event keeps them.
             let failed = tally
