@@ -254,8 +254,8 @@ async fn discovery_finds_flux_groups_and_not_a_removed_crd() {
     assert_eq!(kinds(&aggregated), kinds(&discovery));
     assert_eq!(
         kinds(&discovery).len(),
-        12,
-        "the default kinds, Promotion and Lease included, but HelmRelease"
+        13,
+        "the default kinds, Promotion, Lease and Flagger's Canary included, but HelmRelease"
     );
     let aggregated_requests: Vec<String> = server
         .requests()

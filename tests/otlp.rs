@@ -29,17 +29,18 @@ use tonic::Code;
 const CLUSTER: &str = "test-cluster";
 
 /// The fixed span names of the stages a recording can reach (the traffic probe is in none).
-const SPAN_NAMES: [&str; 6] = [
+const SPAN_NAMES: [&str; 7] = [
     "promotion",
     "trigger",
     "source.fetch",
     "reconcile",
     "apply",
     "rollout",
+    "traffic.canary",
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 11] = [
+const DIVERGENCE: [(&str, Option<&str>); 13] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -51,6 +52,8 @@ const DIVERGENCE: [(&str, Option<&str>); 11] = [
     ("multi-env-git.jsonl", None),
     ("monorepo-bootstrap.jsonl", None),
     ("helmrelease-chartref-success.jsonl", None),
+    ("flagger-canary-success.jsonl", None),
+    ("flagger-canary-rollback.jsonl", Some("traffic")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.
