@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{conditions, duration, ObjectError, RawKubeObject};
 use crate::model::{sane_time, CanaryObs, Kind, ObjectRef};
 
-/// Flagger's defaults (FLG pkg/apis/flagger/v1beta1/canary.go).
+/// Flagger's defaults (v1.44).
 const DEFAULT_INTERVAL: SignedDuration = SignedDuration::from_secs(60);
 const MIN_INTERVAL: SignedDuration = SignedDuration::from_secs(10);
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: f64 = 600.0;
