@@ -460,6 +460,9 @@ pub struct DeadlineArgs {
     /// Time for a traffic probe to report after a rollout completed.
     #[arg(long, global = true, default_value = "3m", value_parser = parse_duration, env = "FLUXTRACE_TRAFFIC_DEADLINE")]
     pub traffic_deadline: SignedDuration,
+    /// Added to the longest a Flagger canary analysis can take by its Canary's spec.
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration, env = "FLUXTRACE_CANARY_GRACE")]
+    pub canary_grace: SignedDuration,
     /// Time for a whole promotion.
     #[arg(long, global = true, default_value = "60m", value_parser = parse_duration, env = "FLUXTRACE_PROMOTION_DEADLINE")]
     pub promotion_deadline: SignedDuration,
@@ -575,6 +578,7 @@ impl Global {
                 reconcile: d.reconcile_deadline,
                 rollout_grace: d.rollout_grace,
                 traffic: d.traffic_deadline,
+                canary_grace: d.canary_grace,
                 promotion: d.promotion_deadline,
                 settle: d.settle,
             },

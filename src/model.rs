@@ -49,6 +49,8 @@ pub enum Kind {
     ImageRepository,
     ImagePolicy,
     ImageUpdateAutomation,
+    /// A Flagger Canary (`flagger.app/v1beta1`).
+    Canary,
 }
 
 impl Kind {
@@ -69,6 +71,7 @@ impl Kind {
             "ImageRepository" => Kind::ImageRepository,
             "ImagePolicy" => Kind::ImagePolicy,
             "ImageUpdateAutomation" => Kind::ImageUpdateAutomation,
+            "Canary" => Kind::Canary,
             _ => return None,
         })
     }
@@ -89,6 +92,7 @@ impl Kind {
             Kind::ImageRepository => "ImageRepository",
             Kind::ImagePolicy => "ImagePolicy",
             Kind::ImageUpdateAutomation => "ImageUpdateAutomation",
+            Kind::Canary => "Canary",
         }
     }
 
@@ -186,6 +190,8 @@ pub enum EventBody {
     ImagePolicy(ImagePolicyObs),
     /// An ImageUpdateAutomation (image-automation-controller): the commit it pushed.
     ImageAutomation(ImageAutomationObs),
+    /// A Flagger Canary: its target and where its analysis stands.
+    Canary(CanaryObs),
     /// A watched object was deleted.
     Deleted(ObjectRef),
     /// A watch re-listed its kind: objects of that kind (in that namespace, if the watch is
@@ -481,6 +487,51 @@ pub struct ImageAutomationObs {
     /// `status.observedPolicies`: policy name → the reference it applied, by name.
     pub observed_policies: Vec<(String, ImageRef)>,
     pub conditions: Vec<Condition>,
+}
+
+/// A Flagger Canary (`flagger.app/v1beta1`), trimmed to what following its analysis needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanaryObs {
+    pub object: ObjectRef,
+    pub uid: String,
+    /// `spec.targetRef`: the Deployment whose pod-template changes start an analysis. Flagger
+    /// rolls what passes out to `<name>-primary`.
+    pub target: ObjectRef,
+    /// `spec.analysis.interval` (Flagger's default 60s, at least 10s): Flagger looks at the
+    /// Canary once per interval.
+    pub interval: SignedDuration,
+    /// `spec.analysis.threshold`: failed checks before a rollback (at least 1).
+    pub threshold: i64,
+    /// How many weight steps or iterations a run takes at least (`iterations`, `stepWeights`,
+    /// or `maxWeight / stepWeight`).
+    pub steps: i64,
+    /// `spec.progressDeadlineSeconds` (default 600): how long Flagger waits for a Deployment.
+    pub progress_deadline: SignedDuration,
+    /// `status.phase` (`Initialized`, `Progressing`, `Promoting`, `Succeeded`, `Failed`, …).
+    pub phase: String,
+    /// `status.canaryWeight`, `status.iterations`, `status.failedChecks`.
+    pub weight: i64,
+    pub iterations: i64,
+    pub failed_checks: i64,
+    /// `status.lastAppliedSpec` and `status.lastPromotedSpec`: hashes of the target's pod
+    /// template (equal once a run succeeded, different after a rollback).
+    pub last_applied_spec: Option<String>,
+    pub last_promoted_spec: Option<String>,
+    /// `status.lastTransitionTime`: the last status write.
+    pub last_transition: Option<Timestamp>,
+    /// The `Promoted` condition.
+    pub conditions: Vec<Condition>,
+}
+
+impl CanaryObs {
+    /// The Deployment Flagger rolls a passed analysis out to.
+    pub fn primary(&self) -> ObjectRef {
+        ObjectRef::new(
+            Kind::Deployment,
+            self.target.namespace.clone(),
+            format!("{}-primary", self.target.name),
+        )
+    }
 }
 
 /// A core/v1 Event.

@@ -10,7 +10,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 17] = [
+pub const EXAMPLES: [(&str, &str); 19] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -78,6 +78,14 @@ pub const EXAMPLES: [(&str, &str); 17] = [
     (
         "image-automation-push-failure.jsonl",
         include_str!("../examples/recordings/image-automation-push-failure.jsonl"),
+    ),
+    (
+        "flagger-canary-success.jsonl",
+        include_str!("../examples/recordings/flagger-canary-success.jsonl"),
+    ),
+    (
+        "flagger-canary-rollback.jsonl",
+        include_str!("../examples/recordings/flagger-canary-rollback.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

@@ -254,9 +254,9 @@ async fn discovery_finds_flux_groups_and_not_a_removed_crd() {
     assert_eq!(kinds(&aggregated), kinds(&discovery));
     assert_eq!(
         kinds(&discovery).len(),
-        15,
-        "the default kinds (the three image automation kinds, Promotion and Lease included), but \
-         HelmRelease"
+        16,
+        "the default kinds (the three image automation kinds, Flagger's Canary, Promotion and Lease \
+         included), but HelmRelease"
     );
     let aggregated_requests: Vec<String> = server
         .requests()

@@ -29,7 +29,7 @@ use tonic::Code;
 const CLUSTER: &str = "test-cluster";
 
 /// The fixed span names of the stages a recording can reach (the traffic probe is in none).
-const SPAN_NAMES: [&str; 7] = [
+const SPAN_NAMES: [&str; 8] = [
     "promotion",
     "image.update",
     "trigger",
@@ -37,10 +37,11 @@ const SPAN_NAMES: [&str; 7] = [
     "reconcile",
     "apply",
     "rollout",
+    "traffic.canary",
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 17] = [
+const DIVERGENCE: [(&str, Option<&str>); 19] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -58,6 +59,8 @@ const DIVERGENCE: [(&str, Option<&str>); 17] = [
     ("unreported-git-failure.jsonl", Some("reconcile")),
     ("unreported-oci-success.jsonl", None),
     ("unreported-oci-failure.jsonl", Some("rollout")),
+    ("flagger-canary-success.jsonl", None),
+    ("flagger-canary-rollback.jsonl", Some("traffic")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

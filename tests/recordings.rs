@@ -752,3 +752,216 @@ fn a_push_seen_after_its_commit_was_stored_gives_the_same_automated_trace() {
     let exp: Vec<&SpanRecord> = want.spans().collect();
     assert_eq!(got, exp);
 }
+
+#[test]
+fn golden_flagger_canary_success() {
+    golden("flagger-canary-success.jsonl");
+}
+
+#[test]
+fn golden_flagger_canary_rollback() {
+    golden("flagger-canary-rollback.jsonl");
+}
+
+fn span<'a>(r: &'a Replay, name: &str, object: &str) -> &'a SpanRecord {
+    r.spans()
+        .find(|s| {
+            s.name == name
+                && [
+                    "flagger.canary.name",
+                    "k8s.deployment.name",
+                    "flux.object.name",
+                ]
+                .iter()
+                .any(|k| s.attributes.get_str(k) == Some(object))
+        })
+        .unwrap_or_else(|| panic!("no {name} span of {object}"))
+}
+
+fn int(s: &SpanRecord, key: &str) -> Option<i64> {
+    match s.attributes.get(key) {
+        Some(AttrValue::Int(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+/// Flux is Ready seconds after the apply; the promotion still waits for the analysis, which
+/// passes, and for the primary's rollout below it.
+#[test]
+fn a_flagger_canary_that_passes_ends_the_promotion_when_the_primary_is_promoted() {
+    let r = replay("flagger-canary-success.jsonl");
+    assert_eq!(r.traces.len(), 1, "no untraced rollout of the primary");
+    let s = &r.traces[0].story;
+    assert_eq!(
+        (s.promotion_id.as_str(), s.outcome),
+        ("P-2026-11-26-45", Outcome::Succeeded)
+    );
+    let canary = span(&r, "traffic.canary", "frontend");
+    assert_eq!(canary.service, "flagger");
+    assert_eq!(canary.stage(), Some("traffic"));
+    assert_eq!(canary.status, SpanStatus::Ok);
+    assert_eq!(
+        canary.attributes.get_str("flagger.canary.phase"),
+        Some("Succeeded")
+    );
+    assert_eq!(
+        canary.attributes.get_str("flagger.canary.primary"),
+        Some("frontend-primary")
+    );
+    assert_eq!(
+        int(canary, "flagger.canary.weight"),
+        Some(30),
+        "the highest weight reached"
+    );
+    assert_eq!(int(canary, "flagger.canary.failed_checks"), Some(0));
+    // From Flagger's first look at the new template to the Canary's Succeeded.
+    assert_eq!(canary.start.to_string(), "2026-11-26T10:01:00Z");
+    assert_eq!(canary.end.to_string(), "2026-11-26T10:04:00Z");
+    let weights: Vec<i64> = canary
+        .events
+        .iter()
+        .filter(|e| e.name == "canary.weight")
+        .filter_map(|e| match e.attributes.get("flagger.canary.weight") {
+            Some(AttrValue::Int(n)) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(weights, [10, 20, 30]);
+    assert_eq!(
+        canary.events.last().map(|e| e.name.as_str()),
+        Some("canary.promoted")
+    );
+    let reconcile = span(&r, "reconcile", "web");
+    assert!(
+        reconcile.end < canary.start,
+        "Flux was Ready before the analysis began"
+    );
+    let primary = span(&r, "rollout", "frontend-primary");
+    assert_eq!(
+        primary.parent_span_id,
+        Some(canary.span_id),
+        "the primary's rollout is the analysis's last step"
+    );
+    assert_eq!(primary.status, SpanStatus::Ok);
+    assert!(
+        r.spans().all(
+            |s| s.attributes.get_str("k8s.deployment.name") != Some("frontend")
+                || s.name == "traffic.canary"
+        ),
+        "the target's own zero-replica rollout is the analysis, not a span of its own"
+    );
+    let root = r.spans().find(|s| s.name == "promotion").expect("root");
+    assert_eq!(root.end, canary.end, "the verdict waited for the analysis");
+}
+
+/// The analysis fails its checks and Flagger rolls back: Flux still shows the Kustomization
+/// Ready, but the promotion diverges at traffic, with Flagger's rollback as the evidence.
+#[test]
+fn a_flagger_rollback_diverges_at_traffic_although_flux_is_ready() {
+    let r = replay("flagger-canary-rollback.jsonl");
+    let s = &r.traces[0].story;
+    assert_eq!(
+        (s.promotion_id.as_str(), s.outcome),
+        ("P-2026-11-26-46", Outcome::Failed)
+    );
+    let d = s.divergence.as_ref().expect("diverged");
+    assert_eq!(d.stage, Stage::Traffic);
+    assert_eq!(d.reason, "CanaryRolledBack");
+    assert_eq!(
+        d.message,
+        "Canary analysis failed, Deployment scaled to zero."
+    );
+    assert_eq!(
+        d.evidence.first().map(String::as_str),
+        Some("Canary/frontend Synced: Rolling back frontend.web failed checks threshold reached 2")
+    );
+    let canary = span(&r, "traffic.canary", "frontend");
+    assert_eq!(d.span_id, canary.span_id);
+    assert!(canary.is_error());
+    assert_eq!(
+        canary.attributes.get_str("error.type"),
+        Some("CanaryRolledBack")
+    );
+    assert_eq!(
+        canary.attributes.get_str("flagger.canary.phase"),
+        Some("Failed")
+    );
+    // The status resets them on a rollback; the rollback Event keeps the count.
+    assert_eq!(int(canary, "flagger.canary.failed_checks"), Some(2));
+    assert_eq!(canary.end.to_string(), "2026-11-26T10:03:00Z");
+    let halts = canary
+        .events
+        .iter()
+        .filter(|e| e.name == "canary.check_failed")
+        .count();
+    assert_eq!(halts, 2);
+    assert_eq!(
+        span(&r, "reconcile", "web").status,
+        SpanStatus::Ok,
+        "Flux is Ready"
+    );
+    assert!(
+        r.spans().all(|s| s.name != "rollout"),
+        "the primary keeps the old version: nothing rolled out"
+    );
+}
+
+/// A Canary missing its target, or a status without a phase, is skipped and reported with
+/// the field it lacks; the trace still forms from the rest.
+#[test]
+fn a_canary_missing_fields_is_skipped_and_the_trace_still_forms() {
+    let (_, text) = EXAMPLES
+        .iter()
+        .find(|(n, _)| *n == "flagger-canary-success.jsonl")
+        .expect("recording");
+    let mut broken = String::new();
+    let mut dropped_phase = false;
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let weight_20 =
+            v["object"]["kind"] == "Canary" && v["object"]["status"]["canaryWeight"] == 20;
+        if weight_20 && !dropped_phase {
+            // A status write whose phase is missing.
+            v["object"]["status"]
+                .as_object_mut()
+                .expect("status")
+                .remove("phase");
+            dropped_phase = true;
+            broken.push_str(&v.to_string());
+            broken.push('\n');
+            // And another Canary with no target at all.
+            let mut no_target = v.clone();
+            no_target["object"]["metadata"]["name"] = "orphan".into();
+            no_target["object"]["metadata"]["uid"] = "0c4e1d0a-0000-4000-8000-000000000001".into();
+            no_target["object"]["spec"]
+                .as_object_mut()
+                .expect("spec")
+                .remove("targetRef");
+            no_target["type"] = "ADDED".into();
+            broken.push_str(&no_target.to_string());
+            broken.push('\n');
+            continue;
+        }
+        broken.push_str(line);
+        broken.push('\n');
+    }
+    assert!(dropped_phase);
+    let r = replay::run(&broken, cfg());
+    let errors: Vec<String> = r.bad.iter().map(|b| b.error.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("Canary object has no status.phase"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("Canary object has no spec.targetRef.name"),
+        "{errors:?}"
+    );
+    let whole = replay("flagger-canary-success.jsonl");
+    let a: Vec<&SpanRecord> = whole.spans().collect();
+    let b: Vec<&SpanRecord> = r.spans().collect();
+    assert_eq!(
+        a, b,
+        "the skipped observations changed nothing the trace shows"
+    );
+}

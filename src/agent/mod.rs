@@ -232,7 +232,7 @@ pub fn trace_link(
 }
 
 /// Every `kind` label of the `observations` metrics (see [`body_kind`]).
-pub const OBSERVATION_KINDS: [&str; 12] = [
+pub const OBSERVATION_KINDS: [&str; 13] = [
     "promotion",
     "source",
     "reconciler",
@@ -245,6 +245,7 @@ pub const OBSERVATION_KINDS: [&str; 12] = [
     "image_policy",
     "image_automation",
     "deleted",
+    "canary",
 ];
 
 /// The `kind` label an observation is counted under.
@@ -261,6 +262,7 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::Receiver(_) => "receiver",
         EventBody::ImagePolicy(_) => "image_policy",
         EventBody::ImageAutomation(_) => "image_automation",
+        EventBody::Canary(_) => "canary",
         EventBody::Deleted(_) => "deleted",
         EventBody::Relisted(_) => "relisted",
     }
@@ -559,6 +561,7 @@ fn report_size(engine: &Engine, metrics: &Metrics) {
         ("deployments", size.deployments),
         ("receivers", size.receivers),
         ("image_objects", size.image_objects),
+        ("canaries", size.canaries),
         ("unclaimed_rollouts", size.unclaimed_rollouts),
         ("replicasets", size.replicasets),
         ("buffered_events", size.buffered_events),

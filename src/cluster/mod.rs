@@ -124,6 +124,8 @@ pub const WATCHED: &[Watched] = &[
         "imageupdateautomations",
         &["v1", "v1beta2"],
     ),
+    // Flagger: a canary analysis is the data-plane truth of a promotion that changed its target.
+    flux("flagger.app", "Canary", "canaries", &["v1beta1"]),
     Watched {
         group: "apps",
         kind: "Deployment",

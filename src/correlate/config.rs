@@ -20,6 +20,9 @@ pub struct Deadlines {
     pub rollout_grace: SignedDuration,
     /// A traffic probe must report within this of the rollout completing.
     pub traffic: SignedDuration,
+    /// Added to the longest a Flagger canary analysis can take by its Canary's spec (interval
+    /// × (steps + threshold + 3) + `progressDeadlineSeconds`).
+    pub canary_grace: SignedDuration,
     /// The whole promotion.
     pub promotion: SignedDuration,
     /// Quiet time after the last stage ends before the verdict (late rollouts, late events).
@@ -35,6 +38,7 @@ impl Default for Deadlines {
             reconcile: SignedDuration::from_mins(10),
             rollout_grace: SignedDuration::from_mins(1),
             traffic: SignedDuration::from_mins(3),
+            canary_grace: SignedDuration::from_mins(5),
             promotion: SignedDuration::from_mins(60),
             settle: SignedDuration::from_secs(30),
         }

@@ -13,6 +13,7 @@ use super::events::EventStore;
 use super::registry::Registry;
 use super::render::build_story;
 use super::revisions::RevisionIndex;
+use super::stage::canary::Canaries;
 use super::stage::image::Images;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
@@ -48,6 +49,7 @@ pub struct EngineSize {
     pub receivers: usize,
     /// ImagePolicies and ImageUpdateAutomations.
     pub image_objects: usize,
+    pub canaries: usize,
     pub unclaimed_rollouts: usize,
     pub objects_with_events: usize,
     pub buffered_events: usize,
@@ -68,6 +70,8 @@ pub struct Engine {
     pub(super) receivers: Receivers,
     /// ImagePolicies and ImageUpdateAutomations.
     pub(super) images: Images,
+    /// Flagger Canaries: which Deployments they follow.
+    pub(super) canaries: Canaries,
     pub(super) events: EventStore,
     pub(super) timers: Timers,
     /// Outputs of the current `apply` or `tick`, in the order they happened.
@@ -95,7 +99,8 @@ fn delivery_rank(body: &EventBody) -> u8 {
         k if k.is_source() => 2,
         Kind::Kustomization | Kind::HelmRelease => 3,
         Kind::Deployment => 4,
-        _ => 5,
+        Kind::Canary => 5,
+        _ => 6,
     };
     match body {
         // Core Events only go to the event buffer (in its compact form), keyed by object: the
@@ -106,7 +111,9 @@ fn delivery_rank(body: &EventBody) -> u8 {
         EventBody::Source(_) => 2,
         EventBody::Reconciler(_) => 3,
         EventBody::Deployment(_) => 4,
-        EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 5,
+        // After the target's rollout, which its analysis follows.
+        EventBody::Canary(_) => 5,
+        EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 6,
         EventBody::Deleted(o) => of_kind(o.kind),
         EventBody::Relisted(r) => of_kind(r.kind),
     }
@@ -123,6 +130,7 @@ impl Engine {
             rollouts: Rollouts::default(),
             receivers: Receivers::default(),
             images: Images::default(),
+            canaries: Canaries::default(),
             events: EventStore::default(),
             timers: Timers::default(),
             out: Vec::new(),
@@ -139,9 +147,10 @@ impl Engine {
     /// While held, observations are kept, not applied, and nothing is decided: an agent that
     /// (re)starts holds until its initial lists are in, since they deliver kinds in any order
     /// and only each object's last state. Released, what was kept is applied in the order the
-    /// objects happen in a delivery (the Promotions' reports, sources, reconcilers, Deployments,
-    /// then Flux notifications and probe results; each object's own observations in the order
-    /// they came), with nothing stale yet; then every open promotion is checked. Receivers,
+    /// objects happen in a delivery (the Promotions' reports with ImagePolicies and
+    /// ImageUpdateAutomations, sources, reconcilers, Deployments, Canaries, then Flux
+    /// notifications and probe results; each object's own observations in the order they
+    /// came), with nothing stale yet; then every open promotion is checked. Receivers,
     /// ReplicaSets and core Events are applied as they come: their order changes nothing.
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
@@ -229,6 +238,7 @@ impl Engine {
             deployments: self.rollouts.deployments.len(),
             receivers: self.receivers.len(),
             image_objects: self.images.len(),
+            canaries: self.canaries.len(),
             unclaimed_rollouts: self.rollouts.unclaimed.len(),
             objects_with_events,
             buffered_events,
@@ -270,6 +280,7 @@ impl Engine {
             EventBody::Receiver(r) => self.receivers.insert(r),
             EventBody::ImagePolicy(p) => self.on_image_policy(p),
             EventBody::ImageAutomation(a) => self.on_image_automation(a),
+            EventBody::Canary(c) => self.on_canary(at, c),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
         }
@@ -381,6 +392,7 @@ impl Engine {
                 .cloned()
                 .collect(),
             Kind::Receiver => self.receivers.keys().filter(left_out).cloned().collect(),
+            Kind::Canary => self.canaries.keys().filter(left_out).cloned().collect(),
             Kind::Kustomization | Kind::HelmRelease => {
                 self.reconcilers.keys().filter(left_out).cloned().collect()
             }
@@ -416,6 +428,7 @@ impl Engine {
             Kind::Receiver => {
                 self.receivers.remove(o);
             }
+            Kind::Canary => self.canaries.forget(o),
             Kind::ReplicaSet => self.events.forget_replicaset(o),
             k if k.is_source() => {
                 if let Some(st) = self.sources.remove(o) {

@@ -290,7 +290,7 @@ impl Engine {
             Some(k)
                 if k.is_source()
                     || k.is_image()
-                    || matches!(k, Kind::Kustomization | Kind::HelmRelease) =>
+                    || matches!(k, Kind::Kustomization | Kind::HelmRelease | Kind::Canary) =>
             {
                 ObjectRef::new(k, ns.clone(), ev.involved_name.clone())
             }

@@ -33,6 +33,7 @@
 //! | reconcile and apply, changed objects, failure classification | `stage/reconcile.rs` |
 //! | where a rollout is claimed; untraced rollouts | `stage/rollout.rs` |
 //! | traffic probe requests and results | `stage/traffic.rs` |
+//! | Flagger canary analyses (`traffic.canary`), their primaries' rollouts | `stage/canary.rs` |
 //! | event de-duplication and buffering, Pod → ReplicaSet → Deployment | `events.rs` |
 //! | the deadline queue | `timers.rs` |
 //! | stage timeouts, where the verdict is decided, divergence and evidence | `verdict.rs` |

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use super::promotion::{Promotion, Traceability};
 use super::registry::Earlier;
 use super::span::{StageResult, StageSpan};
+use super::stage::canary::{self, is_canary_span};
 use super::stage::traffic::strip_credentials;
 use crate::model::Kind;
 use crate::revision;
@@ -33,6 +34,7 @@ fn service_of(s: &StageSpan) -> &'static str {
             _ => SERVICE_KUSTOMIZE,
         },
         Stage::Rollout => SERVICE_KUBE,
+        Stage::Traffic if is_canary_span(s) => canary::SERVICE_FLAGGER,
         Stage::Traffic => "fluxtrace-probe",
     }
 }
@@ -61,7 +63,12 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
         attributes.set(k, v.clone());
     }
     // CI/CD semantic conventions: each stage is a task of the promotion's pipeline run.
-    attributes.set(attr::CICD_PIPELINE_TASK_NAME, s.stage.span_name());
+    let name = if is_canary_span(s) {
+        canary::CANARY_SPAN_NAME
+    } else {
+        s.stage.span_name()
+    };
+    attributes.set(attr::CICD_PIPELINE_TASK_NAME, name);
     attributes.set(
         attr::CICD_PIPELINE_TASK_TYPE,
         if s.stage == Stage::Traffic {
@@ -98,7 +105,7 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
         span_id: s.span_id,
         parent_span_id: Some(s.parent),
         service: service_of(s),
-        name: s.stage.span_name(),
+        name,
         kind: SpanKind::Internal,
         start: s.start,
         end: s.end.unwrap_or(s.deadline).max(s.start),

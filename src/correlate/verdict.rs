@@ -14,6 +14,7 @@ use super::promotion::{Promotion, Reconcile};
 use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
+use super::stage::canary::{self, is_canary_span};
 use super::stage::reconcile::ReconcilerState;
 use super::stage::trigger::receiver_attrs;
 use super::{Map, Set};
@@ -178,6 +179,7 @@ impl Engine {
         }
         super::stage::image::land_policy_events(&mut p, &self.events);
         land_events(&mut p, &self.events);
+        self.settle_canaries(&mut p);
         // What each apply changed, as kustomize-controller reported it. An apply that
         // succeeded with no change reported changed nothing (a monorepo commit reconciles
         // every Kustomization on the source; most apply nothing new).
@@ -416,6 +418,10 @@ fn timeout_text(s: &StageSpan) -> (&'static str, String) {
             "ImageNotPushed",
             format!("no commit was pushed for the selected image within {took}{what}"),
         ),
+        Stage::Traffic if is_canary_span(s) => (
+            "CanaryTimeout",
+            format!("canary analysis did not finish within {took}{what}"),
+        ),
         _ => ("Timeout", format!("did not finish within {took}{what}")),
     }
 }
@@ -512,6 +518,8 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
         let mut first = super::stage::image::evidence(span);
         first.append(&mut evidence);
         evidence = first;
+    } else if is_canary_span(span) {
+        evidence = canary::evidence(span);
     }
     Some((
         Divergence {

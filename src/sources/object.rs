@@ -19,6 +19,8 @@ use kube::core::ApiResource;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
+mod canary;
+
 use crate::model::{
     sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
     KubeEventObs, Marks, ObjectRef, ProbeSpec, ReceiverObs, ReconcilerObs, ReplicaSetObs,
@@ -220,6 +222,11 @@ pub struct Spec {
     pub image_repository_ref: Option<CrossRef>,
     // ImageUpdateAutomation (also `source_ref`)
     pub git: Option<GitSpec>,
+    // Flagger Canary
+    pub target_ref: Option<CrossRef>,
+    pub analysis: Option<canary::AnalysisSpec>,
+    /// The deprecated alias of `analysis`.
+    pub canary_analysis: Option<canary::AnalysisSpec>,
 }
 
 /// ImageUpdateAutomation `spec.git`: the branches it checks out and pushes.
@@ -336,6 +343,14 @@ pub struct Status {
     pub last_push_time: Option<Timestamp>,
     pub last_automation_run_time: Option<Timestamp>,
     pub observed_policies: Option<std::collections::BTreeMap<String, RawImageRef>>,
+    // Flagger Canary (its numbers are `type: number` in the CRD)
+    pub phase: Option<String>,
+    pub canary_weight: Option<f64>,
+    pub failed_checks: Option<f64>,
+    pub iterations: Option<f64>,
+    pub last_applied_spec: Option<String>,
+    pub last_promoted_spec: Option<String>,
+    pub last_transition_time: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -369,7 +384,15 @@ pub struct RawHistory {
 }
 
 /// The condition types correlation reads; others are not kept.
-const CONDITIONS_READ: [&str; 5] = ["Ready", "Reconciling", "Healthy", "Released", "Progressing"];
+const CONDITIONS_READ: [&str; 6] = [
+    "Ready",
+    "Reconciling",
+    "Healthy",
+    "Released",
+    "Progressing",
+    // Flagger Canary
+    "Promoted",
+];
 
 pub(super) fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
     let Some(raw) = status.and_then(|s| s.conditions.take()) else {
@@ -492,6 +515,8 @@ pub(crate) fn raw_to_event(
         }
         // Pods and ImageRepositories are read through the Events about them; their own state
         // adds nothing.
+        Kind::Canary => EventBody::Canary(canary::canary(obj, object, uid)?),
+        // Pods are read through the Events about them; their own state adds nothing.
         _ => return Ok(None),
     };
     Ok(Some(body))

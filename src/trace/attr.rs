@@ -91,6 +91,17 @@ pub const DELIVERY_PROBE_SAMPLES: &str = "delivery.probe.samples";
 pub const DELIVERY_PROBE_MATCHED: &str = "delivery.probe.matched";
 pub const DELIVERY_PROBE_VERSIONS: &str = "delivery.probe.versions";
 
+// Flagger canary analysis (`traffic.canary`)
+pub const FLAGGER_CANARY_NAME: &str = "flagger.canary.name";
+pub const FLAGGER_CANARY_PRIMARY: &str = "flagger.canary.primary";
+pub const FLAGGER_CANARY_PHASE: &str = "flagger.canary.phase";
+/// The highest canary weight the run reached (on a `canary.weight` span event: that step's).
+pub const FLAGGER_CANARY_WEIGHT: &str = "flagger.canary.weight";
+/// Iterations done (A/B testing, Blue/Green); on a `canary.iteration` span event: that one.
+pub const FLAGGER_CANARY_ITERATIONS: &str = "flagger.canary.iterations";
+pub const FLAGGER_CANARY_FAILED_CHECKS: &str = "flagger.canary.failed_checks";
+pub const FLAGGER_CANARY_THRESHOLD: &str = "flagger.canary.threshold";
+
 #[cfg(test)]
 mod tests {
     /// Deprecated semantic-convention names (semconv 1.44) are never emitted.

@@ -4,9 +4,11 @@
 //! Order along the path: `image` (Flux image automation selected an image and pushed a
 //! commit: opens automated promotions), `trigger` (a webhook asked for a reconcile), `source` (the revision
 //! stored), `reconcile` (Kustomization/HelmRelease reconcile and its apply), `rollout`
-//! (Deployments the apply changed), `traffic` (the post-rollout probe). `matching` holds the
+//! (Deployments the apply changed), `traffic` (the post-rollout probe) and `canary` (a Flagger
+//! analysis of a changed Deployment, also a `traffic` stage). `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
+pub(super) mod canary;
 pub(super) mod image;
 pub(super) mod matching;
 pub(super) mod reconcile;

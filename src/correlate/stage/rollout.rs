@@ -42,7 +42,7 @@ pub(in crate::correlate) struct Rollout {
 impl Rollout {
     /// A promotion may claim it: a rollout the agent saw happen, or one that ended unseen whose
     /// start the objects give.
-    fn claimable(&self) -> bool {
+    pub(in crate::correlate) fn claimable(&self) -> bool {
         self.ended_unseen.is_none() || self.start_known
     }
 }
@@ -311,7 +311,9 @@ impl Engine {
                 (true, true) => named
                     .filter(|id| self.reg.is_open(id))
                     .or_else(|| self.managing_promotion(manager.as_ref(), start)),
-            };
+            }
+            // A Canary's primary: the promotion whose analysis it finishes.
+            .or_else(|| self.canary_claimant(&key, start));
             if let Some(pid) = claimant {
                 self.claim_rollout(&key, &pid);
             }
@@ -454,7 +456,7 @@ impl Engine {
         }
     }
 
-    fn claim_rollout(&mut self, dep: &ObjectRef, pid: &str) {
+    pub(in crate::correlate) fn claim_rollout(&mut self, dep: &ObjectRef, pid: &str) {
         let cluster = &self.cfg.cluster;
         let Some(state) = self.rollouts.deployments.get_mut(dep) else {
             return;
@@ -482,6 +484,7 @@ impl Engine {
         span.key.manager = state.last.manager.clone();
         p.rollouts.push(*span);
         self.touched.insert(pid.to_string());
+        self.on_rollout_claimed(dep, pid);
     }
 
     fn update_rollout(&mut self, key: &ObjectRef, obs: &RolloutStatus, at: Timestamp) {

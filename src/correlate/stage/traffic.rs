@@ -2,6 +2,9 @@
 //! annotations on the Deployment or on its Kustomization/HelmRelease) is probed, and the
 //! `traffic.probe` span says whether users get the new version.
 //!
+//! A Canary's target is probed after its primary's rollout, the first moment users get the new
+//! version: the primary follows the target's opt-in.
+//!
 //! The engine only asks ([`Output::Probe`](super::super::Output::Probe)); the prober does the
 //! IO and its result comes back as an observation.
 
@@ -44,13 +47,24 @@ impl Engine {
         generation: i64,
         end: Timestamp,
     ) {
+        // A Canary's target serves users only through its primary: probed after that rollout.
+        if self.canaries.of_target(key).is_some() {
+            return;
+        }
         let Some(state) = self.rollouts.deployments.get(key) else {
             return;
         };
         let obs = &state.last;
-        let spec = obs.probe.as_deref().cloned().or_else(|| {
-            let m = obs.manager.as_ref()?;
-            self.reconcilers.get(m)?.last.as_ref()?.probe.clone()
+        let opted_in = |d: &super::rollout::DeploymentFacts| {
+            d.probe.as_deref().cloned().or_else(|| {
+                let m = d.manager.as_ref()?;
+                self.reconcilers.get(m)?.last.as_ref()?.probe.clone()
+            })
+        };
+        // A Canary's primary follows its target's opt-in (Flagger copies no Flux labels).
+        let spec = opted_in(obs).or_else(|| {
+            let target = &self.canaries.of_primary(key)?.target;
+            opted_in(&self.rollouts.deployments.get(target)?.last)
         });
         let Some(spec) = spec else {
             return;

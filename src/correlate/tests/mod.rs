@@ -2,6 +2,7 @@
 
 mod fixtures;
 
+mod canary;
 mod joins;
 mod memory;
 mod reconcile;

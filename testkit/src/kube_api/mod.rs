@@ -105,7 +105,7 @@ fn api_version(group: &str, version: &str) -> String {
 
 /// The kinds served unless a test changes them: apps/v1 Deployment and ReplicaSet, Flux's source
 /// (v1), kustomize (v1), helm (v2), notification (v1, Receiver) and image automation (v1) kinds,
-/// core/v1 Event and
+/// Flagger's Canary (v1beta1), core/v1 Event and
 /// Pod, coordination/v1 Lease, and fluxtrace's Promotion (v1alpha1). Leases and Promotions are
 /// created, updated, patched and deleted like the API server does (see `writes`).
 pub fn default_kinds() -> Vec<KindSpec> {
@@ -164,6 +164,7 @@ pub fn default_kinds() -> Vec<KindSpec> {
             "ImageUpdateAutomation",
             "imageupdateautomations",
         ),
+        KindSpec::new("flagger.app", "v1beta1", "Canary", "canaries"),
         event,
         KindSpec::new("", "v1", "Pod", "pods"),
         promotion,
