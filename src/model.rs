@@ -414,6 +414,10 @@ pub struct ReplicaSetObs {
     pub created: Option<Timestamp>,
     /// `deployment.kubernetes.io/revision`.
     pub revision: Option<String>,
+    /// Container images of its pod template, in order.
+    pub images: Vec<String>,
+    /// `status.readyReplicas`.
+    pub ready: i64,
 }
 
 /// A core/v1 Event.

@@ -35,6 +35,7 @@
 //! | the deadline queue | `timers.rs` |
 //! | stage timeouts, where the verdict is decided, divergence and evidence | `verdict.rs` |
 //! | span records and stories | `render.rs` |
+//! | what runs on each Deployment, who delivered it (`Engine::workloads`) | `workloads.rs` |
 //! | a stage span under construction | `span.rs` |
 
 mod config;
@@ -48,6 +49,7 @@ mod span;
 mod stage;
 mod timers;
 mod verdict;
+mod workloads;
 
 /// The engine's maps and sets: foldhash, seeded per process as the standard library's hasher
 /// is (nothing reads an order from them), and several times faster on the short keys the engine
@@ -60,6 +62,7 @@ pub use config::{Deadlines, EngineConfig};
 pub use engine::{Engine, EngineSize, Output};
 pub use promotion::Traceability;
 pub use span::{Failure, SpanKey, StageResult, StageSpan};
+pub use workloads::LinkFn;
 
 #[cfg(test)]
 mod tests;

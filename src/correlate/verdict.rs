@@ -266,6 +266,8 @@ impl Engine {
             cluster,
         )));
         let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);
+        self.workloads
+            .on_verdict(&p, &story, &self.rollouts.managed);
         self.out.push(Output::Story(Box::new(story)));
         self.rollouts.release(&p);
         let retain = self.cfg.retain_finished;

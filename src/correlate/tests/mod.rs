@@ -9,3 +9,4 @@ mod rollout;
 mod source;
 mod traffic;
 mod verdict;
+mod workloads;
