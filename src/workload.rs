@@ -10,6 +10,19 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+/// Why a workload's story cannot be told.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("no Deployment {0} is followed by this agent")]
+    NotFollowed(String),
+    #[error("no promotion is known to have rolled out Deployment {0} since the agent started watching it")]
+    NoPromotion(String),
+    #[error("the story of promotion {id:?}, which delivered what runs on Deployment {workload}, is no longer kept")]
+    NotKept { workload: String, id: String },
+    #[error("a served replay follows no workloads")]
+    Replay,
+}
+
 /// Which workloads to list; an unset field matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadFilter {

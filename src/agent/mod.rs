@@ -43,6 +43,7 @@ use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
 use crate::probe::Prober;
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
+use crate::workload::{Workload, WorkloadError, WorkloadFilter};
 
 pub use crate::clock::Clock;
 
@@ -122,6 +123,13 @@ impl Default for AgentConfig {
 enum Query {
     Story(String, oneshot::Sender<Option<Story>>),
     Recent(Option<String>, usize, oneshot::Sender<Vec<Story>>),
+    Workloads(WorkloadFilter, oneshot::Sender<Vec<Workload>>),
+    /// Namespace and name of a Deployment: the story of the promotion behind what runs.
+    WorkloadStory(
+        String,
+        String,
+        oneshot::Sender<Result<Story, WorkloadError>>,
+    ),
 }
 
 /// A cheap, cloneable handle to the running engine.
@@ -191,6 +199,33 @@ impl EngineHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// The followed Deployments `filter` matches: what runs, who delivered it, what is newer.
+    pub async fn workloads(&self, filter: WorkloadFilter) -> Vec<Workload> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(Query::Workloads(filter, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The story of the promotion that delivered what runs on Deployment `namespace/name`.
+    /// `None` when the agent is shutting down.
+    pub async fn workload_story(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Result<Story, WorkloadError>> {
+        let (tx, rx) = oneshot::channel();
+        let q = Query::WorkloadStory(namespace.to_string(), name.to_string(), tx);
+        self.queries.send(q).await.ok()?;
+        rx.await.ok()
     }
 
     /// Observations waiting for the engine.
@@ -396,10 +431,18 @@ struct StoryStore {
 }
 
 impl StoryStore {
-    fn push(&mut self, s: Story) {
+    /// Keeps `s`, and beyond the capacity forgets the oldest stories, except those `named`
+    /// (the promotion behind what runs on some workload, or a newer failure there: at most a
+    /// few per followed Deployment, kept for `explain --workload`).
+    fn push(&mut self, s: Story, named: impl Fn(&str) -> bool) {
         self.stories.retain(|x| x.promotion_id != s.promotion_id);
         self.stories.push_front(s);
-        self.stories.truncate(self.capacity);
+        while self.stories.len() > self.capacity {
+            let Some(i) = self.stories.iter().rposition(|x| !named(&x.promotion_id)) else {
+                break;
+            };
+            self.stories.remove(i);
+        }
     }
 
     fn get(&self, id: &str) -> Option<&Story> {
@@ -526,7 +569,7 @@ async fn engine_loop(
                             .spans_dropped
                             .inc_by(lost.0.spans.spans.len() as u64);
                     }
-                    store.push(*story);
+                    store.push(*story, |id| engine.names_promotion(id));
                 }
             }
         }
@@ -591,7 +634,31 @@ fn log_story(story: &Story) {
     );
 }
 
+/// The story of the promotion that delivered what runs on a workload.
+fn workload_story(
+    engine: &Engine,
+    store: &StoryStore,
+    namespace: &str,
+    name: &str,
+    link: crate::correlate::LinkFn<'_>,
+) -> Result<Story, WorkloadError> {
+    let workload = format!("{namespace}/{name}");
+    let w = engine
+        .workload(namespace, name, link)
+        .ok_or_else(|| WorkloadError::NotFollowed(workload.clone()))?;
+    let id = w
+        .delivered_by
+        .ok_or_else(|| WorkloadError::NoPromotion(workload.clone()))?
+        .id;
+    store
+        .get(&id)
+        .cloned()
+        .ok_or(WorkloadError::NotKept { workload, id })
+}
+
 fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
+    let template = cfg.trace_url_template.as_deref();
+    let link = |id, start, end| trace_link(template, id, start, end);
     match q {
         Query::Story(id, tx) => {
             let s = store.get(&id).cloned().or_else(|| {
@@ -606,6 +673,12 @@ fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
                 })
             });
             let _ = tx.send(s);
+        }
+        Query::Workloads(filter, tx) => {
+            let _ = tx.send(engine.workloads(&filter, &link));
+        }
+        Query::WorkloadStory(namespace, name, tx) => {
+            let _ = tx.send(workload_story(engine, store, &namespace, &name, &link));
         }
         Query::Recent(env, limit, tx) => {
             let list = store
