@@ -392,3 +392,66 @@ async fn the_workload_service_answers_as_the_http_api_does() {
         .expect_err("no token");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 }
+
+/// The agent's binary, two replicas watching the test API server: the standby answers from its
+/// own engine as the leader does (both serve the API; only the leader exports).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_and_standby_both_tell_what_runs() {
+    use fluxtrace_testkit::replica::{Cluster, FAST_LEASE};
+    const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
+    let wait = Duration::from_secs(30);
+    let c = Cluster::start("workloads", "git-success.jsonl").await;
+    let mut args = vec!["--settle", "5s"];
+    args.extend(FAST_LEASE);
+    let a = c.replica(BIN, "agent-a", &args);
+    a.wait_for_role("leader", wait).await;
+    let b = c.replica(BIN, "agent-b", &args);
+    b.wait_for_role("standby", wait).await;
+    let answer = b.promote(&c.report).await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    c.server.apply_rest();
+    for r in [&a, &b] {
+        let started = Instant::now();
+        let v = loop {
+            let answer = r
+                .request("GET", "/v1/workloads?namespace=web", None)
+                .await
+                .unwrap_or_default();
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let v = serde_json::from_str::<Value>(body).unwrap_or_default();
+            if v["workloads"][0]["delivered_by"]["id"] == DELIVERED {
+                break v;
+            }
+            assert!(
+                started.elapsed() < wait,
+                "{}: no delivered workload; log:\n{}",
+                r.name,
+                r.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let w = &v["workloads"][0];
+        assert_eq!(w["name"], "frontend", "{}: {v}", r.name);
+        assert_eq!(w["running"].as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(w["running"][0]["ready"], 2, "{v}");
+    }
+    let out = fluxtrace(&["status", "--agent", &format!("http://{}", b.addr)], &[]).await;
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("web/frontend"), "{text}");
+    assert!(text.contains(&format!("{DELIVERED} (bob, ")), "{text}");
+    let out = fluxtrace(
+        &[
+            "explain",
+            "--workload",
+            "web/frontend",
+            "--agent",
+            &format!("http://{}", a.addr),
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with(&format!("Promotion {DELIVERED}: succeeded")));
+}

@@ -724,3 +724,49 @@ async fn probe_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Beyond its capacity the store forgets the oldest stories, except those a workload names.
+    #[test]
+    fn the_story_store_keeps_the_stories_workloads_name() {
+        let (_, text) = crate::replay::EXAMPLES
+            .iter()
+            .find(|(n, _)| *n == "git-success.jsonl")
+            .expect("the git-success recording");
+        let r = crate::replay::run(text, crate::correlate::EngineConfig::default());
+        let story = |id: &str| Story {
+            promotion_id: id.to_string(),
+            ..r.traces[0].story.clone()
+        };
+        let mut store = StoryStore {
+            capacity: 2,
+            stories: VecDeque::new(),
+        };
+        let named = |id: &str| id == "delivered";
+        for id in ["old", "delivered", "a", "b", "c"] {
+            store.push(story(id), named);
+        }
+        let ids: Vec<&str> = store
+            .stories
+            .iter()
+            .map(|s| s.promotion_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c", "delivered"]);
+        // Once nothing names it, it goes like any other.
+        store.push(story("d"), |_| false);
+        let ids: Vec<&str> = store
+            .stories
+            .iter()
+            .map(|s| s.promotion_id.as_str())
+            .collect();
+        assert_eq!(ids, ["d", "c"]);
+        // Stories workloads name are kept beyond the capacity.
+        for id in ["x", "y", "z"] {
+            store.push(story(id), |_| true);
+        }
+        assert_eq!(store.stories.len(), 5);
+    }
+}
