@@ -67,14 +67,23 @@ struct Delivery {
 
 /// A ReplicaSet with ready replicas.
 struct Running {
-    name: Box<str>,
+    /// Its name, then its images, one a line: one allocation.
+    text: Box<str>,
     /// [`object_key_hash`] of its namespace and name (re-lists name what they contain so).
     key: u64,
     /// `deployment.kubernetes.io/revision`: the newest template first.
     revision: u32,
-    /// Its images, one a line: one allocation.
-    images: Box<str>,
     ready: u32,
+}
+
+impl Running {
+    fn name(&self) -> &str {
+        self.text.lines().next().unwrap_or_default()
+    }
+
+    fn images(&self) -> impl Iterator<Item = &str> {
+        self.text.lines().skip(1)
+    }
 }
 
 #[derive(Default)]
@@ -123,24 +132,32 @@ impl Workloads {
         }
         let state = self.by_deployment.entry(key).or_default();
         state.namespace = namespace_key(ns);
+        let mut text = rs.object.name.clone();
+        for image in &rs.images {
+            text.push('\n');
+            text.push_str(image);
+        }
         let running = Running {
-            name: rs.object.name.as_str().into(),
+            text: text.into_boxed_str(),
             key: rs_key,
             revision: rs
                 .revision
                 .as_deref()
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0),
-            images: rs.images.join("\n").into(),
             ready: u32::try_from(rs.ready).unwrap_or(u32::MAX),
         };
         match state.running.iter_mut().find(|r| r.key == rs_key) {
             Some(r) => *r = running,
-            None => state.running.push(running),
+            None => {
+                // Most Deployments run one ReplicaSet: no room for four.
+                state.running.reserve_exact(1);
+                state.running.push(running);
+            }
         }
         state
             .running
-            .sort_by(|a, b| b.revision.cmp(&a.revision).then(a.name.cmp(&b.name)));
+            .sort_by(|a, b| b.revision.cmp(&a.revision).then(a.name().cmp(b.name())));
     }
 
     fn remove_running(&mut self, dep: u64, rs_key: u64) -> bool {
@@ -148,6 +165,7 @@ impl Workloads {
             return false;
         };
         state.running.retain(|r| r.key != rs_key);
+        state.running.shrink_to_fit();
         if state.is_empty() {
             self.by_deployment.remove(&dep);
         }
@@ -398,8 +416,8 @@ impl Engine {
                     k.running
                         .iter()
                         .map(|r| RunningReplicaSet {
-                            name: r.name.to_string(),
-                            images: r.images.lines().map(str::to_string).collect(),
+                            name: r.name().to_string(),
+                            images: r.images().map(str::to_string).collect(),
                             ready: i64::from(r.ready),
                         })
                         .collect()
