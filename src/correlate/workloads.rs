@@ -91,7 +91,14 @@ struct WorkloadState {
     /// [`object_key_hash`] of the namespace alone (a re-list scoped to one namespace leaves the
     /// others alone).
     namespace: u64,
-    running: Vec<Running>,
+    /// Sized to what runs (one ReplicaSet, most of the time).
+    running: Box<[Running]>,
+    /// Out of line: none until a promotion's rollout of it ends.
+    history: Option<Box<History>>,
+}
+
+#[derive(Default)]
+struct History {
     delivered: Option<Delivery>,
     /// The newest promotion that failed or timed out on it after `delivered`.
     failed: Option<Delivery>,
@@ -99,7 +106,23 @@ struct WorkloadState {
 
 impl WorkloadState {
     fn is_empty(&self) -> bool {
-        self.running.is_empty() && self.delivered.is_none() && self.failed.is_none()
+        self.running.is_empty() && self.history.is_none()
+    }
+
+    fn delivered(&self) -> Option<&Delivery> {
+        self.history.as_ref().and_then(|h| h.delivered.as_ref())
+    }
+
+    fn failed(&self) -> Option<&Delivery> {
+        self.history.as_ref().and_then(|h| h.failed.as_ref())
+    }
+
+    /// Keeps the ReplicaSets `keep` accepts.
+    fn retain_running(&mut self, keep: impl Fn(&Running) -> bool) {
+        if !self.running.iter().all(&keep) {
+            let running = std::mem::take(&mut self.running).into_vec();
+            self.running = running.into_iter().filter(|r| keep(r)).collect();
+        }
     }
 }
 
@@ -150,22 +173,19 @@ impl Workloads {
         match state.running.iter_mut().find(|r| r.key == rs_key) {
             Some(r) => *r = running,
             None => {
-                // Most Deployments run one ReplicaSet: no room for four.
-                state.running.reserve_exact(1);
-                state.running.push(running);
+                let mut all = std::mem::take(&mut state.running).into_vec();
+                all.push(running);
+                all.sort_by(|a, b| b.revision.cmp(&a.revision).then(a.name().cmp(b.name())));
+                state.running = all.into_boxed_slice();
             }
         }
-        state
-            .running
-            .sort_by(|a, b| b.revision.cmp(&a.revision).then(a.name().cmp(b.name())));
     }
 
     fn remove_running(&mut self, dep: u64, rs_key: u64) -> bool {
         let Some(state) = self.by_deployment.get_mut(&dep) else {
             return false;
         };
-        state.running.retain(|r| r.key != rs_key);
-        state.running.shrink_to_fit();
+        state.retain_running(|r| r.key != rs_key);
         if state.is_empty() {
             self.by_deployment.remove(&dep);
         }
@@ -184,7 +204,7 @@ impl Workloads {
             .by_deployment
             .iter_mut()
             .filter_map(|(k, s)| {
-                s.running.retain(|r| r.key != rs_key);
+                s.retain_running(|r| r.key != rs_key);
                 s.is_empty().then_some(*k)
             })
             .collect();
@@ -198,7 +218,7 @@ impl Workloads {
         let scope = r.namespace.as_deref().map(namespace_key);
         self.by_deployment.retain(|_, s| {
             if scope.is_none_or(|ns| ns == s.namespace) {
-                s.running.retain(|rs| r.present.contains(&rs.key));
+                s.retain_running(|rs| r.present.contains(&rs.key));
             }
             !s.is_empty()
         });
@@ -210,7 +230,12 @@ impl Workloads {
             .by_deployment
             .remove(&object_key_hash(&o.namespace, &o.name))
         {
-            for d in [s.delivered, s.failed].into_iter().flatten() {
+            for d in s
+                .history
+                .into_iter()
+                .flat_map(|h| [h.delivered, h.failed])
+                .flatten()
+            {
                 self.release(d);
             }
         }
@@ -268,17 +293,17 @@ impl Workloads {
         }
     }
 
-    fn state(&mut self, dep: &ObjectRef) -> &mut WorkloadState {
+    fn history(&mut self, dep: &ObjectRef) -> &mut History {
         let state = self
             .by_deployment
             .entry(object_key_hash(&dep.namespace, &dep.name))
             .or_default();
         state.namespace = namespace_key(&dep.namespace);
-        state
+        state.history.get_or_insert_default()
     }
 
     fn delivered(&mut self, dep: &ObjectRef, facts: &Arc<Facts>, at: Timestamp) {
-        let state = self.state(dep);
+        let state = self.history(dep);
         // A verdict that comes late about an older rollout changes nothing.
         if state.delivered.as_ref().is_some_and(|d| d.at > at) {
             return;
@@ -297,7 +322,7 @@ impl Workloads {
     }
 
     fn failed(&mut self, dep: &ObjectRef, facts: &Arc<Facts>, at: Timestamp) {
-        let state = self.state(dep);
+        let state = self.history(dep);
         let newest = [&state.delivered, &state.failed]
             .into_iter()
             .flatten()
@@ -399,12 +424,12 @@ impl Engine {
                 .by_deployment
                 .get(&object_key_hash(&dep.namespace, &dep.name));
             let delivered_by = kept
-                .and_then(|k| k.delivered.as_ref())
+                .and_then(WorkloadState::delivered)
                 .map(|d| finished_ref(d, link));
             let newer = match in_flight.get(dep) {
                 Some(p) => Some(open_ref(p, self.now, link)),
                 None => kept
-                    .and_then(|k| k.failed.as_ref())
+                    .and_then(WorkloadState::failed)
                     .map(|d| finished_ref(d, link)),
             };
             let named: Vec<&PromotionRef> = delivered_by.iter().chain(newer.iter()).collect();
