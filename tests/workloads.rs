@@ -394,7 +394,13 @@ async fn the_workload_service_answers_as_the_http_api_does() {
 }
 
 /// The agent's binary, two replicas watching the test API server: the standby answers from its
-/// own engine as the leader does (both serve the API; only the leader exports).
+/// own engine as the leader does (both serve the API; only the leader exports), with what the
+/// watch decoded of the ReplicaSets.
+///
+/// Watches of different kinds deliver in no fixed order and the recording's times are in the
+/// past: a replica may reach the verdict of the report before the rollout arrives, and then
+/// trace the rollout on its own (`untraced/…`). Each replica's answers are checked against its
+/// own verdict.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_and_standby_both_tell_what_runs() {
@@ -413,6 +419,7 @@ async fn leader_and_standby_both_tell_what_runs() {
     c.server.apply_rest();
     for r in [&a, &b] {
         let started = Instant::now();
+        let base = format!("http://{}", r.addr);
         let v = loop {
             let answer = r
                 .request("GET", "/v1/workloads?namespace=web", None)
@@ -420,7 +427,7 @@ async fn leader_and_standby_both_tell_what_runs() {
                 .unwrap_or_default();
             let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
             let v = serde_json::from_str::<Value>(body).unwrap_or_default();
-            if v["workloads"][0]["delivered_by"]["id"] == DELIVERED {
+            if v["workloads"][0]["delivered_by"]["id"].is_string() {
                 break v;
             }
             assert!(
@@ -434,24 +441,29 @@ async fn leader_and_standby_both_tell_what_runs() {
         let w = &v["workloads"][0];
         assert_eq!(w["name"], "frontend", "{}: {v}", r.name);
         assert_eq!(w["running"].as_array().map(Vec::len), Some(1), "{v}");
+        assert_eq!(w["running"][0]["name"], "frontend-tk6qtjs4ts", "{v}");
         assert_eq!(w["running"][0]["ready"], 2, "{v}");
+        let id = w["delivered_by"]["id"].as_str().expect("an id");
+        assert!(
+            id == DELIVERED || id.starts_with("untraced/web/frontend/"),
+            "{}: {v}",
+            r.name
+        );
+        let out = fluxtrace(&["status", "--agent", &base], &[]).await;
+        assert!(out.status.success());
+        let text = stdout(&out);
+        assert!(text.contains("web/frontend"), "{text}");
+        assert!(text.contains(&format!("{id} (")), "{text}");
+        let out = fluxtrace(
+            &["explain", "--workload", "web/frontend", "--agent", &base],
+            &[],
+        )
+        .await;
+        assert!(out.status.success());
+        assert!(
+            stdout(&out).starts_with(&format!("Promotion {id}: succeeded")),
+            "{}",
+            stdout(&out)
+        );
     }
-    let out = fluxtrace(&["status", "--agent", &format!("http://{}", b.addr)], &[]).await;
-    assert!(out.status.success());
-    let text = stdout(&out);
-    assert!(text.contains("web/frontend"), "{text}");
-    assert!(text.contains(&format!("{DELIVERED} (bob, ")), "{text}");
-    let out = fluxtrace(
-        &[
-            "explain",
-            "--workload",
-            "web/frontend",
-            "--agent",
-            &format!("http://{}", a.addr),
-        ],
-        &[],
-    )
-    .await;
-    assert!(out.status.success());
-    assert!(stdout(&out).starts_with(&format!("Promotion {DELIVERED}: succeeded")));
 }
