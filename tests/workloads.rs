@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use axum::http::{header, Method, StatusCode};
 use fluxtrace::correlate::EngineConfig;
 use fluxtrace::intake::grpc;
 use fluxtrace::intake::grpc::proto::workload_service_client::WorkloadServiceClient;
@@ -16,7 +17,7 @@ use fluxtrace::model::{DeliveryEvent, EventBody, Kind, ObjectRef};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::trace_id_for;
-use fluxtrace_testkit::intake::{start_with, TestAgent, LINK_TEMPLATE, TOKEN};
+use fluxtrace_testkit::intake::{request, send, start_with, TestAgent, LINK_TEMPLATE, TOKEN};
 use fluxtrace_testkit::recordings::{example, shift};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
@@ -289,10 +290,37 @@ async fn status_and_explain_workload_tell_what_runs_and_who_put_it_there() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAMESPACE/NAME"));
 
+    // The table over HTTP, for curl.
+    let (code, body, headers) = send(
+        &a.t.app,
+        request(
+            Method::GET,
+            "/v1/workloads?namespace=web&environment=",
+            Some(TOKEN),
+            &[("accept", "text/plain")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .is_ok_and(|c| c.starts_with("text/plain")));
+    let table = String::from_utf8(body).expect("UTF-8");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table
+        .lines()
+        .nth(1)
+        .is_some_and(|l| l.starts_with("web/frontend ")));
+
     // Without the token, nothing.
     let out = fluxtrace(&["status", "--agent", &a.base], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    for path in ["/v1/workloads", "/v1/workloads/web/frontend/story"] {
+        let (code, _, _) = send(&a.t.app, request(Method::GET, path, None, &[], "")).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}");
+    }
     let out = fluxtrace(
         &["explain", "--workload", "web/frontend", "--agent", &a.base],
         &[("FLUXTRACE_TOKEN", "wrong")],
