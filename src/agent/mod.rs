@@ -749,20 +749,17 @@ mod tests {
         for id in ["old", "delivered", "a", "b", "c"] {
             store.push(story(id), named);
         }
-        let ids: Vec<&str> = store
-            .stories
-            .iter()
-            .map(|s| s.promotion_id.as_str())
-            .collect();
-        assert_eq!(ids, ["c", "delivered"]);
+        let ids = |store: &StoryStore| -> Vec<String> {
+            store
+                .stories
+                .iter()
+                .map(|s| s.promotion_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&store), ["c", "delivered"]);
         // Once nothing names it, it goes like any other.
         store.push(story("d"), |_| false);
-        let ids: Vec<&str> = store
-            .stories
-            .iter()
-            .map(|s| s.promotion_id.as_str())
-            .collect();
-        assert_eq!(ids, ["d", "c"]);
+        assert_eq!(ids(&store), ["d", "c"]);
         // Stories workloads name are kept beyond the capacity.
         for id in ["x", "y", "z"] {
             store.push(story(id), |_| true);

@@ -24,6 +24,31 @@ fn rs(name: &str, image: &str, revision: &str, ready: i64, created: i64) -> Even
     })
 }
 
+/// P-1's ReplicaSet runs 2 replicas; `old`, of the template before, `old_ready`.
+fn p1_running(r: &mut Run, old: &str, old_ready: i64) {
+    r.feed(
+        30,
+        rs("podinfo-new", "ghcr.io/acme/podinfo:6.6.2", "4", 2, 7),
+    )
+    .feed(
+        30,
+        rs(old, "ghcr.io/acme/podinfo:6.6.1", "3", old_ready, -900),
+    );
+}
+
+/// A promotion of `sha` reported at `at`, its source stored and its Kustomization reconciling
+/// from `at + 2`; the revision.
+fn reconciling(r: &mut Run, id: &str, sha: &str, at: i64) -> String {
+    let rev = format!("main@sha1:{sha}");
+    r.feed(at, EventBody::Promotion(report(id, sha)))
+        .feed(at + 1, EventBody::Source(git(sha, at + 1)))
+        .feed(
+            at + 2,
+            EventBody::Reconciler(ks_progressing("apps", &rev, at + 2)),
+        );
+    rev
+}
+
 /// A recording through the engine, then asked what runs.
 fn replayed(name: &str) -> (Engine, Vec<Output>) {
     let text = crate::replay::EXAMPLES
@@ -113,14 +138,7 @@ fn next(mut d: DeploymentObs) -> DeploymentObs {
 fn a_promotion_in_flight_is_the_newer_one_until_its_verdict() {
     let mut r = Run::new();
     git_promotion(&mut r);
-    r.feed(
-        30,
-        rs("podinfo-new", "ghcr.io/acme/podinfo:6.6.2", "4", 2, 7),
-    )
-    .feed(
-        30,
-        rs("podinfo-abc", "ghcr.io/acme/podinfo:6.6.1", "3", 0, -900),
-    );
+    p1_running(&mut r, "podinfo-abc", 0);
     r.out.extend(r.engine.tick(t(200)));
     let w = &all(&r)[0];
     assert_eq!(w.delivered_by.as_ref().map(|d| d.id.as_str()), Some("P-1"));
@@ -130,14 +148,8 @@ fn a_promotion_in_flight_is_the_newer_one_until_its_verdict() {
     );
     assert_eq!(w.newer, None);
     // The next promotion reconciles the Kustomization that applies it: in flight.
-    let rev2 = format!("main@sha1:{SHA2}");
-    r.feed(300, EventBody::Promotion(report("P-2", SHA2)))
-        .feed(301, EventBody::Source(git(SHA2, 301)))
-        .feed(
-            302,
-            EventBody::Reconciler(ks_progressing("apps", &rev2, 302)),
-        )
-        .feed(303, EventBody::Deployment(next(rolling("podinfo", 5, 303))))
+    let rev2 = reconciling(&mut r, "P-2", SHA2, 300);
+    r.feed(303, EventBody::Deployment(next(rolling("podinfo", 5, 303))))
         .feed(304, EventBody::Reconciler(ks_ready("apps", &rev2, 304)))
         .feed(
             304,
@@ -176,23 +188,17 @@ fn a_failure_before_any_rollout_is_named_on_the_workloads_its_reconciler_applies
     let mut r = Run::new();
     git_promotion(&mut r);
     r.finish();
-    let rev2 = format!("main@sha1:{SHA2}");
-    r.feed(300, EventBody::Promotion(report("P-2", SHA2)))
-        .feed(301, EventBody::Source(git(SHA2, 301)))
-        .feed(
-            302,
-            EventBody::Reconciler(ks_progressing("apps", &rev2, 302)),
-        )
-        .feed(
+    let rev2 = reconciling(&mut r, "P-2", SHA2, 300);
+    r.feed(
+        303,
+        EventBody::Reconciler(ks_failed(
+            "apps",
+            &rev2,
+            "BuildFailed",
+            "kustomize build failed",
             303,
-            EventBody::Reconciler(ks_failed(
-                "apps",
-                &rev2,
-                "BuildFailed",
-                "kustomize build failed",
-                303,
-            )),
-        );
+        )),
+    );
     r.finish();
     assert_eq!(r.story("P-2").outcome, Outcome::Failed);
     let w = &all(&r)[0];
@@ -214,14 +220,8 @@ fn a_failure_before_any_rollout_is_named_on_the_workloads_its_reconciler_applies
 
 fn git_again(r: &mut Run) {
     let sha3 = "9b2c3d4e5f60718293a4b5c6d7e8f90123456789";
-    let rev3 = format!("main@sha1:{sha3}");
-    r.feed(1000, EventBody::Promotion(report("P-3", sha3)))
-        .feed(1001, EventBody::Source(git(sha3, 1001)))
-        .feed(
-            1002,
-            EventBody::Reconciler(ks_progressing("apps", &rev3, 1002)),
-        )
-        .feed(1003, EventBody::Deployment(rolling("podinfo", 6, 1003)))
+    let rev3 = reconciling(r, "P-3", sha3, 1000);
+    r.feed(1003, EventBody::Deployment(rolling("podinfo", 6, 1003)))
         .feed(1004, EventBody::Reconciler(ks_ready("apps", &rev3, 1004)))
         .feed(1030, EventBody::Deployment(rolled("podinfo", 6, 1030)));
     r.finish();
@@ -266,14 +266,7 @@ fn filters_select_by_environment_namespace_and_app() {
 fn deleted_and_unlisted_objects_are_forgotten() {
     let mut r = Run::new();
     git_promotion(&mut r);
-    r.feed(
-        30,
-        rs("podinfo-new", "ghcr.io/acme/podinfo:6.6.2", "4", 2, 7),
-    )
-    .feed(
-        30,
-        rs("podinfo-old", "ghcr.io/acme/podinfo:6.6.1", "3", 1, -900),
-    );
+    p1_running(&mut r, "podinfo-old", 1);
     r.finish();
     assert_eq!(r.engine.size().running_replicasets, 2);
     // A re-list that no longer holds the old ReplicaSet.
