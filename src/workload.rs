@@ -15,12 +15,26 @@ use serde::{Deserialize, Serialize};
 pub enum WorkloadError {
     #[error("no Deployment {0} is followed by this agent")]
     NotFollowed(String),
-    #[error("no promotion is known to have rolled out Deployment {0} since the agent started watching it")]
-    NoPromotion(String),
+    #[error("no promotion is known to have rolled out Deployment {workload} since the agent started watching it{}", newer_hint(.newer))]
+    NoPromotion {
+        workload: String,
+        /// The newer promotion in flight or failed there, if any: `(id, outcome)`.
+        newer: Option<(String, String)>,
+    },
     #[error("the story of promotion {id:?}, which delivered what runs on Deployment {workload}, is no longer kept")]
     NotKept { workload: String, id: String },
     #[error("a served replay follows no workloads")]
     Replay,
+}
+
+fn newer_hint(newer: &Option<(String, String)>) -> String {
+    newer.as_ref().map_or_else(String::new, |(id, outcome)| {
+        let what = match outcome.as_str() {
+            "in_progress" => "is in flight".to_string(),
+            o => o.replace('_', " "),
+        };
+        format!("; a newer promotion {what}: fluxtrace explain {id}")
+    })
 }
 
 /// Which workloads to list; an unset field matches everything.

@@ -279,6 +279,12 @@ async fn status_and_explain_workload_tell_what_runs_and_who_put_it_there() {
         err.contains("no promotion is known to have rolled out Deployment payments/ledger"),
         "{err}"
     );
+    assert!(
+        err.contains(&format!(
+            "a newer promotion failed: fluxtrace explain {FAILED}"
+        )),
+        "{err}"
+    );
     let out = explain("payments/unknown", false).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

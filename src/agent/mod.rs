@@ -646,10 +646,13 @@ fn workload_story(
     let w = engine
         .workload(namespace, name, link)
         .ok_or_else(|| WorkloadError::NotFollowed(workload.clone()))?;
-    let id = w
-        .delivered_by
-        .ok_or_else(|| WorkloadError::NoPromotion(workload.clone()))?
-        .id;
+    let Some(delivered) = w.delivered_by else {
+        return Err(WorkloadError::NoPromotion {
+            workload,
+            newer: w.newer.map(|n| (n.id, n.outcome)),
+        });
+    };
+    let id = delivered.id;
     store
         .get(&id)
         .cloned()
