@@ -1,5 +1,6 @@
 //! The agent's API seen from outside: `fluxtrace promote` (CI tells the agent about a
-//! promotion) and `fluxtrace explain` (on call asks what became of it).
+//! promotion), `fluxtrace explain` (on call asks what became of it) and `fluxtrace status`
+//! (what runs now, and which promotion put it there).
 //!
 //! A thin HTTP/1.1 client (hyper with rustls and the `ring` provider, the TLS stack the kube
 //! client already brings, so nothing new to build). `promote` validates the report locally
@@ -19,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::config::{AgentArgs, ExplainArgs, PromoteArgs};
+use crate::config::{AgentArgs, ExplainArgs, Format, PromoteArgs, StatusArgs};
 use crate::model::{ArtifactRef, PipelineRef, PromotionReport};
 use crate::sources::promotion::{self, ReportError};
 
@@ -40,6 +41,10 @@ pub enum ClientError {
     Rejected { status: u16, message: String },
     #[error("no promotion {0:?} is known to the agent")]
     NotFound(String),
+    /// A workload the agent does not follow, or whose promotion it does not know (the agent's
+    /// message names it).
+    #[error("{0}")]
+    Workload(String),
     #[error("the agent did not answer after {attempts} attempt(s): {last}")]
     GaveUp { attempts: u32, last: String },
     #[error("unexpected answer from the agent: {0}")]
@@ -53,7 +58,7 @@ impl ClientError {
             ClientError::Report(e) => e.metric_label(),
             ClientError::Tls(_) => "tls",
             ClientError::Rejected { .. } => "rejected",
-            ClientError::NotFound(_) => "not_found",
+            ClientError::NotFound(_) | ClientError::Workload(_) => "not_found",
             ClientError::GaveUp { .. } => "unreachable",
             ClientError::Protocol(_) => "protocol",
         }
@@ -288,17 +293,78 @@ impl AgentClient {
 
     /// `GET /v1/promotions/{id}`: the narrative (`text`) or the story JSON.
     pub async fn story(&self, id: &str, text: bool, retries: u32) -> Result<String, ClientError> {
+        let path = format!("/v1/promotions/{}", encode_segment(id));
+        self.get(&path, text, retries, |_| {
+            ClientError::NotFound(id.to_string())
+        })
+        .await
+    }
+
+    /// `GET /v1/workloads/{namespace}/{name}/story`: the narrative (`text`) or the story JSON
+    /// of the promotion behind what runs on a Deployment.
+    pub async fn workload_story(
+        &self,
+        namespace: &str,
+        name: &str,
+        text: bool,
+        retries: u32,
+    ) -> Result<String, ClientError> {
+        let path = format!(
+            "/v1/workloads/{}/{}/story",
+            encode_segment(namespace),
+            encode_segment(name)
+        );
+        self.get(&path, text, retries, ClientError::Workload).await
+    }
+
+    /// `GET /v1/workloads`: the followed Deployments `filter` matches.
+    pub async fn workloads(
+        &self,
+        filter: &crate::workload::WorkloadFilter,
+        retries: u32,
+    ) -> Result<Vec<crate::workload::Workload>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            workloads: Vec<crate::workload::Workload>,
+        }
+        let query: Vec<String> = [
+            ("environment", &filter.environment),
+            ("namespace", &filter.namespace),
+            ("app", &filter.app),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", encode_segment(v))))
+        .collect();
+        let path = match query.is_empty() {
+            true => "/v1/workloads".to_string(),
+            false => format!("/v1/workloads?{}", query.join("&")),
+        };
+        let text = self
+            .get(&path, false, retries, ClientError::Workload)
+            .await?;
+        serde_json::from_str::<Answer>(&text)
+            .map(|a| a.workloads)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// A GET answered with text (`text`) or JSON; a 404 becomes `not_found(agent's message)`.
+    async fn get(
+        &self,
+        path: &str,
+        text: bool,
+        retries: u32,
+        not_found: impl FnOnce(String) -> ClientError,
+    ) -> Result<String, ClientError> {
         let accept = if text {
             "text/plain"
         } else {
             "application/json"
         };
-        let path = format!("/v1/promotions/{}", encode_segment(id));
         let (status, bytes) = self
-            .send(Method::GET, &path, None, accept, retries, |_, _, _| {})
+            .send(Method::GET, path, None, accept, retries, |_, _, _| {})
             .await?;
         match status {
-            StatusCode::NOT_FOUND => Err(ClientError::NotFound(id.to_string())),
+            StatusCode::NOT_FOUND => Err(not_found(server_message(&bytes))),
             s if !s.is_success() => Err(ClientError::Rejected {
                 status: s.as_u16(),
                 message: server_message(&bytes),
@@ -553,12 +619,34 @@ pub fn promote_command(args: &PromoteArgs) -> ExitCode {
     }
 }
 
-/// `fluxtrace explain <id>`: prints the triage story (the JSON story with `--json`).
+/// `NAMESPACE/NAME` of `--workload`.
+fn workload_name(w: &str) -> Result<(&str, &str), ClientError> {
+    match w.trim().split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
+        _ => Err(ClientError::Input(format!(
+            "--workload expects NAMESPACE/NAME of a Deployment, got {w:?}"
+        ))),
+    }
+}
+
+/// `fluxtrace explain <id>` or `fluxtrace explain --workload NS/NAME`: prints the triage story
+/// (the JSON story with `--json`).
 pub fn explain_command(args: &ExplainArgs) -> ExitCode {
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
             let client = client_for(&args.agent)?;
-            client.story(&args.id, !args.json, 2).await
+            match (&args.workload, &args.id) {
+                (Some(w), _) => {
+                    let (ns, name) = workload_name(w)?;
+                    client.workload_story(ns, name, !args.json, 2).await
+                }
+                (None, Some(id)) => client.story(id, !args.json, 2).await,
+                (None, None) => Err(ClientError::Input(
+                    "name a promotion id or --workload NAMESPACE/NAME".into(),
+                )),
+            }
         })
     });
     match result {
@@ -580,6 +668,43 @@ pub fn explain_command(args: &ExplainArgs) -> ExitCode {
     }
 }
 
+/// `fluxtrace status`: what runs on each followed Deployment, as a table (the agent's JSON
+/// with `--output json`).
+pub fn status_command(args: &StatusArgs) -> ExitCode {
+    let filter = crate::workload::WorkloadFilter {
+        environment: args.environment.clone(),
+        namespace: args.namespace.clone(),
+        app: args.app.clone(),
+    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let client = client_for(&args.agent)?;
+            client.workloads(&filter, 2).await
+        })
+    });
+    let workloads = match result {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    match args.output {
+        Format::Json => {
+            /// The agent's answer, fields in their order.
+            #[derive(serde::Serialize)]
+            struct Answer<'a> {
+                workloads: &'a [crate::workload::Workload],
+            }
+            match serde_json::to_string_pretty(&Answer {
+                workloads: &workloads,
+            }) {
+                Ok(j) => println!("{}", crate::story::terminal_safe(&j)),
+                Err(e) => return fail(&ClientError::Protocol(e.to_string())),
+            }
+        }
+        Format::Text => print!("{}", crate::workload::render(&workloads)),
+    }
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,6 +722,18 @@ mod tests {
         let a = parse_artifact("registry:5000/team/app:1.2@sha256:abc");
         assert_eq!(a.repository.as_deref(), Some("registry:5000/team/app"));
         assert_eq!(a.tag.as_deref(), Some("1.2"));
+    }
+
+    #[test]
+    fn workload_names() {
+        assert_eq!(
+            workload_name("payments/ledger").ok(),
+            Some(("payments", "ledger"))
+        );
+        for bad in ["ledger", "/ledger", "payments/", "a/b/c"] {
+            let e = workload_name(bad).expect_err(bad).to_string();
+            assert!(e.contains("NAMESPACE/NAME") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

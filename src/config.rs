@@ -37,8 +37,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Report a promotion to the agent (from CI): prints the trace id and link.
     Promote(Box<PromoteArgs>),
-    /// Print the triage story of a promotion, as the agent knows it.
+    /// Print the triage story of a promotion, as the agent knows it (or of the promotion behind
+    /// what runs on a workload, with --workload).
     Explain(ExplainArgs),
+    /// What runs now: per followed Deployment, the images running, the promotion that put them
+    /// there, and a newer one in flight or failed.
+    Status(StatusArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
     Record(RecordArgs),
 }
@@ -51,7 +55,9 @@ impl Command {
             Command::Run(a) => Some(&a.otlp),
             Command::Replay(a) => Some(&a.otlp),
             Command::Demo(a) => Some(&a.otlp),
-            Command::Promote(_) | Command::Explain(_) | Command::Record(_) => None,
+            Command::Promote(_) | Command::Explain(_) | Command::Record(_) | Command::Status(_) => {
+                None
+            }
         }
     }
 }
@@ -256,7 +262,7 @@ pub struct IntakeArgs {
     pub insecure_no_auth: bool,
 }
 
-/// Where the agent's API is, for `promote` and `explain`.
+/// Where the agent's API is, for `promote`, `explain` and `status`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Base URL of the agent's HTTP API, e.g. `https://fluxtrace.example`.
@@ -337,12 +343,34 @@ pub struct PromoteArgs {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Promotion id.
-    pub id: String,
+    #[arg(required_unless_present = "workload", conflicts_with = "workload")]
+    pub id: Option<String>,
+    /// A Deployment, `NAMESPACE/NAME`: the story of the promotion behind what runs on it.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub workload: Option<String>,
     #[command(flatten)]
     pub agent: AgentArgs,
     /// Print the story as JSON (for scripts).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// Only workloads whose delivering (or newer) promotion went to this environment.
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Only workloads in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only workloads whose delivering (or newer) promotion was of this app.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// `text`: a table; `json`: the agent's answer.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -696,6 +724,7 @@ mod tests {
             ("demo", true),
             ("promote", false),
             ("explain", false),
+            ("status", false),
             ("record", false),
         ] {
             let help = cli

@@ -50,6 +50,8 @@
 //!   written to its status.
 //! - [`replay`]: runs a recording through the engine (used by `replay`, `demo` and tests).
 //! - [`config`]: command-line configuration.
+//! - [`workload`]: what runs on each followed Deployment and which promotion put it there
+//!   (`GET /v1/workloads`, `fluxtrace status`).
 
 pub mod admin;
 pub mod agent;
@@ -74,3 +76,4 @@ pub mod revision;
 pub mod sources;
 pub mod story;
 pub mod trace;
+pub mod workload;

@@ -59,6 +59,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Explain(args) = &cli.command {
         return Ok(fluxtrace::client::explain_command(args));
     }
+    if let Command::Status(args) = &cli.command {
+        return Ok(fluxtrace::client::status_command(args));
+    }
     let mut inputs: Vec<(String, fluxtrace::sources::recording::Decoded)> = Vec::new();
     let mut unreadable = 0;
     let output: &OutputArgs = match &cli.command {
@@ -72,7 +75,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &d.output
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
-        Command::Promote(_) | Command::Explain(_) => unreachable!("handled above"),
+        Command::Promote(_) | Command::Explain(_) | Command::Status(_) => {
+            unreachable!("handled above")
+        }
         Command::Replay(r) => {
             // A line at a time, as bytes: a bad line (not UTF-8, too long) is reported and
             // skipped, and a file that cannot be read does not stop the others.

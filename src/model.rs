@@ -441,6 +441,10 @@ pub struct ReplicaSetObs {
     pub created: Option<Timestamp>,
     /// `deployment.kubernetes.io/revision`.
     pub revision: Option<String>,
+    /// Container images of its pod template, in order.
+    pub images: Vec<String>,
+    /// `status.readyReplicas`.
+    pub ready: i64,
 }
 
 /// An image reference as Flux image automation writes it (`status.latestRef`,

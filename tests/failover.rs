@@ -80,6 +80,17 @@ fn doomed(c: &Cluster) -> Value {
            "time": before.to_string()})
 }
 
+/// Applies the next `n` recording lines a line at a time, as a cluster makes them. All at once,
+/// the Kustomization's watch could deliver the end of its reconcile before the Deployment's
+/// watch delivers the rollout it started, to replicas whose recorded times are already past
+/// the settle period (the recording is shifted to end when the test starts).
+async fn paced(server: &ServerHandle, n: usize) {
+    for _ in 0..n {
+        server.apply_next_n(1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 fn exported(server: &ServerHandle, id: &str) -> bool {
     server
         .objects("Promotion")
@@ -118,7 +129,7 @@ async fn take_over(tag: &str, graceful: bool) {
     })
     .await;
     let half = c.server.remaining() / 2;
-    c.server.apply_next_n(half);
+    paced(&c.server, half).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let stopped_at = Instant::now();
@@ -134,7 +145,7 @@ async fn take_over(tag: &str, graceful: bool) {
         a.kill().await;
     }
     let gone = Instant::now();
-    c.server.apply_rest();
+    paced(&c.server, c.server.remaining()).await;
     let led_at = b.wait_for_role("leader", WAIT).await;
     let verdict = async {
         let start = Instant::now();

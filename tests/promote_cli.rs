@@ -139,25 +139,7 @@ async fn serve(app: Router) -> String {
 
 /// Runs the binary with exactly `env` (nothing inherited: the tests may themselves run in CI).
 async fn fluxtrace(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fluxtrace"));
-    cmd.args(args).env_clear().env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(
-        BOUND,
-        tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs")),
-    )
-    .await
-    .expect("the binary finishes")
-    .expect("joined");
-    eprintln!(
-        "fluxtrace {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    fluxtrace_testkit::cli::run(env!("CARGO_BIN_EXE_fluxtrace"), args, env).await
 }
 
 async fn feed(handle: &EngineHandle, lines: &[String]) -> Timestamp {

@@ -43,6 +43,7 @@ use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
 use crate::probe::Prober;
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
+use crate::workload::{Workload, WorkloadError, WorkloadFilter};
 
 pub use crate::clock::Clock;
 
@@ -125,6 +126,13 @@ impl Default for AgentConfig {
 enum Query {
     Story(String, oneshot::Sender<Option<Story>>),
     Recent(Option<String>, usize, oneshot::Sender<Vec<Story>>),
+    Workloads(WorkloadFilter, oneshot::Sender<Vec<Workload>>),
+    /// Namespace and name of a Deployment: the story of the promotion behind what runs.
+    WorkloadStory(
+        String,
+        String,
+        oneshot::Sender<Result<Story, WorkloadError>>,
+    ),
 }
 
 /// A cheap, cloneable handle to the running engine.
@@ -194,6 +202,33 @@ impl EngineHandle {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// The followed Deployments `filter` matches: what runs, who delivered it, what is newer.
+    pub async fn workloads(&self, filter: WorkloadFilter) -> Vec<Workload> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(Query::Workloads(filter, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The story of the promotion that delivered what runs on Deployment `namespace/name`.
+    /// `None` when the agent is shutting down.
+    pub async fn workload_story(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Result<Story, WorkloadError>> {
+        let (tx, rx) = oneshot::channel();
+        let q = Query::WorkloadStory(namespace.to_string(), name.to_string(), tx);
+        self.queries.send(q).await.ok()?;
+        rx.await.ok()
     }
 
     /// Observations waiting for the engine.
@@ -405,10 +440,18 @@ struct StoryStore {
 }
 
 impl StoryStore {
-    fn push(&mut self, s: Story) {
+    /// Keeps `s`, and beyond the capacity forgets the oldest stories, except those `named`
+    /// (the promotion behind what runs on some workload, or a newer failure there: at most a
+    /// few per followed Deployment, kept for `explain --workload`).
+    fn push(&mut self, s: Story, named: impl Fn(&str) -> bool) {
         self.stories.retain(|x| x.promotion_id != s.promotion_id);
         self.stories.push_front(s);
-        self.stories.truncate(self.capacity);
+        while self.stories.len() > self.capacity {
+            let Some(i) = self.stories.iter().rposition(|x| !named(&x.promotion_id)) else {
+                break;
+            };
+            self.stories.remove(i);
+        }
     }
 
     fn get(&self, id: &str) -> Option<&Story> {
@@ -539,7 +582,7 @@ async fn engine_loop(
                             .spans_dropped
                             .inc_by(lost.0.spans.spans.len() as u64);
                     }
-                    store.push(*story);
+                    store.push(*story, |id| engine.names_promotion(id));
                 }
             }
         }
@@ -606,7 +649,34 @@ fn log_story(story: &Story) {
     );
 }
 
+/// The story of the promotion that delivered what runs on a workload.
+fn workload_story(
+    engine: &Engine,
+    store: &StoryStore,
+    namespace: &str,
+    name: &str,
+    link: crate::correlate::LinkFn<'_>,
+) -> Result<Story, WorkloadError> {
+    let workload = format!("{namespace}/{name}");
+    let w = engine
+        .workload(namespace, name, link)
+        .ok_or_else(|| WorkloadError::NotFollowed(workload.clone()))?;
+    let Some(delivered) = w.delivered_by else {
+        return Err(WorkloadError::NoPromotion {
+            workload,
+            newer: w.newer.map(|n| (n.id, n.outcome)),
+        });
+    };
+    let id = delivered.id;
+    store
+        .get(&id)
+        .cloned()
+        .ok_or(WorkloadError::NotKept { workload, id })
+}
+
 fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
+    let template = cfg.trace_url_template.as_deref();
+    let link = |id, start, end| trace_link(template, id, start, end);
     match q {
         Query::Story(id, tx) => {
             let s = store.get(&id).cloned().or_else(|| {
@@ -621,6 +691,12 @@ fn answer(q: Query, engine: &Engine, store: &StoryStore, cfg: &AgentConfig) {
                 })
             });
             let _ = tx.send(s);
+        }
+        Query::Workloads(filter, tx) => {
+            let _ = tx.send(engine.workloads(&filter, &link));
+        }
+        Query::WorkloadStory(namespace, name, tx) => {
+            let _ = tx.send(workload_story(engine, store, &namespace, &name, &link));
         }
         Query::Recent(env, limit, tx) => {
             let list = store
@@ -664,5 +740,48 @@ async fn probe_loop(
             };
             let _ = handle.submit(ev).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Beyond its capacity the store forgets the oldest stories, except those a workload names.
+    #[test]
+    fn the_story_store_keeps_the_stories_workloads_name() {
+        let (_, text) = crate::replay::EXAMPLES
+            .iter()
+            .find(|(n, _)| *n == "git-success.jsonl")
+            .expect("the git-success recording");
+        let r = crate::replay::run(text, crate::correlate::EngineConfig::default());
+        let story = |id: &str| Story {
+            promotion_id: id.to_string(),
+            ..r.traces[0].story.clone()
+        };
+        let mut store = StoryStore {
+            capacity: 2,
+            stories: VecDeque::new(),
+        };
+        let named = |id: &str| id == "delivered";
+        for id in ["old", "delivered", "a", "b", "c"] {
+            store.push(story(id), named);
+        }
+        let ids = |store: &StoryStore| -> Vec<String> {
+            store
+                .stories
+                .iter()
+                .map(|s| s.promotion_id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&store), ["c", "delivered"]);
+        // Once nothing names it, it goes like any other.
+        store.push(story("d"), |_| false);
+        assert_eq!(ids(&store), ["d", "c"]);
+        // Stories workloads name are kept beyond the capacity.
+        for id in ["x", "y", "z"] {
+            store.push(story(id), |_| true);
+        }
+        assert_eq!(store.stories.len(), 5);
     }
 }

@@ -21,6 +21,7 @@ use super::stage::source::SourceState;
 use super::stage::trigger::Receivers;
 use super::timers::{Timers, Wake};
 use super::verdict::divergence;
+use super::workloads::Workloads;
 use super::{Map, Set};
 use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, RelistObs};
 use crate::story::{Outcome, Story};
@@ -56,6 +57,9 @@ pub struct EngineSize {
     pub replicasets: usize,
     pub revision_keys: usize,
     pub timers: usize,
+    /// Deployments with something kept for `workloads`, and their ReplicaSets running.
+    pub workloads: usize,
+    pub running_replicasets: usize,
 }
 
 /// The correlation engine. See the module documentation.
@@ -66,6 +70,8 @@ pub struct Engine {
     pub(super) sources: Map<ObjectRef, SourceState>,
     pub(super) reconcilers: Map<ObjectRef, ReconcilerState>,
     pub(super) rollouts: Rollouts,
+    /// What runs on each followed Deployment and which promotion put it there.
+    pub(super) workloads: Workloads,
     /// Receivers: which objects their webhooks trigger.
     pub(super) receivers: Receivers,
     /// ImagePolicies and ImageUpdateAutomations.
@@ -128,6 +134,7 @@ impl Engine {
             sources: Map::default(),
             reconcilers: Map::default(),
             rollouts: Rollouts::default(),
+            workloads: Workloads::default(),
             receivers: Receivers::default(),
             images: Images::default(),
             canaries: Canaries::default(),
@@ -230,6 +237,7 @@ impl Engine {
     /// How much the engine holds.
     pub fn size(&self) -> EngineSize {
         let (objects_with_events, buffered_events, _, replicasets) = self.events.sizes();
+        let (workloads, running_replicasets) = self.workloads.sizes();
         EngineSize {
             open_promotions: self.reg.open_count(),
             finished_promotions: self.reg.finished_count(),
@@ -245,6 +253,8 @@ impl Engine {
             replicasets,
             revision_keys: self.revs.len() + self.reg.index_entries(),
             timers: self.timers.len(),
+            workloads,
+            running_replicasets,
         }
     }
 
@@ -271,6 +281,7 @@ impl Engine {
                     self.idle_since()
                 };
                 let (ns, name) = (rs.object.namespace.clone(), rs.object.name.clone());
+                self.workloads.on_replicaset(&rs);
                 self.events.on_replicaset(rs, idle);
                 self.on_replicaset_seen(&ns, &name);
             }
@@ -398,6 +409,7 @@ impl Engine {
             }
             k if k.is_source() => self.sources.keys().filter(left_out).cloned().collect(),
             Kind::ReplicaSet => {
+                self.workloads.forget_left_out(r);
                 self.events.forget_replicasets_left_out(r);
                 Vec::new()
             }
@@ -422,6 +434,7 @@ impl Engine {
         match o.kind {
             Kind::Deployment => {
                 self.rollouts.forget(o);
+                self.workloads.forget_deployment(o);
                 self.timers.cancel(&Wake::Unclaimed(o.clone()));
                 self.events.forget(o);
             }
@@ -429,7 +442,10 @@ impl Engine {
                 self.receivers.remove(o);
             }
             Kind::Canary => self.canaries.forget(o),
-            Kind::ReplicaSet => self.events.forget_replicaset(o),
+            Kind::ReplicaSet => {
+                self.workloads.forget_replicaset(o);
+                self.events.forget_replicaset(o);
+            }
             k if k.is_source() => {
                 if let Some(st) = self.sources.remove(o) {
                     let rev = st.last.and_then(|l| l.revision);

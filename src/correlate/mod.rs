@@ -38,6 +38,7 @@
 //! | the deadline queue | `timers.rs` |
 //! | stage timeouts, where the verdict is decided, divergence and evidence | `verdict.rs` |
 //! | span records and stories | `render.rs` |
+//! | what runs on each Deployment, who delivered it (`Engine::workloads`) | `workloads.rs` |
 //! | a stage span under construction | `span.rs` |
 
 mod config;
@@ -52,6 +53,7 @@ mod stage;
 mod timers;
 mod unreported;
 mod verdict;
+mod workloads;
 
 /// The engine's maps and sets: foldhash, seeded per process as the standard library's hasher
 /// is (nothing reads an order from them), and several times faster on the short keys the engine
@@ -64,6 +66,7 @@ pub use config::{Deadlines, EngineConfig};
 pub use engine::{Engine, EngineSize, Output};
 pub use promotion::Traceability;
 pub use span::{Failure, SpanKey, StageResult, StageSpan};
+pub use workloads::LinkFn;
 
 #[cfg(test)]
 mod tests;

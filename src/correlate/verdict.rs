@@ -282,6 +282,8 @@ impl Engine {
             outcome,
             divergence: story.divergence.clone(),
         });
+        self.workloads
+            .on_verdict(&p, &story, &self.rollouts.managed);
         self.out.push(Output::Story(Box::new(story)));
         self.rollouts.release(&p);
         let retain = self.cfg.retain_finished;

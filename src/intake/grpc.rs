@@ -1,5 +1,7 @@
 //! The intake over gRPC (tonic): `fluxtrace.v1.PromotionService` from
-//! `proto/fluxtrace/v1/promotion.proto`, compiled by `build.rs` with protox (no system `protoc`).
+//! `proto/fluxtrace/v1/promotion.proto` and `fluxtrace.v1.WorkloadService` (what runs now,
+//! [`crate::workload`]) from `workload.proto`, compiled by `build.rs` with protox (no system
+//! `protoc`).
 //!
 //! Same semantics as the HTTP API, through the same [`Intake`]: a report is converted to the
 //! model's [`PromotionReport`] and validated by [`crate::sources::promotion::validate`], so the
@@ -26,10 +28,13 @@ pub mod proto {
 }
 
 use proto::promotion_service_server::{PromotionService, PromotionServiceServer};
+use proto::workload_service_server::{WorkloadService, WorkloadServiceServer};
 
 /// The `route` labels of `fluxtrace_intake_requests_total`.
 pub const ROUTE_REPORT: &str = "grpc_report";
 pub const ROUTE_GET: &str = "grpc_get";
+pub const ROUTE_WORKLOADS: &str = "grpc_workloads_list";
+pub const ROUTE_WORKLOAD_STORY: &str = "grpc_workloads_explain";
 
 impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Status {
@@ -48,6 +53,10 @@ impl From<IntakeError> for Status {
             IntakeError::Unavailable | IntakeError::ReadOnly | IntakeError::NotStored(_) => {
                 Status::unavailable(msg)
             }
+            IntakeError::Workload(crate::workload::WorkloadError::Replay) => {
+                Status::unavailable(msg)
+            }
+            IntakeError::Workload(_) => Status::not_found(msg),
         }
     }
 }
@@ -170,18 +179,27 @@ impl PromotionApi {
         route: &'static str,
         result: Result<T, IntakeError>,
     ) -> Result<Response<T>, Status> {
-        match result {
-            Ok(v) => {
-                self.intake.count(route, "ok");
-                Ok(Response::new(v))
+        finish(&self.intake, route, result)
+    }
+}
+
+/// Counts the call and turns the result into a response.
+fn finish<T>(
+    intake: &Intake,
+    route: &'static str,
+    result: Result<T, IntakeError>,
+) -> Result<Response<T>, Status> {
+    match result {
+        Ok(v) => {
+            intake.count(route, "ok");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            intake.count(route, e.metric_label());
+            if !matches!(e, IntakeError::NotFound(_) | IntakeError::Workload(_)) {
+                tracing::debug!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
             }
-            Err(e) => {
-                self.intake.count(route, e.metric_label());
-                if !matches!(e, IntakeError::NotFound(_)) {
-                    tracing::debug!(message = "Intake request refused.", route, error_type = e.metric_label(), error = %e);
-                }
-                Err(e.into())
-            }
+            Err(e.into())
         }
     }
 }
@@ -227,6 +245,103 @@ impl PromotionService for PromotionApi {
     }
 }
 
+fn promotion_ref_to_proto(p: crate::workload::PromotionRef) -> proto::PromotionRef {
+    proto::PromotionRef {
+        id: p.id,
+        actor: p.actor,
+        environment: p.environment,
+        app: p.app,
+        traceability: p.traceability,
+        outcome: p.outcome,
+        diverged_at: p.diverged_at,
+        reason: p.reason,
+        time: p.time.to_string(),
+        trace_id: p.trace_id,
+        trace_link: p.trace_link,
+    }
+}
+
+/// A workload as a protobuf message (the same fields as its JSON).
+pub fn workload_to_proto(w: crate::workload::Workload) -> proto::Workload {
+    proto::Workload {
+        namespace: w.namespace,
+        name: w.name,
+        managed_by: w.managed_by,
+        running: w
+            .running
+            .into_iter()
+            .map(|r| proto::RunningReplicaSet {
+                name: r.name,
+                images: r.images,
+                ready: r.ready,
+            })
+            .collect(),
+        delivered_by: w.delivered_by.map(promotion_ref_to_proto),
+        newer: w.newer.map(promotion_ref_to_proto),
+    }
+}
+
+/// `WorkloadService` over an [`Intake`].
+pub struct WorkloadApi {
+    intake: Intake,
+}
+
+/// An optional filter field; empty counts as unset.
+fn filter_field(v: Option<String>) -> Option<String> {
+    v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+#[tonic::async_trait]
+impl WorkloadService for WorkloadApi {
+    async fn list(
+        &self,
+        request: Request<proto::ListWorkloadsRequest>,
+    ) -> Result<Response<proto::ListWorkloadsResponse>, Status> {
+        let result = async {
+            self.intake.auth().check_bearer(bearer(&request))?;
+            let r = request.into_inner();
+            let filter = crate::workload::WorkloadFilter {
+                environment: filter_field(r.environment),
+                namespace: filter_field(r.namespace),
+                app: filter_field(r.app),
+            };
+            let workloads = self.intake.workloads(filter).await?;
+            Ok(proto::ListWorkloadsResponse {
+                workloads: workloads.into_iter().map(workload_to_proto).collect(),
+            })
+        }
+        .await;
+        finish(&self.intake, ROUTE_WORKLOADS, result)
+    }
+
+    async fn explain(
+        &self,
+        request: Request<proto::ExplainWorkloadRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        let result = async {
+            self.intake.auth().check_bearer(bearer(&request))?;
+            let r = request.get_ref();
+            let s = self
+                .intake
+                .workload_story(r.namespace.trim(), r.name.trim())
+                .await?;
+            Ok(proto::GetResponse {
+                story: Some(story_to_proto(s)),
+            })
+        }
+        .await;
+        finish(&self.intake, ROUTE_WORKLOAD_STORY, result)
+    }
+}
+
+/// The workload service, ready to add to a tonic server; set up as [`service`].
+pub fn workload_service(intake: Intake) -> WorkloadServiceServer<WorkloadApi> {
+    WorkloadServiceServer::new(WorkloadApi { intake })
+        .max_decoding_message_size(MAX_BODY_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+}
+
 /// The gRPC service, ready to add to a tonic server. Accepts and sends gzip.
 pub fn service(intake: Intake) -> PromotionServiceServer<PromotionApi> {
     PromotionServiceServer::new(PromotionApi { intake })
@@ -243,7 +358,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(service(intake))
+        .add_service(service(intake.clone()))
+        .add_service(workload_service(intake))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
 }

@@ -6,6 +6,8 @@
 //! | `POST /v1/flux/events` | HMAC `X-Signature` if a key is set, else bearer | 202 `{status: accepted\|ignored}` |
 //! | `GET /v1/promotions/{id}` | bearer | 200 story JSON (`Accept: text/plain`: the narrative), 404 |
 //! | `GET /v1/promotions?environment=&limit=` | bearer | 200 `{promotions: [story…]}` |
+//! | `GET /v1/workloads?environment=&namespace=&app=` | bearer | 200 `{workloads: [workload…]}` (`Accept: text/plain`: the table) |
+//! | `GET /v1/workloads/{namespace}/{name}/story` | bearer | 200 the story of the promotion behind what runs (`Accept: text/plain`: the narrative), 404 |
 //!
 //! Errors are JSON `{error, error_type, field?}`: 400 for bad JSON, a missing or ill-typed field
 //! or an invalid `traceparent`; 401 without valid credentials; 413 over [`MAX_BODY_BYTES`]; 503
@@ -32,6 +34,8 @@ pub const ROUTE_REPORT: &str = "promotions_report";
 pub const ROUTE_FLUX: &str = "flux_events";
 pub const ROUTE_GET: &str = "promotions_get";
 pub const ROUTE_LIST: &str = "promotions_list";
+pub const ROUTE_WORKLOADS: &str = "workloads_list";
+pub const ROUTE_WORKLOAD_STORY: &str = "workloads_story";
 
 /// The intake routes; merge them with the admin routes into one app.
 pub fn router(intake: Intake) -> Router {
@@ -39,6 +43,11 @@ pub fn router(intake: Intake) -> Router {
         .route("/v1/promotions", post(report).get(list))
         .route("/v1/promotions/{id}", get(get_story))
         .route("/v1/flux/events", post(flux_event))
+        .route("/v1/workloads", get(workloads))
+        .route(
+            "/v1/workloads/{namespace}/{name}/story",
+            get(workload_story),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(intake)
 }
@@ -66,6 +75,10 @@ fn status_of(e: &IntakeError) -> StatusCode {
         IntakeError::Unavailable | IntakeError::ReadOnly | IntakeError::NotStored(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        IntakeError::Workload(crate::workload::WorkloadError::Replay) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        IntakeError::Workload(_) => StatusCode::NOT_FOUND,
     }
 }
 
@@ -219,15 +232,7 @@ async fn get_story(
             },
         })?;
         let s = intake.story(&id).await?;
-        Ok(if wants_text(&headers) {
-            (
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                story::render(&s),
-            )
-                .into_response()
-        } else {
-            Json(s).into_response()
-        })
+        Ok(story_response(&headers, &s))
     }
     .await;
     finish(&intake, ROUTE_GET, "ok", result)
@@ -245,10 +250,7 @@ async fn list(
 ) -> Response {
     let result = async {
         intake.auth().check_bearer(authorization(&headers))?;
-        let Query(params) = params.map_err(|e| IntakeError::Query {
-            field: "query",
-            reason: e.body_text(),
-        })?;
+        let params = query_params(params)?;
         let limit = match params.get("limit") {
             None => DEFAULT_LIST_LIMIT,
             Some(l) => l
@@ -261,13 +263,91 @@ async fn list(
                     reason: format!("expected a number from 1 to {MAX_LIST_LIMIT}"),
                 })?,
         };
-        let environment = params
-            .get("environment")
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty());
-        let promotions = intake.recent(environment, limit).await;
+        let promotions = intake.recent(param(&params, "environment"), limit).await;
         Ok(Json(List { promotions }))
     }
     .await;
     finish(&intake, ROUTE_LIST, "ok", result)
+}
+
+/// A story as JSON, or its narrative for `Accept: text/plain`.
+fn story_response(headers: &HeaderMap, s: &Story) -> Response {
+    if wants_text(headers) {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            story::render(s),
+        )
+            .into_response()
+    } else {
+        Json(s).into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Workloads {
+    workloads: Vec<crate::workload::Workload>,
+}
+
+/// The query string's parameters.
+fn query_params(
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, IntakeError> {
+    params.map(|Query(p)| p).map_err(|e| IntakeError::Query {
+        field: "query",
+        reason: e.body_text(),
+    })
+}
+
+/// A query parameter, trimmed; empty is unset.
+fn param(params: &HashMap<String, String>, name: &str) -> Option<String> {
+    params
+        .get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+async fn workloads(
+    State(intake): State<Intake>,
+    headers: HeaderMap,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let result = async {
+        intake.auth().check_bearer(authorization(&headers))?;
+        let params = query_params(params)?;
+        let filter = crate::workload::WorkloadFilter {
+            environment: param(&params, "environment"),
+            namespace: param(&params, "namespace"),
+            app: param(&params, "app"),
+        };
+        let workloads = intake.workloads(filter).await?;
+        Ok(if wants_text(&headers) {
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                crate::workload::render(&workloads),
+            )
+                .into_response()
+        } else {
+            Json(Workloads { workloads }).into_response()
+        })
+    }
+    .await;
+    finish(&intake, ROUTE_WORKLOADS, "ok", result)
+}
+
+async fn workload_story(
+    State(intake): State<Intake>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let result = async {
+        intake.auth().check_bearer(authorization(&headers))?;
+        let Path((namespace, name)) = path.map_err(|e| IntakeError::Path {
+            field: "workload",
+            reason: e.body_text(),
+        })?;
+        let s = intake.workload_story(&namespace, &name).await?;
+        Ok(story_response(&headers, &s))
+    }
+    .await;
+    finish(&intake, ROUTE_WORKLOAD_STORY, "ok", result)
 }

@@ -11,6 +11,8 @@
 //!                           EngineHandle::submit (awaits when the queue is full: a report is
 //!                           never dropped)                          ──▶ correlate::Engine
 //!   on call ── fluxtrace explain ──▶ GET /v1/promotions/{id} ◀── EngineHandle::story
+//!   on call ── fluxtrace status ───▶ GET /v1/workloads ◀── EngineHandle::workloads
+//!   fluxtrace explain --workload ──▶ GET /v1/workloads/{namespace}/{name}/story
 //! ```
 //!
 //! What it must never do: let anything malformed or unauthenticated reach the engine (checks
@@ -85,6 +87,8 @@ pub enum IntakeError {
     NotStored(String),
     #[error("this server shows a finished replay and takes no reports")]
     ReadOnly,
+    #[error(transparent)]
+    Workload(#[from] crate::workload::WorkloadError),
 }
 
 impl IntakeError {
@@ -105,6 +109,8 @@ impl IntakeError {
             IntakeError::Unavailable => "unavailable",
             IntakeError::NotStored(_) => "not_stored",
             IntakeError::ReadOnly => "read_only",
+            IntakeError::Workload(crate::workload::WorkloadError::Replay) => "read_only",
+            IntakeError::Workload(_) => "not_found",
         }
     }
 
@@ -347,6 +353,30 @@ impl Intake {
                 .take(limit)
                 .cloned()
                 .collect(),
+        }
+    }
+}
+
+impl Intake {
+    /// The followed Deployments `filter` matches (`GET /v1/workloads`).
+    pub async fn workloads(
+        &self,
+        filter: crate::workload::WorkloadFilter,
+    ) -> Result<Vec<crate::workload::Workload>, IntakeError> {
+        match &self.backend {
+            Backend::Engine(h) => Ok(h.workloads(filter).await),
+            Backend::Replay(_) => Err(crate::workload::WorkloadError::Replay.into()),
+        }
+    }
+
+    /// The story of the promotion behind what runs on Deployment `namespace/name`.
+    pub async fn workload_story(&self, namespace: &str, name: &str) -> Result<Story, IntakeError> {
+        match &self.backend {
+            Backend::Engine(h) => Ok(h
+                .workload_story(namespace, name)
+                .await
+                .ok_or(IntakeError::Unavailable)??),
+            Backend::Replay(_) => Err(crate::workload::WorkloadError::Replay.into()),
         }
     }
 }

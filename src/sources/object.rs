@@ -646,10 +646,7 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
         marks.promotion_id = marks.promotion_id.or(pod.promotion_id);
         marks.traceparent = marks.traceparent.or(pod.traceparent);
     }
-    let images = template
-        .spec
-        .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
-        .unwrap_or_default();
+    let images = images_of(template);
     let replicas = spec.replicas.unwrap_or(1);
     DeploymentObs {
         uid,
@@ -672,6 +669,13 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
         conditions,
         object,
     }
+}
+
+/// The container images of a pod template, in order.
+fn images_of(t: PodTemplate) -> Vec<String> {
+    t.spec
+        .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
+        .unwrap_or_default()
 }
 
 /// What tells a new pod template from a scale without keeping the template: its images, labels
@@ -704,6 +708,11 @@ fn replica_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Replic
         .into_iter()
         .find(|o| o.kind == "Deployment" && o.controller != Some(false))
         .map(|o| o.name);
+    let images = obj
+        .spec
+        .and_then(|s| s.template)
+        .map(images_of)
+        .unwrap_or_default();
     ReplicaSetObs {
         uid,
         deployment,
@@ -712,6 +721,12 @@ fn replica_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Replic
             &mut obj.metadata.annotations,
             "deployment.kubernetes.io/revision",
         ),
+        images,
+        ready: obj
+            .status
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+            .max(0),
         object,
     }
 }

@@ -15,12 +15,14 @@
 //! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
 //! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
 //! | [`files`] | walking the project's shipped files |
+//! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time |
 //!
 //! Everything here runs on the caller's tokio runtime, listens on 127.0.0.1 only, and stops when
 //! its handle is dropped.
 
 pub mod agent;
 pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod files;
 pub mod fleet;

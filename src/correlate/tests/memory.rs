@@ -21,6 +21,8 @@ fn memory_keeps_only_what_can_still_land_on_a_span() {
             deployment: Some("idle".into()),
             created: Some(t(0)),
             revision: Some("3".into()),
+            images: vec!["ghcr.io/acme/idle:1.0.0".into()],
+            ready: 0,
         }),
     );
     assert_eq!(
@@ -174,6 +176,8 @@ fn a_relist_of_replicasets_forgets_the_ones_it_did_not_list() {
         deployment: Some("web".into()),
         created: Some(t(0)),
         revision: Some("2".into()),
+        images: vec!["ghcr.io/acme/web:1.0.0".into()],
+        ready: 0,
     };
     let mut r = Run::new();
     r.feed(1, EventBody::ReplicaSet(rs("web-a")))

@@ -10,3 +10,4 @@ mod rollout;
 mod source;
 mod traffic;
 mod verdict;
+mod workloads;
