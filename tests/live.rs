@@ -770,3 +770,53 @@ async fn image_objects_missing_fields_are_skipped_and_counted() {
         "a bad object does not restart the watch"
     );
 }
+
+/// `--skip-unchanged` on the agent: a promotion that changed nothing still gets its verdict,
+/// and its trace stays out; without the flag the same trace is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_unchanged_keeps_the_verdict_and_leaves_the_trace_out() {
+    let text = fluxtrace_testkit::recordings::unreported_without_rollout();
+    let id = "unreported/flux-system/web/78e7e93a2812";
+    for skip in [true, false] {
+        let server = KubeApi::with_recording(&text).start().await;
+        let receiver = OtlpReceiver::start().await;
+        let mut agent = LiveAgent::start(AgentConfig {
+            engine: engine_config(),
+            export: Some(export_settings(receiver.endpoint(), CLUSTER)),
+            tick: Duration::from_millis(20),
+            skip_unchanged: skip,
+            ..AgentConfig::default()
+        });
+        agent.play(&server, &text, Disrupt::None).await;
+        agent.pass_deadlines();
+        let handle = agent.handle.clone();
+        let mut story = None;
+        for _ in 0..250 {
+            story = handle
+                .story(id)
+                .await
+                .filter(|s| s.outcome != fluxtrace::story::Outcome::InProgress);
+            if story.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let story = story.expect("the verdict");
+        assert_eq!(story.outcome, fluxtrace::story::Outcome::NoChange);
+        if !skip {
+            let r = &receiver;
+            eventually("the no_change trace", || r.spans().len() >= 4).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        agent.stop().await;
+        let spans = receiver.spans().len();
+        if skip {
+            assert_eq!(
+                spans, 0,
+                "--skip-unchanged: no span of a no_change promotion"
+            );
+        } else {
+            assert_eq!(spans, 4, "source, reconcile, apply and the root");
+        }
+    }
+}

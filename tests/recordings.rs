@@ -587,28 +587,11 @@ fn a_late_report_takes_the_unreported_promotion_over_with_the_same_trace() {
     }
 }
 
-/// `unreported-git-success.jsonl` without anything about its Deployment after the initial
-/// state: a commit Flux applied that rolled out no workload.
-fn unreported_without_rollout() -> String {
-    let text = EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == "unreported-git-success.jsonl")
-        .map(|(_, t)| *t)
-        .expect("recording");
-    let keep = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 20, 21, 22];
-    let lines: Vec<&str> = text.lines().collect();
-    keep.iter()
-        .map(|&i| lines[i - 1])
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
-}
-
 /// A commit nobody reported that rolls out no workload ends `no_change`; `--skip-unchanged`
 /// leaves its trace out, and leaves a failure in.
 #[test]
 fn an_unreported_commit_that_rolls_out_nothing_is_no_change_and_can_be_left_out() {
-    let text = unreported_without_rollout();
+    let text = fluxtrace_testkit::recordings::unreported_without_rollout();
     let r = replay::run(&text, cfg());
     assert_eq!(r.traces.len(), 1);
     assert_eq!(r.traces[0].story.outcome, Outcome::NoChange);

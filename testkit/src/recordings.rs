@@ -13,6 +13,19 @@ pub fn example(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no bundled recording {name}"))
 }
 
+/// `unreported-git-success.jsonl` without anything about its Deployment after the initial
+/// state: a commit nobody reported that Flux applied and that rolled out no workload (its
+/// verdict is `no_change`).
+pub fn unreported_without_rollout() -> String {
+    let keep = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 20, 21, 22];
+    let lines: Vec<&str> = example("unreported-git-success.jsonl").lines().collect();
+    keep.iter()
+        .map(|&i| lines[i - 1])
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// Every line of every bundled recording.
 pub fn all_lines() -> Vec<&'static str> {
     EXAMPLES.iter().flat_map(|(_, t)| t.lines()).collect()
