@@ -51,6 +51,9 @@ pub(super) struct Registry {
     /// Finished unreported promotions, by id: what a report that arrives after the verdict
     /// answers with.
     delivered: Map<String, Box<Delivered>>,
+    /// Revision key → the unreported promotion (open, or finished and remembered) that named
+    /// it: one entry per key, so that a flood of reports of one commit finds it in O(1).
+    unreported: Map<String, String>,
 }
 
 /// The verdict of a finished unreported promotion, compactly.
@@ -210,6 +213,7 @@ impl Registry {
     /// leaves every index under its old id, and the caller opens it again under the new one.
     pub fn take_for_rename(&mut self, id: &str) -> Option<Promotion> {
         let p = self.take_for_verdict(id)?;
+        self.unmark_unreported(id, &p.keys);
         for k in &p.keys {
             if let Some(ids) = self.keys.get_mut(k) {
                 ids.remove(id);
@@ -255,6 +259,32 @@ impl Registry {
         Some(p)
     }
 
+    /// Indexes an unreported promotion by its revision keys.
+    pub fn mark_unreported(&mut self, id: &str, keys: &[String]) {
+        for k in keys {
+            self.unreported.insert(k.clone(), id.to_string());
+        }
+    }
+
+    /// The open unreported promotion that named one of these revision keys.
+    pub fn open_unreported_by_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Option<String> {
+        keys.into_iter()
+            .filter_map(|k| self.unreported.get(k))
+            .find(|id| self.open.contains_key(*id))
+            .cloned()
+    }
+
+    fn unmark_unreported(&mut self, id: &str, keys: &[String]) {
+        for k in keys {
+            if self.unreported.get(k).is_some_and(|x| x == id) {
+                self.unreported.remove(k);
+            }
+        }
+    }
+
     /// Remembers the verdict of a finished unreported promotion (after [`Registry::finish`]).
     pub fn delivered(&mut self, d: Delivered) {
         if self.finished.contains_key(&d.id) {
@@ -268,10 +298,8 @@ impl Registry {
         keys: impl IntoIterator<Item = &'a str>,
     ) -> Option<&Delivered> {
         keys.into_iter()
-            .filter_map(|k| self.keys.get(k))
-            .flatten()
-            .filter_map(|id| self.delivered.get(id))
-            .min_by(|a, b| a.id.cmp(&b.id))
+            .filter_map(|k| self.unreported.get(k))
+            .find_map(|id| self.delivered.get(id))
             .map(|d| &**d)
     }
 
@@ -287,6 +315,7 @@ impl Registry {
                 continue;
             };
             self.delivered.remove(&old);
+            self.unmark_unreported(&old, &keys);
             for k in &keys {
                 if let Some(heads) = self.heads.get_mut(k) {
                     heads.retain(|h| h.id != old);

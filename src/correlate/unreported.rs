@@ -176,8 +176,9 @@ impl Engine {
             self.cfg.deadlines.promotion,
         );
         self.reg.open(p);
-        self.reg
-            .add_keys(&id, revision::promotion_keys(hex).to_vec());
+        let keys = revision::promotion_keys(hex).to_vec();
+        self.reg.mark_unreported(&id, &keys);
+        self.reg.add_keys(&id, keys);
         self.touched.insert(id.clone());
         self.rejoin(&id, at);
     }
@@ -272,9 +273,8 @@ impl Engine {
     fn adopt(&mut self, at: Timestamp, keys: &[String], new: &str, taker: Taker) -> bool {
         let Some(old) = self
             .reg
-            .by_keys(keys.iter().map(String::as_str))
-            .into_iter()
-            .find(|id| {
+            .open_unreported_by_keys(keys.iter().map(String::as_str))
+            .filter(|id| {
                 self.reg
                     .get(id)
                     .is_some_and(|p| p.traceability == Traceability::Unreported)
