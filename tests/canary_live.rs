@@ -75,36 +75,12 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 /// the `traffic.canary` span, and the promotion waits for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_checks_the_primary_after_flagger_promoted_it() {
-    use axum::routing::get;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let app = axum::Router::new().route(
-        "/version",
-        get(|| async { ([("X-App-Version", "3.15.0")], "") }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
     // The target Deployment opts in.
-    let mut annotated = String::new();
-    for line in example(RECORDING).lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let o = &mut v["object"];
-        if o["kind"] == "Deployment" && o["metadata"]["name"] == "frontend" {
-            let a = &mut o["metadata"]["annotations"];
-            a["fluxtrace.io/probe-url"] = format!("http://{addr}/version").into();
-            a["fluxtrace.io/probe-expect"] = "header:X-App-Version".into();
-        }
-        annotated.push_str(&v.to_string());
-        annotated.push('\n');
-    }
-    let settings = fluxtrace::probe::ProbeSettings {
-        interval: Duration::from_millis(10),
-        allow_hosts: vec!["127.0.0.1".into()],
-        ..fluxtrace::probe::ProbeSettings::default()
-    };
+    let (annotated, settings) =
+        fluxtrace_testkit::agent::probed(example(RECORDING), "3.15.0", |o| {
+            o["metadata"]["name"] == "frontend"
+        })
+        .await;
     let mut live = Live::start(KubeApi::with_recording(&annotated), Some(settings)).await;
     live.agent
         .play(&live.server, &annotated, Disrupt::None)

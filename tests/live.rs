@@ -505,39 +505,9 @@ async fn an_older_flux_serving_only_betas_is_discovered_and_traced() {
 /// HTTP server and the trace gets a `traffic.probe` span with what traffic served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_probes_traffic_after_a_rollout() {
-    use axum::routing::get;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let app = axum::Router::new().route(
-        "/version",
-        get(|| async { ([("X-App-Version", "1.8.0")], "") }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app).await;
-    });
-    let text = example("oci-success.jsonl");
     // The checkout Deployment opts in.
-    let mut annotated = String::new();
-    for line in text.lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
-        if v["object"]["kind"] == "Deployment" {
-            let a = &mut v["object"]["metadata"]["annotations"];
-            if !a.is_object() {
-                *a = serde_json::json!({});
-            }
-            a["fluxtrace.io/probe-url"] = format!("http://{addr}/version").into();
-            a["fluxtrace.io/probe-expect"] = "header:X-App-Version".into();
-        }
-        annotated.push_str(&v.to_string());
-        annotated.push('\n');
-    }
-    let settings = fluxtrace::probe::ProbeSettings {
-        interval: Duration::from_millis(10),
-        allow_hosts: vec!["127.0.0.1".into()],
-        ..fluxtrace::probe::ProbeSettings::default()
-    };
+    let (annotated, settings) =
+        fluxtrace_testkit::agent::probed(example("oci-success.jsonl"), "1.8.0", |_| true).await;
     let mut live = Live::start_with(KubeApi::with_recording(&annotated), Some(settings)).await;
     live.play(&annotated, Disrupt::None).await;
     let m = live.agent.metrics.clone();
@@ -580,33 +550,51 @@ async fn the_agent_probes_traffic_after_a_rollout() {
 /// counted; the watch goes on and the traces are whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_that_does_not_decode_is_skipped_and_counted() {
-    let name = "git-success.jsonl";
+    skipped_and_counted(
+        "git-success.jsonl",
+        &[serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "broken", "namespace": "web", "uid": "b1", "generation": 1},
+            "spec": {"replicas": "many"}
+        })],
+        &[("Deployment", "invalid_object")],
+    )
+    .await;
+}
+
+/// Plays bundled recording `name`, applies `bad` objects after it, and checks that each is
+/// counted as `counted` says (kind, error type) exactly once, that no watch restarted, and that
+/// the traces are those of the replay.
+async fn skipped_and_counted(
+    name: &str,
+    bad: &[serde_json::Value],
+    counted: &[(&'static str, &'static str)],
+) {
     let text = example(name);
     let want = replayed(text).await;
     let mut live = Live::start(KubeApi::with_recording(text)).await;
     live.play(text, Disrupt::None).await;
-    live.server.apply(
-        "ADDED",
-        serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "broken", "namespace": "web", "uid": "b1", "generation": 1},
-            "spec": {"replicas": "many"}
-        }),
-    );
+    for object in bad {
+        live.server.apply("ADDED", object.clone());
+    }
     let m = live.agent.metrics.clone();
-    let errors = move || {
-        m.decode_errors
-            .get_or_create(&fluxtrace::metrics::KindError {
-                kind: "Deployment",
-                error_type: "invalid_object",
+    let errors = move || -> Vec<u64> {
+        counted
+            .iter()
+            .map(|&(kind, error_type)| {
+                m.decode_errors
+                    .get_or_create(&fluxtrace::metrics::KindError { kind, error_type })
+                    .get()
             })
-            .get()
+            .collect()
     };
+    let once = vec![1; counted.len()];
     let e = errors.clone();
-    eventually("the decode error to be counted", move || e() == 1).await;
+    let o = once.clone();
+    eventually("the decode errors to be counted", move || e() == o).await;
     let got = by_id(&live.finish(want.len()).await);
     assert_eq!(got, want, "{name}");
-    assert_eq!(errors(), 1);
+    assert_eq!(errors(), once, "each counted once: {counted:?}");
     assert_eq!(
         restarts(&live.agent.metrics),
         0,
@@ -730,45 +718,26 @@ async fn record_writes_objects_deleted_during_a_watch_gap_as_deleted_lines() {
 /// counted; the watches go on and the automated trace is whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_objects_missing_fields_are_skipped_and_counted() {
-    let name = "image-automation-success.jsonl";
-    let text = example(name);
-    let want = replayed(text).await;
-    let mut live = Live::start(KubeApi::with_recording(text)).await;
-    live.play(text, Disrupt::None).await;
-    live.server.apply(
-        "ADDED",
-        serde_json::json!({
-            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
-            "metadata": {"name": "broken", "namespace": "flux-system", "uid": "p1", "generation": 1},
-            "status": {"latestRef": {"tag": "3.15.0"}}
-        }),
-    );
-    live.server.apply(
-        "ADDED",
-        serde_json::json!({
-            "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageUpdateAutomation",
-            "metadata": {"name": "broken", "namespace": "flux-system", "uid": "a1", "generation": 1},
-            "status": {"lastPushCommit": "78e7e93", "lastPushTime": "2026-11-26T10:00:14Z"}
-        }),
-    );
-    let m = live.agent.metrics.clone();
-    let errors = move |kind, error_type| {
-        m.decode_errors
-            .get_or_create(&fluxtrace::metrics::KindError { kind, error_type })
-            .get()
-    };
-    let e = errors.clone();
-    eventually("both to be counted", move || {
-        e("ImagePolicy", "missing_field") == 1 && e("ImageUpdateAutomation", "invalid_field") == 1
-    })
+    skipped_and_counted(
+        "image-automation-success.jsonl",
+        &[
+            serde_json::json!({
+                "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImagePolicy",
+                "metadata": {"name": "broken", "namespace": "flux-system", "uid": "p1", "generation": 1},
+                "status": {"latestRef": {"tag": "3.15.0"}}
+            }),
+            serde_json::json!({
+                "apiVersion": "image.toolkit.fluxcd.io/v1", "kind": "ImageUpdateAutomation",
+                "metadata": {"name": "broken", "namespace": "flux-system", "uid": "a1", "generation": 1},
+                "status": {"lastPushCommit": "78e7e93", "lastPushTime": "2026-11-26T10:00:14Z"}
+            }),
+        ],
+        &[
+            ("ImagePolicy", "missing_field"),
+            ("ImageUpdateAutomation", "invalid_field"),
+        ],
+    )
     .await;
-    let got = by_id(&live.finish(want.len()).await);
-    assert_eq!(got, want, "{name}");
-    assert_eq!(
-        restarts(&live.agent.metrics),
-        0,
-        "a bad object does not restart the watch"
-    );
 }
 
 /// `--skip-unchanged` on the agent: a promotion that changed nothing still gets its verdict,

@@ -308,13 +308,7 @@ impl Promotion {
                 self.ci_parent = Some(tp.span_id);
             }
             if let Some(start) = r.time {
-                let old = self.start;
-                self.start = start;
-                self.deadline = add(start, deadline);
-                // Stages that began at the promotion's start begin at the report's.
-                for s in self.spans_mut().filter(|s| s.start == old) {
-                    s.start = start.min(s.end.unwrap_or(start));
-                }
+                self.start_at(start, deadline);
             }
         }
         let cur = self.report.get_or_insert_with(|| PromotionReport {
@@ -359,6 +353,16 @@ impl Promotion {
         self.traceability = Traceability::Reported;
         if self.target.is_none() {
             self.target = self.report.as_ref().and_then(target_key);
+        }
+    }
+
+    /// Moves the promotion's start (what takes it over knows better when it began); the stages
+    /// that began at the old start begin at the new one, never after their end.
+    pub fn start_at(&mut self, start: Timestamp, deadline: jiff::SignedDuration) {
+        let old = std::mem::replace(&mut self.start, start);
+        self.deadline = add(start, deadline);
+        for s in self.spans_mut().filter(|s| s.start == old) {
+            s.start = start.min(s.end.unwrap_or(start));
         }
     }
 

@@ -312,13 +312,7 @@ impl Engine {
                 p.target = Some(target);
                 // The stages that began when the source stored the commit begin at the push,
                 // as they would have had the push been seen first.
-                let old = p.start;
-                p.start = pushed.min(old);
-                p.deadline = add(p.start, self.cfg.deadlines.promotion);
-                let start = p.start;
-                for s in p.spans_mut().filter(|s| s.start == old) {
-                    s.start = start.min(s.end.unwrap_or(start));
-                }
+                p.start_at(pushed.min(p.start), self.cfg.deadlines.promotion);
             }
         }
         let mut keys = std::mem::take(&mut p.keys);

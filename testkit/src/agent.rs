@@ -377,3 +377,44 @@ pub fn promotion_object(line: &serde_json::Value) -> serde_json::Value {
         "spec": fluxtrace::resource::spec_of(&report, at),
     })
 }
+
+/// For the traffic probe: a workload on 127.0.0.1 that serves `version` in `X-App-Version` at
+/// `/version`, `text` with the Deployment objects `opt_in` picks annotated to be probed there
+/// (`fluxtrace.io/probe-url`, `fluxtrace.io/probe-expect: header:X-App-Version`), and probe
+/// settings that allow that host and probe every 10 ms.
+pub async fn probed(
+    text: &str,
+    version: &'static str,
+    opt_in: impl Fn(&serde_json::Value) -> bool,
+) -> (String, fluxtrace::probe::ProbeSettings) {
+    use axum::routing::get;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/version",
+        get(move || async move { ([("X-App-Version", version)], "") }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let mut annotated = String::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let o = &mut v["object"];
+        if o["kind"] == "Deployment" && opt_in(o) {
+            let a = &mut o["metadata"]["annotations"];
+            a["fluxtrace.io/probe-url"] = format!("http://{addr}/version").into();
+            a["fluxtrace.io/probe-expect"] = "header:X-App-Version".into();
+        }
+        annotated.push_str(&v.to_string());
+        annotated.push('\n');
+    }
+    let settings = fluxtrace::probe::ProbeSettings {
+        interval: Duration::from_millis(10),
+        allow_hosts: vec!["127.0.0.1".into()],
+        ..fluxtrace::probe::ProbeSettings::default()
+    };
+    (annotated, settings)
+}
