@@ -19,6 +19,7 @@ use super::config::add;
 use super::engine::{Engine, Output};
 use super::promotion::{report_keys, target_key, Promotion, Successor, Traceability};
 use super::stage::rollout::RolloutOwner;
+use super::stage::source::stored;
 use super::timers::Wake;
 use super::Map;
 use crate::model::{condition, CondStatus, Kind, ObjectRef, PromotionReport, SourceObs};
@@ -40,16 +41,6 @@ pub(super) fn unreported_id(source: &ObjectRef, hex: &str) -> String {
         source.name,
         &hex[..12.min(hex.len())]
     )
-}
-
-/// Whether the source's artifact holds its revision (Ready, or the revision named in Ready's
-/// message while Ready is not yet True).
-pub(super) fn stored(obs: &SourceObs) -> bool {
-    let Some(rev) = obs.revision.as_deref().filter(|r| !r.is_empty()) else {
-        return false;
-    };
-    condition(&obs.conditions, "Ready")
-        .is_none_or(|c| c.status == CondStatus::True || c.message.contains(rev))
 }
 
 impl Engine {

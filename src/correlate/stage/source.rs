@@ -166,10 +166,7 @@ impl Engine {
         }
         source_attrs(&mut span.attrs, obs);
         span.key.revision = obs.revision.clone();
-        let ready = condition(&obs.conditions, "Ready");
-        let stored = !rev.is_empty()
-            && ready.is_none_or(|c| c.status == CondStatus::True || c.message.contains(&rev));
-        if stored {
+        if stored(obs) {
             let end = obs.artifact_updated.unwrap_or(at);
             span.start = span.start.min(end);
             let summary = format!("stored artifact for revision {rev}");
@@ -239,6 +236,16 @@ impl Engine {
             self.touched.insert(id.clone());
         }
     }
+}
+
+/// Whether the source's artifact holds its revision (Ready, or the revision named in Ready's
+/// message while Ready is not yet True).
+pub(in crate::correlate) fn stored(obs: &SourceObs) -> bool {
+    let Some(rev) = obs.revision.as_deref().filter(|r| !r.is_empty()) else {
+        return false;
+    };
+    condition(&obs.conditions, "Ready")
+        .is_none_or(|c| c.status == CondStatus::True || c.message.contains(rev))
 }
 
 fn source_attrs(a: &mut Attributes, obs: &SourceObs) {
