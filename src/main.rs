@@ -580,7 +580,13 @@ fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             let out = tokio::io::BufWriter::new(file);
             fluxtrace::record::record(server, settings, out, stop).await?
         };
-        let total: u64 = summary.lines.values().sum();
+        // The `synced` line marks where the initial lists ended: not an observation.
+        let total: u64 = summary
+            .lines
+            .iter()
+            .filter(|(kind, _)| **kind != "synced")
+            .map(|(_, n)| n)
+            .sum();
         eprintln!(
             "fluxtrace: recorded {total} observation(s): {:?}",
             summary.lines

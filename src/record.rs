@@ -2,7 +2,8 @@
 //! "Recording format") that `fluxtrace replay` turns into the same traces offline.
 //!
 //! The initial state is written as `ADDED`, changes as `MODIFIED`/`DELETED`, one line each, in
-//! arrival order. Secrets are never watched; `data`, `stringData` and `binaryData` fields,
+//! arrival order; a `synced` line follows once every watcher has listed its kind (or found it
+//! not served), so that a replay holds the initial state as the agent does at its start. Secrets are never watched; `data`, `stringData` and `binaryData` fields,
 //! `managedFields` and the `kubectl.kubernetes.io/last-applied-configuration` annotation are
 //! never written.
 
@@ -61,6 +62,9 @@ pub async fn record<W: AsyncWrite + Unpin>(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    // Kinds not served count as listed: their watchers say so here (once each), as they
+    // cannot wait for room in `tx` from where they learn it.
+    let (missing_tx, mut missing_rx) = mpsc::unbounded_channel::<()>();
     let mut tasks = tokio::task::JoinSet::new();
     for w in WATCHED {
         for ns in &namespaces {
@@ -72,11 +76,15 @@ pub async fn record<W: AsyncWrite + Unpin>(
                 settings.rediscover.unwrap_or(Duration::from_secs(300)),
                 settings.clock.clone(),
                 tx.clone(),
+                missing_tx.clone(),
                 watchers.clone(),
             ));
         }
     }
     drop(tx);
+    drop(missing_tx);
+    // Watchers still to finish their first list: the `synced` line follows the last one.
+    let mut listing = WATCHED.len() * namespaces.len();
     let deadline = async {
         match settings.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -94,7 +102,19 @@ pub async fn record<W: AsyncWrite + Unpin>(
                 timed_out = true;
                 watchers.cancel();
             }
+            Some(()) = missing_rx.recv(), if listing > 0 => {
+                listing -= 1;
+                if listing == 0 {
+                    write_synced(&mut out, &settings.clock, &mut summary).await?;
+                }
+            }
             line = rx.recv() => match line {
+                Some((SYNCED, _)) => {
+                    listing = listing.saturating_sub(1);
+                    if listing == 0 {
+                        write_synced(&mut out, &settings.clock, &mut summary).await?;
+                    }
+                }
                 Some((kind, l)) => {
                     out.write_all(l.as_bytes()).await?;
                     out.write_all(b"\n").await?;
@@ -109,6 +129,22 @@ pub async fn record<W: AsyncWrite + Unpin>(
     Ok(summary)
 }
 
+async fn write_synced<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    clock: &Clock,
+    summary: &mut RecordSummary,
+) -> Result<(), RecordError> {
+    let line = json!({"at": clock.now().to_string(), "kind": SYNCED});
+    out.write_all(line.to_string().as_bytes()).await?;
+    out.write_all(b"\n").await?;
+    *summary.lines.entry(SYNCED).or_default() += 1;
+    Ok(())
+}
+
+/// What a watcher sends once it has listed its kind (or found it not served); the line that
+/// marks the end of the initial state.
+const SYNCED: &str = "synced";
+
 #[allow(clippy::too_many_arguments)] // one watcher's whole context, spawned once
 async fn watch_kind(
     server: ApiServer,
@@ -118,11 +154,21 @@ async fn watch_kind(
     rediscover: Duration,
     clock: Clock,
     tx: mpsc::Sender<(&'static str, String)>,
+    missing: mpsc::UnboundedSender<()>,
     stop: CancellationToken,
 ) {
-    let Some(ar) = served(&server, &w, rediscover, &stop, || {}).await else {
+    // A kind not served has nothing to list: it counts as listed the first time.
+    let reported = std::sync::atomic::AtomicBool::new(false);
+    let Some(ar) = served(&server, &w, rediscover, &stop, || {
+        if !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let _ = missing.send(());
+        }
+    })
+    .await
+    else {
         return;
     };
+    let mut listed = reported.into_inner();
     let mut stream =
         KindWatch::<DynamicObject>::new(&server, &ar, namespace.as_deref(), selector.as_deref());
     let mut failures = RepeatedWarning::default();
@@ -161,6 +207,11 @@ async fn watch_kind(
                 continue;
             }
             Some(Ok(Event::InitDone)) => {
+                if !std::mem::replace(&mut listed, true)
+                    && tx.send((SYNCED, String::new())).await.is_err()
+                {
+                    return;
+                }
                 let gone = relist.as_mut().map(Relist::done).unwrap_or_default();
                 for (ns, name) in gone {
                     let mut o = DynamicObject::new(&name, &ar);

@@ -2,7 +2,8 @@
 //!
 //! Used by `fluxtrace replay`, `fluxtrace demo` and the tests. No waiting: observations are
 //! applied in order, then the clock is advanced past every deadline so each promotion reaches
-//! a verdict. The same recording always gives the same spans, ids included.
+//! a verdict. The same recording always gives the same spans, ids included. A recording with a
+//! `synced` line starts as an agent starts: what comes before it is held until it.
 
 use crate::correlate::{Engine, EngineConfig, Output};
 use crate::sources::recording::{self, BadLine};
@@ -10,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 19] = [
+pub const EXAMPLES: [(&str, &str); 24] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -87,6 +88,26 @@ pub const EXAMPLES: [(&str, &str); 19] = [
         "flagger-canary-rollback.jsonl",
         include_str!("../examples/recordings/flagger-canary-rollback.jsonl"),
     ),
+    (
+        "history-oci.jsonl",
+        include_str!("../examples/recordings/history-oci.jsonl"),
+    ),
+    (
+        "history-git.jsonl",
+        include_str!("../examples/recordings/history-git.jsonl"),
+    ),
+    (
+        "history-image-automation.jsonl",
+        include_str!("../examples/recordings/history-image-automation.jsonl"),
+    ),
+    (
+        "history-helm.jsonl",
+        include_str!("../examples/recordings/history-helm.jsonl"),
+    ),
+    (
+        "history-oci-failure.jsonl",
+        include_str!("../examples/recordings/history-oci-failure.jsonl"),
+    ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.
 #[derive(Debug)]
@@ -147,8 +168,20 @@ pub fn run_decoded(decoded: recording::Decoded, cfg: EngineConfig) -> Replay {
         ..Replay::default()
     };
     let mut pending = Vec::new();
-    for ev in decoded.events {
+    // A recording that marks its initial state is replayed as its agent started: what the
+    // initial lists showed is held, then applied at once (`Engine::hold`).
+    let synced = decoded.synced;
+    if synced.is_some_and(|n| n > 0) {
+        collect(engine.hold(true), &mut out.traces, &mut pending);
+    }
+    for (i, ev) in decoded.events.into_iter().enumerate() {
+        if synced == Some(i) && engine.held() {
+            collect(engine.hold(false), &mut out.traces, &mut pending);
+        }
         collect(engine.apply(ev), &mut out.traces, &mut pending);
+    }
+    if engine.held() {
+        collect(engine.hold(false), &mut out.traces, &mut pending);
     }
     collect(engine.finish(), &mut out.traces, &mut pending);
     out

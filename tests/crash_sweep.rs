@@ -111,10 +111,11 @@ fn end_of(line: &str) -> i128 {
 }
 
 /// Traces no object records whose delivery had ended by `kill_at`: untraced rollouts
-/// (`delivery.traceability=missing`) whose rollout had ended, and unreported promotions
-/// (`delivery.traceability=unreported`) whose every stage had ended. A new agent cannot tell
-/// whether their spans were sent before the kill, so it does not trace a delivery that ended
-/// before it saw it. Each of these traces is received whole or not at all.
+/// (`delivery.traceability=missing`) whose rollout had ended, and promotions no report named
+/// (`delivery.traceability` `unreported`, `automated` or `annotated`) whose every stage had
+/// ended. A new agent cannot tell whether their spans were sent before the kill, and what its
+/// initial lists show delivered is history, so it does not trace a delivery that ended before
+/// it saw it. Each of these traces is received whole or not at all.
 fn lost_untraced(want: &BTreeMap<String, String>, kill_at: jiff::Timestamp) -> BTreeSet<String> {
     let kill_at = kill_at.as_nanosecond();
     let marked = |l: &str, how: &str| {
@@ -125,7 +126,10 @@ fn lost_untraced(want: &BTreeMap<String, String>, kill_at: jiff::Timestamp) -> B
     want.values()
         .filter(|l| {
             (marked(l, "missing") && l.contains(r#"name="rollout""#))
-                || (marked(l, "unreported") && l.contains(r#"name="promotion""#))
+                || (["unreported", "automated", "annotated"]
+                    .iter()
+                    .any(|how| marked(l, how))
+                    && l.contains(r#"name="promotion""#))
         })
         .filter(|l| end_of(l) <= kill_at)
         .map(|l| trace_of(l).to_string())
@@ -374,10 +378,8 @@ async fn a_kill_before_the_export_is_confirmed_sends_the_same_spans_again() {
     for (name, text) in selected() {
         let want = unbroken(text).await;
         let (got, again, taken, _) = killed_before_confirmation(text, want.len()).await;
-        // Reports (kept as Promotion resources) and image automation (its policy and push stay
-        // in the cluster) are derived again by the restarted agent.
-        let durable = text.contains(r#""kind":"promotion""#)
-            || text.contains(r#""kind":"ImageUpdateAutomation""#);
+        // Reports (kept as Promotion resources) are derived again by the restarted agent.
+        let durable = text.contains(r#""kind":"promotion""#);
         let lost = if durable {
             let (diff, _) = differences(&want, &got, &BTreeSet::new());
             assert!(
@@ -391,10 +393,10 @@ async fn a_kill_before_the_export_is_confirmed_sends_the_same_spans_again() {
             );
             0
         } else {
-            // Only deliveries nothing durable records (untraced rollouts, unreported
-            // promotions): what arrives is identical; a delivery that had ended is not traced
-            // again, so the rest of its trace is lost (the limit docs/design.md states); one
-            // still failing is traced again, identical.
+            // Only deliveries nothing durable records (untraced rollouts, unreported and
+            // automated promotions): what arrives is identical; a delivery that had ended is
+            // history to the new agent and not traced again, so the rest of its trace is lost
+            // (the limit docs/design.md states); one still failing is traced again, identical.
             let wrong: Vec<&String> = got
                 .iter()
                 .filter(|(id, g)| want.get(*id) != Some(*g))

@@ -5,9 +5,16 @@
 //! again in its latest state) and re-lists (the latest state of every object seen, as after a
 //! watch restart) mixed in, and the engine's clock ticked in between.
 //!
+//! Half the runs start as an agent starts: the engine holds while the initial state of every
+//! recording (its lines up to `synced`, else its first, settled, list) is delivered, then
+//! releases it; the `history-*` recordings' initial states name promotions delivered before the
+//! start.
+//!
 //! Whatever the order: the engine does not panic, every promotion gets exactly one verdict (one
 //! `Output::Story` per promotion id, and one for every reported promotion), no span id is emitted
-//! twice, and every span belongs to a trace that got a verdict.
+//! twice, every span belongs to a trace that got a verdict, and, in a run that starts held on
+//! recordings that share no object, nothing delivered before the start is judged (no verdict
+//! for a promotion only the initial state names).
 //!
 //! `FLUXTRACE_ENGINE_PROP_CASES` sets the number of cases (default 16; .ci/run runs 400).
 
@@ -45,6 +52,8 @@ enum Op {
 struct Case {
     /// (bundled recording, seconds added to every timestamp in it).
     streams: Vec<(&'static str, i64)>,
+    /// Start as an agent starts: every stream's initial state held, then released.
+    held_start: bool,
     ops: Vec<Op>,
 }
 
@@ -77,10 +86,12 @@ fn case_of(
     (
         proptest::sample::subsequence(names, 2..=4),
         proptest::collection::vec(shifts, 4),
+        any::<bool>(),
         proptest::collection::vec(ops, 0..300),
     )
-        .prop_map(|(chosen, offsets, ops)| Case {
+        .prop_map(|(chosen, offsets, held_start, ops)| Case {
             streams: chosen.into_iter().zip(offsets).collect(),
+            held_start,
             ops,
         })
 }
@@ -102,6 +113,58 @@ fn object_key(line: &str) -> Option<(ObjectKey, bool)> {
         s(&o["metadata"]["name"]),
     );
     Some((key, v["type"] == "DELETED"))
+}
+
+/// How many lines of a recording are its initial state: through its `synced` line, else its
+/// first list (the leading watch lines of its first time).
+fn initial_len(lines: &[String]) -> usize {
+    if let Some(i) = lines.iter().position(|l| l.contains(r#""kind":"synced""#)) {
+        return i + 1;
+    }
+    let at = |l: &String| {
+        serde_json::from_str::<Value>(l).ok().and_then(|v| {
+            (v["kind"] == "watch").then(|| v["at"].as_str().unwrap_or_default().to_string())
+        })
+    };
+    let first = lines.first().and_then(at);
+    lines
+        .iter()
+        .take_while(|l| first.is_some() && at(l) == first)
+        .count()
+}
+
+/// The promotion ids lines name: reports, promotion-id annotations and Flux event metadata,
+/// and image automation's pushes (`automated/<namespace>/<automation>/<12 hex>`).
+fn named_ids(lines: &[String]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for l in lines {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        if let Some(id) = v["promotion"]["id"].as_str() {
+            ids.insert(id.to_string());
+        }
+        for key in [r#""fluxtrace.io/promotion-id":""#, r#""promotion-id":""#] {
+            for (i, _) in l.match_indices(key) {
+                let rest = &l[i + key.len()..];
+                if let Some(end) = rest.find('"') {
+                    ids.insert(rest[..end].to_string());
+                }
+            }
+        }
+        let o = &v["object"];
+        if o["kind"] == "ImageUpdateAutomation" {
+            if let Some(c) = o["status"]["lastPushCommit"].as_str() {
+                ids.insert(format!(
+                    "automated/{}/{}/{}",
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str().unwrap_or_default(),
+                    &c[..12.min(c.len())]
+                ));
+            }
+        }
+    }
+    ids
 }
 
 /// Everything the engine emitted in a run.
@@ -143,6 +206,10 @@ struct Run {
     latest: BTreeMap<ObjectKey, String>,
     /// The latest time delivered or ticked.
     now: Timestamp,
+    /// Promotions only the initial state named (a run that starts held).
+    history: BTreeSet<String>,
+    /// Every recording moved by less than a century.
+    sane_times: bool,
 }
 
 impl Run {
@@ -163,6 +230,44 @@ impl Run {
             delivered: Vec::new(),
             latest: BTreeMap::new(),
             now: Timestamp::UNIX_EPOCH,
+            history: BTreeSet::new(),
+            sane_times: case
+                .streams
+                .iter()
+                .all(|(_, shift)| shift.abs() < 100 * 365 * 86_400),
+        }
+    }
+
+    /// The agent's start: the initial state of every stream, held, then released.
+    fn start_held(&mut self) {
+        let mut before = BTreeSet::new();
+        let mut after = BTreeSet::new();
+        let out = self.engine.hold(true);
+        self.out.take(out);
+        for i in 0..self.streams.len() {
+            let n = initial_len(&self.streams[i]);
+            before.extend(named_ids(&self.streams[i][..n]));
+            after.extend(named_ids(&self.streams[i][n..]));
+            for _ in 0..n {
+                self.send_next(i);
+            }
+        }
+        let out = self.engine.hold(false);
+        self.out.take(out);
+        // Each recording's initial state is settled on its own; two that share objects make a
+        // state neither had (one's automation with the other's source), where nothing says
+        // what was delivered.
+        let mut owners: BTreeMap<ObjectKey, usize> = BTreeMap::new();
+        let shared = self.streams.iter().enumerate().any(|(i, lines)| {
+            lines
+                .iter()
+                .filter_map(|l| object_key(l))
+                .any(|(k, _)| *owners.entry(k).or_insert(i) != i)
+        });
+        // The decoder keeps `at` within 1970 to 9000, not the times inside objects: moved
+        // beyond, a push long past reads as one to come, and nothing says it was delivered.
+        if !shared && self.sane_times {
+            self.history = before.difference(&after).cloned().collect();
         }
     }
 
@@ -254,8 +359,11 @@ impl Run {
 }
 
 /// The run itself: returns what was emitted and the promotion ids the reports carried.
-fn run(case: &Case) -> (Emitted, BTreeSet<String>) {
+fn run(case: &Case) -> (Emitted, BTreeSet<String>, BTreeSet<String>) {
     let mut r = Run::new(case);
+    if case.held_start {
+        r.start_held();
+    }
     for op in &case.ops {
         r.step(op);
     }
@@ -267,18 +375,25 @@ fn run(case: &Case) -> (Emitted, BTreeSet<String>) {
     }
     let outputs = r.engine.finish();
     r.out.take(outputs);
-    (r.out, r.reported)
+    (r.out, r.reported, r.history)
 }
 
 /// The properties; an error names the first one broken.
 fn check(case: &Case) -> Result<(), TestCaseError> {
-    let (out, reported) = run(case);
+    let (out, reported, history) = run(case);
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
     for (id, _) in &out.stories {
         *verdicts.entry(id).or_default() += 1;
     }
     for (id, n) in &verdicts {
         prop_assert_eq!(*n, 1, "promotion {} got {} verdicts", id, n);
+    }
+    for id in &history {
+        prop_assert!(
+            !verdicts.contains_key(id.as_str()),
+            "promotion {} was delivered before the start and got a verdict",
+            id
+        );
     }
     for id in &reported {
         prop_assert!(
@@ -357,12 +472,14 @@ fn far_past_and_future_times_never_panic() {
 #[test]
 fn each_recording_alone_is_its_replay() {
     for (name, text) in EXAMPLES {
+        // A recording that marks its initial state replays as an agent starts.
         let case = Case {
             streams: vec![(name, 0)],
+            held_start: text.contains(r#""kind":"synced""#),
             ops: Vec::new(),
         };
         check(&case).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (out, _) = run(&case);
+        let (out, _, _) = run(&case);
         let replay = fluxtrace::replay::run(
             text,
             EngineConfig {
@@ -407,6 +524,7 @@ fn a_tick_at_the_end_of_time_does_not_panic_the_next_call() {
             ("git-build-failure.jsonl", 0),
             ("untraced-rollout.jsonl", 0),
         ],
+        held_start: false,
         ops: vec![Op::TickAt(Timestamp::MAX.as_second())],
     };
     check(&case).expect("the checks");

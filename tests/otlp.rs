@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 19] = [
+const DIVERGENCE: [(&str, Option<&str>); 24] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -61,6 +61,11 @@ const DIVERGENCE: [(&str, Option<&str>); 19] = [
     ("unreported-oci-failure.jsonl", Some("rollout")),
     ("flagger-canary-success.jsonl", None),
     ("flagger-canary-rollback.jsonl", Some("traffic")),
+    ("history-oci.jsonl", None),
+    ("history-git.jsonl", None),
+    ("history-image-automation.jsonl", None),
+    ("history-helm.jsonl", None),
+    ("history-oci-failure.jsonl", Some("rollout")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.
@@ -469,8 +474,10 @@ async fn every_recording_arrives_whole_over_otlp_grpc() {
 
 #[tokio::test]
 async fn all_recordings_in_one_export_group_by_resource() {
+    // A history recording's trace is the one of the recording it adds history to: sent once.
     let sent: Vec<SpanRecord> = EXAMPLES
         .iter()
+        .filter(|(name, _)| !name.starts_with("history-"))
         .flat_map(|(_, text)| spans_of(text, CLUSTER))
         .collect();
     let receiver = OtlpReceiver::start().await;
@@ -478,23 +485,36 @@ async fn all_recordings_in_one_export_group_by_resource() {
         .await
         .unwrap_or_else(|(_, errors)| panic!("export failed: {errors:?}"));
     assert_arrived_as_sent("all recordings", &sent, &receiver, CLUSTER);
-    // One trace per promotion (two recordings hold two), one resource per component that did
-    // the work.
+    // One trace per promotion (two recordings hold two; a history recording's trace is the
+    // one of the recording it adds history to), one resource per component that did the work.
     let traces: BTreeSet<_> = receiver
         .spans()
         .into_iter()
         .map(|(_, s)| s.trace_id)
         .collect();
-    let promotions: usize = EXAMPLES
+    let promotions: Vec<(String, usize)> = EXAMPLES
         .iter()
-        .map(|(_, text)| {
-            fluxtrace::replay::run(text, EngineConfig::default())
+        .map(|(name, text)| {
+            let n = fluxtrace::replay::run(text, EngineConfig::default())
                 .traces
-                .len()
+                .len();
+            (name.to_string(), n)
         })
-        .sum();
-    assert_eq!(promotions, EXAMPLES.len() + 2);
-    assert_eq!(traces.len(), promotions);
+        .collect();
+    let count = |history: bool| -> usize {
+        promotions
+            .iter()
+            .filter(|(n, _)| n.starts_with("history-") == history)
+            .map(|(_, c)| c)
+            .sum()
+    };
+    let histories = promotions
+        .iter()
+        .filter(|(n, _)| n.starts_with("history-"))
+        .count();
+    assert_eq!(count(false), EXAMPLES.len() - histories + 2);
+    assert_eq!(count(true), histories);
+    assert_eq!(traces.len(), count(false));
 }
 
 #[tokio::test]

@@ -14,12 +14,11 @@
 //! saying so, when prometheus is not installed (`.ci/run` installs it and sets
 //! `FLUXTRACE_REQUIRE_TOOLS=1`, which turns the skip into a failure).
 
+use fluxtrace_testkit::cli::{self, get, Running};
 use fluxtrace_testkit::tools;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fluxtrace::client::encode_segment;
@@ -32,16 +31,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 const BOUND: Duration = Duration::from_secs(90);
-
-/// A child process that is killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `text` with its promotion report edited by `edit`.
 fn edit_report(text: &str, edit: impl Fn(&mut serde_json::Map<String, Value>)) -> String {
@@ -77,22 +66,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
-}
-
-/// One HTTP/1.0 GET on loopback: (head, body).
-fn get(addr: &str, path_and_query: &str, accept: Option<&str>) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(
-        s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.to_string(), body.to_string()))
 }
 
 /// Prometheus' HTTP API: the `data` of a successful answer.
@@ -177,36 +150,7 @@ fn exemplar_traces(addr: &str, metric: &str) -> Vec<String> {
 
 /// Starts `fluxtrace replay --serve 127.0.0.1:0 <files>`; its address once it serves.
 fn serve_replay(files: &[PathBuf]) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxtrace"))
-        .arg("replay")
-        .args(files)
-        .args(["--serve", "127.0.0.1:0"])
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("replay: {line}");
-            if let Some(rest) = line.split_once(" on http://").map(|(_, r)| r) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(BOUND)
-        .expect("replay --serve says where it serves");
-    (running, addr)
+    cli::serve_replay(env!("CARGO_BIN_EXE_fluxtrace"), files)
 }
 
 fn start_prometheus(bin: &std::ffi::OsStr, dir: &Path, target: &str) -> (Running, String) {

@@ -47,7 +47,18 @@ async fn record_with_a_duration_ends_cleanly_and_its_file_replays() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let recorded = std::fs::read_to_string(&output).expect("the recording");
-    let lines = recorded.lines().filter(|l| !l.trim().is_empty()).count();
+    let lines = recorded
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(r#""kind":"synced""#))
+        .count();
+    assert_eq!(
+        recorded
+            .lines()
+            .filter(|l| l.contains(r#""kind":"synced""#))
+            .count(),
+        1,
+        "one line says where the initial lists ended"
+    );
     assert!(
         stderr.contains(&format!("recorded {lines} observation(s)")),
         "every observation reported is in the file: {lines} lines; {stderr}"

@@ -525,7 +525,20 @@ async fn engine_loop(
                         if !engine.held() && listing(&outlets.readiness, started) {
                             engine.hold(true);
                         }
-                        engine.apply(ev)
+                        // The end of a watcher's list, behind everything it listed: only now
+                        // is that list applied (or kept by the hold).
+                        let listed = match &ev.body {
+                            EventBody::Relisted(r) => Some(crate::sources::kube::watch_part(
+                                r.kind.as_str(),
+                                r.namespace.as_deref(),
+                            )),
+                            _ => None,
+                        };
+                        let out = engine.apply(ev);
+                        if let Some(part) = listed {
+                            outlets.readiness.set(&part, true);
+                        }
+                        out
                     }
                     None => break,
                 },

@@ -161,6 +161,7 @@ impl Engine {
     /// ReplicaSets and core Events are applied as they come: their order changes nothing.
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
+            let before: super::Set<String> = self.reg.ids().map(str::to_string).collect();
             let mut kept = std::mem::take(&mut self.kept);
             kept.sort_by_key(|ev| delivery_rank(&ev.body));
             self.releasing = true;
@@ -175,6 +176,8 @@ impl Engine {
                 self.rejoin(&id, now);
             }
             self.open_unreported_in_flight(now);
+            // What the initial state shows delivered is history, not a promotion in flight.
+            self.forget_history(&before);
             self.releasing = false;
             self.held = false;
             let open: Vec<String> = self.reg.ids().map(str::to_string).collect();

@@ -24,6 +24,7 @@
 //! | deadlines and tolerances; saturating time arithmetic | `config.rs` |
 //! | a promotion's data, its ids, `Traceability`; opening promotions, superseding | `promotion.rs` |
 //! | revisions Flux delivered that nobody announced; a report taking one over | `unreported.rs` |
+//! | what the initial state shows delivered: history, never judged | `history.rs` |
 //! | open/finished promotions and their indexes (the only writer) | `registry.rs` |
 //! | which sources and reconcilers are at which revision | `revisions.rs` |
 //! | which of several promotions of one revision an object belongs to | `stage/matching.rs` |
@@ -44,6 +45,7 @@
 mod config;
 mod engine;
 mod events;
+mod history;
 mod promotion;
 mod registry;
 mod render;

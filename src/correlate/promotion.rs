@@ -425,7 +425,11 @@ impl Engine {
     /// its revision.
     pub(super) fn on_promotion(&mut self, at: Timestamp, report: Report) {
         let id = report.id.clone();
-        if self.reg.is_finished(&id) {
+        // History (delivered before the agent started) is answered when a report names it.
+        if self.reg.is_finished(&id) && !self.reg.is_history(&id) {
+            return;
+        }
+        if self.reg.is_history(&id) && self.report_history(at, report.clone()) {
             return;
         }
         if let Some(p) = self.reg.get_mut(&id) {

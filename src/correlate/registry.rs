@@ -54,7 +54,17 @@ pub(super) struct Registry {
     /// Revision key → the unreported promotion (open, or finished and remembered) that named
     /// it: one entry per key, so that a flood of reports of one commit finds it in O(1).
     unreported: Map<String, String>,
+    /// Promotions the initial state showed delivered (`history`): never opened again but by a
+    /// report; the oldest forgotten beyond the finished retention.
+    history: Set<String>,
+    history_order: VecDeque<String>,
+    /// The newest of them whole (at most [`HISTORY_KEPT`]): a report naming one later is
+    /// answered with what the objects recorded of its delivery.
+    history_kept: Map<String, Box<Promotion>>,
 }
+
+/// How many promotions of the initial state's history are kept whole.
+const HISTORY_KEPT: usize = 256;
 
 /// The verdict of a finished unreported promotion, compactly.
 #[derive(Clone, Debug)]
@@ -81,8 +91,55 @@ impl Registry {
         self.open.contains_key(id)
     }
 
+    /// Whether the promotion reached its verdict, or was history when the agent started: either
+    /// way nothing but a report opens it again.
     pub fn is_finished(&self, id: &str) -> bool {
-        self.finished.contains_key(id)
+        self.finished.contains_key(id) || self.history.contains(id)
+    }
+
+    /// Whether the promotion was delivered before the agent started (`history`), with no
+    /// verdict of its own.
+    pub fn is_history(&self, id: &str) -> bool {
+        self.history.contains(id)
+    }
+
+    /// Remembers a promotion the initial state showed delivered, forgetting the oldest beyond
+    /// `retain`.
+    pub fn remember_history(&mut self, p: Promotion, retain: usize) {
+        let id = p.id.clone();
+        if self.history.insert(id.clone()) {
+            self.history_order.push_back(id.clone());
+        }
+        self.history_kept.insert(id, Box::new(p));
+        while self.history_order.len() > retain {
+            if let Some(old) = self.history_order.pop_front() {
+                self.history.remove(&old);
+                self.history_kept.remove(&old);
+            }
+        }
+        let kept = self.history_kept.len();
+        if kept > HISTORY_KEPT {
+            // The oldest are first in the order.
+            let drop: Vec<String> = self
+                .history_order
+                .iter()
+                .filter(|h| self.history_kept.contains_key(*h))
+                .take(kept - HISTORY_KEPT)
+                .cloned()
+                .collect();
+            for d in drop {
+                self.history_kept.remove(&d);
+            }
+        }
+    }
+
+    /// A promotion of the initial state's history, whole, if still kept; it is no longer
+    /// history once taken.
+    pub fn take_history(&mut self, id: &str) -> Option<Promotion> {
+        if self.history.remove(id) {
+            self.history_order.retain(|h| h != id);
+        }
+        self.history_kept.remove(id).map(|p| *p)
     }
 
     pub fn open_count(&self) -> usize {
@@ -105,6 +162,11 @@ impl Registry {
     /// the new one replaces for the same target, if any (the caller decides on superseding).
     pub fn open(&mut self, p: Promotion) -> Option<String> {
         let id = p.id.clone();
+        // A report naming a promotion that was history: its own promotion from now on.
+        if self.history.remove(&id) {
+            self.history_order.retain(|h| *h != id);
+            self.history_kept.remove(&id);
+        }
         let mut previous = None;
         if let Some(t) = &p.target {
             previous = self

@@ -115,7 +115,7 @@ impl Engine {
 
     /// Whether a follower's delivery of `rev` is under way: not applied yet, or a rollout of a
     /// Deployment it applies has not ended.
-    fn in_flight(&self, follower: &ObjectRef, rev: &str) -> bool {
+    pub(super) fn in_flight(&self, follower: &ObjectRef, rev: &str) -> bool {
         let Some(obs) = self.reconcilers.get(follower).and_then(|s| s.last.as_ref()) else {
             return false;
         };

@@ -38,6 +38,32 @@ struct Facts {
 }
 
 impl Facts {
+    /// A promotion the initial state shows delivered before the agent started (`history`):
+    /// what it delivered, with no verdict of this agent's.
+    fn of_history(p: &Promotion) -> Facts {
+        let report = p.report.as_ref();
+        let short = |v: Option<&str>| v.map(Box::from);
+        let start = p.first_start();
+        Facts {
+            id: p.id.as_str().into(),
+            actor: short(report.and_then(|r| r.actor.as_deref())),
+            environment: short(p.environment()),
+            app: short(report.and_then(|r| r.app.as_deref())),
+            traceability: p.traceability,
+            outcome: Outcome::Succeeded,
+            diverged_at: None,
+            reason: None,
+            trace_id: p.trace_id,
+            start,
+            end: p
+                .spans()
+                .filter_map(|s| s.end)
+                .max()
+                .unwrap_or(start)
+                .max(start),
+        }
+    }
+
     fn of(s: &Story) -> Facts {
         let short = |v: &Option<String>| v.as_deref().map(Box::from);
         Facts {
@@ -251,6 +277,20 @@ impl Workloads {
             .is_some_and(|f| Arc::strong_count(f) == 1)
         {
             self.named.remove(&id);
+        }
+    }
+
+    /// A promotion the initial state showed delivered (`history`): the Deployments its
+    /// rollouts completed run what it delivered.
+    pub fn on_history(&mut self, p: &Promotion) {
+        let facts = Arc::new(Facts::of_history(p));
+        for s in &p.rollouts {
+            if let (Some(dep), StageResult::Succeeded, Some(end)) = (&s.object, &s.result, s.end) {
+                self.delivered(dep, &facts, end);
+            }
+        }
+        if Arc::strong_count(&facts) > 1 {
+            self.named.insert(facts.id.clone(), facts);
         }
     }
 

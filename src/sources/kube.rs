@@ -75,10 +75,7 @@ pub fn spawn_with_client(
     };
     for w in WATCHED {
         for ns in &namespaces {
-            let name = match ns {
-                Some(ns) => format!("watch/{}/{ns}", w.kind),
-                None => format!("watch/{}", w.kind),
-            };
+            let name = watch_part(w.kind, ns.as_deref());
             handle.readiness.register(name.clone());
             let selector = settings.workload_selector.clone().filter(|_| w.workload);
             set.spawn(watch_kind(
@@ -92,6 +89,15 @@ pub fn spawn_with_client(
                 stop.clone(),
             ));
         }
+    }
+}
+
+/// The readiness part of the watcher of `kind` (in `namespace`, or cluster-wide): ready once
+/// its initial list is applied.
+pub fn watch_part(kind: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("watch/{kind}/{ns}"),
+        None => format!("watch/{kind}"),
     }
 }
 
@@ -168,6 +174,9 @@ async fn watch_kind(
             Ok(Event::InitDone) => {
                 listed_once = true;
                 if let (Some(k), Some(present)) = (relisted_kind, listing.take()) {
+                    // The engine marks this watcher listed when it applies this, behind every
+                    // object the list delivered (`agent::engine_loop`): the start-up hold
+                    // cannot end while what was listed is still queued.
                     let ev = DeliveryEvent {
                         at: handle.now(),
                         body: EventBody::Relisted(RelistObs {
@@ -179,8 +188,9 @@ async fn watch_kind(
                     if handle.submit(ev).await.is_err() {
                         break;
                     }
+                } else {
+                    handle.readiness.set(&name, true);
                 }
-                handle.readiness.set(&name, true);
             }
             Err(e) => {
                 handle

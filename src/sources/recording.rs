@@ -5,7 +5,12 @@
 //! {"at":"…","kind":"promotion","promotion":{…}}
 //! {"at":"…","kind":"flux_event","event":{…}}
 //! {"at":"…","kind":"probe_result","result":{…}}   (a traffic probe's outcome)
+//! {"at":"…","kind":"synced"}                       (every initial list is in)
 //! ```
+//!
+//! A `synced` line marks where the agent that made the recording had every initial list in:
+//! what comes before it is the state the cluster was in when the agent started, and a replay
+//! holds it as the live agent does (`Engine::hold`).
 //!
 //! Each line decodes on its own; a bad line is reported with its number and skipped, and never
 //! stops the lines after it. Unknown line kinds, object kinds and fields are ignored.
@@ -95,14 +100,35 @@ struct RawLine<'a, O> {
     result: Option<&'a RawValue>,
 }
 
+/// What one line carries.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one a line, consumed at once: boxing would cost a line
+pub enum Line {
+    /// An observation.
+    Event(DeliveryEvent),
+    /// Every initial list is in (`kind: synced`).
+    Synced,
+    /// Nothing fluxtrace follows (unknown line kinds or object kinds, blank lines).
+    Ignored,
+}
+
 /// Decodes one line. `Ok(None)` for lines that carry nothing fluxtrace follows (unknown line
-/// kinds or object kinds, blank lines).
+/// kinds or object kinds, blank lines) and for the `synced` marker ([`decode_line_kind`] tells
+/// them apart).
 pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
+    Ok(match decode_line_kind(line)? {
+        Line::Event(ev) => Some(ev),
+        Line::Synced | Line::Ignored => None,
+    })
+}
+
+/// Decodes one line, telling the `synced` marker from lines that carry nothing.
+pub fn decode_line_kind(line: &str) -> Result<Line, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong(line.len()));
     }
     if line.trim().is_empty() {
-        return Ok(None);
+        return Ok(Line::Ignored);
     }
     // One pass over the line, its object included; a line that fails it is read again in
     // two, so that the error names what is wrong.
@@ -118,7 +144,7 @@ pub fn decode_line(line: &str) -> Result<Option<DeliveryEvent>, LineError> {
 fn decode_fields<O>(
     raw: RawLine<'_, O>,
     object: impl FnOnce(O) -> Result<object::RawKubeObject, LineError>,
-) -> Result<Option<DeliveryEvent>, LineError> {
+) -> Result<Line, LineError> {
     let at = raw.at.ok_or(LineError::Missing("at"))?;
     let at: Timestamp = serde_json::from_str(at.get()).map_err(|_| {
         let shown: String = at.get().chars().take(64).collect();
@@ -182,9 +208,12 @@ fn decode_fields<O>(
             })?;
             flux_event::decode(e.get())?.map(EventBody::FluxEvent)
         }
+        "synced" => return Ok(Line::Synced),
         _ => None,
     };
-    Ok(body.map(|body| DeliveryEvent { at, body }))
+    Ok(body.map_or(Line::Ignored, |body| {
+        Line::Event(DeliveryEvent { at, body })
+    }))
 }
 
 /// A rejected line of a recording.
@@ -202,6 +231,10 @@ pub struct Decoded {
     pub bad: Vec<BadLine>,
     /// Lines that decoded but carry nothing fluxtrace follows.
     pub ignored: usize,
+    /// How many of `events` came before the first `synced` line: the initial state the
+    /// recording's agent listed at its start. `None` without one (the recording starts with
+    /// the agent already watching).
+    pub synced: Option<usize>,
 }
 
 /// Decodes every line of a recording.
@@ -230,13 +263,16 @@ pub fn decode_reader(mut r: impl std::io::BufRead) -> std::io::Result<Decoded> {
             let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
             match std::str::from_utf8(bytes) {
-                Ok(text) => decode_line(text),
+                Ok(text) => decode_line_kind(text),
                 Err(_) => Err(LineError::NotUtf8),
             }
         };
         match decoded {
-            Ok(Some(ev)) => out.events.push(ev),
-            Ok(None) => out.ignored += 1,
+            Ok(Line::Event(ev)) => out.events.push(ev),
+            Ok(Line::Synced) => {
+                out.synced.get_or_insert(out.events.len());
+            }
+            Ok(Line::Ignored) => out.ignored += 1,
             Err(error) => out.bad.push(BadLine {
                 line: number,
                 error,
@@ -358,6 +394,18 @@ mod tests {
         for line in lines {
             assert!(decode_line(line).expect(line).is_none(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_synced_line_marks_the_end_of_the_initial_state() {
+        let dep = r#"{"at":"2026-11-26T10:00:00Z","kind":"watch","type":"DELETED","object":{"kind":"Deployment","metadata":{"name":"a","namespace":"n"}}}"#;
+        let synced = r#"{"at":"2026-11-26T10:00:00Z","kind":"synced"}"#;
+        let text = [dep, dep, synced, dep, synced].join("\n");
+        let d = decode_all(&text);
+        assert_eq!(d.events.len(), 3);
+        assert_eq!(d.synced, Some(2), "the first marker counts");
+        assert_eq!(d.ignored, 0);
+        assert!(decode_all(dep).synced.is_none());
     }
 
     #[test]
