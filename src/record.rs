@@ -92,6 +92,10 @@ pub async fn record<W: AsyncWrite + Unpin>(
         }
     };
     tokio::pin!(deadline);
+    // A kind that cannot be listed (forbidden, failing) does not keep the recording's initial
+    // state open forever: as the agent's start-up hold, it ends after this long.
+    let hold = tokio::time::sleep(SYNCED_AFTER);
+    tokio::pin!(hold);
     let mut summary = RecordSummary::default();
     // A finished future must not be polled again: once the duration is up, only the lines
     // still queued are written.
@@ -102,6 +106,10 @@ pub async fn record<W: AsyncWrite + Unpin>(
                 timed_out = true;
                 watchers.cancel();
             }
+            _ = &mut hold, if listing > 0 => {
+                listing = 0;
+                write_synced(&mut out, &settings.clock, &mut summary).await?;
+            }
             Some(()) = missing_rx.recv(), if listing > 0 => {
                 listing -= 1;
                 if listing == 0 {
@@ -110,9 +118,12 @@ pub async fn record<W: AsyncWrite + Unpin>(
             }
             line = rx.recv() => match line {
                 Some((SYNCED, _)) => {
-                    listing = listing.saturating_sub(1);
-                    if listing == 0 {
-                        write_synced(&mut out, &settings.clock, &mut summary).await?;
+                    // After the hold's bound the line is written already.
+                    if listing > 0 {
+                        listing -= 1;
+                        if listing == 0 {
+                            write_synced(&mut out, &settings.clock, &mut summary).await?;
+                        }
                     }
                 }
                 Some((kind, l)) => {
@@ -140,6 +151,9 @@ async fn write_synced<W: AsyncWrite + Unpin>(
     *summary.lines.entry(SYNCED).or_default() += 1;
     Ok(())
 }
+
+/// The longest the initial state waits for a watcher's list (the agent's start-up hold).
+const SYNCED_AFTER: Duration = Duration::from_secs(60);
 
 /// What a watcher sends once it has listed its kind (or found it not served); the line that
 /// marks the end of the initial state.

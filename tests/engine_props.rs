@@ -133,16 +133,19 @@ fn initial_len(lines: &[String]) -> usize {
         .count()
 }
 
-/// The promotion ids lines name: reports, promotion-id annotations and Flux event metadata,
-/// and image automation's pushes (`automated/<namespace>/<automation>/<12 hex>`).
-fn named_ids(lines: &[String]) -> BTreeSet<String> {
+/// The promotion ids lines name: promotion-id annotations and Flux event metadata, image
+/// automation's pushes (`automated/<namespace>/<automation>/<12 hex>`), and with `reports` the
+/// reports.
+fn named_ids(lines: &[String], reports: bool) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for l in lines {
         let Ok(v) = serde_json::from_str::<Value>(l) else {
             continue;
         };
         if let Some(id) = v["promotion"]["id"].as_str() {
-            ids.insert(id.to_string());
+            if reports {
+                ids.insert(id.to_string());
+            }
         }
         for key in [r#""fluxtrace.io/promotion-id":""#, r#""promotion-id":""#] {
             for (i, _) in l.match_indices(key) {
@@ -165,6 +168,15 @@ fn named_ids(lines: &[String]) -> BTreeSet<String> {
         }
     }
     ids
+}
+
+/// The promotion ids reports name.
+fn report_ids(lines: &[String]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["promotion"]["id"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Everything the engine emitted in a run.
@@ -246,8 +258,10 @@ impl Run {
         self.out.take(out);
         for i in 0..self.streams.len() {
             let n = initial_len(&self.streams[i]);
-            before.extend(named_ids(&self.streams[i][..n]));
-            after.extend(named_ids(&self.streams[i][n..]));
+            // A report, even one listed at start (a Promotion without a verdict), is judged.
+            before.extend(named_ids(&self.streams[i][..n], false));
+            after.extend(named_ids(&self.streams[i][n..], true));
+            after.extend(report_ids(&self.streams[i][..n]));
             for _ in 0..n {
                 self.send_next(i);
             }

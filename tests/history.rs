@@ -220,10 +220,12 @@ fn an_old_flux_event_or_a_relist_does_not_bring_history_back() {
         .find(|l| l.contains(r#""kind":"OCIRepository""#))
         .expect("the source")
         .replace("2026-11-26T10:00:00Z", "2026-11-26T10:05:00Z")
+        // A periodic reconcile under way: an observation that differs from the listed one.
         .replace(
-            r#""generation":1"#,
-            r#""generation":1,"labels":{"relisted":"yes"}"#,
+            r#""conditions":["#,
+            r#""conditions":[{"lastTransitionTime":"2026-11-26T10:05:00Z","message":"reconciliation in progress","observedGeneration":1,"reason":"Progressing","status":"True","type":"Reconciling"},"#,
         );
+    assert!(source.contains("Reconciling"), "the source changed");
     let event = r#"{"at":"2026-11-26T10:06:00Z","kind":"flux_event","event":{"involvedObject":{"kind":"Kustomization","namespace":"flux-system","name":"shop"},"severity":"info","timestamp":"2026-11-26T09:14:05Z","message":"Reconciliation finished","reason":"ReconciliationSucceeded","reportingController":"kustomize-controller","metadata":{"revision":"prod@sha256:52a57332cdc79054b3b84881f3a2d3e2a95faa15e56f3564ed9a18a3f9c2ad9f","promotion-id":"rel-2040"}}}"#;
     let text = format!("{state}{source}\n{event}\n");
     let r = replay::run(&text, cfg());
@@ -232,6 +234,130 @@ fn an_old_flux_event_or_a_relist_does_not_bring_history_back() {
         .traces
         .iter()
         .map(|t| t.story.promotion_id.as_str())
+        .collect();
+    assert!(judged.is_empty(), "judged {judged:?}");
+}
+
+/// A recording restarted after line `k`: the latest state of every object it delivered
+/// before, listed at that line's time as an agent that starts then lists it, then the rest;
+/// `drop_reports` leaves its promotion reports out (a delivery nobody announced).
+fn restarted_at(name: &str, k: usize, drop_reports: bool) -> String {
+    let lines: Vec<serde_json::Value> = text(name)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .filter(|v: &serde_json::Value| !(drop_reports && v["kind"] == "promotion"))
+        .collect();
+    let key = |v: &serde_json::Value| {
+        let o = &v["object"];
+        format!(
+            "{}/{}/{}",
+            o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]
+        )
+    };
+    let at = lines[k - 1]["at"].clone();
+    let mut latest: Vec<(String, serde_json::Value)> = Vec::new();
+    for v in lines[..k].iter().filter(|v| v["kind"] == "watch") {
+        latest.retain(|(k, _)| *k != key(v));
+        if v["type"] != "DELETED" {
+            latest.push((key(v), v.clone()));
+        }
+    }
+    let mut out = String::new();
+    for (_, mut v) in latest {
+        v["at"] = at.clone();
+        v["type"] = "ADDED".into();
+        out.push_str(&format!("{v}\n"));
+    }
+    out.push_str(&format!("{{\"at\":{at},\"kind\":\"synced\"}}\n"));
+    for v in &lines[k..] {
+        out.push_str(&format!("{v}\n"));
+    }
+    out
+}
+
+#[test]
+fn a_flagger_analysis_under_way_at_start_is_followed_to_its_end() {
+    // Nobody reported it. Watched from before the commit, and from a start at 10:02:00 with
+    // the Kustomization Ready and the target rolled out, Flagger at weight 20 of its analysis.
+    let watched = replay::run(
+        &restarted_at("flagger-canary-success.jsonl", 7, true),
+        cfg(),
+    );
+    let started = replay::run(
+        &restarted_at("flagger-canary-success.jsonl", 34, true),
+        cfg(),
+    );
+    assert_eq!(
+        watched.traces.len(),
+        1,
+        "the delivery, watched from its start"
+    );
+    assert_eq!(
+        started.traces.len(),
+        1,
+        "the delivery, seen from mid-analysis"
+    );
+    let (w, s) = (&watched.traces[0], &started.traces[0]);
+    assert_eq!(
+        s.story.promotion_id,
+        "unreported/flux-system/web/78e7e93a2812"
+    );
+    assert_eq!(s.story.outcome, Outcome::Succeeded);
+    let stages = |t: &replay::Trace| -> Vec<(String, String)> {
+        t.story
+            .stages
+            .iter()
+            .map(|st| (st.stage.as_str().to_string(), st.outcome.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        stages(s),
+        stages(w),
+        "the same stages, the analysis included"
+    );
+    assert_eq!(s.story.end, w.story.end, "it ends with the analysis");
+}
+
+#[test]
+fn no_traffic_probe_is_sent_for_history() {
+    // The Deployment opts in to the traffic probe; its rollout ended before the start.
+    let state = initial_state("history-oci.jsonl").replace(
+        r#""annotations":{"deployment.kubernetes.io/revision":"6"}"#,
+        r#""annotations":{"deployment.kubernetes.io/revision":"6","fluxtrace.io/probe-url":"http://checkout.shop.svc:8080/version"}"#,
+    );
+    assert!(state.contains("probe-url"), "the Deployment opts in");
+    let decoded = recording::decode_all(&state);
+    let mut e = Engine::new(cfg());
+    let mut out = e.hold(true);
+    for ev in decoded.events {
+        out.extend(e.apply(ev));
+    }
+    out.extend(e.hold(false));
+    out.extend(e.finish());
+    assert!(out.is_empty(), "no probe, no span, no story: {out:?}");
+}
+
+#[test]
+fn an_automation_push_a_later_commit_overtook_is_history() {
+    // The automation pushed df1395b1 at 09:21:31; the GitRepository has stored a later commit
+    // (someone else's) since, at 09:40:00, and never df1395b1 itself.
+    let pushed = "df1395b18a2e85c907474de46f1167d7310d0e15";
+    let later = "0123456789abcdef0123456789abcdef01234567";
+    let state = initial_state("history-image-automation.jsonl")
+        .replace(pushed, later)
+        .replace(
+            &format!(r#""lastPushCommit":"{later}""#),
+            &format!(r#""lastPushCommit":"{pushed}""#),
+        )
+        .replace("2026-11-26T09:21:47Z", "2026-11-26T09:40:00Z");
+    assert!(state.contains(&format!(r#""lastPushCommit":"{pushed}""#)));
+    assert!(state.contains(&format!("main@sha1:{later}")));
+    let r = replay::run(&state, cfg());
+    assert!(r.bad.is_empty(), "{:?}", r.bad);
+    let judged: Vec<(&str, Outcome)> = r
+        .traces
+        .iter()
+        .map(|t| (t.story.promotion_id.as_str(), t.story.outcome))
         .collect();
     assert!(judged.is_empty(), "judged {judged:?}");
 }

@@ -21,13 +21,20 @@
 //! which would otherwise judge these promotions at their deadlines.
 
 use super::config::add;
-use super::engine::Engine;
+use super::engine::{Engine, Output};
 use super::promotion::{Promotion, Traceability};
+use super::span::StageSpan;
 use super::stage::source::stored;
 use super::timers::Wake;
 use super::Set;
 use crate::model::ObjectRef;
 use crate::revision;
+use crate::trace::{attr, Stage};
+
+/// A traffic probe's span (a Flagger analysis is a traffic span too).
+fn is_probe(s: &StageSpan) -> bool {
+    s.stage == Stage::Traffic && s.attrs.get_str(attr::FLAGGER_CANARY_NAME).is_none()
+}
 
 impl Engine {
     /// After the release of the initial lists: forgets the promotions opened since `before`
@@ -47,8 +54,9 @@ impl Engine {
 
     /// Whether a promotion opened from the initial state still has work under way.
     fn moving(&self, p: &Promotion) -> bool {
-        // Its own rollouts, still rolling.
-        if p.rollouts.iter().any(|s| s.is_open()) {
+        // Its own stages still at work: a rollout rolling, a Flagger analysis under way. A
+        // traffic probe is the agent's own work, asked for by a rollout that had ended.
+        if p.spans().any(|s| s.is_open() && !is_probe(s)) {
             return true;
         }
         // A selection image automation has not pushed yet is judged by its own deadline
@@ -73,9 +81,11 @@ impl Engine {
             })
             .collect();
         if sources.is_empty() {
-            // Pushed, not fetched yet: the source is about to store it.
+            // Pushed, not fetched yet: the source is about to store it, unless it stored a
+            // later commit since (the push was overtaken, and delivered with it or not at all).
             return p.traceability == Traceability::Automated
-                && add(p.start, self.cfg.deadlines.promotion) >= self.now;
+                && add(p.start, self.cfg.deadlines.promotion) >= self.now
+                && !self.source_moved_on(p);
         }
         sources.into_iter().any(|(src, rev)| {
             self.reconcilers
@@ -85,11 +95,35 @@ impl Engine {
         })
     }
 
+    /// Whether the GitRepository an automated promotion's automation commits to stored an
+    /// artifact after the push.
+    fn source_moved_on(&self, p: &Promotion) -> bool {
+        let automation = p.id.strip_prefix("automated/").and_then(|rest| {
+            let mut parts = rest.splitn(3, '/');
+            Some((parts.next()?, parts.next()?))
+        });
+        let Some((ns, name)) = automation else {
+            return false;
+        };
+        self.images
+            .automation(ns, name)
+            .and_then(|a| a.source_ref.as_ref())
+            .and_then(|src| self.sources.get(src))
+            .and_then(|st| st.last.as_ref())
+            .filter(|obs| stored(obs))
+            .and_then(|obs| obs.artifact_updated)
+            .is_some_and(|t| t > p.start)
+    }
+
     /// Forgets one settled promotion: no verdict, nothing emitted; what it claimed is done.
     fn forget_settled(&mut self, id: &str) {
-        let Some(p) = self.reg.take_for_rename(id) else {
+        let Some(mut p) = self.reg.take_for_rename(id) else {
             return;
         };
+        // No probe of what ended before the start: neither asked for nor kept open.
+        self.out
+            .retain(|o| !matches!(o, Output::Probe(r) if r.promotion_id == id));
+        p.traffic.retain(|s| !(is_probe(s) && s.is_open()));
         self.timers.cancel(&Wake::Promotion(id.to_string()));
         self.touched.remove(id);
         self.rollouts.release(&p);
@@ -117,6 +151,9 @@ impl Engine {
         };
         let id = p.id.clone();
         p.merge_report(report, self.cfg.deadlines.promotion);
+        // Delivered before the start: no newer promotion of its target is superseded by it or
+        // loses its place in the index to it.
+        p.target = None;
         let keys = super::promotion::report_keys(p.report.as_ref());
         let mut all = std::mem::take(&mut p.keys);
         all.extend(keys);

@@ -61,6 +61,8 @@ pub(super) struct Registry {
     /// The newest of them whole (at most [`HISTORY_KEPT`]): a report naming one later is
     /// answered with what the objects recorded of its delivery.
     history_kept: Map<String, Box<Promotion>>,
+    /// The order they were kept in (an id taken since may still stand here).
+    history_kept_order: VecDeque<String>,
 }
 
 /// How many promotions of the initial state's history are kept whole.
@@ -110,26 +112,27 @@ impl Registry {
         if self.history.insert(id.clone()) {
             self.history_order.push_back(id.clone());
         }
-        self.history_kept.insert(id, Box::new(p));
+        if self.history_kept.insert(id.clone(), Box::new(p)).is_none() {
+            self.history_kept_order.push_back(id);
+        }
         while self.history_order.len() > retain {
             if let Some(old) = self.history_order.pop_front() {
                 self.history.remove(&old);
                 self.history_kept.remove(&old);
             }
         }
-        let kept = self.history_kept.len();
-        if kept > HISTORY_KEPT {
-            // The oldest are first in the order.
-            let drop: Vec<String> = self
-                .history_order
-                .iter()
-                .filter(|h| self.history_kept.contains_key(*h))
-                .take(kept - HISTORY_KEPT)
-                .cloned()
-                .collect();
-            for d in drop {
-                self.history_kept.remove(&d);
+        while self.history_kept.len() > HISTORY_KEPT {
+            match self.history_kept_order.pop_front() {
+                Some(old) => {
+                    self.history_kept.remove(&old);
+                }
+                None => break,
             }
+        }
+        // Ids taken since they were kept: the order never grows beyond twice what is kept.
+        if self.history_kept_order.len() > 2 * HISTORY_KEPT {
+            let kept = &self.history_kept;
+            self.history_kept_order.retain(|h| kept.contains_key(h));
         }
     }
 

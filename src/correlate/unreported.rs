@@ -114,7 +114,7 @@ impl Engine {
     }
 
     /// Whether a follower's delivery of `rev` is under way: not applied yet, or a rollout of a
-    /// Deployment it applies has not ended.
+    /// Deployment it applies has not ended, or a Flagger analysis of one is under way.
     pub(super) fn in_flight(&self, follower: &ObjectRef, rev: &str) -> bool {
         let Some(obs) = self.reconcilers.get(follower).and_then(|s| s.last.as_ref()) else {
             return false;
@@ -141,11 +141,19 @@ impl Engine {
             .into_iter()
             .flatten()
             .any(|d| {
-                self.rollouts.deployments.get(d).is_some_and(|st| {
+                let rolling = self.rollouts.deployments.get(d).is_some_and(|st| {
                     st.rollout.as_ref().is_some_and(|r| {
                         matches!(r.owner, RolloutOwner::Unclaimed(_)) && r.ended_unseen.is_none()
                     })
-                })
+                });
+                // A Flagger analysis of it under way: the delivery ends with the analysis.
+                let analysing = self.canaries.of_target(d).is_some_and(|c| {
+                    matches!(
+                        c.phase.as_str(),
+                        "Progressing" | "Promoting" | "Finalising" | "Waiting" | "WaitingPromotion"
+                    )
+                });
+                rolling || analysing
             })
     }
 

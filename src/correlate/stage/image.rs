@@ -47,6 +47,17 @@ impl Images {
         self.policies.len() + self.automations.len()
     }
 
+    /// The last observation of an ImageUpdateAutomation.
+    pub fn automation(&self, namespace: &str, name: &str) -> Option<&ImageAutomationObs> {
+        self.automations
+            .get(&ObjectRef::new(
+                Kind::ImageUpdateAutomation,
+                namespace,
+                name,
+            ))
+            .map(|a| &**a)
+    }
+
     pub fn forget(&mut self, o: &ObjectRef) {
         self.policies.remove(o);
         self.automations.remove(o);
