@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 24] = [
+pub const EXAMPLES: [(&str, &str); 25] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -107,6 +107,10 @@ pub const EXAMPLES: [(&str, &str); 24] = [
     (
         "history-oci-failure.jsonl",
         include_str!("../examples/recordings/history-oci-failure.jsonl"),
+    ),
+    (
+        "real-git-unreported.jsonl",
+        include_str!("../examples/recordings/real-git-unreported.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

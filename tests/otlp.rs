@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 24] = [
+const DIVERGENCE: [(&str, Option<&str>); 25] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -66,6 +66,7 @@ const DIVERGENCE: [(&str, Option<&str>); 24] = [
     ("history-image-automation.jsonl", None),
     ("history-helm.jsonl", None),
     ("history-oci-failure.jsonl", Some("rollout")),
+    ("real-git-unreported.jsonl", None),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

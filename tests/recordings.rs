@@ -175,6 +175,11 @@ fn golden_helmrelease_chartref_success() {
     golden("helmrelease-chartref-success.jsonl");
 }
 
+#[test]
+fn golden_real_git_unreported() {
+    golden("real-git-unreported.jsonl");
+}
+
 /// The objects (kind/namespace/name) a trace's stage spans are about.
 fn objects_of(t: &replay::Trace) -> Vec<String> {
     let mut objs: Vec<String> = t

@@ -299,6 +299,8 @@ impl Engine {
         if self.stale(ev.time.unwrap_or(at), &target) {
             return;
         }
+        let mut ev = ev;
+        ev.revision = self.repeat_revision(&target, &ev);
         if let Some(rev) = &ev.revision {
             let time = ev.time.unwrap_or(at);
             self.record_apply_event(&target, rev, &ev.reason, &ev.message, time);
@@ -316,6 +318,24 @@ impl Engine {
         buffered.revision = ev.revision.map(Into::into);
         buffered.series = series.max(1);
         self.buffer_event(target, buffered);
+    }
+
+    /// The revision a Flux controller's Event is about. client-go's recorder folds a repeat
+    /// of an Event (same reason and message, within ten minutes) into the Event object it
+    /// made first: `count` and `lastTimestamp` move, the annotations stay those of the first
+    /// occurrence. So the second "Deployment/web configured" of a Kustomization still names
+    /// the revision of the first; a repeat is about the revision the Kustomization or
+    /// HelmRelease is attempting now.
+    fn repeat_revision(&self, target: &ObjectRef, ev: &KubeEventObs) -> Option<String> {
+        let repeat = ev.count > 1 && matches!(target.kind, Kind::Kustomization | Kind::HelmRelease);
+        if !repeat {
+            return ev.revision.clone();
+        }
+        self.reconcilers
+            .get(target)
+            .and_then(|st| st.last.as_ref())
+            .and_then(|l| l.last_attempted.clone())
+            .or_else(|| ev.revision.clone())
     }
 
     pub(super) fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs) {

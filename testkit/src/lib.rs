@@ -15,7 +15,8 @@
 //! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
 //! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
 //! | [`files`] | walking the project's shipped files |
-//! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time |
+//! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time; `replay --serve` |
+//! | [`testbed`] | the real stack of `tests/testbed/` (API server, Flux, Collector, Jaeger): found, or the test says it skipped; Git pushes, kubectl, the agent binary against it, traces read back from Jaeger |
 //!
 //! Everything here runs on the caller's tokio runtime, listens on 127.0.0.1 only, and stops when
 //! its handle is dropped.
@@ -32,4 +33,5 @@ pub mod kube_api;
 pub mod otlp_receiver;
 pub mod recordings;
 pub mod replica;
+pub mod testbed;
 pub mod tools;

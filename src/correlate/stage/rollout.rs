@@ -72,6 +72,8 @@ pub(in crate::correlate) struct DeploymentFacts {
 /// What the rollout stage reads of the status of a Deployment observation.
 struct RolloutStatus {
     generation: i64,
+    /// The Deployment controller has observed this generation: its conditions are about it.
+    observed: bool,
     complete: bool,
     conditions: Vec<Condition>,
 }
@@ -88,6 +90,7 @@ impl DeploymentFacts {
     fn split(obs: DeploymentObs, seen: u64) -> (DeploymentFacts, RolloutStatus) {
         let status = RolloutStatus {
             generation: obs.generation,
+            observed: obs.observed_generation >= obs.generation,
             complete: obs.rollout_complete(),
             conditions: obs.conditions,
         };
@@ -224,7 +227,11 @@ impl Engine {
         let generation = obs.generation;
         let named = obs.marks.promotion_id.clone();
         let manager = obs.manager.clone();
+        // The ReplicaSet the `Progressing` message names is this generation's only once the
+        // Deployment controller has observed it: the apply that bumps the generation is seen
+        // first, with the conditions (and the ReplicaSet) of the rollout before.
         let created = progressing
+            .filter(|_| obs.observed_generation >= obs.generation)
             .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended));
         // Not known yet (its ReplicaSet not seen): when the agent saw it, or for one that ended
         // unseen its end, until the ReplicaSet says.
@@ -518,7 +525,12 @@ impl Engine {
             return;
         }
         let progressing = condition(&obs.conditions, "Progressing");
-        if let Some(rs) = progressing.and_then(|c| replicaset_in(&c.message)) {
+        // Until the controller observed the generation, the message names the ReplicaSet of
+        // the rollout before.
+        if let Some(rs) = progressing
+            .filter(|_| obs.observed)
+            .and_then(|c| replicaset_in(&c.message))
+        {
             span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
             let info = self.events.replicaset(&key.namespace, rs);
             if let Some(i) = info.filter(|i| !i.uid.is_empty()) {

@@ -1,0 +1,405 @@
+//! End to end on the real stack (`tests/testbed/`): a real kube-apiserver, etcd,
+//! kube-controller-manager and scheduler, kwok for the nodes, Flux's source- and
+//! kustomize-controller, the Collector configured by the shipped `collector-config/jaeger.yaml`
+//! and Jaeger. The real `fluxtrace run` binary watches one namespace of its own per test and
+//! exports through the Collector; every assertion reads the trace back from Jaeger's HTTP API.
+//!
+//! Without a test bed that is up, each test prints `SKIPPED <test>: …`;
+//! `FLUXTRACE_REQUIRE_TOOLS=1` (`.ci/run`, which builds and starts it) makes that a failure.
+//! Run by hand: `tests/testbed/build && tests/testbed/up && cargo test --test e2e`.
+
+use std::time::Duration;
+
+use fluxtrace::trace::trace_id_for;
+use fluxtrace_testkit::testbed::{jaeger_spans, wait_for, Agent, JaegerSpan, Testbed};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
+
+/// Longest a delivery may take to reach Jaeger (fetch, apply, rollout, settle, export).
+const DELIVERY: Duration = Duration::from_secs(180);
+
+/// The app's manifests: a Deployment of `image` (annotated with `promotion`, if any) and the
+/// kustomization that builds it.
+fn manifests(image: &str, promotion: Option<&str>) -> Vec<(&'static str, String)> {
+    let annotation = promotion.map_or(String::new(), |p| {
+        format!("      annotations:\n        fluxtrace.io/promotion-id: \"{p}\"\n")
+    });
+    vec![
+        (
+            "deployment.yaml",
+            format!(
+                "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 20
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+{annotation}    spec:
+      containers:
+      - name: web
+        image: {image}
+"
+            ),
+        ),
+        (
+            "kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n"
+                .to_string(),
+        ),
+    ]
+}
+
+/// A namespace with a Git repository of the app at `image`, a GitRepository following it and
+/// a Kustomization applying it (health checks on); returns once the first delivery is Ready.
+fn app(bed: &Testbed, ns: &str, image: &str) {
+    let files = manifests(image, None);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    bed.push(ns, &files, "first");
+    bed.apply(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  interval: 10m
+  url: {git}/{ns}.git
+  ref: {{branch: main}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  interval: 10m
+  path: ./
+  prune: true
+  wait: true
+  timeout: 90s
+  targetNamespace: {ns}
+  sourceRef: {{kind: GitRepository, name: app}}
+",
+        git = bed.get("TESTBED_GIT_URL")
+    ));
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=180s",
+        "kustomization/app",
+    ]);
+}
+
+/// Pushes the app at `image` and asks source-controller to fetch it now (as a webhook would);
+/// the commit.
+fn release(bed: &Testbed, ns: &str, image: &str, promotion: Option<&str>) -> String {
+    let files = manifests(image, promotion);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    bed.push(ns, &files, &format!("web {image}"))
+}
+
+fn fetch_now(bed: &Testbed, ns: &str) {
+    let now = jiff::Timestamp::now().to_string();
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "annotate",
+        "--overwrite",
+        "gitrepository/app",
+        &format!("reconcile.fluxcd.io/requestedAt={now}"),
+    ]);
+}
+
+/// `fluxtrace promote` from CI: the report of `id`, `commit`, under the CI span `traceparent`,
+/// to environment `env` (each test's own: reports of one environment and app supersede each
+/// other).
+fn promote(agent: &Agent, env: &str, id: &str, commit: &str, traceparent: &str) {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "promote",
+            "--agent",
+            &agent.url,
+            "--token",
+            &agent.token,
+            "--id",
+            id,
+            "--environment",
+            env,
+            "--app",
+            "web",
+            "--revision",
+            commit,
+            "--traceparent",
+            traceparent,
+        ])
+        .env_clear()
+        .output()
+        .expect("promote runs");
+    assert!(
+        out.status.success(),
+        "promote: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A trace id and span id for a CI run, unique to the test.
+fn ci_span(seed: &str) -> (String, String) {
+    let t = trace_id_for(&format!("ci/{seed}/{}", std::process::id())).to_string();
+    (
+        t,
+        format!("{:016x}", seed.len() as u64 + 0x00c1_5a11_0000_0000),
+    )
+}
+
+/// The trace `trace_id` from Jaeger with at least `spans` spans, or a failure that shows the
+/// agent's log.
+fn trace(bed: &Testbed, agent: &Agent, trace_id: &str, spans: usize) -> Vec<JaegerSpan> {
+    let t = bed
+        .jaeger_trace(trace_id, spans, DELIVERY)
+        .unwrap_or_else(|| {
+            panic!(
+                "trace {trace_id} with {spans} spans did not reach Jaeger; agent log:\n{}",
+                agent.log()
+            )
+        });
+    jaeger_spans(&t)
+}
+
+fn span<'a>(spans: &'a [JaegerSpan], name: &str) -> &'a JaegerSpan {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no {name} span in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn tag<'a>(s: &'a JaegerSpan, key: &str) -> &'a str {
+    s.tags.get(key).map_or("", String::as_str)
+}
+
+/// Scenario 1: a commit pushed to Git and delivered by a Kustomization to a Deployment, with a
+/// `fluxtrace promote` report under a CI span; then the next commit, unreported; then an agent
+/// started after both were delivered judges neither again.
+#[test]
+fn a_git_commit_reported_from_ci_then_one_unreported_then_a_restart() {
+    let Some(bed) =
+        Testbed::find("a_git_commit_reported_from_ci_then_one_unreported_then_a_restart")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-git");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let mut agent = bed.agent(BIN, &ns, None, &[]);
+
+    // Reported, the pod template naming the promotion.
+    let id = format!("e2e-git-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, ci_span_id) = ci_span("git");
+    promote(
+        &agent,
+        &ns,
+        &id,
+        &commit,
+        &format!("00-{ci_trace}-{ci_span_id}-01"),
+    );
+    fetch_now(&bed, &ns);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        root.parent.as_deref(),
+        Some(ci_span_id.as_str()),
+        "under the CI span"
+    );
+    assert_eq!(tag(root, "delivery.promotion.id"), id);
+    assert_eq!(tag(root, "delivery.traceability"), "reported");
+    assert_eq!(
+        tag(root, "deployment.status"),
+        "succeeded",
+        "{:?}",
+        root.tags
+    );
+    let source = span(&spans, "source.fetch");
+    assert_eq!(source.service, "source-controller");
+    assert!(
+        tag(source, "flux.revision").ends_with(&commit),
+        "{:?}",
+        source.tags
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(reconcile.service, "kustomize-controller");
+    let apply = span(&spans, "apply");
+    assert_eq!(apply.parent.as_deref(), Some(reconcile.span_id.as_str()));
+    let rollout = span(&spans, "rollout");
+    assert_eq!(rollout.service, "kube-controller-manager");
+    assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
+    assert_eq!(tag(rollout, "k8s.deployment.name"), "web");
+    // The real Deployment controller's and kwok's Events on the rollout.
+    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Started"] {
+        assert!(
+            rollout.events.iter().any(|e| e == reason),
+            "rollout events {:?} lack {reason}",
+            rollout.events
+        );
+    }
+
+    // Unreported: nobody says anything; Flux delivers it all the same.
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.2.0", None);
+    fetch_now(&bed, &ns);
+    let unreported = trace_id_for(&format!("unreported/{ns}/app/{}", &commit[..12])).to_string();
+    let spans = trace(&bed, &agent, &unreported, 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(tag(root, "delivery.traceability"), "unreported");
+    assert_eq!(
+        tag(root, "deployment.status"),
+        "succeeded",
+        "{:?}\n{:?}\nagent log:\n{}",
+        root.tags,
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        agent.log()
+    );
+    for name in ["source.fetch", "reconcile", "apply", "rollout"] {
+        span(&spans, name);
+    }
+    let sent = spans.len();
+
+    // A new agent (an upgrade, a rescheduled pod): what it lists was delivered before it
+    // started. No verdict, no trace, no Event.
+    agent.stop();
+    let later = bed.agent(BIN, &ns, None, &[]);
+    std::thread::sleep(Duration::from_secs(15));
+    let log = later.log();
+    assert!(
+        !log.contains("Promotion finished."),
+        "history was judged at start:\n{log}"
+    );
+    let again = jaeger_spans(
+        &bed.jaeger_trace(&unreported, sent, Duration::from_secs(5))
+            .expect("the trace is still there"),
+    );
+    assert_eq!(again.len(), sent, "nothing re-sent");
+}
+
+/// Scenario 2: a kustomization.yaml that does not build: the trace diverges at reconcile with
+/// kustomize-controller's own message.
+#[test]
+fn a_broken_kustomization_diverges_at_reconcile() {
+    let Some(bed) = Testbed::find("a_broken_kustomization_diverges_at_reconcile") else {
+        return;
+    };
+    let ns = bed.namespace("e2e-build");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-build-{}", std::process::id());
+    let commit = bed.push(
+        &ns,
+        &[(
+            "kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n- nothere.yaml\n",
+        )],
+        "a resource that does not exist",
+    );
+    let (ci_trace, ci_span_id) = ci_span("build");
+    promote(
+        &agent,
+        &ns,
+        &id,
+        &commit,
+        &format!("00-{ci_trace}-{ci_span_id}-01"),
+    );
+    fetch_now(&bed, &ns);
+    let spans = trace(&bed, &agent, &ci_trace, 3);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "reconcile",
+        "{:?}",
+        root.tags
+    );
+    let message = tag(root, "delivery.divergence.message");
+    assert!(
+        message.contains("nothere.yaml"),
+        "kustomize-controller's message: {message}"
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(
+        tag(reconcile, "otel.status_code"),
+        "ERROR",
+        "{:?}",
+        reconcile.tags
+    );
+    assert!(
+        !spans.iter().any(|s| s.name == "rollout"),
+        "nothing rolled out"
+    );
+}
+
+/// Scenario 3: an image that cannot be pulled (kwok plays the kubelet): the real Deployment
+/// controller's `ProgressDeadlineExceeded`, the pull failure as its cause.
+#[test]
+fn an_image_that_cannot_be_pulled_diverges_at_rollout() {
+    let Some(bed) = Testbed::find("an_image_that_cannot_be_pulled_diverges_at_rollout") else {
+        return;
+    };
+    let ns = bed.namespace("e2e-pull");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-pull-{}", std::process::id());
+    let commit = release(&bed, &ns, "registry.invalid/web:missing", Some(&id));
+    let (ci_trace, ci_span_id) = ci_span("pull");
+    promote(
+        &agent,
+        &ns,
+        &id,
+        &commit,
+        &format!("00-{ci_trace}-{ci_span_id}-01"),
+    );
+    fetch_now(&bed, &ns);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "rollout",
+        "{:?}",
+        root.tags
+    );
+    assert_eq!(
+        tag(root, "error.type"),
+        "ProgressDeadlineExceeded",
+        "the Deployment controller's reason: {:?}",
+        root.tags
+    );
+    assert!(
+        tag(root, "delivery.divergence.message").contains("has timed out progressing"),
+        "{:?}",
+        root.tags
+    );
+    let rollout = span(&spans, "rollout");
+    assert_eq!(tag(rollout, "otel.status_code"), "ERROR");
+    assert!(
+        rollout
+            .events
+            .iter()
+            .any(|e| e == "Failed" || e == "BackOff"),
+        "the pull failure as evidence: {:?}",
+        rollout.events
+    );
+    wait_for(
+        "the Deployment to report the deadline",
+        Duration::from_secs(5),
+        || {
+            bed.object("deployment", &ns, "web").is_some_and(|d| {
+                d["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["reason"] == "ProgressDeadlineExceeded")
+            })
+        },
+    );
+}
