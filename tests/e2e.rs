@@ -403,3 +403,136 @@ fn an_image_that_cannot_be_pulled_diverges_at_rollout() {
         },
     );
 }
+
+/// Scenario 9: the shipped manifests applied for real (`kubectl apply -k deploy/kustomize/base`:
+/// the CRD's structural schema, RBAC, PDB, NetworkPolicy accepted by the API server), and the
+/// agent running as the shipped ServiceAccount with exactly the shipped ClusterRole and
+/// leader-election Role (its own token, not the admin's): a reported delivery is traced, its
+/// Promotion gets its verdict, the leader takes its Lease, and nothing is forbidden.
+#[test]
+fn the_shipped_manifests_install_and_the_agent_runs_as_its_service_account() {
+    let Some(bed) =
+        Testbed::find("the_shipped_manifests_install_and_the_agent_runs_as_its_service_account")
+    else {
+        return;
+    };
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kustomize/base");
+    let applied = bed.kubectl(&["apply", "-k", base]);
+    for kind in [
+        "customresourcedefinition.apiextensions.k8s.io/promotions.fluxtrace.io",
+        "clusterrole.rbac.authorization.k8s.io/fluxtrace",
+        "clusterrolebinding.rbac.authorization.k8s.io/fluxtrace",
+        "rolebinding.rbac.authorization.k8s.io/fluxtrace-leader-election",
+        "poddisruptionbudget.policy/fluxtrace",
+        "networkpolicy.networking.k8s.io/fluxtrace",
+        "deployment.apps/fluxtrace",
+        "service/fluxtrace",
+        "serviceaccount/fluxtrace",
+    ] {
+        assert!(applied.contains(kind), "{kind} not applied:\n{applied}");
+    }
+    // The ServiceAccount's own token, as the Pod would have it.
+    let token = bed.kubectl(&[
+        "-n",
+        "fluxtrace",
+        "create",
+        "token",
+        "fluxtrace",
+        "--duration=1h",
+    ]);
+    let kubeconfig = std::env::temp_dir().join(format!("fluxtrace-e2e-sa-{}", std::process::id()));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: testbed
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: fluxtrace
+  user:
+    token: {token}
+contexts:
+- name: fluxtrace
+  context: {{cluster: testbed, user: fluxtrace}}
+current-context: fluxtrace
+",
+            server = bed.get("TESTBED_APISERVER_URL"),
+            ca = bed.get("TESTBED_APISERVER_CA"),
+            token = token.trim()
+        ),
+    )
+    .expect("a kubeconfig");
+
+    let ns = bed.namespace("e2e-rbac");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let lease = format!("fluxtrace-e2e-{}", std::process::id());
+    let agent = bed.agent(
+        BIN,
+        &ns,
+        Some(&kubeconfig),
+        &[
+            "--promotion-namespace",
+            "fluxtrace",
+            "--lease-namespace",
+            "fluxtrace",
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "6s",
+            "--lease-renew-deadline",
+            "4s",
+            "--lease-retry-period",
+            "1s",
+        ],
+    );
+    let id = format!("e2e-rbac-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, ci_span_id) = ci_span("rbac");
+    promote(
+        &agent,
+        &ns,
+        &id,
+        &commit,
+        &format!("00-{ci_trace}-{ci_span_id}-01"),
+    );
+    fetch_now(&bed, &ns);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "deployment.status"),
+        "succeeded",
+        "{:?}",
+        root.tags
+    );
+    // The verdict in the Promotion the intake wrote, and kubectl's printer columns.
+    wait_for("the Promotion's verdict", Duration::from_secs(30), || {
+        bed.object("promotion", "fluxtrace", &id)
+            .is_some_and(|p| p["status"]["phase"] == "Succeeded")
+    });
+    let table = bed.kubectl(&["-n", "fluxtrace", "get", "promotions", &id]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["ENVIRONMENT", "APP", "PHASE", "TRACE"] {
+        assert!(header.contains(column), "printer columns: {table}");
+    }
+    assert!(
+        table.contains("Succeeded") && table.contains(&ci_trace),
+        "{table}"
+    );
+    let held = bed
+        .object("lease", "fluxtrace", &lease)
+        .expect("the leader's Lease");
+    assert!(held["spec"]["holderIdentity"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty()));
+    let log = agent.log();
+    for denied in ["403", "Forbidden", "forbidden"] {
+        assert!(
+            !log.contains(denied),
+            "the agent was refused something:\n{log}"
+        );
+    }
+}

@@ -112,6 +112,15 @@ fn delivery_rank(body: &EventBody) -> u8 {
         // Core Events only go to the event buffer (in its compact form), keyed by object: the
         // order they come in changes nothing, and a cluster's Events are most of what an
         // initial list holds.
+        // A Flux controller's repeated Event names, in its annotations, the revision of its
+        // first occurrence: it is read against the reconciler's state, so after the
+        // reconcilers (`Engine::repeat_revision`).
+        EventBody::KubeEvent(e)
+            if e.count > 1
+                && matches!(e.involved_kind.as_str(), "Kustomization" | "HelmRelease") =>
+        {
+            4
+        }
         EventBody::Receiver(_) | EventBody::ReplicaSet(_) | EventBody::KubeEvent(_) => 0,
         EventBody::Promotion(_) | EventBody::ImagePolicy(_) | EventBody::ImageAutomation(_) => 1,
         EventBody::Source(_) => 2,

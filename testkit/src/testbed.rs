@@ -357,16 +357,23 @@ impl Testbed {
         let url = format!("http://127.0.0.1:{port}");
         let kubeconfig =
             kubeconfig.map_or_else(|| PathBuf::from(self.get("KUBECONFIG")), Path::to_path_buf);
+        // The caller's choice of where Promotions live and of leader election wins.
+        let given = |flag: &str| extra.iter().any(|a| a.starts_with(flag));
+        let mut defaults: Vec<&str> = Vec::new();
+        if !given("--promotion-namespace") {
+            defaults.extend(["--promotion-namespace", namespace]);
+        }
+        if !given("--lease-") {
+            defaults.push("--no-leader-election");
+        }
         let child = Command::new(binary)
+            .arg("run")
+            .args(defaults)
             .args([
-                "run",
                 "--cluster-name",
                 "e2e",
                 "--namespace",
                 namespace,
-                "--promotion-namespace",
-                namespace,
-                "--no-leader-election",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--grpc-listen",
@@ -399,13 +406,22 @@ impl Testbed {
             token,
             log,
         };
-        let ready = format!("{}/readyz", agent.url);
-        wait_for("the agent to be ready", Duration::from_secs(60), || {
-            let rest = ready.trim_start_matches("http://");
-            let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
-            crate::cli::get(addr, &format!("/{path}"), None)
-                .is_some_and(|(head, _)| head.contains(" 200 "))
-        });
+        let addr = agent.url.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut agent = agent;
+        while !crate::cli::get(&addr, "/readyz", None)
+            .is_some_and(|(head, _)| head.contains(" 200 "))
+        {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("the agent exited ({status}); its log:\n{}", agent.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent was not ready within 60 s; its log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
         agent
     }
 }
