@@ -536,3 +536,39 @@ current-context: fluxtrace
         );
     }
 }
+
+/// Scenario 8 (one replica): the agent SIGKILLed in the middle of a reported promotion (the
+/// fetch asked for, nothing applied yet) and started again: the new agent finishes the trace,
+/// whole, each span once, and judges nothing that was delivered before it started.
+#[test]
+fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
+    let Some(bed) =
+        Testbed::find("an_agent_killed_mid_promotion_and_started_again_completes_the_trace")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-kill");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let mut first = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-kill-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, ci_span_id) = ci_span("kill");
+    promote(&first, &ns, &id, &commit, &format!("00-{ci_trace}-{ci_span_id}-01"));
+    fetch_now(&bed, &ns);
+    first.kill();
+    let second = bed.agent(BIN, &ns, None, &[]);
+    let spans = trace(&bed, &second, &ci_trace, 5);
+    let mut ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), spans.len(), "each span once");
+    let roots: Vec<&JaegerSpan> = spans.iter().filter(|s| s.name == "promotion").collect();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(tag(roots[0], "deployment.status"), "succeeded", "{:?}", roots[0].tags);
+    for name in ["source.fetch", "reconcile", "apply", "rollout"] {
+        span(&spans, name);
+    }
+    let log = second.log();
+    let finished = log.matches("Promotion finished.").count();
+    assert_eq!(finished, 1, "only the promotion in flight is judged:\n{log}");
+}
