@@ -553,7 +553,13 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     let id = format!("e2e-kill-{}", std::process::id());
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
     let (ci_trace, ci_span_id) = ci_span("kill");
-    promote(&first, &ns, &id, &commit, &format!("00-{ci_trace}-{ci_span_id}-01"));
+    promote(
+        &first,
+        &ns,
+        &id,
+        &commit,
+        &format!("00-{ci_trace}-{ci_span_id}-01"),
+    );
     fetch_now(&bed, &ns);
     first.kill();
     let second = bed.agent(BIN, &ns, None, &[]);
@@ -564,11 +570,19 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     assert_eq!(ids.len(), spans.len(), "each span once");
     let roots: Vec<&JaegerSpan> = spans.iter().filter(|s| s.name == "promotion").collect();
     assert_eq!(roots.len(), 1);
-    assert_eq!(tag(roots[0], "deployment.status"), "succeeded", "{:?}", roots[0].tags);
+    assert_eq!(
+        tag(roots[0], "deployment.status"),
+        "succeeded",
+        "{:?}",
+        roots[0].tags
+    );
     for name in ["source.fetch", "reconcile", "apply", "rollout"] {
         span(&spans, name);
     }
     let log = second.log();
     let finished = log.matches("Promotion finished.").count();
-    assert_eq!(finished, 1, "only the promotion in flight is judged:\n{log}");
+    assert_eq!(
+        finished, 1,
+        "only the promotion in flight is judged:\n{log}"
+    );
 }

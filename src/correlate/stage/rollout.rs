@@ -72,7 +72,9 @@ pub(in crate::correlate) struct DeploymentFacts {
 /// What the rollout stage reads of the status of a Deployment observation.
 struct RolloutStatus {
     generation: i64,
-    /// The Deployment controller has observed this generation: its conditions are about it.
+    /// The conditions are about this generation: the Deployment controller has observed it,
+    /// or the Deployment is seen for the first time (a restart lists what is, a scale that
+    /// follows a rollout included).
     observed: bool,
     complete: bool,
     conditions: Vec<Condition>,
@@ -87,10 +89,10 @@ fn fingerprint(obs: &DeploymentObs) -> u64 {
 
 impl DeploymentFacts {
     /// Splits an observation into what is kept and the status read once.
-    fn split(obs: DeploymentObs, seen: u64) -> (DeploymentFacts, RolloutStatus) {
+    fn split(obs: DeploymentObs, seen: u64, first: bool) -> (DeploymentFacts, RolloutStatus) {
         let status = RolloutStatus {
             generation: obs.generation,
-            observed: obs.observed_generation >= obs.generation,
+            observed: first || obs.observed_generation >= obs.generation,
             complete: obs.rollout_complete(),
             conditions: obs.conditions,
         };
@@ -229,9 +231,10 @@ impl Engine {
         let manager = obs.manager.clone();
         // The ReplicaSet the `Progressing` message names is this generation's only once the
         // Deployment controller has observed it: the apply that bumps the generation is seen
-        // first, with the conditions (and the ReplicaSet) of the rollout before.
+        // first, with the conditions (and the ReplicaSet) of the rollout before. A Deployment
+        // seen for the first time shows its current rollout.
         let created = progressing
-            .filter(|_| obs.observed_generation >= obs.generation)
+            .filter(|_| prev_none || obs.observed_generation >= obs.generation)
             .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended));
         // Not known yet (its ReplicaSet not seen): when the agent saw it, or for one that ended
         // unseen its end, until the ReplicaSet says.
@@ -264,7 +267,7 @@ impl Engine {
         });
         let keep_ended = self.reg.open_count() > 0
             || (self.held() && add(start, self.cfg.deadlines.promotion) >= self.now);
-        let (facts, status) = DeploymentFacts::split(obs, seen);
+        let (facts, status) = DeploymentFacts::split(obs, seen, prev_none);
         let state = match self.rollouts.deployments.entry(key.clone()) {
             Entry::Occupied(e) => {
                 let state = e.into_mut();
