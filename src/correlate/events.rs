@@ -128,6 +128,15 @@ pub(super) struct RsInfo {
     pub uid: String,
     pub deployment: Option<String>,
     pub created: Option<Timestamp>,
+    /// [`images_hash`] of its pod template's images.
+    pub images: u64,
+}
+
+/// A hash of a pod template's container images: which of a Deployment's ReplicaSets runs its
+/// current template, as far as images tell.
+pub(super) fn images_hash(images: &[String]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one(images)
 }
 
 #[derive(Default)]
@@ -202,6 +211,7 @@ impl EventStore {
                 uid: obs.uid,
                 deployment: obs.deployment,
                 created: obs.created,
+                images: images_hash(&obs.images),
             },
         );
     }

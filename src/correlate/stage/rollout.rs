@@ -72,9 +72,9 @@ pub(in crate::correlate) struct DeploymentFacts {
 /// What the rollout stage reads of the status of a Deployment observation.
 struct RolloutStatus {
     generation: i64,
-    /// The conditions are about this generation: the Deployment controller has observed it,
-    /// or the Deployment is seen for the first time (a restart lists what is, a scale that
-    /// follows a rollout included).
+    /// The conditions are about this generation's pod template: the Deployment controller has
+    /// observed the generation, or the ReplicaSet they name runs the template's images (a
+    /// scale bumps the generation and keeps the template).
     observed: bool,
     complete: bool,
     conditions: Vec<Condition>,
@@ -89,10 +89,10 @@ fn fingerprint(obs: &DeploymentObs) -> u64 {
 
 impl DeploymentFacts {
     /// Splits an observation into what is kept and the status read once.
-    fn split(obs: DeploymentObs, seen: u64, first: bool) -> (DeploymentFacts, RolloutStatus) {
+    fn split(obs: DeploymentObs, seen: u64, observed: bool) -> (DeploymentFacts, RolloutStatus) {
         let status = RolloutStatus {
             generation: obs.generation,
-            observed: first || obs.observed_generation >= obs.generation,
+            observed,
             complete: obs.rollout_complete(),
             conditions: obs.conditions,
         };
@@ -231,10 +231,12 @@ impl Engine {
         let manager = obs.manager.clone();
         // The ReplicaSet the `Progressing` message names is this generation's only once the
         // Deployment controller has observed it: the apply that bumps the generation is seen
-        // first, with the conditions (and the ReplicaSet) of the rollout before. A Deployment
-        // seen for the first time shows its current rollout.
+        // first, with the conditions (and the ReplicaSet) of the rollout before. Unless that
+        // ReplicaSet runs the template's images (a scale keeps the template).
+        let observed = obs.observed_generation >= obs.generation
+            || progressing.is_some_and(|c| self.names_current(&key, &c.message, &obs.images));
         let created = progressing
-            .filter(|_| prev_none || obs.observed_generation >= obs.generation)
+            .filter(|_| observed)
             .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended));
         // Not known yet (its ReplicaSet not seen): when the agent saw it, or for one that ended
         // unseen its end, until the ReplicaSet says.
@@ -267,7 +269,7 @@ impl Engine {
         });
         let keep_ended = self.reg.open_count() > 0
             || (self.held() && add(start, self.cfg.deadlines.promotion) >= self.now);
-        let (facts, status) = DeploymentFacts::split(obs, seen, prev_none);
+        let (facts, status) = DeploymentFacts::split(obs, seen, observed);
         let state = match self.rollouts.deployments.entry(key.clone()) {
             Entry::Occupied(e) => {
                 let state = e.into_mut();
@@ -329,6 +331,14 @@ impl Engine {
             }
         }
         self.update_rollout(&key, &status, at);
+    }
+
+    /// Whether the ReplicaSet a `Progressing` message names runs `images` (unknown ones do:
+    /// nothing says otherwise).
+    fn names_current(&self, key: &ObjectRef, message: &str, images: &[String]) -> bool {
+        replicaset_in(message)
+            .and_then(|rs| self.events.replicaset(&key.namespace, rs))
+            .is_none_or(|i| i.images == super::super::events::images_hash(images))
     }
 
     /// When the new ReplicaSet a Deployment's `Progressing` message names was created: the
