@@ -529,7 +529,8 @@ current-context: fluxtrace
         .as_str()
         .is_some_and(|h| !h.is_empty()));
     let log = agent.log();
-    for denied in ["403", "Forbidden", "forbidden"] {
+    // RBAC refusals say "forbidden" (a bare "403" would match timestamps).
+    for denied in ["Forbidden", "forbidden", " 403 "] {
         assert!(
             !log.contains(denied),
             "the agent was refused something:\n{log}"
