@@ -94,8 +94,7 @@ spec:
     ]);
 }
 
-/// Pushes the app at `image` and asks source-controller to fetch it now (as a webhook would);
-/// the commit.
+/// Pushes the app at `image` (its pod template naming `promotion`, if any); the commit.
 fn release(bed: &Testbed, ns: &str, image: &str, promotion: Option<&str>) -> String {
     let files = manifests(image, promotion);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
@@ -147,13 +146,21 @@ fn promote(agent: &Agent, env: &str, id: &str, commit: &str, traceparent: &str) 
     );
 }
 
-/// A trace id and span id for a CI run, unique to the test.
-fn ci_span(seed: &str) -> (String, String) {
-    let t = trace_id_for(&format!("ci/{seed}/{}", std::process::id())).to_string();
-    (
-        t,
-        format!("{:016x}", seed.len() as u64 + 0x00c1_5a11_0000_0000),
-    )
+/// CI reports `id`, `commit` to environment `ns` from a CI run of its own, then asks
+/// source-controller to fetch now (as a webhook would); the CI run's trace id and span id.
+fn report_and_fetch(
+    bed: &Testbed,
+    agent: &Agent,
+    ns: &str,
+    id: &str,
+    commit: &str,
+) -> (String, String) {
+    let ci = trace_id_for(&format!("ci/{id}")).to_string();
+    // The CI step's span: any 16 hex that are not all zero; here the trace id's first half.
+    let span = ci[..16].to_string();
+    promote(agent, ns, id, commit, &format!("00-{ci}-{span}-01"));
+    fetch_now(bed, ns);
+    (ci, span)
 }
 
 /// The trace `trace_id` from Jaeger with at least `spans` spans, or a failure that shows the
@@ -200,15 +207,7 @@ fn a_git_commit_reported_from_ci_then_one_unreported_then_a_restart() {
     // Reported, the pod template naming the promotion.
     let id = format!("e2e-git-{}", std::process::id());
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, ci_span_id) = ci_span("git");
-    promote(
-        &agent,
-        &ns,
-        &id,
-        &commit,
-        &format!("00-{ci_trace}-{ci_span_id}-01"),
-    );
-    fetch_now(&bed, &ns);
+    let (ci_trace, ci_span_id) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
     let spans = trace(&bed, &agent, &ci_trace, 5);
     let root = span(&spans, "promotion");
     assert_eq!(
@@ -304,15 +303,7 @@ fn a_broken_kustomization_diverges_at_reconcile() {
         )],
         "a resource that does not exist",
     );
-    let (ci_trace, ci_span_id) = ci_span("build");
-    promote(
-        &agent,
-        &ns,
-        &id,
-        &commit,
-        &format!("00-{ci_trace}-{ci_span_id}-01"),
-    );
-    fetch_now(&bed, &ns);
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
     let spans = trace(&bed, &agent, &ci_trace, 3);
     let root = span(&spans, "promotion");
     assert_eq!(
@@ -351,15 +342,7 @@ fn an_image_that_cannot_be_pulled_diverges_at_rollout() {
     let agent = bed.agent(BIN, &ns, None, &[]);
     let id = format!("e2e-pull-{}", std::process::id());
     let commit = release(&bed, &ns, "registry.invalid/web:missing", Some(&id));
-    let (ci_trace, ci_span_id) = ci_span("pull");
-    promote(
-        &agent,
-        &ns,
-        &id,
-        &commit,
-        &format!("00-{ci_trace}-{ci_span_id}-01"),
-    );
-    fetch_now(&bed, &ns);
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
     let spans = trace(&bed, &agent, &ci_trace, 5);
     let root = span(&spans, "promotion");
     assert_eq!(
@@ -491,15 +474,7 @@ current-context: fluxtrace
     );
     let id = format!("e2e-rbac-{}", std::process::id());
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, ci_span_id) = ci_span("rbac");
-    promote(
-        &agent,
-        &ns,
-        &id,
-        &commit,
-        &format!("00-{ci_trace}-{ci_span_id}-01"),
-    );
-    fetch_now(&bed, &ns);
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
     let spans = trace(&bed, &agent, &ci_trace, 5);
     let root = span(&spans, "promotion");
     assert_eq!(
@@ -553,15 +528,7 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     let mut first = bed.agent(BIN, &ns, None, &[]);
     let id = format!("e2e-kill-{}", std::process::id());
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, ci_span_id) = ci_span("kill");
-    promote(
-        &first,
-        &ns,
-        &id,
-        &commit,
-        &format!("00-{ci_trace}-{ci_span_id}-01"),
-    );
-    fetch_now(&bed, &ns);
+    let (ci_trace, ci_span_id) = report_and_fetch(&bed, &first, &ns, &id, &commit);
     first.kill();
     let second = bed.agent(BIN, &ns, None, &[]);
     let spans = trace(&bed, &second, &ci_trace, 5);
@@ -571,6 +538,11 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     assert_eq!(ids.len(), spans.len(), "each span once");
     let roots: Vec<&JaegerSpan> = spans.iter().filter(|s| s.name == "promotion").collect();
     assert_eq!(roots.len(), 1);
+    assert_eq!(
+        roots[0].parent.as_deref(),
+        Some(ci_span_id.as_str()),
+        "the new agent keeps the CI parent"
+    );
     assert_eq!(
         tag(roots[0], "deployment.status"),
         "succeeded",

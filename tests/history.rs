@@ -127,17 +127,23 @@ fn an_agent_started_on_history_alone_emits_nothing_at_any_deadline() {
     }
 }
 
-/// History still says what runs now: the Deployment the history promotion delivered names it.
-#[test]
-fn history_feeds_what_runs_now_without_a_verdict() {
-    let decoded = recording::decode_all(&initial_state("history-oci.jsonl"));
+/// An engine started on `state` as the agent starts (held, then released), past every deadline:
+/// the engine and everything it emitted, probe requests included.
+fn started_on(state: &str) -> (Engine, Vec<fluxtrace::correlate::Output>) {
     let mut e = Engine::new(cfg());
     let mut out = e.hold(true);
-    for ev in decoded.events {
+    for ev in recording::decode_all(state).events {
         out.extend(e.apply(ev));
     }
     out.extend(e.hold(false));
     out.extend(e.finish());
+    (e, out)
+}
+
+/// History still says what runs now: the Deployment the history promotion delivered names it.
+#[test]
+fn history_feeds_what_runs_now_without_a_verdict() {
+    let (e, out) = started_on(&initial_state("history-oci.jsonl"));
     assert!(out.is_empty(), "nothing emitted: {out:?}");
     let w = e.workloads(&WorkloadFilter::default(), &|_, _, _| None);
     let checkout = w
@@ -326,14 +332,7 @@ fn no_traffic_probe_is_sent_for_history() {
         r#""annotations":{"deployment.kubernetes.io/revision":"6","fluxtrace.io/probe-url":"http://checkout.shop.svc:8080/version"}"#,
     );
     assert!(state.contains("probe-url"), "the Deployment opts in");
-    let decoded = recording::decode_all(&state);
-    let mut e = Engine::new(cfg());
-    let mut out = e.hold(true);
-    for ev in decoded.events {
-        out.extend(e.apply(ev));
-    }
-    out.extend(e.hold(false));
-    out.extend(e.finish());
+    let (_, out) = started_on(&state);
     assert!(out.is_empty(), "no probe, no span, no story: {out:?}");
 }
 
