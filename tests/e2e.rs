@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use fluxtrace::trace::trace_id_for;
+use fluxtrace_testkit::prometheus;
 use fluxtrace_testkit::testbed::{jaeger_spans, wait_for, Agent, JaegerSpan, Testbed};
+use fluxtrace_testkit::tools;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
 
@@ -61,14 +63,27 @@ fn app(bed: &Testbed, ns: &str, image: &str) {
     let files = manifests(image, None);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     bed.push(ns, &files, "first");
+    delivered_by_kustomization(
+        bed,
+        ns,
+        "GitRepository",
+        &format!(
+            "url: {git}/{ns}.git\n  ref: {{branch: main}}",
+            git = bed.get("TESTBED_GIT_URL")
+        ),
+    );
+}
+
+/// Source `app` of `kind` (its spec but for the interval: `spec`) and the Kustomization `app`
+/// applying it to `ns` (health checks on); returns once the first delivery is Ready.
+fn delivered_by_kustomization(bed: &Testbed, ns: &str, kind: &str, spec: &str) {
     bed.apply(&format!(
         "apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
+kind: {kind}
 metadata: {{name: app, namespace: {ns}}}
 spec:
   interval: 10m
-  url: {git}/{ns}.git
-  ref: {{branch: main}}
+  {spec}
 ---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
@@ -80,9 +95,8 @@ spec:
   wait: true
   timeout: 90s
   targetNamespace: {ns}
-  sourceRef: {{kind: GitRepository, name: app}}
-",
-        git = bed.get("TESTBED_GIT_URL")
+  sourceRef: {{kind: {kind}, name: app}}
+"
     ));
     bed.kubectl(&[
         "-n",
@@ -101,22 +115,23 @@ fn release(bed: &Testbed, ns: &str, image: &str, promotion: Option<&str>) -> Str
     bed.push(ns, &files, &format!("web {image}"))
 }
 
-fn fetch_now(bed: &Testbed, ns: &str) {
+/// Asks source-controller to fetch `source` (`gitrepository/app`) now, as `flux reconcile` does.
+fn fetch_now(bed: &Testbed, ns: &str, source: &str) {
     let now = jiff::Timestamp::now().to_string();
     bed.kubectl(&[
         "-n",
         ns,
         "annotate",
         "--overwrite",
-        "gitrepository/app",
+        source,
         &format!("reconcile.fluxcd.io/requestedAt={now}"),
     ]);
 }
 
-/// `fluxtrace promote` from CI: the report of `id`, `commit`, under the CI span `traceparent`,
-/// to environment `env` (each test's own: reports of one environment and app supersede each
-/// other).
-fn promote(agent: &Agent, env: &str, id: &str, commit: &str, traceparent: &str) {
+/// `fluxtrace promote` from CI: the report of `id`, promoting `what` (`--revision <commit>` or
+/// `--artifact <ref> --digest <digest>`), under the CI span `traceparent`, to environment `env`
+/// (each test's own: reports of one environment and app supersede each other).
+fn promote(agent: &Agent, env: &str, id: &str, what: &[&str], traceparent: &str) {
     let out = std::process::Command::new(BIN)
         .args([
             "promote",
@@ -130,11 +145,10 @@ fn promote(agent: &Agent, env: &str, id: &str, commit: &str, traceparent: &str) 
             env,
             "--app",
             "web",
-            "--revision",
-            commit,
             "--traceparent",
             traceparent,
         ])
+        .args(what)
         .env_clear()
         .output()
         .expect("promote runs");
@@ -147,7 +161,8 @@ fn promote(agent: &Agent, env: &str, id: &str, commit: &str, traceparent: &str) 
 }
 
 /// CI reports `id`, `commit` to environment `ns` from a CI run of its own, then asks
-/// source-controller to fetch now (as a webhook would); the CI run's trace id and span id.
+/// source-controller to fetch the GitRepository now (as a webhook would); the CI run's trace id
+/// and span id.
 fn report_and_fetch(
     bed: &Testbed,
     agent: &Agent,
@@ -155,11 +170,25 @@ fn report_and_fetch(
     id: &str,
     commit: &str,
 ) -> (String, String) {
+    report_from_ci(agent, ns, id, &["--revision", commit], || {
+        fetch_now(bed, ns, "gitrepository/app");
+    })
+}
+
+/// CI reports `id` promoting `what` to environment `ns` from a CI run of its own, then does
+/// `then`; the CI run's trace id and span id.
+fn report_from_ci(
+    agent: &Agent,
+    ns: &str,
+    id: &str,
+    what: &[&str],
+    then: impl FnOnce(),
+) -> (String, String) {
     let ci = trace_id_for(&format!("ci/{id}")).to_string();
     // The CI step's span: any 16 hex that are not all zero; here the trace id's first half.
     let span = ci[..16].to_string();
-    promote(agent, ns, id, commit, &format!("00-{ci}-{span}-01"));
-    fetch_now(bed, ns);
+    promote(agent, ns, id, what, &format!("00-{ci}-{span}-01"));
+    then();
     (ci, span)
 }
 
@@ -175,6 +204,19 @@ fn trace(bed: &Testbed, agent: &Agent, trace_id: &str, spans: usize) -> Vec<Jaeg
             )
         });
     jaeger_spans(&t)
+}
+
+/// The root of `spans`, after checking that it succeeded and how it was traced (`traceability`).
+fn succeeded<'a>(spans: &'a [JaegerSpan], traceability: &str) -> &'a JaegerSpan {
+    let root = span(spans, "promotion");
+    assert_eq!(tag(root, "delivery.traceability"), traceability);
+    assert_eq!(
+        tag(root, "deployment.status"),
+        "succeeded",
+        "{:?}",
+        root.tags
+    );
+    root
 }
 
 fn span<'a>(spans: &'a [JaegerSpan], name: &str) -> &'a JaegerSpan {
@@ -209,20 +251,13 @@ fn a_git_commit_reported_from_ci_then_one_unreported_then_a_restart() {
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
     let (ci_trace, ci_span_id) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
     let spans = trace(&bed, &agent, &ci_trace, 5);
-    let root = span(&spans, "promotion");
+    let root = succeeded(&spans, "reported");
     assert_eq!(
         root.parent.as_deref(),
         Some(ci_span_id.as_str()),
         "under the CI span"
     );
     assert_eq!(tag(root, "delivery.promotion.id"), id);
-    assert_eq!(tag(root, "delivery.traceability"), "reported");
-    assert_eq!(
-        tag(root, "deployment.status"),
-        "succeeded",
-        "{:?}",
-        root.tags
-    );
     let source = span(&spans, "source.fetch");
     assert_eq!(source.service, "source-controller");
     assert!(
@@ -249,19 +284,10 @@ fn a_git_commit_reported_from_ci_then_one_unreported_then_a_restart() {
 
     // Unreported: nobody says anything; Flux delivers it all the same.
     let commit = release(&bed, &ns, "ghcr.io/acme/web:1.2.0", None);
-    fetch_now(&bed, &ns);
+    fetch_now(&bed, &ns, "gitrepository/app");
     let unreported = trace_id_for(&format!("unreported/{ns}/app/{}", &commit[..12])).to_string();
     let spans = trace(&bed, &agent, &unreported, 5);
-    let root = span(&spans, "promotion");
-    assert_eq!(tag(root, "delivery.traceability"), "unreported");
-    assert_eq!(
-        tag(root, "deployment.status"),
-        "succeeded",
-        "{:?}\n{:?}\nagent log:\n{}",
-        root.tags,
-        spans.iter().map(|s| &s.name).collect::<Vec<_>>(),
-        agent.log()
-    );
+    succeeded(&spans, "unreported");
     for name in ["source.fetch", "reconcile", "apply", "rollout"] {
         span(&spans, name);
     }
@@ -330,16 +356,28 @@ fn a_broken_kustomization_diverges_at_reconcile() {
     );
 }
 
-/// Scenario 3: an image that cannot be pulled (kwok plays the kubelet): the real Deployment
-/// controller's `ProgressDeadlineExceeded`, the pull failure as its cause.
+/// Scenarios 3 and 11: an image that cannot be pulled (kwok plays the kubelet): the real
+/// Deployment controller's `ProgressDeadlineExceeded`, the pull failure as its cause. The agent
+/// exports through the Collector of the shipped `collector-config/spanmetrics.yaml` (traces on
+/// to Jaeger, span metrics to its Prometheus exporter); Prometheus scrapes it and evaluates the
+/// shipped `fluxtrace-alerts.yaml`, and `FluxtraceRolloutFailed` fires for this environment.
 #[test]
-fn an_image_that_cannot_be_pulled_diverges_at_rollout() {
-    let Some(bed) = Testbed::find("an_image_that_cannot_be_pulled_diverges_at_rollout") else {
+fn an_image_that_cannot_be_pulled_diverges_at_rollout_and_the_alert_fires() {
+    let test = "an_image_that_cannot_be_pulled_diverges_at_rollout_and_the_alert_fires";
+    let Some(bed) = Testbed::find(test) else {
+        return;
+    };
+    let Some(prometheus) = tools::tool(test, "prometheus", "PROMETHEUS", &["--version"]) else {
         return;
     };
     let ns = bed.namespace("e2e-pull");
     app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
-    let agent = bed.agent(BIN, &ns, None, &[]);
+    let agent = bed.agent(
+        BIN,
+        &ns,
+        None,
+        &["--otlp-endpoint", bed.get("TESTBED_SPANMETRICS_OTLP_GRPC")],
+    );
     let id = format!("e2e-pull-{}", std::process::id());
     let commit = release(&bed, &ns, "registry.invalid/web:missing", Some(&id));
     let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
@@ -385,6 +423,38 @@ fn an_image_that_cannot_be_pulled_diverges_at_rollout() {
             })
         },
     );
+
+    // Scenario 11: the span metrics reach Prometheus and the shipped rule fires.
+    let exposition = bed.get("TESTBED_SPANMETRICS_PROMETHEUS_URL");
+    let target = exposition
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("collector-config/prometheus/fluxtrace-alerts.yaml");
+    let dir = std::env::temp_dir().join(format!("fluxtrace-e2e-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (_prometheus, prom) = prometheus::start(&prometheus, &dir, &rules, target);
+    let mut seen = Vec::new();
+    wait_for(
+        "FluxtraceRolloutFailed to fire for the environment",
+        Duration::from_secs(90),
+        || {
+            seen = prometheus::alerts(&prom);
+            seen.iter().any(|a| {
+                a["labels"]["alertname"] == "FluxtraceRolloutFailed"
+                    && a["labels"]["deployment_environment_name"] == ns.as_str()
+                    && a["labels"]["k8s_cluster_name"] == "e2e"
+                    && a["state"] == "firing"
+            })
+        },
+    );
+    let failed = prometheus::query(
+        &prom,
+        &format!(
+            "fluxtrace_delivery_calls_total{{span_name=\"promotion\",deployment_environment_name=\"{ns}\",delivery_divergence_stage=\"rollout\"}}"
+        ),
+    );
+    assert_eq!(failed.len(), 1, "one failed promotion counted: {failed:?}");
 }
 
 /// Scenario 9: the shipped manifests applied for real (`kubectl apply -k deploy/kustomize/base`:
@@ -531,7 +601,14 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     let (ci_trace, ci_span_id) = report_and_fetch(&bed, &first, &ns, &id, &commit);
     first.kill();
     let second = bed.agent(BIN, &ns, None, &[]);
-    let spans = trace(&bed, &second, &ci_trace, 5);
+    finished_whole(&bed, &second, &ci_trace, &ci_span_id);
+}
+
+/// The trace `ci_trace` that `agent` finished after another agent was killed: whole (every
+/// stage), each span once, one root under the CI span, succeeded; and the agent judged only
+/// that promotion, once.
+fn finished_whole(bed: &Testbed, agent: &Agent, ci_trace: &str, ci_span_id: &str) {
+    let spans = trace(bed, agent, ci_trace, 5);
     let mut ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -540,8 +617,8 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     assert_eq!(roots.len(), 1);
     assert_eq!(
         roots[0].parent.as_deref(),
-        Some(ci_span_id.as_str()),
-        "the new agent keeps the CI parent"
+        Some(ci_span_id),
+        "the agent that finished keeps the CI parent"
     );
     assert_eq!(
         tag(roots[0], "deployment.status"),
@@ -552,10 +629,145 @@ fn an_agent_killed_mid_promotion_and_started_again_completes_the_trace() {
     for name in ["source.fetch", "reconcile", "apply", "rollout"] {
         span(&spans, name);
     }
-    let log = second.log();
-    let finished = log.matches("Promotion finished.").count();
+    let log = agent.log();
     assert_eq!(
-        finished, 1,
-        "only the promotion in flight is judged:\n{log}"
+        log.matches("Promotion finished.").count(),
+        1,
+        "only the promotion in flight is judged, once:\n{log}"
     );
+}
+
+/// Scenario 7: OCI artifacts pushed to the registry under the floating tag `latest`, followed by
+/// an OCIRepository and applied by a Kustomization. First a push that CI reports by tag and
+/// digest, then one that only the artifact's own annotation names.
+#[test]
+fn oci_artifacts_under_a_floating_tag_reported_then_annotated() {
+    let Some(bed) = Testbed::find("oci_artifacts_under_a_floating_tag_reported_then_annotated")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-oci");
+    let repo = format!("{ns}/web");
+    let push = |image: &str, annotations: &[(&str, &str)]| {
+        let files = manifests(image, None);
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        bed.push_oci(&repo, "latest", &files, annotations)
+    };
+    push("ghcr.io/acme/web:1.0.0", &[]);
+    delivered_by_kustomization(
+        &bed,
+        &ns,
+        "OCIRepository",
+        &format!(
+            "url: oci://{registry}/{repo}\n  ref: {{tag: latest}}\n  insecure: true",
+            registry = bed.get("TESTBED_REGISTRY")
+        ),
+    );
+    let agent = bed.agent(BIN, &ns, None, &[]);
+
+    // Reported: CI pushed `latest` and says which digest that was.
+    let id = format!("e2e-oci-{}", std::process::id());
+    let digest = push("ghcr.io/acme/web:1.1.0", &[]);
+    let artifact = format!("{}/{repo}:latest", bed.get("TESTBED_REGISTRY"));
+    let (ci_trace, _) = report_from_ci(
+        &agent,
+        &ns,
+        &id,
+        &["--artifact", &artifact, "--digest", &digest],
+        || fetch_now(&bed, &ns, "ocirepository/app"),
+    );
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    succeeded(&spans, "reported");
+    let source = span(&spans, "source.fetch");
+    assert_eq!(source.service, "source-controller");
+    assert_eq!(tag(source, "flux.object.kind"), "OCIRepository");
+    assert_eq!(
+        tag(source, "oci.manifest.digest"),
+        digest,
+        "the tag resolved to the digest pushed: {:?}",
+        source.tags
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(tag(reconcile, "oci.manifest.digest"), digest);
+    for name in ["apply", "rollout"] {
+        span(&spans, name);
+    }
+
+    // Annotated: the artifact names its promotion; nobody reports it.
+    let annotated = format!("e2e-oci-annotated-{}", std::process::id());
+    let digest = push(
+        "ghcr.io/acme/web:1.2.0",
+        &[("fluxtrace.io/promotion-id", &annotated)],
+    );
+    fetch_now(&bed, &ns, "ocirepository/app");
+    let spans = trace(&bed, &agent, &trace_id_for(&annotated).to_string(), 5);
+    let root = succeeded(&spans, "annotated");
+    assert_eq!(tag(root, "delivery.promotion.id"), annotated);
+    assert_eq!(
+        tag(span(&spans, "source.fetch"), "oci.manifest.digest"),
+        digest
+    );
+    let rollout = span(&spans, "rollout");
+    assert_eq!(tag(rollout, "k8s.deployment.name"), "web");
+}
+
+/// Scenario 8 (two replicas): two agents share a Lease; the leader is SIGKILLed in the middle of
+/// a reported promotion (reported to the standby, as a Service may route it); the standby takes
+/// the Lease when it expires and finishes the trace, whole, each span once, under the CI parent.
+#[test]
+fn the_leader_killed_mid_promotion_the_standby_finishes_the_trace() {
+    let Some(bed) = Testbed::find("the_leader_killed_mid_promotion_the_standby_finishes_the_trace")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-ha");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let lease = "fluxtrace-e2e-ha";
+    let replica = |identity: &'static str| {
+        bed.agent(
+            BIN,
+            &ns,
+            None,
+            &[
+                "--lease-namespace",
+                &ns,
+                "--lease-name",
+                lease,
+                "--lease-identity",
+                identity,
+                "--lease-duration",
+                "6s",
+                "--lease-renew-deadline",
+                "4s",
+                "--lease-retry-period",
+                "1s",
+            ],
+        )
+    };
+    let holder = || {
+        bed.object("lease", &ns, lease)
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let mut leader = replica("replica-a");
+    wait_for("replica-a to lead", Duration::from_secs(30), || {
+        holder().as_deref() == Some("replica-a")
+    });
+    let standby = replica("replica-b");
+
+    let id = format!("e2e-ha-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, ci_span_id) = report_and_fetch(&bed, &standby, &ns, &id, &commit);
+    leader.kill();
+    wait_for(
+        "replica-b to take the Lease",
+        Duration::from_secs(30),
+        || holder().as_deref() == Some("replica-b"),
+    );
+    finished_whole(&bed, &standby, &ci_trace, &ci_span_id);
+    let log = standby.log();
+    assert!(log.contains("Leading"), "the standby leads:\n{log}");
+    wait_for("the Promotion's verdict", Duration::from_secs(30), || {
+        bed.object("promotion", &ns, &id)
+            .is_some_and(|p| p["status"]["phase"] == "Succeeded")
+    });
 }

@@ -15,10 +15,10 @@
 //! `FLUXTRACE_REQUIRE_TOOLS=1`, which turns the skip into a failure).
 
 use fluxtrace_testkit::cli::{self, get, Running};
+use fluxtrace_testkit::prometheus::{self, api, query};
 use fluxtrace_testkit::tools;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fluxtrace::client::encode_segment;
@@ -59,45 +59,6 @@ fn scratch_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Prometheus' HTTP API: the `data` of a successful answer.
-fn api(addr: &str, path_and_query: &str) -> Option<Value> {
-    let (head, body) = get(addr, path_and_query, None)?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&body).ok()?;
-    (v["status"] == "success").then(|| v["data"].clone())
-}
-
-/// An instant query's vector: labels → value.
-fn query(addr: &str, promql: &str) -> Vec<(serde_json::Map<String, Value>, f64)> {
-    let Some(data) = api(
-        addr,
-        &format!("/api/v1/query?query={}", encode_segment(promql)),
-    ) else {
-        return Vec::new();
-    };
-    data["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let value = s["value"][1]
-                .as_str()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN);
-            (s["metric"].as_object().cloned().unwrap_or_default(), value)
-        })
-        .collect()
 }
 
 /// The one value of `promql`, once Prometheus has it (rules need a few evaluations).
@@ -151,42 +112,6 @@ fn exemplar_traces(addr: &str, metric: &str) -> Vec<String> {
 /// Starts `fluxtrace replay --serve 127.0.0.1:0 <files>`; its address once it serves.
 fn serve_replay(files: &[PathBuf]) -> (Running, String) {
     cli::serve_replay(env!("CARGO_BIN_EXE_fluxtrace"), files)
-}
-
-fn start_prometheus(bin: &std::ffi::OsStr, dir: &Path, target: &str) -> (Running, String) {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("collector-config/prometheus/fluxtrace-dora.yaml");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: fluxtrace\n    static_configs:\n      - targets: ['{target}']\n",
-            rules.display()
-        ),
-    )
-    .expect("prometheus.yml");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--enable-feature=exemplar-storage")
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("prometheus runs");
-    let running = Running(child);
-    let deadline = Instant::now() + BOUND;
-    while get(&addr, "/-/ready", None).is_none_or(|(h, _)| !h.contains(" 200 ")) {
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (running, addr)
 }
 
 #[test]
@@ -263,7 +188,9 @@ fn prometheus_scrapes_the_four_keys_and_their_exemplars() {
     assert!(body.contains("fluxtrace_dora_promotions_finished_total{"));
     assert!(!body.contains("trace_id"), "exemplars only in OpenMetrics");
 
-    let (_prometheus, prom) = start_prometheus(&prometheus, &dir, &agent);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("collector-config/prometheus/fluxtrace-dora.yaml");
+    let (_prometheus, prom) = prometheus::start(&prometheus, &dir, &rules, &agent);
     let prod = r#"environment="prod",app="ledger""#;
     let staging = r#"environment="staging",app="frontend""#;
 

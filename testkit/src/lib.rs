@@ -31,6 +31,7 @@ pub mod intake;
 pub mod json;
 pub mod kube_api;
 pub mod otlp_receiver;
+pub mod prometheus;
 pub mod recordings;
 pub mod replica;
 pub mod testbed;

@@ -175,6 +175,73 @@ impl Testbed {
         git(&dir, &["rev-parse", "HEAD"]).trim().to_string()
     }
 
+    /// Pushes `files` (path → content) to the test bed's OCI registry as a Flux artifact
+    /// (`flux push artifact`'s media types: one gzipped tarball layer), at `repo:tag`, with
+    /// `annotations` on the manifest; the manifest's digest (`sha256:…`).
+    pub fn push_oci(
+        &self,
+        repo: &str,
+        tag: &str,
+        files: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "fluxtrace-e2e-oci-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).expect("a dir");
+        for (path, content) in files {
+            std::fs::write(src.join(path), content).expect("a file");
+        }
+        let layer = dir.join("layer.tgz");
+        run(
+            "tar",
+            &[
+                "czf",
+                &layer.display().to_string(),
+                "-C",
+                &src.display().to_string(),
+                ".",
+            ],
+        );
+        let layer = std::fs::read(&layer).expect("the layer");
+        let config = b"{}".to_vec();
+        let base = format!("http://{}/v2/{repo}", self.get("TESTBED_REGISTRY"));
+        let layer_digest = push_blob(&dir, &base, &layer);
+        let config_digest = push_blob(&dir, &base, &config);
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), Value::String((*v).to_string())))
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.cncf.flux.config.v1+json",
+            "config": {
+                "mediaType": "application/vnd.cncf.flux.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.cncf.flux.content.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+            "annotations": annotations,
+        })
+        .to_string();
+        let file = dir.join("manifest.json");
+        std::fs::write(&file, &manifest).expect("the manifest");
+        put(
+            &file,
+            "application/vnd.oci.image.manifest.v1+json",
+            &format!("{base}/manifests/{tag}"),
+        );
+        sha256(manifest.as_bytes())
+    }
+
     /// A trace as Jaeger's HTTP API gives it (`/api/traces/{id}`), once it holds at least
     /// `spans` spans and has held that many for a second; `None` after `within`.
     pub fn jaeger_trace(&self, trace_id: &str, spans: usize, within: Duration) -> Option<Value> {
@@ -212,6 +279,84 @@ pub fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("waited {within:?} for {what}");
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Uploads `bytes` as a blob (the distribution API's monolithic upload); its digest.
+fn push_blob(dir: &Path, base: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let file = dir.join(digest.replace(':', "-"));
+    std::fs::write(&file, bytes).expect("a blob");
+    let head = run(
+        "curl",
+        &[
+            "-fsS",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-X",
+            "POST",
+            &format!("{base}/blobs/uploads/"),
+        ],
+    );
+    let location = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("the registry gave no upload location:\n{head}"));
+    // Relative or absolute, as the registry likes.
+    let location = match location.strip_prefix('/') {
+        Some(path) => format!("{}/{path}", base.split("/v2/").next().unwrap_or(base)),
+        None => location,
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    put(
+        &file,
+        "application/octet-stream",
+        &format!("{location}{sep}digest={digest}"),
+    );
+    digest
+}
+
+/// PUT the content of `file` to `url` as `content_type`.
+fn put(file: &Path, content_type: &str, url: &str) {
+    run(
+        "curl",
+        &[
+            "-fsS",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {content_type}"),
+            "--data-binary",
+            &format!("@{}", file.display()),
+            url,
+        ],
+    );
+}
+
+/// `program ARGS`; its standard output. Panics, with what it said, when it fails.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
