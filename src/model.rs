@@ -158,6 +158,8 @@ pub struct Condition {
     pub message: String,
     pub last_transition: Option<Timestamp>,
     pub last_update: Option<Timestamp>,
+    /// The generation of the object the condition speaks for (Flux sets it on every condition).
+    pub observed_generation: Option<i64>,
 }
 
 /// Finds a condition by type.
@@ -352,6 +354,11 @@ pub struct ReconcilerObs {
     pub target_namespace: Option<String>,
     /// `spec.timeout`.
     pub timeout: Option<SignedDuration>,
+    /// `spec.retryInterval`, else `spec.interval`: when the controller tries a failed
+    /// reconcile again.
+    pub retry_interval: Option<SignedDuration>,
+    /// `spec.interval`.
+    pub interval: Option<SignedDuration>,
     pub last_attempted: Option<String>,
     pub last_applied: Option<String>,
     /// HelmRelease `status.lastAttemptedRevisionDigest`.
@@ -360,6 +367,12 @@ pub struct ReconcilerObs {
     pub last_handled: Option<String>,
     pub conditions: Vec<Condition>,
     pub history: Vec<HistoryEntry>,
+    /// `metadata.generation`: bumped by every change of the spec (a HelmRelease's values or
+    /// chart version changed in Git and applied by a Kustomization).
+    pub generation: Option<i64>,
+    /// The Kustomization that applies this object (its `kustomize.toolkit.fluxcd.io/name` and
+    /// `namespace` labels). Boxed: most objects are not applied by one.
+    pub applied_by: Option<Box<ObjectRef>>,
 }
 
 /// One `status.history` entry of a Kustomization.

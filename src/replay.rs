@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 25] = [
+pub const EXAMPLES: [(&str, &str); 29] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -111,6 +111,22 @@ pub const EXAMPLES: [(&str, &str); 25] = [
     (
         "real-git-unreported.jsonl",
         include_str!("../examples/recordings/real-git-unreported.jsonl"),
+    ),
+    (
+        "real-helm-values.jsonl",
+        include_str!("../examples/recordings/real-helm-values.jsonl"),
+    ),
+    (
+        "real-helm-upgrade-stalled.jsonl",
+        include_str!("../examples/recordings/real-helm-upgrade-stalled.jsonl"),
+    ),
+    (
+        "real-kustomize-retry.jsonl",
+        include_str!("../examples/recordings/real-kustomize-retry.jsonl"),
+    ),
+    (
+        "real-kustomize-path-not-found.jsonl",
+        include_str!("../examples/recordings/real-kustomize-path-not-found.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

@@ -61,22 +61,37 @@ spec:
 /// a Kustomization applying it (health checks on); returns once the first delivery is Ready.
 fn app(bed: &Testbed, ns: &str, image: &str) {
     let files = manifests(image, None);
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let files = borrowed(&files);
     bed.push(ns, &files, "first");
-    delivered_by_kustomization(
-        bed,
-        ns,
-        "GitRepository",
-        &format!(
-            "url: {git}/{ns}.git\n  ref: {{branch: main}}",
-            git = bed.get("TESTBED_GIT_URL")
-        ),
-    );
+    delivered_by_kustomization(bed, ns, "GitRepository", &git_source(bed, ns));
+}
+
+/// The spec of a GitRepository following branch `main` of the test bed's repository `ns`.
+fn git_source(bed: &Testbed, ns: &str) -> String {
+    format!(
+        "url: {git}/{ns}.git\n  ref: {{branch: main}}",
+        git = bed.get("TESTBED_GIT_URL")
+    )
+}
+
+/// `(path, content)` pairs borrowed, as [`Testbed::push`] takes them.
+fn borrowed<P: AsRef<str>>(files: &[(P, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(p, c)| (p.as_ref(), c.as_str()))
+        .collect()
 }
 
 /// Source `app` of `kind` (its spec but for the interval: `spec`) and the Kustomization `app`
-/// applying it to `ns` (health checks on); returns once the first delivery is Ready.
+/// applying it to `ns` (health checks on, with a timeout of 90 s); returns once the first
+/// delivery is Ready.
 fn delivered_by_kustomization(bed: &Testbed, ns: &str, kind: &str, spec: &str) {
+    delivered_by_kustomization_with(bed, ns, kind, spec, "path: ./\n  timeout: 90s");
+}
+
+/// As [`delivered_by_kustomization`], the Kustomization's `path` and timing fields being
+/// `fields`.
+fn delivered_by_kustomization_with(bed: &Testbed, ns: &str, kind: &str, spec: &str, fields: &str) {
     bed.apply(&format!(
         "apiVersion: source.toolkit.fluxcd.io/v1
 kind: {kind}
@@ -90,10 +105,9 @@ kind: Kustomization
 metadata: {{name: app, namespace: {ns}}}
 spec:
   interval: 10m
-  path: ./
   prune: true
   wait: true
-  timeout: 90s
+  {fields}
   targetNamespace: {ns}
   sourceRef: {{kind: {kind}, name: app}}
 "
@@ -111,7 +125,7 @@ spec:
 /// Pushes the app at `image` (its pod template naming `promotion`, if any); the commit.
 fn release(bed: &Testbed, ns: &str, image: &str, promotion: Option<&str>) -> String {
     let files = manifests(image, promotion);
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let files = borrowed(&files);
     bed.push(ns, &files, &format!("web {image}"))
 }
 
@@ -265,6 +279,11 @@ fn a_git_commit_reported_from_ci_then_one_unreported_then_a_restart() {
         "{:?}",
         source.tags
     );
+    // The fetch asked for by annotation (as `flux reconcile` does): seen as source-controller
+    // handles it, not as a Receiver's webhook.
+    let trigger = span(&spans, "trigger");
+    assert_eq!(trigger.service, "source-controller");
+    assert_eq!(trigger.parent.as_deref(), Some(root.span_id.as_str()));
     let reconcile = span(&spans, "reconcile");
     assert_eq!(reconcile.service, "kustomize-controller");
     let apply = span(&spans, "apply");
@@ -650,7 +669,7 @@ fn oci_artifacts_under_a_floating_tag_reported_then_annotated() {
     let repo = format!("{ns}/web");
     let push = |image: &str, annotations: &[(&str, &str)]| {
         let files = manifests(image, None);
-        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        let files = borrowed(&files);
         bed.push_oci(&repo, "latest", &files, annotations)
     };
     push("ghcr.io/acme/web:1.0.0", &[]);
@@ -770,4 +789,323 @@ fn the_leader_killed_mid_promotion_the_standby_finishes_the_trace() {
         bed.object("promotion", &ns, &id)
             .is_some_and(|p| p["status"]["phase"] == "Succeeded")
     });
+}
+
+/// A Helm repository of the test's own on the test bed's static server: chart `web` 0.1.0, a
+/// Deployment `web` of `.Values.image` with `.Values.replicas`; its URL.
+fn helm_repository(bed: &Testbed, ns: &str) -> String {
+    let root = std::path::Path::new(bed.get("TESTBED_HELM_REPO_DIR")).join(ns);
+    let chart = std::env::temp_dir().join(format!("fluxtrace-e2e-chart-{}", std::process::id()));
+    let templates = chart.join("web/templates");
+    std::fs::create_dir_all(&templates).expect("a chart dir");
+    std::fs::create_dir_all(&root).expect("a repository dir");
+    std::fs::write(
+        chart.join("web/Chart.yaml"),
+        "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: \"1.0.0\"\n",
+    )
+    .expect("Chart.yaml");
+    std::fs::write(
+        chart.join("web/values.yaml"),
+        "image: ghcr.io/acme/web:1.0.0\nreplicas: 2\n",
+    )
+    .expect("values.yaml");
+    std::fs::write(
+        templates.join("deployment.yaml"),
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {{ .Values.replicas }}
+  progressDeadlineSeconds: 20
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: {{ .Values.image }}
+",
+    )
+    .expect("the template");
+    let archive = root.join("web-0.1.0.tgz");
+    let out = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&chart)
+        .arg("web")
+        .output()
+        .expect("tar runs");
+    assert!(out.status.success(), "tar: {out:?}");
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(&archive).expect("the archive"),
+        ))
+    };
+    let url = format!("{}/{ns}", bed.get("TESTBED_HELM_REPO_URL"));
+    std::fs::write(
+        root.join("index.yaml"),
+        format!(
+            "apiVersion: v1
+entries:
+  web:
+  - apiVersion: v2
+    name: web
+    version: 0.1.0
+    appVersion: \"1.0.0\"
+    digest: {digest}
+    created: \"2026-01-01T00:00:00Z\"
+    urls: [{url}/web-0.1.0.tgz]
+generated: \"2026-01-01T00:00:00Z\"
+"
+        ),
+    )
+    .expect("index.yaml");
+    url
+}
+
+/// The Git repository of a HelmRelease of chart `web` from the HelmRepository `charts` at `url`,
+/// its values naming `image`.
+fn helm_manifests(url: &str, image: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "release.yaml",
+            format!(
+                "apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: charts
+spec:
+  interval: 10m
+  url: {url}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: web
+spec:
+  interval: 10m
+  timeout: 60s
+  chart:
+    spec:
+      chart: web
+      version: 0.1.0
+      sourceRef: {{kind: HelmRepository, name: charts}}
+  values:
+    image: {image}
+"
+            ),
+        ),
+        (
+            "kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- release.yaml\n"
+                .to_string(),
+        ),
+    ]
+}
+
+/// Scenario 5: a HelmRelease (chart from a Helm repository) whose manifest and values live in
+/// Git, applied by a Kustomization: a values change pushed and reported by CI is one trace from
+/// the commit through the Kustomization's apply to the Helm upgrade and its rollout.
+#[test]
+fn a_helm_release_whose_values_change_in_git_is_one_trace() {
+    let Some(bed) = Testbed::find("a_helm_release_whose_values_change_in_git_is_one_trace") else {
+        return;
+    };
+    let ns = bed.namespace("e2e-helm");
+    let url = helm_repository(&bed, &ns);
+    let files = helm_manifests(&url, "ghcr.io/acme/web:1.0.0");
+    let files = borrowed(&files);
+    bed.push(&ns, &files, "first");
+    delivered_by_kustomization(&bed, &ns, "GitRepository", &git_source(&bed, &ns));
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "helmrelease/web",
+    ]);
+    let agent = bed.agent(BIN, &ns, None, &[]);
+
+    let id = format!("e2e-helm-{}", std::process::id());
+    let files = helm_manifests(&url, "ghcr.io/acme/web:1.1.0");
+    let files = borrowed(&files);
+    let commit = bed.push(&ns, &files, "web 1.1.0");
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 6);
+    let names: Vec<(&str, &str, &str)> = spans
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                tag(s, "flux.object.kind"),
+                s.service.as_str(),
+            )
+        })
+        .collect();
+    succeeded(&spans, "reported");
+    let helm = spans
+        .iter()
+        .find(|s| s.name == "reconcile" && tag(s, "flux.object.kind") == "HelmRelease")
+        .unwrap_or_else(|| panic!("no HelmRelease reconcile in {names:?}"));
+    assert_eq!(helm.service, "helm-controller");
+    let rollout = span(&spans, "rollout");
+    assert_eq!(
+        rollout.parent.as_deref(),
+        Some(helm.span_id.as_str()),
+        "the Helm upgrade's rollout: {names:?}"
+    );
+}
+
+/// Scenario 4: a health check that fails once and passes on retry. The Deployment's
+/// `minReadySeconds` (35 s) outlasts the Kustomization's health check (`timeout: 10s`, which
+/// kustomize-controller raises to its minimum of 30 s); the controller reports
+/// `HealthCheckFailed` and retries 10 s later (`retryInterval`), when the rollout is done. The
+/// failed attempt is evidence on the reconcile span; the promotion succeeds.
+#[test]
+fn a_health_check_that_fails_once_and_passes_on_retry_is_not_a_failure() {
+    let Some(bed) =
+        Testbed::find("a_health_check_that_fails_once_and_passes_on_retry_is_not_a_failure")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-retry");
+    let deployment = |image: &str, min_ready: u32, promotion: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  minReadySeconds: {min_ready}
+  progressDeadlineSeconds: 120
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+      annotations: {{fluxtrace.io/promotion-id: \"{promotion}\"}}
+    spec:
+      containers:
+      - name: web
+        image: {image}
+"
+        )
+    };
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n";
+    bed.push(
+        &ns,
+        &[
+            (
+                "deployment.yaml",
+                &deployment("ghcr.io/acme/web:1.0.0", 0, "first"),
+            ),
+            ("kustomization.yaml", kustomization),
+        ],
+        "first",
+    );
+    delivered_by_kustomization_with(
+        &bed,
+        &ns,
+        "GitRepository",
+        &git_source(&bed, &ns),
+        "path: ./\n  timeout: 10s\n  retryInterval: 10s",
+    );
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-retry-{}", std::process::id());
+    let commit = bed.push(
+        &ns,
+        &[(
+            "deployment.yaml",
+            &deployment("ghcr.io/acme/web:1.1.0", 35, &id),
+        )],
+        "web 1.1.0, slow to become available",
+    );
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    succeeded(&spans, "reported");
+    let reconcile = span(&spans, "reconcile");
+    assert_ne!(
+        tag(reconcile, "otel.status_code"),
+        "ERROR",
+        "the reconcile is not an error: {:?}",
+        reconcile.tags
+    );
+    assert!(
+        reconcile.events.iter().any(|e| e == "HealthCheckFailed"),
+        "the failed attempt as evidence: {:?}",
+        reconcile.events
+    );
+    let rollout = span(&spans, "rollout");
+    assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
+}
+
+/// Issue 20, item 2: a commit that moves the app out of the Kustomization's `spec.path`.
+/// kustomize-controller fails (`ArtifactFailed`, "kustomization path not found") before it
+/// records the attempt, so `lastAttemptedRevision` never names the commit: the trace diverges
+/// at reconcile at once, with the controller's reason and message.
+#[test]
+fn a_commit_without_the_kustomization_path_diverges_at_reconcile_at_once() {
+    let Some(bed) =
+        Testbed::find("a_commit_without_the_kustomization_path_diverges_at_reconcile_at_once")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-path");
+    let files = manifests("ghcr.io/acme/web:1.0.0", None);
+    let at = |dir: &str| -> Vec<(String, String)> {
+        files
+            .iter()
+            .map(|(p, c)| (format!("{dir}/{p}"), c.clone()))
+            .collect()
+    };
+    let first = at("app");
+    let first = borrowed(&first);
+    bed.push(&ns, &first, "first");
+    delivered_by_kustomization_with(
+        &bed,
+        &ns,
+        "GitRepository",
+        &git_source(&bed, &ns),
+        "path: ./app\n  timeout: 90s",
+    );
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    // The app moves to ./apps/web; the Kustomization still points at ./app.
+    let moved = at("apps/web");
+    let moved = borrowed(&moved);
+    let commit = bed.push_replacing(&ns, "app", &moved, "move the app to apps/web");
+    let id = format!("e2e-path-{}", std::process::id());
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 3);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "reconcile",
+        "{:?}",
+        root.tags
+    );
+    assert_eq!(tag(root, "error.type"), "ArtifactFailed", "{:?}", root.tags);
+    assert!(
+        tag(root, "delivery.divergence.message").contains("kustomization path not found"),
+        "{:?}",
+        root.tags
+    );
+    assert_ne!(
+        tag(root, "deployment.status"),
+        "succeeded",
+        "{:?}",
+        root.tags
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(reconcile.service, "kustomize-controller");
+    assert!(
+        !spans.iter().any(|s| s.name == "rollout"),
+        "nothing rolled out"
+    );
 }

@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 25] = [
+const DIVERGENCE: [(&str, Option<&str>); 29] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -67,6 +67,10 @@ const DIVERGENCE: [(&str, Option<&str>); 25] = [
     ("history-helm.jsonl", None),
     ("history-oci-failure.jsonl", Some("rollout")),
     ("real-git-unreported.jsonl", None),
+    ("real-helm-values.jsonl", None),
+    ("real-helm-upgrade-stalled.jsonl", Some("rollout")),
+    ("real-kustomize-retry.jsonl", None),
+    ("real-kustomize-path-not-found.jsonl", Some("reconcile")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

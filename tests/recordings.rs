@@ -180,6 +180,26 @@ fn golden_real_git_unreported() {
     golden("real-git-unreported.jsonl");
 }
 
+#[test]
+fn golden_real_helm_values() {
+    golden("real-helm-values.jsonl");
+}
+
+#[test]
+fn golden_real_helm_upgrade_stalled() {
+    golden("real-helm-upgrade-stalled.jsonl");
+}
+
+#[test]
+fn golden_real_kustomize_retry() {
+    golden("real-kustomize-retry.jsonl");
+}
+
+#[test]
+fn golden_real_kustomize_path_not_found() {
+    golden("real-kustomize-path-not-found.jsonl");
+}
+
 /// The objects (kind/namespace/name) a trace's stage spans are about.
 fn objects_of(t: &replay::Trace) -> Vec<String> {
     let mut objs: Vec<String> = t

@@ -94,6 +94,9 @@ pub struct Engine {
     releasing: bool,
     /// While releasing, the promotions whose joins wait until every kept one is open.
     pub(super) deferred_rejoins: Option<Vec<String>>,
+    /// Kustomizations that failed for good before recording an attempt (see
+    /// `stage::reconcile`): a promotion that opens later still finds them through their source.
+    pub(super) failed_early: Set<ObjectRef>,
 }
 
 /// Where an observation kept while held goes when released ([`Engine::hold`]).
@@ -157,6 +160,7 @@ impl Engine {
             kept: Vec::new(),
             releasing: false,
             deferred_rejoins: None,
+            failed_early: Set::default(),
         }
     }
 
@@ -466,6 +470,7 @@ impl Engine {
                 self.events.forget(o);
             }
             Kind::Kustomization | Kind::HelmRelease => {
+                self.failed_early.remove(o);
                 if let Some(st) = self.reconcilers.remove(o) {
                     let rev = st.last.and_then(|l| l.last_attempted);
                     self.revs.reindex(o, rev.as_deref(), None);

@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 
 use super::config::add;
-use super::span::{StageResult, StageSpan};
+use super::span::{Failure, StageResult, StageSpan};
 use crate::model::{ObjectRef, PromotionReport};
 use crate::revision;
 pub use crate::story::Traceability;
@@ -18,6 +18,14 @@ pub(super) struct Reconcile {
     pub span: StageSpan,
     pub apply: Option<StageSpan>,
     pub revision: String,
+    /// For a reconciler joined through the Kustomization that changed its spec (a HelmRelease
+    /// whose values changed in Git): the generation that change made, which the controller's
+    /// conditions must speak for. `None` for one joined by its revision.
+    pub generation: Option<i64>,
+    /// A failed attempt the controller is retrying (a Kustomization's health check that timed
+    /// out) and when it was reported: evidence, not the verdict, until the reconcile's
+    /// deadline passes still failing or another stage of the promotion fails.
+    pub retrying: Option<(Failure, Timestamp)>,
     /// First observation of this reconcile has been evaluated.
     pub seen: bool,
 }
@@ -510,6 +518,20 @@ impl Engine {
         let objects = self.revs.objects(&p.keys);
         // Sources first: reconcilers join through the revisions sources register.
         let (srcs, recs): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.kind.is_source());
+        // Kustomizations that failed on these sources before recording an attempt: no
+        // revision of theirs names the promotion.
+        let early: Vec<ObjectRef> = self
+            .failed_early
+            .iter()
+            .filter(|k| {
+                self.reconcilers
+                    .get(*k)
+                    .and_then(|s| s.last.as_ref())
+                    .and_then(|l| l.source_ref.as_ref())
+                    .is_some_and(|src| srcs.contains(src))
+            })
+            .cloned()
+            .collect();
         for o in srcs {
             if let Some(obs) = self.sources.get(&o).and_then(|s| s.last.clone()) {
                 self.correlate_source(at, &obs);
@@ -526,6 +548,11 @@ impl Engine {
             if seen {
                 continue;
             }
+            if let Some(obs) = self.reconcilers.get(&o).and_then(|s| s.last.clone()) {
+                self.correlate_reconciler(at, &obs);
+            }
+        }
+        for o in early {
             if let Some(obs) = self.reconcilers.get(&o).and_then(|s| s.last.clone()) {
                 self.correlate_reconciler(at, &obs);
             }

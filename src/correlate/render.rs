@@ -23,16 +23,25 @@ const SERVICE_KUSTOMIZE: &str = "kustomize-controller";
 const SERVICE_HELM: &str = "helm-controller";
 const SERVICE_KUBE: &str = "kube-controller-manager";
 
+/// The Flux controller that reconciles objects of `kind`.
+fn controller_of(kind: Option<Kind>) -> &'static str {
+    match kind {
+        Some(Kind::HelmRelease) => SERVICE_HELM,
+        Some(k) if k.is_source() => SERVICE_SOURCE,
+        _ => SERVICE_KUSTOMIZE,
+    }
+}
+
 fn service_of(s: &StageSpan) -> &'static str {
     match s.stage {
         Stage::Promotion => SERVICE_FLUXTRACE,
         Stage::Image => "image-automation-controller",
-        Stage::Trigger => SERVICE_NOTIFICATION,
+        // A Receiver's webhook is notification-controller's; a request made otherwise
+        // (`flux reconcile`, an annotation) is seen only as the controller handles it.
+        Stage::Trigger if s.attrs.get(attr::FLUX_RECEIVER_NAME).is_some() => SERVICE_NOTIFICATION,
+        Stage::Trigger => controller_of(s.object.as_ref().map(|o| o.kind)),
         Stage::Source => SERVICE_SOURCE,
-        Stage::Reconcile | Stage::Apply => match s.object.as_ref().map(|o| o.kind) {
-            Some(Kind::HelmRelease) => SERVICE_HELM,
-            _ => SERVICE_KUSTOMIZE,
-        },
+        Stage::Reconcile | Stage::Apply => controller_of(s.object.as_ref().map(|o| o.kind)),
         Stage::Rollout => SERVICE_KUBE,
         Stage::Traffic if is_canary_span(s) => canary::SERVICE_FLAGGER,
         Stage::Traffic => "fluxtrace-probe",

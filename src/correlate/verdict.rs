@@ -15,7 +15,7 @@ use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record};
 use super::span::{StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
-use super::stage::reconcile::ReconcilerState;
+use super::stage::reconcile::{fail_reconcile, ReconcilerState};
 use super::stage::trigger::receiver_attrs;
 use super::{Map, Set};
 use crate::model::{Kind, ObjectRef};
@@ -31,6 +31,30 @@ impl Engine {
         let Some(p) = self.reg.get_mut(id) else {
             return;
         };
+        // A reconcile the controller is retrying fails with the controller's reason when its
+        // deadline passes still failing, or at once when another stage failed (what its
+        // health checks wait for will not come).
+        let failed_elsewhere = p.spans().any(|s| s.result.failure().is_some());
+        for r in &mut p.reconciles {
+            let due = r.span.is_open() && (failed_elsewhere || r.span.deadline <= now);
+            if let Some((f, at)) = r.retrying.take_if(|_| due) {
+                let kind = r
+                    .span
+                    .object
+                    .as_ref()
+                    .map_or(Kind::Kustomization, |o| o.kind);
+                let (end, why) = if failed_elsewhere {
+                    (at, "")
+                } else {
+                    (
+                        r.span.deadline,
+                        " (still failing at the reconcile's deadline)",
+                    )
+                };
+                let message = format!("{}{why}", f.message);
+                fail_reconcile(r, kind, &f.reason, &message, end);
+            }
+        }
         // Stage deadlines.
         for s in p.spans_mut() {
             if s.is_open() && s.deadline <= now {
@@ -77,6 +101,8 @@ impl Engine {
                     span,
                     apply: None,
                     revision: rev,
+                    generation: None,
+                    retrying: None,
                     seen: true,
                 });
             }
@@ -116,6 +142,8 @@ impl Engine {
                         revision: String::new(),
                         span: s,
                         apply: None,
+                        generation: None,
+                        retrying: None,
                         seen: true,
                     });
                 }

@@ -209,6 +209,8 @@ pub struct Spec {
     pub chart_ref: Option<CrossRef>,
     pub chart: Option<ChartField>,
     pub timeout: Option<String>,
+    pub interval: Option<String>,
+    pub retry_interval: Option<String>,
     // Kustomization
     pub path: Option<String>,
     pub target_namespace: Option<String>,
@@ -363,6 +365,7 @@ pub struct RawCondition {
     pub message: Option<String>,
     pub last_transition_time: Option<Timestamp>,
     pub last_update_time: Option<Timestamp>,
+    pub observed_generation: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -384,8 +387,9 @@ pub struct RawHistory {
 }
 
 /// The condition types correlation reads; others are not kept.
-const CONDITIONS_READ: [&str; 6] = [
+const CONDITIONS_READ: [&str; 7] = [
     "Ready",
+    "Stalled",
     "Reconciling",
     "Healthy",
     "Released",
@@ -411,6 +415,7 @@ pub(super) fn conditions(status: Option<&mut Status>) -> Vec<Condition> {
             message: c.message.unwrap_or_default(),
             last_transition: c.last_transition_time.map(sane_time),
             last_update: c.last_update_time.map(sane_time),
+            observed_generation: c.observed_generation,
         })
         .collect()
 }
@@ -561,6 +566,9 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
     let probe = probe(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
     let conditions = conditions(obj.status.as_mut());
+    let applied_by = manager(obj.metadata.labels.as_ref())
+        .filter(|m| m.kind == Kind::Kustomization)
+        .map(Box::new);
     let spec = obj.spec.unwrap_or_default();
     let status = obj.status.unwrap_or_default();
     let source_ref = match object.kind {
@@ -596,6 +604,9 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
         path: spec.path,
         target_namespace: spec.target_namespace,
         timeout: duration(spec.timeout.as_deref()),
+        retry_interval: duration(spec.retry_interval.as_deref())
+            .or_else(|| duration(spec.interval.as_deref())),
+        interval: duration(spec.interval.as_deref()),
         last_attempted: status.last_attempted_revision,
         last_applied: status.last_applied_revision,
         last_attempted_digest: status.last_attempted_revision_digest,
@@ -603,6 +614,8 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
         last_handled: status.last_handled_reconcile_at,
         conditions,
         history,
+        generation: obj.metadata.generation,
+        applied_by,
         object,
     }
 }

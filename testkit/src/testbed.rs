@@ -132,6 +132,18 @@ impl Testbed {
     /// Commits `files` (path → content) to repository `repo` on the test bed's Git server, on
     /// branch `main` on top of what is there; the commit's SHA.
     pub fn push(&self, repo: &str, files: &[(&str, &str)], message: &str) -> String {
+        self.push_replacing(repo, "", files, message)
+    }
+
+    /// As [`Testbed::push`], first removing the directory `remove` of the work tree (nothing
+    /// when empty).
+    pub fn push_replacing(
+        &self,
+        repo: &str,
+        remove: &str,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
         let dir =
             std::env::temp_dir().join(format!("fluxtrace-e2e-git-{}-{repo}", std::process::id()));
         let url = format!("{}/{repo}.git", self.get("TESTBED_GIT_URL"));
@@ -148,6 +160,9 @@ impl Testbed {
             if fetched {
                 git(&dir, &["reset", "-q", "--hard", "origin/main"]);
             }
+        }
+        if !remove.is_empty() {
+            git(&dir, &["rm", "-r", "-q", remove]);
         }
         for (path, content) in files {
             let p = dir.join(path);

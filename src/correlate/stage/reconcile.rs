@@ -7,7 +7,7 @@
 //! Deployments it applies, so that their rollouts join the same promotion, and what each apply
 //! changed (kustomize-controller's `Progressing` event).
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::super::config::{add, CLAIM_SLACK};
 use super::super::engine::Engine;
@@ -35,6 +35,20 @@ pub(in crate::correlate) struct ReconcilerState {
     /// Revisions the controller reported finished (`ReconciliationSucceeded`, "Reconciliation
     /// finished in …"): with no changes reported for one, its apply changed nothing.
     pub finished: Vec<String>,
+    /// The last change of its spec seen: the generation it made and when. A first sighting
+    /// counts as one; when its `Ready` condition speaks for that generation already, the
+    /// change was handled by then, and it is dated by the condition (see [`SpecChange`]).
+    pub spec_changed: Option<SpecChange>,
+}
+
+/// A change of a reconciler's spec: the generation it made, when it was seen, and whether that
+/// time is when the controller had already handled it (a first sighting: the change came
+/// earlier, at an unknown time).
+#[derive(Clone, Copy)]
+pub(in crate::correlate) struct SpecChange {
+    pub generation: i64,
+    pub at: Timestamp,
+    pub handled: bool,
 }
 
 impl ReconcilerState {
@@ -93,12 +107,42 @@ impl Engine {
         if st.last.as_deref() == Some(&obs) {
             return; // a re-list: nothing new
         }
+        if let Some(g) = obs.generation {
+            let before = st.last.as_ref().map(|l| l.generation);
+            let handled = condition(&obs.conditions, "Ready")
+                .filter(|c| c.observed_generation == Some(g))
+                .and_then(|c| c.last_transition);
+            let change = match before {
+                Some(Some(b)) => (g > b).then_some(SpecChange {
+                    generation: g,
+                    at,
+                    handled: false,
+                }),
+                Some(None) => None,
+                None => Some(SpecChange {
+                    generation: g,
+                    at: handled.map_or(at, |t| t.min(at)),
+                    handled: handled.is_some(),
+                }),
+            };
+            if change.is_some() {
+                st.spec_changed = change;
+            }
+        }
         let old_rev = st.last.as_ref().and_then(|l| l.last_attempted.as_deref());
         self.revs
             .reindex(&obs.object, old_rev, obs.last_attempted.as_deref());
         // Joining reads the object's trigger and joined promotion, not its last observation:
         // store it after.
         self.correlate_reconciler(at, &obs);
+        let early = condition(&obs.conditions, "Ready").is_some_and(|c| {
+            c.status == CondStatus::False && terminal_before_attempt(&c.reason, &c.message)
+        });
+        if early {
+            self.failed_early.insert(obs.object.clone());
+        } else {
+            self.failed_early.remove(&obs.object);
+        }
         if let Some(st) = self.reconcilers.get_mut(&obs.object) {
             st.last = Some(Box::new(obs));
         }
@@ -172,18 +216,124 @@ impl Engine {
         choose(&self.reg, candidates, &evidence(obs)).pop()
     }
 
+    /// The open promotion whose apply changed `obs`'s spec (a HelmRelease whose values changed
+    /// in Git, applied by a Kustomization): the Kustomization that applies it joined that
+    /// promotion, and the change came while its reconcile ran (or within the settle period
+    /// after). The generation the change made and when it came.
+    fn applier_promotion(&self, obs: &ReconcilerObs) -> Option<(String, i64, Timestamp)> {
+        let applier = obs.applied_by.as_deref()?;
+        let change = self.reconcilers.get(&obs.object)?.spec_changed?;
+        let (g, t) = (change.generation, change.at);
+        let pid = self.reconcilers.get(applier)?.joined.clone()?;
+        let p = self.reg.get(&pid).filter(|_| self.reg.is_open(&pid))?;
+        let settle = self.cfg.deadlines.settle;
+        // A change seen as it came may be seen a little before the apply is known; one the
+        // controller had handled already came earlier still, so its time gets no slack.
+        let slack = if change.handled {
+            jiff::SignedDuration::ZERO
+        } else {
+            CLAIM_SLACK
+        };
+        let applying = p.reconciles.iter().find(|r| {
+            r.span.object.as_ref() == Some(applier)
+                && r.generation.is_none()
+                && r.span.result != StageResult::NoChange
+                && r.span.start <= add(t, slack)
+                && r.span.end.is_none_or(|e| add(e, settle) >= t)
+        })?;
+        // When the change came: as seen, or, for one handled before it was seen, when the
+        // apply that made it began (its rollouts came after that, not after the handling).
+        let start = if change.handled {
+            applying
+                .apply
+                .as_ref()
+                .map_or(applying.span.start, |a| a.start)
+        } else {
+            t
+        };
+        Some((pid, g, start))
+    }
+
+    /// A Kustomization that failed for good on its source's newest artifact before recording
+    /// the attempt (kustomize-controller checks the artifact and `spec.path` before it sets
+    /// `lastAttemptedRevision`): the open promotion of that revision, and the revision.
+    fn failed_before_attempt(
+        &mut self,
+        at: Timestamp,
+        obs: &ReconcilerObs,
+    ) -> Option<(String, String)> {
+        if obs.object.kind != Kind::Kustomization {
+            return None;
+        }
+        let ready = condition(&obs.conditions, "Ready").filter(|c| {
+            c.status == CondStatus::False && terminal_before_attempt(&c.reason, &c.message)
+        })?;
+        let src = self
+            .sources
+            .get(obs.source_ref.as_ref()?)?
+            .last
+            .as_deref()?;
+        let rev = src.revision.clone()?;
+        if obs.last_attempted.as_deref() == Some(rev.as_str()) {
+            return None;
+        }
+        // A failure from before the artifact was stored is about an older one.
+        let stored = src.artifact_updated?;
+        if ready
+            .last_transition
+            .is_some_and(|t| add(t, CLAIM_SLACK) < stored)
+        {
+            return None;
+        }
+        let pid = self
+            .reconciler_promotion(at, obs, &rev)
+            .filter(|p| self.reg.is_open(p))?;
+        Some((pid, rev))
+    }
+
+    /// Reconcilers whose spec `applier`'s apply changed, seen before that apply joined `pid`
+    /// (a watch may deliver them first), join it now.
+    fn claim_applied(&mut self, at: Timestamp, applier: &ObjectRef, pid: &str) {
+        let Some(p) = self.reg.get(pid) else {
+            return;
+        };
+        let waiting: Vec<ReconcilerObs> = self
+            .reconcilers
+            .values()
+            .filter(|s| s.spec_changed.is_some())
+            .filter_map(|s| s.last.as_deref())
+            .filter(|o| o.applied_by.as_deref() == Some(applier) && !p.touches(&o.object))
+            .cloned()
+            .collect();
+        for obs in waiting {
+            self.correlate_reconciler(at, &obs);
+        }
+    }
+
     pub(in crate::correlate) fn correlate_reconciler(
         &mut self,
         at: Timestamp,
         obs: &ReconcilerObs,
     ) {
-        let Some(rev) = obs.last_attempted.clone() else {
-            return;
+        // By the revision it attempts; else through the apply that changed its spec.
+        let by_revision = obs.last_attempted.clone().and_then(|rev| {
+            self.reconciler_promotion(at, obs, &rev)
+                .filter(|p| self.reg.is_open(p))
+                .map(|pid| (pid, rev, None))
+        });
+        let by_change = || {
+            self.applier_promotion(obs).map(|(pid, g, t)| {
+                let rev = obs.last_attempted.clone().unwrap_or_default();
+                (pid, rev, Some((g, t)))
+            })
         };
-        let Some(pid) = self
-            .reconciler_promotion(at, obs, &rev)
-            .filter(|p| self.reg.is_open(p))
-        else {
+        let joined = by_revision.or_else(by_change);
+        // Else a failure before the attempt was recorded, on the source's newest revision.
+        let before_attempt = joined.is_none();
+        let Some((pid, rev, change)) = joined.or_else(|| {
+            self.failed_before_attempt(at, obs)
+                .map(|(pid, rev)| (pid, rev, None))
+        }) else {
             return;
         };
         // The reconciler moved on from an earlier promotion's revision: that one is superseded.
@@ -223,21 +373,36 @@ impl Engine {
         self.touched.insert(pid.clone());
         claim_trigger(p, trigger, &obs.object, &obs.uid, cluster, d, via);
         let helm = obs.object.kind == Kind::HelmRelease;
-        let idx = match p
-            .reconciles
-            .iter()
-            .position(|r| r.span.object.as_ref() == Some(&obs.object) && r.revision == rev)
-        {
+        let generation = change.map(|(g, _)| g);
+        let idx = match p.reconciles.iter().position(|r| {
+            r.span.object.as_ref() == Some(&obs.object)
+                && r.generation == generation
+                && (generation.is_some() || r.revision == rev)
+        }) {
             Some(i) => i,
             None => {
                 let ready = condition(&obs.conditions, "Ready");
-                let start = p.reconcile_start(&obs.object);
-                let already = obs.last_applied.as_deref() == Some(rev.as_str())
+                let start =
+                    change.map_or_else(|| p.reconcile_start(&obs.object), |(_, t)| t.max(p.start));
+                let already = change.is_none()
+                    && obs.last_applied.as_deref() == Some(rev.as_str())
                     && ready.is_some_and(|c| {
                         c.status == CondStatus::True
                             && c.last_transition.is_some_and(|t| t < p.start)
                     });
-                let timeout = obs.timeout.unwrap_or(d.reconcile);
+                // Joined through an apply: below that apply, keyed by the generation it made.
+                let (parent, key) = match (change, obs.applied_by.as_deref()) {
+                    (Some((g, _)), Some(applier)) => (
+                        p.reconciles
+                            .iter()
+                            .find(|r| r.span.object.as_ref() == Some(applier))
+                            .and_then(|r| r.apply.as_ref())
+                            .map_or(p.root, |a| a.span_id),
+                        format!("generation/{g}"),
+                    ),
+                    _ => (p.root, rev.clone()),
+                };
+                let timeout = reconcile_window(obs, d.reconcile);
                 let mk = |stage, parent| {
                     let mut s = StageSpan::new(
                         stage,
@@ -247,18 +412,22 @@ impl Engine {
                         start,
                         add(start, timeout),
                     );
-                    s.derive_id(&pid, cluster, &obs.uid, &rev);
+                    s.derive_id(&pid, cluster, &obs.uid, &key);
                     s.set_object_attrs(&obs.object);
-                    s.attrs.set(attr::FLUX_REVISION, rev.clone());
-                    s.key.revision = Some(rev.clone());
+                    if !rev.is_empty() {
+                        s.attrs.set(attr::FLUX_REVISION, rev.clone());
+                        s.key.revision = Some(rev.clone());
+                    }
                     s
                 };
-                let span = mk(Stage::Reconcile, p.root);
+                let span = mk(Stage::Reconcile, parent);
                 let apply = mk(Stage::Apply, span.span_id);
                 let mut r = Reconcile {
                     span,
                     apply: Some(apply),
                     revision: rev.clone(),
+                    generation,
+                    retrying: None,
                     seen: false,
                 };
                 if already {
@@ -282,7 +451,12 @@ impl Engine {
         }
         let first = !r.seen;
         r.seen = true;
-        if helm {
+        if before_attempt {
+            if let Some(ready) = condition(&obs.conditions, "Ready").filter(|_| r.span.is_open()) {
+                let end = ready.last_transition.unwrap_or(at).max(r.span.start);
+                fail_reconcile(r, obs.object.kind, &ready.reason, &ready.message, end);
+            }
+        } else if helm {
             evaluate_helm(r, obs, at, first);
         } else {
             evaluate_kustomization(r, obs, at, first);
@@ -294,7 +468,64 @@ impl Engine {
             _ => Some(r.span.end.map(|e| add(e, self.cfg.deadlines.settle))),
         };
         self.claim_managed_rollouts(&obs.object, &pid, reconcile_start, claim_until);
+        if obs.object.kind == Kind::Kustomization {
+            self.claim_applied(at, &obs.object, &pid);
+        }
     }
+}
+
+/// How long a reconcile of `obs` may take. A Kustomization with `spec.timeout` gets its first
+/// attempt and one retry, as kustomize-controller runs them: health checks with a timeout of
+/// `spec.timeout` but at least 30 s, polled every 5 s, and a failed one retried after
+/// `spec.retryInterval` (default `spec.interval`); a slow rollout often passes on the retry.
+/// Otherwise `spec.timeout`, or the reconcile deadline without one.
+fn reconcile_window(obs: &ReconcilerObs, reconcile: SignedDuration) -> SignedDuration {
+    const MIN_TIMEOUT: SignedDuration = SignedDuration::from_secs(30);
+    const POLLS: SignedDuration = SignedDuration::from_secs(10);
+    match (obs.object.kind, obs.timeout) {
+        (Kind::Kustomization, Some(t)) => {
+            let attempt = t.max(MIN_TIMEOUT);
+            let retry = obs.retry_interval.unwrap_or(SignedDuration::ZERO);
+            attempt
+                .checked_mul(2)
+                .and_then(|a| a.checked_add(retry))
+                .and_then(|w| w.checked_add(POLLS))
+                .unwrap_or(SignedDuration::MAX)
+        }
+        (_, Some(t)) => t,
+        (_, None) => reconcile,
+    }
+}
+
+/// A failed attempt the controller retries on its own: a Kustomization's health check that
+/// timed out (its rollout may still finish), unless the object stalled.
+fn retried(kind: Kind, reason: &str, obs: &ReconcilerObs) -> bool {
+    let stalled =
+        condition(&obs.conditions, "Stalled").is_some_and(|c| c.status == CondStatus::True);
+    kind == Kind::Kustomization && reason == "HealthCheckFailed" && !stalled
+}
+
+/// A failure kustomize-controller reports before it records the attempt, and that retrying the
+/// same revision cannot mend: the Kustomization's `spec.path` is not in the artifact.
+fn terminal_before_attempt(reason: &str, message: &str) -> bool {
+    reason == "ArtifactFailed" && message.contains("kustomization path not found")
+}
+
+/// Whether `obs` reports on the reconcile `r` waits for: the revision it attempted, or, for a
+/// reconcile joined through the apply that changed its spec, a `Ready` condition of that
+/// generation or a later one.
+fn speaks_for(r: &Reconcile, obs: &ReconcilerObs) -> bool {
+    match r.generation {
+        Some(_) => condition(&obs.conditions, "Ready").is_some_and(|c| of_generation(r, c)),
+        None => obs.last_attempted.as_deref() == Some(r.revision.as_str()),
+    }
+}
+
+/// Whether condition `c` is about the generation reconcile `r` waits for (always, for one
+/// joined by its revision).
+fn of_generation(r: &Reconcile, c: &Condition) -> bool {
+    r.generation
+        .is_none_or(|g| c.observed_generation.is_some_and(|o| o >= g))
 }
 
 /// `Kind/namespace/name configured|created|deleted` lines of a kustomize-controller
@@ -313,11 +544,15 @@ fn changed_objects(message: &str) -> Vec<String> {
 }
 
 /// The stage a reconciler's failure diverges at: a health check or a Helm wait that timed out
-/// is the rollout's failure; an apply error is the apply's; anything else the reconcile's.
+/// or found its resources stalled is the rollout's failure; an apply error is the apply's;
+/// anything else the reconcile's. helm-controller 1.5+ waits with a kstatus poller: "timeout
+/// waiting for: [...]" or "failed early due to stalled resources: [...]".
 fn classify(kind: Kind, reason: &str, message: &str) -> Stage {
     let waited = message.contains("timed out waiting for the condition")
         || message.contains("context deadline exceeded")
-        || message.contains("resources not ready");
+        || message.contains("resources not ready")
+        || message.contains("timeout waiting for:")
+        || message.contains("failed early due to stalled resources");
     match (kind, reason) {
         (Kind::Kustomization, "HealthCheckFailed") => Stage::Rollout,
         (Kind::Kustomization, "ReconciliationFailed" | "PruneFailed") => Stage::Apply,
@@ -337,7 +572,13 @@ fn classify(kind: Kind, reason: &str, message: &str) -> Stage {
     }
 }
 
-fn fail_reconcile(r: &mut Reconcile, kind: Kind, reason: &str, message: &str, end: Timestamp) {
+pub(in crate::correlate) fn fail_reconcile(
+    r: &mut Reconcile,
+    kind: Kind,
+    reason: &str,
+    message: &str,
+    end: Timestamp,
+) {
     let stage = classify(kind, reason, message);
     let failure = Failure {
         reason: reason.to_string(),
@@ -363,13 +604,12 @@ fn fail_reconcile(r: &mut Reconcile, kind: Kind, reason: &str, message: &str, en
 }
 
 fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: bool) {
-    if !r.span.is_open() {
+    if !r.span.is_open() || !speaks_for(r, obs) {
         return;
     }
+    // Conditions of the generation waited for are this reconcile's, however old they look.
+    let first = first && r.generation.is_none();
     let rev = r.revision.clone();
-    if obs.last_attempted.as_deref() != Some(rev.as_str()) {
-        return;
-    }
     let healthy = condition(&obs.conditions, "Healthy");
     let reconciling = condition(&obs.conditions, "Reconciling");
     if let Some(a) = r.apply.as_mut().filter(|a| a.is_open()) {
@@ -412,6 +652,15 @@ fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp,
             r.span
                 .finish(end, StageResult::Succeeded, ready.message.clone());
         }
+        CondStatus::False if fresh && retried(Kind::Kustomization, &ready.reason, obs) => {
+            // Evidence until the deadline (see `Engine::check`); the Event is on the span.
+            let failure = Failure {
+                reason: ready.reason.clone(),
+                message: ready.message.clone(),
+                diverges_at: classify(Kind::Kustomization, &ready.reason, &ready.message),
+            };
+            r.retrying = Some((failure, end));
+        }
         CondStatus::False if fresh => {
             fail_reconcile(r, Kind::Kustomization, &ready.reason, &ready.message, end);
         }
@@ -420,20 +669,23 @@ fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp,
 }
 
 fn evaluate_helm(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: bool) {
-    if !r.span.is_open() {
+    if !r.span.is_open() || !speaks_for(r, obs) {
         return;
     }
-    let rev = r.revision.clone();
-    if obs.last_attempted.as_deref() != Some(rev.as_str()) {
-        return;
-    }
+    let first = first && r.generation.is_none();
+    let rev = obs
+        .last_attempted
+        .clone()
+        .unwrap_or_else(|| r.revision.clone());
     let start = r.span.start;
     let fresh = |c: &Condition| {
         !first
             || c.last_transition
                 .is_none_or(|t| add(t, CLAIM_SLACK) >= start)
     };
-    if let Some(rel) = condition(&obs.conditions, "Released").filter(|c| fresh(c)) {
+    if let Some(rel) =
+        condition(&obs.conditions, "Released").filter(|c| fresh(c) && of_generation(r, c))
+    {
         let end = rel.last_transition.unwrap_or(at).max(start);
         if let Some(a) = r.apply.as_mut() {
             match rel.status {

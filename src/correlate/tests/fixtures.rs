@@ -36,6 +36,7 @@ pub(super) fn cond(
         message: message.into(),
         last_transition: Some(t(at)),
         last_update: Some(t(at)),
+        observed_generation: None,
     }
 }
 
@@ -115,6 +116,8 @@ pub(super) fn ks(name: &str) -> ReconcilerObs {
         path: None,
         target_namespace: None,
         timeout: None,
+        retry_interval: None,
+        interval: None,
         last_attempted: None,
         last_applied: None,
         last_attempted_digest: None,
@@ -122,6 +125,8 @@ pub(super) fn ks(name: &str) -> ReconcilerObs {
         last_handled: None,
         conditions: Vec::new(),
         history: Vec::new(),
+        generation: None,
+        applied_by: None,
     }
 }
 

@@ -185,6 +185,7 @@ fn reconcile_deadline_comes_from_spec_timeout() {
     let rev = format!("main@sha1:{SHA}");
     let mut k = ks_progressing("apps", &rev, 4);
     k.timeout = Some(SignedDuration::from_mins(2));
+    k.retry_interval = Some(SignedDuration::from_mins(1));
     r.feed(1, EventBody::Promotion(report("P-r", SHA)))
         .feed(3, EventBody::Source(git(SHA, 3)))
         .feed(4, EventBody::Reconciler(k))
@@ -195,10 +196,11 @@ fn reconcile_deadline_comes_from_spec_timeout() {
         s.divergence.as_ref().map(|d| d.stage),
         Some(Stage::Reconcile)
     );
-    // Counted from the reconcile's start: when the source stored the revision.
+    // Counted from the reconcile's start (when the source stored the revision): the first
+    // attempt and one retry, as kustomize-controller runs them (2 × 2m + 1m + 10 s).
     assert_eq!(
         r.span("P-r", "reconcile").end,
-        t(3) + SignedDuration::from_mins(2)
+        t(3) + SignedDuration::from_secs(5 * 60 + 10)
     );
 }
 
@@ -244,4 +246,44 @@ fn a_revision_already_applied_claims_no_rollout_in_progress() {
             .any(|s| s.traceability == Traceability::Missing),
         "the restart is its own trace"
     );
+}
+
+/// A Kustomization with `timeout: 10s` (30 s for kustomize-controller) and `retryInterval: 10s`
+/// whose health check failed: evidence while the controller retries, the verdict once the first
+/// attempt and one retry (2 × 30 s + 10 s + 10 s of polling) have passed still failing.
+#[test]
+fn a_health_check_still_failing_after_the_retry_window_fails_the_reconcile() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    let timed = |o: ReconcilerObs| ReconcilerObs {
+        timeout: Some(SignedDuration::from_secs(10)),
+        retry_interval: Some(SignedDuration::from_secs(10)),
+        ..o
+    };
+    let msg = "health check failed after 30.01s: timeout waiting for: [Deployment/apps/web status: 'InProgress']";
+    r.feed(1, EventBody::Promotion(report("P-r", SHA)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(
+            4,
+            EventBody::Reconciler(timed(ks_progressing("apps", &rev, 4))),
+        )
+        .feed(
+            34,
+            EventBody::Reconciler(timed(ks_failed("apps", &rev, "HealthCheckFailed", msg, 34))),
+        );
+    // Retrying: no verdict yet, well after the failed attempt and the settle period.
+    let out = r.engine.tick(t(70));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Story(_))),
+        "a retried health check is not the verdict"
+    );
+    r.out.extend(out);
+    r.out.extend(r.engine.tick(t(90)));
+    r.finish();
+    let s = r.story("P-r");
+    assert_eq!(s.outcome, Outcome::Failed);
+    let d = s.divergence.as_ref().expect("diverged");
+    assert_eq!(d.reason, "HealthCheckFailed");
+    assert_eq!(d.stage, Stage::Rollout);
+    assert!(d.message.contains("still failing"), "{}", d.message);
 }

@@ -2,8 +2,10 @@
 
 use super::fixtures::*;
 
+/// A reconcile request no Receiver explains (`flux reconcile`, an annotation): a span from the
+/// request to its handling, seen as the controller that handled it.
 #[test]
-fn receiver_trigger_is_a_span_from_request_to_handling() {
+fn a_reconcile_request_is_a_span_from_request_to_handling() {
     let mut r = Run::new();
     let value = "2026-11-26 10:00:05.123456789 +0000 UTC m=+3605.24";
     let mut requested = git(SHA2, -50);
@@ -24,7 +26,7 @@ fn receiver_trigger_is_a_span_from_request_to_handling() {
     let trigger = r.span("P-t", "trigger");
     let named: Timestamp = "2026-11-26T10:00:05.123456789Z".parse().expect("a time");
     assert_eq!((trigger.start, trigger.end), (named, t(7)));
-    assert_eq!(trigger.service, "notification-controller");
+    assert_eq!(trigger.service, "source-controller");
     assert_eq!(
         trigger
             .attributes
