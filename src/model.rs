@@ -40,6 +40,8 @@ pub enum Kind {
     HelmRepository,
     HelmChart,
     Bucket,
+    /// An artifact another controller produced (`source.toolkit.fluxcd.io/v1`, Flux 2.7+).
+    ExternalArtifact,
     Kustomization,
     HelmRelease,
     Receiver,
@@ -62,6 +64,7 @@ impl Kind {
             "HelmRepository" => Kind::HelmRepository,
             "HelmChart" => Kind::HelmChart,
             "Bucket" => Kind::Bucket,
+            "ExternalArtifact" => Kind::ExternalArtifact,
             "Kustomization" => Kind::Kustomization,
             "HelmRelease" => Kind::HelmRelease,
             "Receiver" => Kind::Receiver,
@@ -83,6 +86,7 @@ impl Kind {
             Kind::HelmRepository => "HelmRepository",
             Kind::HelmChart => "HelmChart",
             Kind::Bucket => "Bucket",
+            Kind::ExternalArtifact => "ExternalArtifact",
             Kind::Kustomization => "Kustomization",
             Kind::HelmRelease => "HelmRelease",
             Kind::Receiver => "Receiver",
@@ -113,6 +117,7 @@ impl Kind {
                 | Kind::HelmRepository
                 | Kind::HelmChart
                 | Kind::Bucket
+                | Kind::ExternalArtifact
         )
     }
 }
@@ -359,6 +364,8 @@ pub struct ReconcilerObs {
     pub retry_interval: Option<SignedDuration>,
     /// `spec.interval`.
     pub interval: Option<SignedDuration>,
+    /// `spec.suspend`: the controller reconciles nothing and writes no status.
+    pub suspended: bool,
     pub last_attempted: Option<String>,
     pub last_applied: Option<String>,
     /// HelmRelease `status.lastAttemptedRevisionDigest`.

@@ -1109,3 +1109,125 @@ fn a_commit_without_the_kustomization_path_diverges_at_reconcile_at_once() {
         "nothing rolled out"
     );
 }
+
+/// Issue 20, item 7: the Kustomization is suspended (`flux suspend kustomization`) when a
+/// reported commit arrives: kustomize-controller writes nothing, and the trace diverges at
+/// reconcile as soon as the source stored the commit, reason `Suspended`, naming it.
+#[test]
+fn a_suspended_kustomization_diverges_at_once_naming_it() {
+    let Some(bed) = Testbed::find("a_suspended_kustomization_diverges_at_once_naming_it") else {
+        return;
+    };
+    let ns = bed.namespace("e2e-suspend");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "kustomization",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-suspend-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 3);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "reconcile",
+        "{:?}",
+        root.tags
+    );
+    assert_eq!(tag(root, "error.type"), "Suspended", "{:?}", root.tags);
+    assert!(
+        tag(root, "delivery.divergence.message").contains(&format!("Kustomization/{ns}/app")),
+        "{:?}",
+        root.tags
+    );
+}
+
+/// Issue 20, item 6: someone changes the Deployment by hand (`kubectl set image`): an untraced
+/// rollout (`delivery.traceability=missing`). The next Kustomization run, at the revision it had
+/// applied, changes it back: that rollout is Flux's own correction, traced with the reconcile
+/// and apply that caused it (`delivery.traceability=drift_correction`), not another untraced
+/// change.
+#[test]
+fn a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction() {
+    let Some(bed) =
+        Testbed::find("a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-drift");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let deployment = || {
+        bed.object("deployment", &ns, "web")
+            .expect("the Deployment")
+    };
+    let uid8: String = deployment()["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let generation = |d: &serde_json::Value| d["metadata"]["generation"].as_i64().unwrap_or(0);
+    // The first delivery has just ended: a change within its settle period would be taken
+    // for a late part of it.
+    std::thread::sleep(Duration::from_secs(20));
+
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "set",
+        "image",
+        "deployment/web",
+        "web=ghcr.io/acme/web:by-hand",
+    ]);
+    let manual = generation(&deployment());
+    let untraced = format!("untraced/{ns}/web/{uid8}-{manual}");
+    let spans = trace(&bed, &agent, &trace_id_for(&untraced).to_string(), 2);
+    assert_eq!(
+        tag(span(&spans, "promotion"), "delivery.traceability"),
+        "missing"
+    );
+
+    // Flux runs again (as its interval would) and changes the Deployment back.
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "kustomization/app",
+        &format!("reconcile.fluxcd.io/requestedAt={}", jiff::Timestamp::now()),
+    ]);
+    wait_for(
+        "Flux to change the image back",
+        Duration::from_secs(60),
+        || generation(&deployment()) > manual,
+    );
+    let corrected = generation(&deployment());
+    let drift = format!("drift/{ns}/web/{uid8}-{corrected}");
+    let spans = trace(&bed, &agent, &trace_id_for(&drift).to_string(), 4);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.traceability"),
+        "drift_correction",
+        "{:?}",
+        root.tags
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(reconcile.service, "kustomize-controller");
+    let rollout = span(&spans, "rollout");
+    assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
+    let log = agent.log();
+    assert!(
+        !log.contains(&format!("untraced/{ns}/web/{uid8}-{corrected}")),
+        "the correction is not an untraced change:\n{log}"
+    );
+}

@@ -200,6 +200,11 @@ fn golden_real_kustomize_path_not_found() {
     golden("real-kustomize-path-not-found.jsonl");
 }
 
+#[test]
+fn golden_real_drift_correction() {
+    golden("real-drift-correction.jsonl");
+}
+
 /// The objects (kind/namespace/name) a trace's stage spans are about.
 fn objects_of(t: &replay::Trace) -> Vec<String> {
     let mut objs: Vec<String> = t
@@ -972,4 +977,52 @@ fn a_canary_missing_fields_is_skipped_and_the_trace_still_forms() {
         a, b,
         "the skipped observations changed nothing the trace shows"
     );
+}
+
+/// An ExternalArtifact (Flux 2.7+: an artifact another controller produced) is a source like
+/// the others: a Kustomization applying its new revision gives a trace whose `source.fetch`
+/// is the ExternalArtifact's.
+#[test]
+fn an_external_artifact_is_a_source() {
+    let digest = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    let (old, new) = (
+        format!("latest@sha256:{}", digest('a')),
+        format!("latest@sha256:{}", digest('b')),
+    );
+    let ea = |rev: &str, at: &str, rv: u32| {
+        format!(
+            r#"{{"at":"{at}","kind":"watch","type":"MODIFIED","object":{{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"ExternalArtifact","metadata":{{"name":"app","namespace":"apps","uid":"ea-1","resourceVersion":"{rv}","generation":1}},"spec":{{"sourceRef":{{"apiVersion":"example.com/v1","kind":"Builder","name":"app"}}}},"status":{{"artifact":{{"revision":"{rev}","digest":"sha256:{d}","lastUpdateTime":"{at}","path":"x","url":"http://x"}},"conditions":[{{"type":"Ready","status":"True","reason":"Succeeded","message":"ok","lastTransitionTime":"{at}","observedGeneration":1}}]}}}}}}"#,
+            d = digest('c')
+        )
+    };
+    let ks = |attempted: &str, applied: &str, ready: &str, at: &str, rv: u32| {
+        format!(
+            r#"{{"at":"{at}","kind":"watch","type":"MODIFIED","object":{{"apiVersion":"kustomize.toolkit.fluxcd.io/v1","kind":"Kustomization","metadata":{{"name":"app","namespace":"apps","uid":"ks-1","resourceVersion":"{rv}","generation":1}},"spec":{{"interval":"10m","path":"./","sourceRef":{{"kind":"ExternalArtifact","name":"app"}}}},"status":{{"lastAttemptedRevision":"{attempted}","lastAppliedRevision":"{applied}","conditions":[{{"type":"Ready","status":"{ready}","reason":"ReconciliationSucceeded","message":"Applied revision: {applied}","lastTransitionTime":"{at}","observedGeneration":1}}]}}}}}}"#
+        )
+    };
+    let text = [
+        ea(&old, "2026-11-26T09:00:00Z", 1).replace("MODIFIED", "ADDED"),
+        ks(&old, &old, "True", "2026-11-26T09:00:01Z", 2).replace("MODIFIED", "ADDED"),
+        r#"{"at":"2026-11-26T10:00:00Z","kind":"synced"}"#.to_string(),
+        ea(&new, "2026-11-26T10:00:01Z", 3),
+        ks(&new, &old, "Unknown", "2026-11-26T10:00:02Z", 4),
+        ks(&new, &new, "True", "2026-11-26T10:00:05Z", 5),
+    ]
+    .join("\n");
+    let r = replay::run(&text, EngineConfig::default());
+    assert!(r.bad.is_empty(), "{:?}", r.bad);
+    assert_eq!(r.traces.len(), 1, "one unreported promotion");
+    let t = &r.traces[0];
+    // Nothing said what the apply changed and nothing rolled out.
+    assert_eq!(t.story.outcome, Outcome::NoChange);
+    let source = t
+        .spans
+        .iter()
+        .find(|s| s.name == "source.fetch")
+        .expect("a source span");
+    assert_eq!(
+        source.attributes.get_str("flux.object.kind"),
+        Some("ExternalArtifact")
+    );
+    assert!(t.spans.iter().any(|s| s.name == "reconcile"));
 }

@@ -87,6 +87,12 @@ pub const WATCHED: &[Watched] = &[
         &["v1", "v1beta2"],
     ),
     flux(
+        "source.toolkit.fluxcd.io",
+        "ExternalArtifact",
+        "externalartifacts",
+        &["v1"],
+    ),
+    flux(
         "kustomize.toolkit.fluxcd.io",
         "Kustomization",
         "kustomizations",

@@ -63,7 +63,9 @@ pub(super) struct Promotion {
     pub target: Option<String>,
     /// Flux image automation: the policy's selection up to the pushed commit.
     pub image: Option<StageSpan>,
-    pub trigger: Option<StageSpan>,
+    /// Reconcile requests the promotion's objects handled, one per object (`flux reconcile
+    /// kustomization --with-source` requests the source, then the Kustomization).
+    pub triggers: Vec<StageSpan>,
     pub sources: Vec<StageSpan>,
     pub reconciles: Vec<Reconcile>,
     pub rollouts: Vec<StageSpan>,
@@ -122,7 +124,7 @@ impl Promotion {
             artifact_created: None,
             keys: Vec::new(),
             image: None,
-            trigger: None,
+            triggers: Vec::new(),
             sources: Vec::new(),
             reconciles: Vec::new(),
             rollouts: Vec::new(),
@@ -158,7 +160,7 @@ impl Promotion {
     pub fn spans(&self) -> impl Iterator<Item = &StageSpan> {
         self.image
             .iter()
-            .chain(self.trigger.iter())
+            .chain(self.triggers.iter())
             .chain(self.sources.iter())
             .chain(
                 self.reconciles
@@ -172,7 +174,7 @@ impl Promotion {
     pub fn spans_mut(&mut self) -> impl Iterator<Item = &mut StageSpan> {
         self.image
             .iter_mut()
-            .chain(self.trigger.iter_mut())
+            .chain(self.triggers.iter_mut())
             .chain(self.sources.iter_mut())
             .chain(
                 self.reconciles
@@ -281,9 +283,9 @@ impl Promotion {
     /// transient `Ready=Unknown`), which a re-list after a restart does not see.
     pub fn reconcile_start(&self, obj: &ObjectRef) -> Timestamp {
         let trigger = self
-            .trigger
-            .as_ref()
-            .filter(|t| t.object.as_ref() == Some(obj))
+            .triggers
+            .iter()
+            .find(|t| t.object.as_ref() == Some(obj))
             .map(|t| t.start);
         let source = self
             .sources

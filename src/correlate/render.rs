@@ -59,7 +59,7 @@ fn common_attrs(a: &mut Attributes, p: &Promotion, stage: Stage, cluster: &str) 
     // Reported and annotated promotions are the norm: only the others say how they were found.
     if matches!(
         p.traceability,
-        Traceability::Missing | Traceability::Unreported
+        Traceability::Missing | Traceability::Unreported | Traceability::DriftCorrection
     ) {
         a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
     }

@@ -13,7 +13,7 @@ use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record};
-use super::span::{StageResult, StageSpan};
+use super::span::{Failure, StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::reconcile::{fail_reconcile, ReconcilerState};
 use super::stage::trigger::receiver_attrs;
@@ -80,7 +80,13 @@ impl Engine {
             p.sources.push(s);
         }
         if let Some(end) = p.sources_done() {
-            if p.reconciles.is_empty() && add(end, d.reconcile) <= now {
+            // Every reconciler of the sources is suspended: nothing will reconcile it.
+            let suspended = if p.reconciles.is_empty() {
+                suspended_followers(&self.reconcilers, p)
+            } else {
+                Vec::new()
+            };
+            if p.reconciles.is_empty() && (!suspended.is_empty() || add(end, d.reconcile) <= now) {
                 let rev = p
                     .sources
                     .iter()
@@ -89,14 +95,33 @@ impl Engine {
                 let mut span = p.placeholder(Stage::Reconcile, cluster, end, add(end, d.reconcile));
                 span.attrs.set(attr::FLUX_REVISION, rev.clone());
                 span.key.revision = Some(rev.clone());
-                span.time_out(
-                    "ReconcileNotStarted",
-                    format!(
-                        "no Kustomization or HelmRelease attempted revision {rev} within {}",
-                        fmt_dur(d.reconcile)
-                    ),
-                    Stage::Reconcile,
-                );
+                if let Some(first) = suspended.first() {
+                    span.object = Some(first.clone());
+                    span.set_object_attrs(first);
+                    let names: Vec<String> = suspended.iter().map(ToString::to_string).collect();
+                    let message = format!(
+                        "{} suspended (spec.suspend: true): nothing reconciles revision {rev}",
+                        names.join(", ")
+                    );
+                    span.finish(
+                        end,
+                        StageResult::Failed(Failure {
+                            reason: "Suspended".into(),
+                            message: message.clone(),
+                            diverges_at: Stage::Reconcile,
+                        }),
+                        format!("Suspended: {message}"),
+                    );
+                } else {
+                    span.time_out(
+                        "ReconcileNotStarted",
+                        format!(
+                            "no Kustomization or HelmRelease attempted revision {rev} within {}",
+                            fmt_dur(d.reconcile)
+                        ),
+                        Stage::Reconcile,
+                    );
+                }
                 p.reconciles.push(Reconcile {
                     span,
                     apply: None,
@@ -201,7 +226,7 @@ impl Engine {
             return;
         };
         settle_reconcile_times(&mut p, &self.reconcilers);
-        if let Some(t) = p.trigger.as_mut() {
+        for t in &mut p.triggers {
             let via = t.object.as_ref().and_then(|o| self.receivers.targeting(o));
             receiver_attrs(t, via);
         }
@@ -417,6 +442,28 @@ fn event_order(e: &SpanEventRecord) -> (Timestamp, u8, &str, &str, &str) {
     )
 }
 
+/// The reconcilers following the sources of `p` when every one of them is suspended (none
+/// otherwise, or when nothing follows them).
+fn suspended_followers(
+    reconcilers: &Map<ObjectRef, ReconcilerState>,
+    p: &Promotion,
+) -> Vec<ObjectRef> {
+    let sources: Vec<&ObjectRef> = p.sources.iter().filter_map(|s| s.object.as_ref()).collect();
+    let mut followers: Vec<(&ObjectRef, bool)> = reconcilers
+        .iter()
+        .filter_map(|(o, st)| {
+            let last = st.last.as_deref()?;
+            let src = last.source_ref.as_ref()?;
+            sources.contains(&src).then_some((o, last.suspended))
+        })
+        .collect();
+    if followers.is_empty() || followers.iter().any(|(_, s)| !s) {
+        return Vec::new();
+    }
+    followers.sort();
+    followers.into_iter().map(|(o, _)| o.clone()).collect()
+}
+
 fn timeout_text(s: &StageSpan) -> (&'static str, String) {
     let what = s
         .object
@@ -469,6 +516,26 @@ const POD_CAUSES: [&str; 9] = [
     "FailedCreate",
 ];
 
+/// The rank in [`POD_CAUSES`] of what a warning Event says. The kubelet reports a crash loop
+/// as `BackOff` "Back-off restarting failed container …" and a pull that keeps failing as
+/// `BackOff` "Back-off pulling image …": neither names the waiting reason Pods show.
+fn pod_cause(text: &str) -> Option<usize> {
+    let named = |c: &str| POD_CAUSES.iter().position(|p| *p == c);
+    POD_CAUSES
+        .iter()
+        .position(|c| text.contains(c))
+        .or_else(|| {
+            text.contains("Back-off restarting failed container")
+                .then(|| named("CrashLoopBackOff"))
+                .flatten()
+        })
+        .or_else(|| {
+            text.contains("Back-off pulling image")
+                .then(|| named("ImagePullBackOff"))
+                .flatten()
+        })
+}
+
 /// The divergence point: the first stage in path order whose own work failed, its evidence
 /// and (for rollouts) the Pod cause. The flag says whether it timed out.
 pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergence, bool)> {
@@ -507,10 +574,7 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
                     continue;
                 }
                 let text = format!("{} {}", e.reason(), e.message());
-                let rank = POD_CAUSES
-                    .iter()
-                    .position(|c| text.contains(c))
-                    .unwrap_or(POD_CAUSES.len());
+                let rank = pod_cause(&text).unwrap_or(POD_CAUSES.len());
                 warnings.push((rank, e));
             }
         }
@@ -562,4 +626,28 @@ pub(super) fn divergence(p: &Promotion, events: &EventStore) -> Option<(Divergen
         },
         timed_out,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_cause;
+
+    #[test]
+    fn the_kubelets_back_off_events_name_their_causes() {
+        let cause = |t: &str| pod_cause(t).map(|r| super::POD_CAUSES[r]);
+        assert_eq!(
+            cause("BackOff Back-off restarting failed container web in pod web-1_apps(uid)"),
+            Some("CrashLoopBackOff")
+        );
+        assert_eq!(
+            cause("BackOff Back-off pulling image \"registry.invalid/web:missing\""),
+            Some("ImagePullBackOff")
+        );
+        assert_eq!(cause("Failed Error: ErrImagePull"), Some("ErrImagePull"));
+        assert_eq!(
+            cause("FailedCreate pods \"web-1\" is forbidden: exceeded quota"),
+            Some("FailedCreate")
+        );
+        assert_eq!(cause("Unhealthy Readiness probe failed"), None);
+    }
 }

@@ -209,6 +209,7 @@ pub struct Spec {
     pub chart_ref: Option<CrossRef>,
     pub chart: Option<ChartField>,
     pub timeout: Option<String>,
+    pub suspend: Option<bool>,
     pub interval: Option<String>,
     pub retry_interval: Option<String>,
     // Kustomization
@@ -607,6 +608,7 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
         retry_interval: duration(spec.retry_interval.as_deref())
             .or_else(|| duration(spec.interval.as_deref())),
         interval: duration(spec.interval.as_deref()),
+        suspended: spec.suspend.unwrap_or(false),
         last_attempted: status.last_attempted_revision,
         last_applied: status.last_applied_revision,
         last_attempted_digest: status.last_attempted_revision_digest,

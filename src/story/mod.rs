@@ -120,6 +120,9 @@ pub enum Traceability {
     Unreported,
     /// Flux image automation selected a new image and pushed the commit; no report.
     Automated,
+    /// Flux reverted a change made outside Git: a periodic run at the revision it had applied
+    /// changed the object back (drift correction) and the Deployment rolled out again.
+    DriftCorrection,
 }
 
 impl Traceability {
@@ -130,6 +133,7 @@ impl Traceability {
             Traceability::Missing => "missing",
             Traceability::Unreported => "unreported",
             Traceability::Automated => "automated",
+            Traceability::DriftCorrection => "drift_correction",
         }
     }
 }
@@ -288,6 +292,12 @@ fn render_raw(story: &Story) -> String {
             let _ = writeln!(
                 out,
                 "  Traceability: unreported — Flux delivered this revision; no promotion report or annotation announced it"
+            );
+        }
+        Traceability::DriftCorrection => {
+            let _ = writeln!(
+                out,
+                "  Traceability: drift_correction — Flux changed back what was changed outside Git, at the revision it had applied"
             );
         }
         _ => {}

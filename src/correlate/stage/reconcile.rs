@@ -169,8 +169,16 @@ impl Engine {
                 if changed.is_empty() {
                     return;
                 }
-                if let Some(c) = st.changes.iter_mut().find(|(r, _, _)| r == revision) {
-                    // The notification and the core/v1 Event of one report: the earlier time.
+                // The notification and the core/v1 Event of one report: the earlier time. A
+                // later apply of the same revision (a periodic run correcting drift) is one
+                // of its own.
+                let same =
+                    |t: Timestamp| add(t, CLAIM_SLACK) >= time && add(time, CLAIM_SLACK) >= t;
+                if let Some(c) = st
+                    .changes
+                    .iter_mut()
+                    .find(|(r, _, t)| r == revision && same(*t))
+                {
                     c.2 = c.2.min(time);
                 } else {
                     st.changes.push((revision.to_string(), changed, time));
@@ -384,12 +392,20 @@ impl Engine {
                 let ready = condition(&obs.conditions, "Ready");
                 let start =
                     change.map_or_else(|| p.reconcile_start(&obs.object), |(_, t)| t.max(p.start));
+                // When the revision was first applied: a Kustomization's `status.history` says;
+                // its `Ready` transition moves with every periodic run, so it only bounds it.
+                let first_applied = obs
+                    .history
+                    .iter()
+                    .find(|h| h.revision == rev)
+                    .and_then(|h| h.first_reconciled);
+                let ready_before = ready.is_some_and(|c| {
+                    c.status == CondStatus::True && c.last_transition.is_some_and(|t| t < p.start)
+                });
                 let already = change.is_none()
                     && obs.last_applied.as_deref() == Some(rev.as_str())
-                    && ready.is_some_and(|c| {
-                        c.status == CondStatus::True
-                            && c.last_transition.is_some_and(|t| t < p.start)
-                    });
+                    && ready.is_some_and(|c| c.status == CondStatus::True)
+                    && first_applied.map_or(ready_before, |f| f < p.start);
                 // Joined through an apply: below that apply, keyed by the generation it made.
                 let (parent, key) = match (change, obs.applied_by.as_deref()) {
                     (Some((g, _)), Some(applier)) => (
@@ -431,7 +447,9 @@ impl Engine {
                     seen: false,
                 };
                 if already {
-                    let t = ready.and_then(|c| c.last_transition).unwrap_or(at);
+                    let t = first_applied
+                        .or_else(|| ready.and_then(|c| c.last_transition))
+                        .unwrap_or(at);
                     r.span.start = t;
                     let msg = format!("revision {rev} was already applied at {t}");
                     r.span.finish(t, StageResult::NoChange, msg.clone());

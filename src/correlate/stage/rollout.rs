@@ -9,15 +9,16 @@
 use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::super::config::{add, CLAIM_SLACK, IDLE_RETENTION};
 use super::super::engine::Engine;
-use super::super::promotion::{Promotion, Traceability};
+use super::super::promotion::{Promotion, Reconcile, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
 use super::super::Map;
-use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
+use super::reconcile::ReconcilerState;
+use crate::model::{condition, CondStatus, Condition, DeploymentObs, Kind, ObjectRef, ProbeSpec};
 use crate::trace::{attr, Attributes, SpanId, Stage};
 
 pub(in crate::correlate) enum RolloutOwner {
@@ -37,6 +38,13 @@ pub(in crate::correlate) struct Rollout {
     pub ended_unseen: Option<Timestamp>,
     /// Its start is its new ReplicaSet's creation, not when the agent saw it.
     pub start_known: bool,
+    /// When the rollout before it started: a ReplicaSet created no later is an old one (the
+    /// one the Deployment controller scaled up again in a revert to an earlier template, or the
+    /// one a `Progressing` message not yet updated still names), whose creation says nothing
+    /// about this rollout.
+    pub after: Option<Timestamp>,
+    /// When it started, as far as known (its span's start).
+    pub started: Timestamp,
 }
 
 impl Rollout {
@@ -78,6 +86,8 @@ struct RolloutStatus {
     observed: bool,
     complete: bool,
     conditions: Vec<Condition>,
+    /// `spec.progressDeadlineSeconds`.
+    progress_deadline: SignedDuration,
 }
 
 /// See [`DeploymentFacts::seen`] (foldhash's full-quality variant, with a fixed seed as the
@@ -95,6 +105,7 @@ impl DeploymentFacts {
             observed,
             complete: obs.rollout_complete(),
             conditions: obs.conditions,
+            progress_deadline: obs.progress_deadline,
         };
         let facts = DeploymentFacts {
             seen,
@@ -235,9 +246,17 @@ impl Engine {
         // ReplicaSet runs the template's images (a scale keeps the template).
         let observed = obs.observed_generation >= obs.generation
             || progressing.is_some_and(|c| self.names_current(&key, &c.message, &obs.images));
+        let after = self
+            .rollouts
+            .deployments
+            .get(&key)
+            .and_then(|d| d.rollout.as_ref())
+            .filter(|r| r.generation < obs.generation)
+            .map(|r| r.started);
         let created = progressing
             .filter(|_| observed)
-            .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended));
+            .and_then(|c| self.replicaset_created(&key, &c.message, at, prev_none && ended))
+            .filter(|c| after.is_none_or(|a| *c > a));
         // Not known yet (its ReplicaSet not seen): when the agent saw it, or for one that ended
         // unseen its end, until the ReplicaSet says.
         let provisional = match progressing.and_then(|c| c.last_update) {
@@ -267,6 +286,20 @@ impl Engine {
             image_attrs(&mut span.attrs, &obs.images);
             span
         });
+        // A rollout that ended unclaimed and is now followed by another becomes its own trace
+        // now: the newer one takes its place (two changes by hand in a row are two traces).
+        let ended_unclaimed = self
+            .rollouts
+            .deployments
+            .get(&key)
+            .and_then(|d| d.rollout.as_ref())
+            .is_some_and(|r| {
+                r.ended_unseen.is_none()
+                    && matches!(&r.owner, RolloutOwner::Unclaimed(s) if !s.is_open())
+            });
+        if span.is_some() && ended_unclaimed {
+            self.untraced(&key);
+        }
         let keep_ended = self.reg.open_count() > 0
             || (self.held() && add(start, self.cfg.deadlines.promotion) >= self.now);
         let (facts, status) = DeploymentFacts::split(obs, seen, observed);
@@ -292,6 +325,8 @@ impl Engine {
                 owner: RolloutOwner::Unclaimed(Box::new(span)),
                 ended_unseen: (prev_none && ended).then_some(at),
                 start_known: created.is_some(),
+                after,
+                started: start,
             });
             let claimable = state.rollout.as_ref().is_some_and(Rollout::claimable);
             if let Some(Rollout {
@@ -382,6 +417,9 @@ impl Engine {
         };
         let generation = rollout.generation;
         let unseen = rollout.ended_unseen.is_some();
+        if rollout.after.is_some_and(|a| created <= a) {
+            return; // an old ReplicaSet scaled up again
+        }
         let span = match &mut rollout.owner {
             RolloutOwner::Unclaimed(s) => Some(&mut **s),
             RolloutOwner::Promotion(pid) => self
@@ -398,6 +436,7 @@ impl Engine {
             return;
         };
         move_start(span, created);
+        rollout.started = created;
         if let Some(uid) = self
             .events
             .replicaset(namespace, name)
@@ -551,10 +590,28 @@ impl Engine {
             }
             let created = info.and_then(|i| i.created);
             let unseen = rollout.ended_unseen.is_some();
-            if let Some(c) = created.filter(|c| *c <= span.start && recent_enough(*c, at, unseen)) {
+            let fresh = |c: &Timestamp| rollout.after.is_none_or(|a| *c > a);
+            if let Some(c) =
+                created.filter(|c| *c <= span.start && recent_enough(*c, at, unseen) && fresh(c))
+            {
                 move_start(span, c);
+                rollout.started = c;
                 rollout.start_known = true;
             }
+        }
+        // Kubernetes counts the progress deadline from the last progress (the Progressing
+        // condition's `lastUpdateTime`, refreshed as pods become ready): a long rollout that
+        // keeps progressing has not timed out.
+        if let Some(progressed) = progressing
+            .filter(|c| obs.observed && c.status == CondStatus::True)
+            .and_then(|c| c.last_update)
+            .filter(|t| *t >= span.start)
+        {
+            let later = add(
+                add(progressed, obs.progress_deadline),
+                self.cfg.deadlines.rollout_grace,
+            );
+            span.deadline = span.deadline.max(later);
         }
         if obs.complete {
             let end = progressing
@@ -662,6 +719,14 @@ impl Engine {
             .filter(|c| c.is_ascii_alphanumeric())
             .take(8)
             .collect();
+        let manager = state.last.manager.clone();
+        if let Some(drift) = manager
+            .as_ref()
+            .and_then(|m| drift_apply(&self.reconcilers, m, key, span.start))
+        {
+            self.drift_correction(key, &uid, &short_uid, generation, span, drift);
+            return;
+        }
         let id = format!(
             "untraced/{}/{}/{}-{}",
             key.namespace, key.name, short_uid, generation
@@ -683,6 +748,120 @@ impl Engine {
         self.reg.open(p);
         self.touched.insert(id);
     }
+
+    /// A rollout that Flux's own correction of drift caused: its trace holds the
+    /// Kustomization's reconcile and apply that changed the Deployment back, and the rollout
+    /// below them (`delivery.traceability=drift_correction`), not an untraced change.
+    fn drift_correction(
+        &mut self,
+        key: &ObjectRef,
+        uid: &str,
+        short_uid: &str,
+        generation: i64,
+        mut span: Box<StageSpan>,
+        drift: DriftApply,
+    ) {
+        let id = format!(
+            "drift/{}/{}/{}-{}",
+            key.namespace, key.name, short_uid, generation
+        );
+        if self.reg.is_finished(&id) || self.reg.is_open(&id) {
+            return;
+        }
+        let cluster = self.cfg.cluster.clone();
+        let start = drift.at.min(span.start);
+        let mut p = Promotion::new(
+            id.clone(),
+            start,
+            None,
+            Traceability::DriftCorrection,
+            &cluster,
+            self.cfg.deadlines.promotion,
+        );
+        let mk = |stage, parent| {
+            let mut s = StageSpan::new(
+                stage,
+                SpanId::default(),
+                parent,
+                Some(drift.reconciler.clone()),
+                drift.at,
+                drift.at,
+            );
+            s.derive_id(&id, &cluster, &drift.uid, &drift.revision);
+            s.set_object_attrs(&drift.reconciler);
+            s.attrs.set(attr::FLUX_REVISION, drift.revision.clone());
+            s.key.revision = Some(drift.revision.clone());
+            s
+        };
+        let mut reconcile = mk(Stage::Reconcile, p.root);
+        let mut apply = mk(Stage::Apply, reconcile.span_id);
+        let msg = format!(
+            "corrected drift at revision {}: {}",
+            drift.revision,
+            drift.changes.join(", ")
+        );
+        apply.finish(drift.at, StageResult::Succeeded, msg.clone());
+        reconcile.finish(drift.at, StageResult::Succeeded, msg);
+        span.derive_id(&id, &cluster, uid, &generation.to_string());
+        span.parent = reconcile.span_id;
+        span.key.manager = Some(drift.reconciler.clone());
+        p.add_reconcile(Reconcile {
+            span: reconcile,
+            apply: Some(apply),
+            revision: drift.revision,
+            generation: None,
+            retrying: None,
+            seen: true,
+        });
+        p.rollouts.push(*span);
+        self.reg.open(p);
+        self.touched.insert(id);
+    }
+}
+
+/// A Kustomization's apply that changed Deployment `dep` back at the revision it had applied
+/// already (a periodic run correcting drift), near `start`: the Kustomization, the revision,
+/// what it changed and when.
+struct DriftApply {
+    reconciler: ObjectRef,
+    uid: String,
+    revision: String,
+    changes: Vec<String>,
+    at: Timestamp,
+}
+
+fn drift_apply(
+    reconcilers: &Map<ObjectRef, ReconcilerState>,
+    manager: &ObjectRef,
+    dep: &ObjectRef,
+    start: Timestamp,
+) -> Option<DriftApply> {
+    if manager.kind != Kind::Kustomization {
+        return None;
+    }
+    let st = reconcilers.get(manager)?;
+    let last = st.last.as_deref()?;
+    let applied = last.last_applied.as_deref()?;
+    let this = format!("Deployment/{}/{} configured", dep.namespace, dep.name);
+    let (revision, changes, at) = st.changes.iter().find(|(rev, changed, at)| {
+        rev == applied
+            && changed.contains(&this)
+            && *at <= add(start, CLAIM_SLACK)
+            && add(*at, CLAIM_SLACK) >= start
+    })?;
+    // The revision was applied before this run: the first time it was reconciled.
+    let first = last
+        .history
+        .iter()
+        .find(|h| h.revision == *revision)
+        .and_then(|h| h.first_reconciled)?;
+    (add(first, CLAIM_SLACK) < *at).then(|| DriftApply {
+        reconciler: manager.clone(),
+        uid: last.uid.clone(),
+        revision: revision.clone(),
+        changes: changes.clone(),
+        at: *at,
+    })
 }
 
 /// Whether a ReplicaSet created at `created` can be the new one of a rollout seen at `at` (see

@@ -142,9 +142,9 @@ impl Engine {
             None => {
                 // A request to fetch (the trigger) starts the fetch it asks for.
                 let start = p
-                    .trigger
-                    .as_ref()
-                    .filter(|t| t.object.as_ref() == Some(&obs.object))
+                    .triggers
+                    .iter()
+                    .find(|t| t.object.as_ref() == Some(&obs.object))
                     .map_or(p.start, |t| t.start);
                 let mut s = StageSpan::new(
                     Stage::Source,

@@ -131,7 +131,7 @@ pub(in crate::correlate) fn update_trigger(
     }
 }
 
-/// Gives the promotion its trigger span from the object's pending request, once.
+/// Gives the promotion a trigger span from the object's pending request, once per object.
 pub(in crate::correlate) fn claim_trigger(
     p: &mut Promotion,
     draft: Option<&mut TriggerDraft>,
@@ -144,10 +144,12 @@ pub(in crate::correlate) fn claim_trigger(
     let Some(draft) = draft else {
         return;
     };
-    if let Some(t) = p.trigger.as_mut() {
-        if t.object.as_ref() == Some(object)
-            && t.key.requested_at.as_deref() == Some(draft.value.as_str())
-        {
+    if let Some(t) = p
+        .triggers
+        .iter_mut()
+        .find(|t| t.object.as_ref() == Some(object))
+    {
+        if t.key.requested_at.as_deref() == Some(draft.value.as_str()) {
             if let Some(h) = draft.handled {
                 t.finish(h, StageResult::Succeeded, "reconcile request handled");
             }
@@ -175,7 +177,7 @@ pub(in crate::correlate) fn claim_trigger(
     if let Some(h) = draft.handled {
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }
-    p.trigger = Some(s);
+    p.triggers.push(s);
 }
 
 /// Names the Receiver whose webhook requested the reconcile, once one is known (a re-list

@@ -118,6 +118,7 @@ pub(super) fn ks(name: &str) -> ReconcilerObs {
         timeout: None,
         retry_interval: None,
         interval: None,
+        suspended: false,
         last_attempted: None,
         last_applied: None,
         last_attempted_digest: None,

@@ -1,6 +1,7 @@
 //! Reconcile and apply: joins, failures, no-change.
 
 use super::fixtures::*;
+use crate::model::HistoryEntry;
 
 #[test]
 fn helmrelease_joins_by_chart_digest_suffix_and_upgrade_failure_diverges_at_apply() {
@@ -286,4 +287,60 @@ fn a_health_check_still_failing_after_the_retry_window_fails_the_reconcile() {
     assert_eq!(d.reason, "HealthCheckFailed");
     assert_eq!(d.stage, Stage::Rollout);
     assert!(d.message.contains("still failing"), "{}", d.message);
+}
+
+/// Every Kustomization following the source is suspended: the controller writes nothing, so no
+/// reconcile would ever start. The promotion diverges at reconcile as soon as the source stored
+/// the revision, with reason `Suspended` naming the object, not `ReconcileNotStarted` after the
+/// deadline.
+#[test]
+fn a_suspended_reconciler_diverges_at_once_naming_it() {
+    let mut r = Run::new();
+    let old = "main@sha1:0000000000000000000000000000000000000000";
+    let suspended = ReconcilerObs {
+        suspended: true,
+        ..ks_ready("apps", old, 0)
+    };
+    r.feed(0, EventBody::Reconciler(suspended))
+        .feed(1, EventBody::Promotion(report("P-s", SHA)))
+        .feed(3, EventBody::Source(git(SHA, 3)));
+    let out = r.engine.tick(t(40));
+    r.out.extend(out);
+    let s = r.story("P-s");
+    assert_eq!(s.outcome, Outcome::Failed);
+    let d = s.divergence.as_ref().expect("diverged");
+    assert_eq!(
+        (d.stage, d.reason.as_str()),
+        (Stage::Reconcile, "Suspended")
+    );
+    assert!(
+        d.message.contains("Kustomization/flux-system/apps"),
+        "{}",
+        d.message
+    );
+}
+
+/// A report of a revision the Kustomization applied five minutes before it, after a periodic
+/// run moved its `Ready` transition past the report: the apply is dated by `status.history`
+/// (when the revision was first reconciled), not by the periodic run.
+#[test]
+fn an_already_applied_revision_is_dated_by_the_history_not_a_periodic_run() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    let periodic = ReconcilerObs {
+        history: vec![HistoryEntry {
+            revision: rev.clone(),
+            first_reconciled: Some(t(-300)),
+            last_reconciled: Some(t(30)),
+            last_duration: None,
+            last_status: "ReconciliationSucceeded".into(),
+        }],
+        ..ks_ready("apps", &rev, 30)
+    };
+    r.feed(-310, EventBody::Source(git(SHA, -310)))
+        .feed(31, EventBody::Reconciler(periodic))
+        .feed(40, EventBody::Promotion(report("P-late", SHA)))
+        .finish();
+    let reconcile = r.span("P-late", "reconcile");
+    assert_eq!((reconcile.start, reconcile.end), (t(-300), t(-300)));
 }

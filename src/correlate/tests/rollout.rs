@@ -138,3 +138,29 @@ fn a_digest_pinned_image_names_its_repo_digest() {
     );
     assert_eq!(untagged.get(attr::CONTAINER_IMAGE_REPO_DIGESTS), None);
 }
+
+/// Kubernetes counts `progressDeadlineSeconds` from the last progress: a rollout of 4 minutes
+/// under a 20 s deadline that keeps progressing (the Progressing condition's `lastUpdateTime`
+/// refreshed every minute) has not timed out; it succeeds.
+#[test]
+fn a_long_rollout_that_keeps_progressing_is_not_a_timeout() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    let slow = |d: DeploymentObs| DeploymentObs {
+        progress_deadline: SignedDuration::from_secs(20),
+        ..d
+    };
+    r.feed(1, EventBody::Promotion(report("P-long", SHA)))
+        .feed(3, EventBody::Source(git(SHA, 3)))
+        .feed(4, EventBody::Reconciler(ks_progressing("apps", &rev, 4)));
+    for at in [5, 60, 120, 180] {
+        r.feed(at, EventBody::Deployment(slow(rolling("api", 2, at))));
+    }
+    r.feed(240, EventBody::Deployment(slow(rolled("api", 2, 240))))
+        .feed(241, EventBody::Reconciler(ks_ready("apps", &rev, 241)))
+        .finish();
+    let s = r.story("P-long");
+    assert_eq!(s.outcome, Outcome::Succeeded, "{:?}", s.divergence);
+    let rollout = r.span("P-long", "rollout");
+    assert_eq!(rollout.end, t(240));
+}

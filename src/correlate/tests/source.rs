@@ -130,3 +130,50 @@ fn no_reconcile_after_the_source_times_out_at_reconcile() {
         t(3) + SignedDuration::from_mins(10)
     );
 }
+
+/// `flux reconcile kustomization apps --with-source` requests the source, then the
+/// Kustomization: one trigger span each, both in the trace, the reconcile starting at its own
+/// request.
+#[test]
+fn a_request_with_source_gives_two_trigger_spans() {
+    let mut r = Run::new();
+    let rev = format!("main@sha1:{SHA}");
+    let source_request = "2026-11-26T10:00:05Z";
+    let ks_request = "2026-11-26T10:00:08Z";
+    let mut requested = git(SHA2, -50);
+    requested.requested_at = Some(source_request.into());
+    let mut fetched = git(SHA, 7);
+    fetched.requested_at = Some(source_request.into());
+    fetched.last_handled = Some(source_request.into());
+    let mut ks_requested = ks_ready("apps", &format!("main@sha1:{SHA2}"), -50);
+    ks_requested.requested_at = Some(ks_request.into());
+    let mut ks_done = ks_ready("apps", &rev, 12);
+    ks_done.requested_at = Some(ks_request.into());
+    ks_done.last_handled = Some(ks_request.into());
+    r.feed(0, EventBody::Source(git(SHA2, -50)))
+        .feed(
+            0,
+            EventBody::Reconciler(ks_ready("apps", &format!("main@sha1:{SHA2}"), -50)),
+        )
+        .feed(1, EventBody::Promotion(report("P-w", SHA)))
+        .feed(5, EventBody::Source(requested))
+        .feed(7, EventBody::Source(fetched))
+        .feed(8, EventBody::Reconciler(ks_requested))
+        .feed(12, EventBody::Reconciler(ks_done))
+        .finish();
+    let triggers: Vec<_> = r
+        .spans_of("P-w")
+        .into_iter()
+        .filter(|s| s.name == "trigger")
+        .map(|s| (s.service, s.start, s.end))
+        .collect();
+    assert_eq!(
+        triggers,
+        [
+            ("source-controller", t(5), t(7)),
+            ("kustomize-controller", t(8), t(12)),
+        ]
+    );
+    assert_eq!(r.span("P-w", "reconcile").start, t(8));
+    assert_eq!(r.story("P-w").outcome, Outcome::Succeeded);
+}
