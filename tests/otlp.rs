@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 30] = [
+const DIVERGENCE: [(&str, Option<&str>); 29] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -71,7 +71,6 @@ const DIVERGENCE: [(&str, Option<&str>); 30] = [
     ("real-helm-upgrade-stalled.jsonl", Some("rollout")),
     ("real-kustomize-retry.jsonl", None),
     ("real-kustomize-path-not-found.jsonl", Some("reconcile")),
-    ("real-drift-correction.jsonl", None),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.
@@ -491,7 +490,7 @@ async fn all_recordings_in_one_export_group_by_resource() {
         .await
         .unwrap_or_else(|(_, errors)| panic!("export failed: {errors:?}"));
     assert_arrived_as_sent("all recordings", &sent, &receiver, CLUSTER);
-    // One trace per promotion (three recordings hold two; a history recording's trace is the
+    // One trace per promotion (two recordings hold two; a history recording's trace is the
     // one of the recording it adds history to), one resource per component that did the work.
     let traces: BTreeSet<_> = receiver
         .spans()
@@ -518,7 +517,7 @@ async fn all_recordings_in_one_export_group_by_resource() {
         .iter()
         .filter(|(n, _)| n.starts_with("history-"))
         .count();
-    assert_eq!(count(false), EXAMPLES.len() - histories + 3);
+    assert_eq!(count(false), EXAMPLES.len() - histories + 2);
     assert_eq!(count(true), histories);
     assert_eq!(traces.len(), count(false));
 }

@@ -16,9 +16,17 @@ fn cfg() -> EngineConfig {
     }
 }
 
+/// Recordings kept beside the bundled examples, outside the crash sweep (see
+/// examples/recordings/README.md).
+const BESIDE: [(&str, &str); 1] = [(
+    "real-drift-correction.jsonl",
+    include_str!("../examples/recordings/real-drift-correction.jsonl"),
+)];
+
 fn replay(name: &str) -> Replay {
     let text = EXAMPLES
         .iter()
+        .chain(BESIDE.iter())
         .find(|(n, _)| *n == name)
         .map(|(_, t)| *t)
         .unwrap_or_else(|| panic!("no example {name}"));
