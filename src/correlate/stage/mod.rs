@@ -5,10 +5,12 @@
 //! commit: opens automated promotions), `trigger` (a webhook asked for a reconcile), `source` (the revision
 //! stored), `reconcile` (Kustomization/HelmRelease reconcile and its apply), `rollout`
 //! (Deployments the apply changed), `traffic` (the post-rollout probe) and `canary` (a Flagger
-//! analysis of a changed Deployment, also a `traffic` stage). `matching` holds the
+//! analysis of a changed Deployment, also a `traffic` stage); `drift` tells Flux's own correction
+//! of a change by hand from an untraced rollout. `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
 pub(super) mod canary;
+pub(super) mod drift;
 pub(super) mod image;
 pub(super) mod matching;
 pub(super) mod reconcile;
