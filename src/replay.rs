@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 29] = [
+pub const EXAMPLES: [(&str, &str); 30] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -127,6 +127,10 @@ pub const EXAMPLES: [(&str, &str); 29] = [
     (
         "real-kustomize-path-not-found.jsonl",
         include_str!("../examples/recordings/real-kustomize-path-not-found.jsonl"),
+    ),
+    (
+        "real-kustomize-depends-on.jsonl",
+        include_str!("../examples/recordings/real-kustomize-depends-on.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 29] = [
+const DIVERGENCE: [(&str, Option<&str>); 30] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -71,6 +71,7 @@ const DIVERGENCE: [(&str, Option<&str>); 29] = [
     ("real-helm-upgrade-stalled.jsonl", Some("rollout")),
     ("real-kustomize-retry.jsonl", None),
     ("real-kustomize-path-not-found.jsonl", Some("reconcile")),
+    ("real-kustomize-depends-on.jsonl", None),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

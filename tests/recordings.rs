@@ -209,6 +209,11 @@ fn golden_real_kustomize_path_not_found() {
 }
 
 #[test]
+fn golden_real_kustomize_depends_on() {
+    golden("real-kustomize-depends-on.jsonl");
+}
+
+#[test]
 fn golden_real_drift_correction() {
     golden("real-drift-correction.jsonl");
 }

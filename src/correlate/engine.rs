@@ -94,7 +94,7 @@ pub struct Engine {
     releasing: bool,
     /// While releasing, the promotions whose joins wait until every kept one is open.
     pub(super) deferred_rejoins: Option<Vec<String>>,
-    /// Kustomizations that failed for good before recording an attempt (see
+    /// Kustomizations that failed for good, or wait, before recording an attempt (see
     /// `stage::reconcile`): a promotion that opens later still finds them through their source.
     pub(super) failed_early: Set<ObjectRef>,
 }

@@ -17,6 +17,10 @@ use crate::model::{
 };
 use crate::trace::{attr, AttrValue, Attributes, SpanEventRecord};
 
+/// How client-go's event recorder begins the message of Events it merged (ten similar ones,
+/// same object and reason, within ten minutes).
+const COMBINED_PREFIX: &str = "(combined from similar events): ";
+
 /// A Kubernetes or Flux event waiting for a span to land on: only the fields its span event is
 /// made of. The span event itself is built when the event lands, which most never do.
 pub(super) struct BufferedEvent {
@@ -310,7 +314,11 @@ impl Engine {
             return;
         }
         let mut ev = ev;
+        let annotated = ev.revision.clone();
         ev.revision = self.repeat_revision(&target, &ev);
+        // A repeat whose annotation is stale is about what the controller does now: dated by
+        // its `lastTimestamp`, not by the first occurrence (about another revision).
+        let restated = ev.revision != annotated;
         if let Some(rev) = &ev.revision {
             let time = ev.time.unwrap_or(at);
             self.record_apply_event(&target, rev, &ev.reason, &ev.message, time);
@@ -323,7 +331,11 @@ impl Engine {
         };
         // A repeated Event is one span event, at its first occurrence, with its last count: a
         // re-list after a restart shows only its last state, the earlier repeats are gone.
-        let time = ev.first_time.or(ev.time).unwrap_or(at);
+        let time = if restated {
+            ev.time.unwrap_or(at)
+        } else {
+            ev.first_time.or(ev.time).unwrap_or(at)
+        };
         let mut buffered = BufferedEvent::new(time, text, ev.count, ev.warning);
         buffered.revision = ev.revision.map(Into::into);
         buffered.series = series.max(1);
@@ -336,15 +348,33 @@ impl Engine {
     /// occurrence. So the second "Deployment/web configured" of a Kustomization still names
     /// the revision of the first; a repeat is about the revision the Kustomization or
     /// HelmRelease is attempting now.
+    ///
+    /// After ten similar Events (same reason, other messages) within ten minutes the recorder
+    /// merges the rest into one Event without annotations, its message prefixed
+    /// `(combined from similar events): `: about what the controller attempts now too.
+    ///
+    /// Before an attempt (a dependency or the source not ready) that is the source's newest
+    /// revision, not the one last attempted.
     fn repeat_revision(&self, target: &ObjectRef, ev: &KubeEventObs) -> Option<String> {
-        let repeat = ev.count > 1 && matches!(target.kind, Kind::Kustomization | Kind::HelmRelease);
+        let merged = ev.message.starts_with(COMBINED_PREFIX);
+        let repeat = (ev.count > 1 || merged)
+            && matches!(target.kind, Kind::Kustomization | Kind::HelmRelease);
         if !repeat {
             return ev.revision.clone();
         }
-        self.reconcilers
-            .get(target)
-            .and_then(|st| st.last.as_ref())
-            .and_then(|l| l.last_attempted.clone())
+        let last = self.reconcilers.get(target).and_then(|st| st.last.as_ref());
+        let waits = matches!(
+            ev.reason.as_str(),
+            "DependencyNotReady" | "ArtifactFailed" | "SourceNotReady"
+        );
+        let newest = last
+            .filter(|_| waits && target.kind == Kind::Kustomization)
+            .and_then(|l| l.source_ref.as_ref())
+            .and_then(|s| self.sources.get(s))
+            .and_then(|s| s.last.as_ref())
+            .and_then(|s| s.revision.clone());
+        newest
+            .or_else(|| last.and_then(|l| l.last_attempted.clone()))
             .or_else(|| ev.revision.clone())
     }
 

@@ -28,6 +28,87 @@ pub(super) struct Reconcile {
     pub retrying: Option<(Failure, Timestamp)>,
     /// First observation of this reconcile has been evaluated.
     pub seen: bool,
+    /// Flux waits before it attempts the revision (a dependency or the source not ready).
+    pub waiting: Option<Waiting>,
+    /// When Flux attempted the revision after a wait (as seen live), and what it waited for:
+    /// the apply began then.
+    pub attempted: Option<(Timestamp, String)>,
+}
+
+/// A wait of Flux's before it attempts a revision: a `dependsOn` object not ready yet, or the
+/// source not ready. Its time counts against the promotion's deadline, not the reconcile's.
+#[derive(Clone)]
+pub(super) struct Waiting {
+    pub since: Timestamp,
+    /// The controller's reason and message.
+    pub reason: String,
+    pub message: String,
+    /// The reconcile's and its apply's deadlines when the wait began.
+    deadlines: (Timestamp, Option<Timestamp>),
+}
+
+impl Reconcile {
+    /// A reconcile of `revision` (or of the spec `generation` an apply made) with no verdict.
+    pub fn new(
+        span: StageSpan,
+        apply: Option<StageSpan>,
+        revision: String,
+        generation: Option<i64>,
+    ) -> Self {
+        Reconcile {
+            span,
+            apply,
+            revision,
+            generation,
+            retrying: None,
+            seen: true,
+            waiting: None,
+            attempted: None,
+        }
+    }
+
+    /// Flux waits (since `since`, for `reason`): the deadlines stop until `hold` (the
+    /// promotion's deadline) while it does.
+    pub fn wait(&mut self, since: Timestamp, hold: Timestamp, reason: &str, message: &str) {
+        if !self.span.is_open() {
+            return;
+        }
+        if let Some(w) = self.waiting.as_mut() {
+            w.reason = reason.to_string();
+            w.message = message.to_string();
+            return;
+        }
+        let since = since.max(self.span.start);
+        self.waiting = Some(Waiting {
+            since,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            deadlines: (self.span.deadline, self.apply.as_ref().map(|a| a.deadline)),
+        });
+        self.span.deadline = self.span.deadline.max(hold);
+        if let Some(a) = self.apply.as_mut().filter(|a| a.is_open()) {
+            a.deadline = a.deadline.max(hold);
+        }
+    }
+
+    /// The wait ended at `at`: the deadlines move on by its length.
+    pub fn resume(&mut self, at: Timestamp) {
+        let Some(w) = self.waiting.take() else {
+            return;
+        };
+        let waited = at.duration_since(w.since).max(jiff::SignedDuration::ZERO);
+        if self.span.is_open() {
+            self.span.deadline = add(w.deadlines.0, waited);
+        }
+        // The apply began when Flux attempted the revision, after the wait.
+        self.attempted = Some((at, format!("{}: {}", w.reason, w.message)));
+        if let (Some(a), Some(d)) = (self.apply.as_mut(), w.deadlines.1) {
+            if a.is_open() {
+                a.deadline = add(d, waited);
+                a.start = a.start.max(at);
+            }
+        }
+    }
 }
 
 /// Who a newer promotion that superseded this one is.
@@ -520,7 +601,7 @@ impl Engine {
         let objects = self.revs.objects(&p.keys);
         // Sources first: reconcilers join through the revisions sources register.
         let (srcs, recs): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| o.kind.is_source());
-        // Kustomizations that failed on these sources before recording an attempt: no
+        // Kustomizations that failed or wait on these sources before recording an attempt: no
         // revision of theirs names the promotion.
         let early: Vec<ObjectRef> = self
             .failed_early

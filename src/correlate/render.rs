@@ -140,12 +140,16 @@ pub(super) fn root_record(
     // CI/CD and deployment semantic conventions: the promotion is a pipeline run that deploys.
     a.set_opt(attr::CICD_PIPELINE_RESULT, outcome.pipeline_result());
     a.set(attr::DEPLOYMENT_ID, p.id.clone());
+    // The first reconciler to start (by name among those that started together: the order
+    // they joined in is the order a watch, or a re-list, happened to deliver them), else the
+    // first rollout.
     let target = p
         .reconciles
         .iter()
-        .map(|r| &r.span)
-        .chain(p.rollouts.iter())
-        .find_map(|s| s.object.as_ref())
+        .filter_map(|r| Some((r.span.start, r.span.object.as_ref()?)))
+        .min_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)))
+        .map(|(_, o)| o)
+        .or_else(|| p.rollouts.iter().find_map(|s| s.object.as_ref()))
         .map(|o| o.name.clone());
     a.set_opt(
         attr::DEPLOYMENT_NAME,

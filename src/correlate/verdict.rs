@@ -35,7 +35,33 @@ impl Engine {
         // deadline passes still failing, or at once when another stage failed (what its
         // health checks wait for will not come).
         let failed_elsewhere = p.spans().any(|s| s.result.failure().is_some());
+        // Where it failed and when: a reconcile still waiting for Flux to attempt it (its
+        // dependency failed) ends there too, diverging where that failure did.
+        let first_failure = p
+            .spans()
+            .filter_map(|s| s.result.failure().map(|f| (f.diverges_at, s.end)))
+            .min_by_key(|(stage, _)| *stage);
         for r in &mut p.reconciles {
+            if let (Some((stage, end)), true) = (first_failure, r.span.is_open()) {
+                if let Some(w) = r.waiting.take() {
+                    let end = end.unwrap_or(now).max(r.span.start);
+                    let failure = Failure {
+                        reason: w.reason.clone(),
+                        message: format!(
+                            "{}; not attempted: the promotion failed at {}",
+                            w.message,
+                            stage.as_str()
+                        ),
+                        diverges_at: stage,
+                    };
+                    let text = format!("{}: {}", failure.reason, failure.message);
+                    if let Some(a) = r.apply.as_mut().filter(|a| a.is_open()) {
+                        a.finish(end, StageResult::Failed(failure.clone()), "not applied");
+                    }
+                    r.span.finish(end, StageResult::Failed(failure), text);
+                    continue;
+                }
+            }
             let due = r.span.is_open() && (failed_elsewhere || r.span.deadline <= now);
             if let Some((f, at)) = r.retrying.take_if(|_| due) {
                 let kind = r
@@ -122,14 +148,7 @@ impl Engine {
                         Stage::Reconcile,
                     );
                 }
-                p.reconciles.push(Reconcile {
-                    span,
-                    apply: None,
-                    revision: rev,
-                    generation: None,
-                    retrying: None,
-                    seen: true,
-                });
+                p.reconciles.push(Reconcile::new(span, None, rev, None));
             }
         }
         if p.deadline <= now {
@@ -163,14 +182,8 @@ impl Engine {
                 if stage == Stage::Source {
                     p.sources.push(s);
                 } else {
-                    p.reconciles.push(Reconcile {
-                        revision: String::new(),
-                        span: s,
-                        apply: None,
-                        generation: None,
-                        retrying: None,
-                        seen: true,
-                    });
+                    p.reconciles
+                        .push(Reconcile::new(s, None, String::new(), None));
                 }
             }
             self.verdict(id);
@@ -225,7 +238,7 @@ impl Engine {
         let Some(mut p) = self.reg.take_for_verdict(id) else {
             return;
         };
-        settle_reconcile_times(&mut p, &self.reconcilers);
+        settle_reconcile_times(&mut p, &self.reconcilers, &self.events);
         for t in &mut p.triggers {
             let via = t.object.as_ref().and_then(|o| self.receivers.targeting(o));
             receiver_attrs(t, via);
@@ -353,7 +366,15 @@ impl Engine {
 ///   ([`Promotion::reconcile_start`]), never after its own end;
 /// - a Kustomization's successful apply ends when kustomize-controller reported it (the time of
 ///   its `Progressing` event listing the changes), else with its reconcile.
-fn settle_reconcile_times(p: &mut Promotion, reconcilers: &Map<ObjectRef, ReconcilerState>) {
+///
+/// A reconcile Flux made wait (a dependency or the source not ready: its Event landed on the
+/// span, or the wait was seen) was attempted when `status.history` says its first run of the
+/// revision began; its apply starts then, and the span says how long it waited and for what.
+fn settle_reconcile_times(
+    p: &mut Promotion,
+    reconcilers: &Map<ObjectRef, ReconcilerState>,
+    events: &EventStore,
+) {
     let starts: Vec<Option<Timestamp>> = p
         .reconciles
         .iter()
@@ -381,8 +402,41 @@ fn settle_reconcile_times(p: &mut Promotion, reconcilers: &Map<ObjectRef, Reconc
             .as_ref()
             .is_some_and(|o| o.kind == Kind::Kustomization);
         let reconcile_end = r.span.end;
+        let wait_event = r.span.object.as_ref().and_then(|o| {
+            events.of(o).find(|e| {
+                is_wait_reason(e.reason())
+                    && e.time >= start
+                    && reconcile_end.is_none_or(|end| e.time <= end)
+            })
+        });
+        let waited_for = wait_event
+            .map(|e| format!("{}: {}", e.reason(), e.message()))
+            .or_else(|| r.attempted.as_ref().map(|(_, why)| why.clone()));
+        let attempted = waited_for.as_ref().and_then(|_| {
+            let by_history = r
+                .span
+                .object
+                .as_ref()
+                .and_then(|o| reconcilers.get(o))
+                .and_then(|st| st.last.as_deref())
+                .and_then(|l| l.history.iter().find(|h| h.revision == r.revision))
+                .filter(|h| h.first_reconciled == h.last_reconciled)
+                .and_then(|h| h.first_reconciled?.checked_sub(h.last_duration?).ok());
+            by_history.or(r.attempted.as_ref().map(|(t, _)| *t))
+        });
+        let attempted = attempted
+            .unwrap_or(start)
+            .max(start)
+            .min(reconcile_end.unwrap_or(Timestamp::MAX));
+        if let Some(why) = waited_for {
+            let waited = attempted.duration_since(start).as_secs();
+            r.span
+                .attrs
+                .set(attr::DELIVERY_RECONCILE_WAITED_SECONDS, waited);
+            r.span.attrs.set(attr::DELIVERY_RECONCILE_WAITED_FOR, why);
+        }
         if let Some(a) = r.apply.as_mut() {
-            a.start = start.min(a.end.unwrap_or(start));
+            a.start = attempted.min(a.end.unwrap_or(attempted));
             let applied = matches!(a.result, StageResult::Succeeded | StageResult::NoChange);
             if kustomization && applied {
                 if let Some(end) = applied_at.or(reconcile_end) {
@@ -392,6 +446,11 @@ fn settle_reconcile_times(p: &mut Promotion, reconcilers: &Map<ObjectRef, Reconc
             }
         }
     }
+}
+
+/// A reason Flux controllers give when they wait before attempting a revision.
+fn is_wait_reason(reason: &str) -> bool {
+    matches!(reason, "DependencyNotReady" | "SourceNotReady")
 }
 
 /// Events land on the span of the object they are about, within its window (and, when both

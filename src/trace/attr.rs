@@ -56,6 +56,11 @@ pub const DELIVERY_APPLY_CHANGED: &str = "delivery.apply.changed";
 pub const DELIVERY_APPLY_CHANGES: &str = "delivery.apply.changes";
 pub const DELIVERY_TRIGGER_REQUESTED_AT: &str = "delivery.trigger.requested_at";
 pub const DELIVERY_ROLLOUT_GENERATION: &str = "delivery.rollout.generation";
+/// On a reconcile span: how long Flux waited before it attempted the revision (a `dependsOn`
+/// object or the source not ready), in whole seconds, and for what (the controller's reason
+/// and message). The wait does not count against the reconcile's deadline.
+pub const DELIVERY_RECONCILE_WAITED_SECONDS: &str = "delivery.reconcile.waited_seconds";
+pub const DELIVERY_RECONCILE_WAITED_FOR: &str = "delivery.reconcile.waited_for";
 pub const DELIVERY_SUPERSEDED_BY: &str = "delivery.superseded_by";
 /// On the root span: the promotion this one continues (a report's `promoted_from`).
 pub const DELIVERY_PROMOTED_FROM: &str = "delivery.promoted_from";

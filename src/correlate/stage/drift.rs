@@ -115,14 +115,7 @@ impl Engine {
         span.derive_id(&id, &cluster, uid, &generation.to_string());
         span.parent = reconcile.span_id;
         span.key.manager = Some(drift.reconciler.clone());
-        p.add_reconcile(Reconcile {
-            span: reconcile,
-            apply: Some(apply),
-            revision: drift.revision,
-            generation: None,
-            retrying: None,
-            seen: true,
-        });
+        p.add_reconcile(Reconcile::new(reconcile, Some(apply), drift.revision, None));
         p.rollouts.push(*span);
         self.reg.open(p);
         self.touched.insert(id);

@@ -136,7 +136,9 @@ impl Engine {
         // store it after.
         self.correlate_reconciler(at, &obs);
         let early = condition(&obs.conditions, "Ready").is_some_and(|c| {
-            c.status == CondStatus::False && terminal_before_attempt(&c.reason, &c.message)
+            c.status == CondStatus::False
+                && (terminal_before_attempt(&c.reason, &c.message)
+                    || setback(obs.object.kind, &c.reason, &c.message, &obs) == Setback::Waits)
         });
         if early {
             self.failed_early.insert(obs.object.clone());
@@ -262,19 +264,18 @@ impl Engine {
         Some((pid, g, start))
     }
 
-    /// A Kustomization that failed for good on its source's newest artifact before recording
-    /// the attempt (kustomize-controller checks the artifact and `spec.path` before it sets
-    /// `lastAttemptedRevision`): the open promotion of that revision, and the revision.
-    fn failed_before_attempt(
-        &mut self,
-        at: Timestamp,
-        obs: &ReconcilerObs,
-    ) -> Option<(String, String)> {
+    /// A Kustomization that failed for good, or waits, on its source's newest artifact before
+    /// recording the attempt (kustomize-controller checks the artifact, `spec.dependsOn` and
+    /// `spec.path` before it sets `lastAttemptedRevision`): the open promotion of that
+    /// revision, and the revision.
+    fn before_attempt(&mut self, at: Timestamp, obs: &ReconcilerObs) -> Option<(String, String)> {
         if obs.object.kind != Kind::Kustomization {
             return None;
         }
         let ready = condition(&obs.conditions, "Ready").filter(|c| {
-            c.status == CondStatus::False && terminal_before_attempt(&c.reason, &c.message)
+            c.status == CondStatus::False
+                && (terminal_before_attempt(&c.reason, &c.message)
+                    || setback(obs.object.kind, &c.reason, &c.message, obs) == Setback::Waits)
         })?;
         let src = self
             .sources
@@ -336,10 +337,11 @@ impl Engine {
             })
         };
         let joined = by_revision.or_else(by_change);
-        // Else a failure before the attempt was recorded, on the source's newest revision.
+        // Else a failure or wait before the attempt was recorded, on the source's newest
+        // revision.
         let before_attempt = joined.is_none();
         let Some((pid, rev, change)) = joined.or_else(|| {
-            self.failed_before_attempt(at, obs)
+            self.before_attempt(at, obs)
                 .map(|(pid, rev)| (pid, rev, None))
         }) else {
             return;
@@ -378,6 +380,7 @@ impl Engine {
         let Some(p) = self.reg.get_mut(&pid) else {
             return;
         };
+        let hold = p.deadline;
         self.touched.insert(pid.clone());
         claim_trigger(p, trigger, &obs.object, &obs.uid, cluster, d, via);
         let helm = obs.object.kind == Kind::HelmRelease;
@@ -438,14 +441,8 @@ impl Engine {
                 };
                 let span = mk(Stage::Reconcile, parent);
                 let apply = mk(Stage::Apply, span.span_id);
-                let mut r = Reconcile {
-                    span,
-                    apply: Some(apply),
-                    revision: rev.clone(),
-                    generation,
-                    retrying: None,
-                    seen: false,
-                };
+                let mut r = Reconcile::new(span, Some(apply), rev.clone(), generation);
+                r.seen = false;
                 if already {
                     let t = first_applied
                         .or_else(|| ready.and_then(|c| c.last_transition))
@@ -469,8 +466,41 @@ impl Engine {
         }
         let first = !r.seen;
         r.seen = true;
+        let ready = condition(&obs.conditions, "Ready");
+        let waits = ready.filter(|c| {
+            c.status == CondStatus::False
+                && (before_attempt || speaks_for(r, obs))
+                && setback(obs.object.kind, &c.reason, &c.message, obs) == Setback::Waits
+        });
+        match waits {
+            Some(c) => r.wait(c.last_transition.unwrap_or(at), hold, &c.reason, &c.message),
+            None => {
+                // Flux went on: from the `Ready` transition that ended the wait, if seen.
+                let since = r.waiting.as_ref().map(|w| w.since);
+                let moved = ready
+                    .and_then(|c| c.last_transition)
+                    .filter(|t| since.is_some_and(|s| *t > s));
+                r.resume(moved.unwrap_or(at).min(at));
+            }
+        }
+        // The reconcile's time runs from when Flux attempted the revision (`Reconciling` went
+        // True): an agent that did not see a wait before it still gives it its whole window.
+        let attempt = condition(&obs.conditions, "Reconciling")
+            .filter(|c| c.status == CondStatus::True && !before_attempt && speaks_for(r, obs))
+            .and_then(|c| c.last_transition)
+            .filter(|t| *t > r.span.start && r.waiting.is_none());
+        if let Some(t) = attempt {
+            let deadline = add(t, reconcile_window(obs, d.reconcile));
+            for s in std::iter::once(&mut r.span).chain(r.apply.as_mut()) {
+                if s.is_open() {
+                    s.deadline = s.deadline.max(deadline);
+                }
+            }
+        }
         if before_attempt {
-            if let Some(ready) = condition(&obs.conditions, "Ready").filter(|_| r.span.is_open()) {
+            if let Some(ready) =
+                ready.filter(|c| r.span.is_open() && terminal_before_attempt(&c.reason, &c.message))
+            {
                 let end = ready.last_transition.unwrap_or(at).max(r.span.start);
                 fail_reconcile(r, obs.object.kind, &ready.reason, &ready.message, end);
             }
@@ -515,12 +545,44 @@ fn reconcile_window(obs: &ReconcilerObs, reconcile: SignedDuration) -> SignedDur
     }
 }
 
-/// A failed attempt the controller retries on its own: a Kustomization's health check that
-/// timed out (its rollout may still finish), unless the object stalled.
-fn retried(kind: Kind, reason: &str, obs: &ReconcilerObs) -> bool {
+/// What a reconciler's `Ready=False` means for the reconcile of a promotion.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(in crate::correlate) enum Setback {
+    /// Flux waits before it attempts: a `dependsOn` object or the source is not ready (it
+    /// requeues on its own). Evidence; its time does not count against the reconcile.
+    Waits,
+    /// A failed attempt Flux retries on its own: a Kustomization's health check (its rollout
+    /// may still finish; a newer revision may cancel it), a Helm install, upgrade or test that
+    /// neither stalled nor was remediated. Evidence until the reconcile's deadline.
+    Retried,
+    /// The verdict: Flux stalled, remediated, or the failure needs a new revision.
+    Terminal,
+}
+
+pub(in crate::correlate) fn setback(
+    kind: Kind,
+    reason: &str,
+    message: &str,
+    obs: &ReconcilerObs,
+) -> Setback {
     let stalled =
         condition(&obs.conditions, "Stalled").is_some_and(|c| c.status == CondStatus::True);
-    kind == Kind::Kustomization && reason == "HealthCheckFailed" && !stalled
+    if stalled || terminal_before_attempt(reason, message) {
+        return Setback::Terminal;
+    }
+    match (kind, reason) {
+        (_, "DependencyNotReady") | (Kind::HelmRelease, "SourceNotReady") => Setback::Waits,
+        (_, "ArtifactFailed") if message.contains("artifact not found") => Setback::Waits,
+        (Kind::Kustomization, "HealthCheckFailed" | "HealthCheckCanceled") => Setback::Retried,
+        (Kind::HelmRelease, "InstallFailed" | "UpgradeFailed" | "TestFailed") => Setback::Retried,
+        _ => Setback::Terminal,
+    }
+}
+
+/// A Helm remediation that completed: the release is back where it was, so the upgrade failed
+/// for good (helm-controller sets `Ready=False` with the `Remediated` condition's reason).
+fn remediated(reason: &str) -> bool {
+    matches!(reason, "RollbackSucceeded" | "UninstallSucceeded")
 }
 
 /// A failure kustomize-controller reports before it records the attempt, and that retrying the
@@ -670,20 +732,29 @@ fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp,
             r.span
                 .finish(end, StageResult::Succeeded, ready.message.clone());
         }
-        CondStatus::False if fresh && retried(Kind::Kustomization, &ready.reason, obs) => {
-            // Evidence until the deadline (see `Engine::check`); the Event is on the span.
-            let failure = Failure {
-                reason: ready.reason.clone(),
-                message: ready.message.clone(),
-                diverges_at: classify(Kind::Kustomization, &ready.reason, &ready.message),
-            };
-            r.retrying = Some((failure, end));
-        }
         CondStatus::False if fresh => {
-            fail_reconcile(r, Kind::Kustomization, &ready.reason, &ready.message, end);
+            match setback(Kind::Kustomization, &ready.reason, &ready.message, obs) {
+                // Evidence until the deadline (see `Engine::check`); the Event is on the span.
+                Setback::Retried => retry(r, Kind::Kustomization, ready, end),
+                // See `Engine::correlate_reconciler`.
+                Setback::Waits => {}
+                Setback::Terminal => {
+                    fail_reconcile(r, Kind::Kustomization, &ready.reason, &ready.message, end)
+                }
+            }
         }
         _ => {}
     }
+}
+
+/// A failed attempt Flux retries: evidence on `r` until its deadline.
+fn retry(r: &mut Reconcile, kind: Kind, ready: &Condition, end: Timestamp) {
+    let failure = Failure {
+        reason: ready.reason.clone(),
+        message: ready.message.clone(),
+        diverges_at: classify(kind, &ready.reason, &ready.message),
+    };
+    r.retrying = Some((failure, end));
 }
 
 fn evaluate_helm(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: bool) {
@@ -701,8 +772,14 @@ fn evaluate_helm(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: b
             || c.last_transition
                 .is_none_or(|t| add(t, CLAIM_SLACK) >= start)
     };
-    if let Some(rel) =
-        condition(&obs.conditions, "Released").filter(|c| fresh(c) && of_generation(r, c))
+    let ready = condition(&obs.conditions, "Ready").filter(|c| fresh(c));
+    let setback = ready
+        .filter(|c| c.status == CondStatus::False)
+        .map(|c| setback(Kind::HelmRelease, &c.reason, &c.message, obs));
+    // A failed release Flux retries is not the apply's verdict yet.
+    let retried = setback == Some(Setback::Retried);
+    if let Some(rel) = condition(&obs.conditions, "Released")
+        .filter(|c| fresh(c) && of_generation(r, c) && !retried)
     {
         let end = rel.last_transition.unwrap_or(at).max(start);
         if let Some(a) = r.apply.as_mut() {
@@ -725,21 +802,35 @@ fn evaluate_helm(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp, first: b
             }
         }
     }
-    let Some(ready) = condition(&obs.conditions, "Ready").filter(|c| fresh(c)) else {
+    let Some(ready) = ready else {
         return;
     };
     let end = ready.last_transition.unwrap_or(at).max(start);
-    match ready.status {
-        CondStatus::True => {
+    match (ready.status, setback) {
+        (CondStatus::True, _) => {
             if let Some(a) = r.apply.as_mut() {
                 a.finish(end, StageResult::Succeeded, format!("released {rev}"));
             }
             r.span
                 .finish(end, StageResult::Succeeded, ready.message.clone());
         }
-        CondStatus::False => {
+        (CondStatus::False, Some(Setback::Retried)) => retry(r, Kind::HelmRelease, ready, end),
+        (CondStatus::False, Some(Setback::Waits)) => {}
+        (CondStatus::False, _) if remediated(&ready.reason) => {
+            // Diverges where the release failed; the remediation is evidence.
+            let failed = r.retrying.take().map(|(f, _)| (f.reason, f.message));
+            let released = condition(&obs.conditions, "Released")
+                .filter(|c| c.status == CondStatus::False)
+                .map(|c| (c.reason.clone(), c.message.clone()));
+            let (reason, message) = failed
+                .or(released)
+                .unwrap_or_else(|| (ready.reason.clone(), ready.message.clone()));
+            let message = format!("{message}; remediated: {}", ready.message);
+            fail_reconcile(r, Kind::HelmRelease, &reason, &message, end);
+        }
+        (CondStatus::False, _) => {
             fail_reconcile(r, Kind::HelmRelease, &ready.reason, &ready.message, end)
         }
-        CondStatus::Unknown => {}
+        (CondStatus::Unknown, _) => {}
     }
 }
