@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 29] = [
+const DIVERGENCE: [(&str, Option<&str>); 30] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -61,6 +61,7 @@ const DIVERGENCE: [(&str, Option<&str>); 29] = [
     ("unreported-oci-failure.jsonl", Some("rollout")),
     ("flagger-canary-success.jsonl", None),
     ("flagger-canary-rollback.jsonl", Some("traffic")),
+    ("flagger-canary-long.jsonl", None),
     ("history-oci.jsonl", None),
     ("history-git.jsonl", None),
     ("history-image-automation.jsonl", None),
