@@ -529,6 +529,10 @@ pub struct CanaryObs {
     /// How many weight steps or iterations a run takes at least (`iterations`, `stepWeights`,
     /// or `maxWeight / stepWeight`).
     pub steps: i64,
+    /// The canary weights a progressive-traffic run steps through, in order, as Flagger's
+    /// `nextStepWeight` gives them (the last is at least the max weight); empty for runs that
+    /// count iterations (A/B testing, Blue/Green, the `kubernetes` provider).
+    pub schedule: Vec<i64>,
     /// `spec.progressDeadlineSeconds` (default 600): how long Flagger waits for a Deployment.
     pub progress_deadline: SignedDuration,
     /// `status.phase` (`Initialized`, `Progressing`, `Promoting`, `Succeeded`, `Failed`, …).

@@ -89,6 +89,10 @@ pub const EXAMPLES: [(&str, &str); 30] = [
         include_str!("../examples/recordings/flagger-canary-rollback.jsonl"),
     ),
     (
+        "flagger-canary-long.jsonl",
+        include_str!("../examples/recordings/flagger-canary-long.jsonl"),
+    ),
+    (
         "history-oci.jsonl",
         include_str!("../examples/recordings/history-oci.jsonl"),
     ),

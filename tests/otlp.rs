@@ -61,6 +61,7 @@ const DIVERGENCE: [(&str, Option<&str>); 30] = [
     ("unreported-oci-failure.jsonl", Some("rollout")),
     ("flagger-canary-success.jsonl", None),
     ("flagger-canary-rollback.jsonl", Some("traffic")),
+    ("flagger-canary-long.jsonl", None),
     ("history-oci.jsonl", None),
     ("history-git.jsonl", None),
     ("history-image-automation.jsonl", None),

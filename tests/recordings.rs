@@ -789,6 +789,11 @@ fn golden_flagger_canary_rollback() {
     golden("flagger-canary-rollback.jsonl");
 }
 
+#[test]
+fn golden_flagger_canary_long() {
+    golden("flagger-canary-long.jsonl");
+}
+
 fn span<'a>(r: &'a Replay, name: &str, object: &str) -> &'a SpanRecord {
     r.spans()
         .find(|s| {
@@ -843,16 +848,14 @@ fn a_flagger_canary_that_passes_ends_the_promotion_when_the_primary_is_promoted(
     // From Flagger's first look at the new template to the Canary's Succeeded.
     assert_eq!(canary.start.to_string(), "2026-11-26T10:01:00Z");
     assert_eq!(canary.end.to_string(), "2026-11-26T10:04:00Z");
-    let weights: Vec<i64> = canary
+    let weights: Vec<&AttrValue> = canary
         .events
         .iter()
         .filter(|e| e.name == "canary.weight")
-        .filter_map(|e| match e.attributes.get("flagger.canary.weight") {
-            Some(AttrValue::Int(n)) => Some(*n),
-            _ => None,
-        })
+        .filter_map(|e| e.attributes.get("flagger.canary.weight"))
         .collect();
-    assert_eq!(weights, [10, 20, 30]);
+    let want = [10, 20, 30].map(AttrValue::Int);
+    assert_eq!(weights, want.iter().collect::<Vec<_>>());
     assert_eq!(
         canary.events.last().map(|e| e.name.as_str()),
         Some("canary.promoted")

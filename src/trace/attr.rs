@@ -106,6 +106,14 @@ pub const FLAGGER_CANARY_WEIGHT: &str = "flagger.canary.weight";
 pub const FLAGGER_CANARY_ITERATIONS: &str = "flagger.canary.iterations";
 pub const FLAGGER_CANARY_FAILED_CHECKS: &str = "flagger.canary.failed_checks";
 pub const FLAGGER_CANARY_THRESHOLD: &str = "flagger.canary.threshold";
+/// Weight steps the run went through (progressive traffic runs): the steps of the Canary's
+/// schedule up to the highest weight reached.
+pub const FLAGGER_CANARY_STEPS: &str = "flagger.canary.steps";
+/// On a span event the agent made from the Canary's status rather than from an Event:
+/// `status` (an agent restarted after the step does not have it).
+pub const FLAGGER_CANARY_SOURCE: &str = "flagger.canary.source";
+/// On a `canary.approved` span event: seconds the run waited at that manual gate.
+pub const FLAGGER_CANARY_GATE_WAIT: &str = "flagger.canary.gate.wait_seconds";
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,7 @@ use super::super::events::BufferedEvent;
 use super::super::promotion::Promotion;
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::Map;
+use super::canary_status::{is_gate, StatusRun};
 use super::rollout::RolloutOwner;
 use crate::model::{condition, sane_duration, CanaryObs, Kind, ObjectRef};
 use crate::trace::{attr, span_id_for, AttrValue, SpanEventRecord, Stage};
@@ -39,6 +40,8 @@ pub const SERVICE_FLAGGER: &str = "flagger";
 pub(in crate::correlate) struct Canaries {
     by_object: Map<ObjectRef, CanaryObs>,
     by_target: Map<ObjectRef, ObjectRef>,
+    /// The status steps and gates of each Canary's current run, as this agent saw them.
+    runs: Map<ObjectRef, StatusRun>,
 }
 
 impl Canaries {
@@ -55,6 +58,7 @@ impl Canaries {
 
     /// A Canary is gone.
     pub fn forget(&mut self, o: &ObjectRef) {
+        self.runs.remove(o);
         if let Some(c) = self.by_object.remove(o) {
             if self.by_target.get(&c.target) == Some(o) {
                 self.by_target.remove(&c.target);
@@ -103,6 +107,31 @@ fn analysis_budget(c: &CanaryObs) -> SignedDuration {
     sane_duration(analysis.saturating_add(c.progress_deadline))
 }
 
+/// The deadline of a canary span that began at `start`: the analysis budget and the grace,
+/// plus the time the run spent at manual gates; while the Canary waits at one, the
+/// promotion's own deadline (`promotion`) at the earliest: a person's approval is not
+/// Flagger's analysis taking too long.
+fn canary_deadline(
+    start: Timestamp,
+    c: &CanaryObs,
+    run: Option<&StatusRun>,
+    grace: SignedDuration,
+    promotion: Timestamp,
+) -> Timestamp {
+    let waited = run.map_or(SignedDuration::ZERO, |r| r.waited(start));
+    let due = add(
+        start,
+        analysis_budget(c)
+            .saturating_add(grace)
+            .saturating_add(waited),
+    );
+    if run.is_some_and(StatusRun::waiting) {
+        due.max(promotion)
+    } else {
+        due
+    }
+}
+
 impl Engine {
     pub(in crate::correlate) fn on_canary(&mut self, at: Timestamp, obs: CanaryObs) {
         let key = obs.object.clone();
@@ -110,6 +139,13 @@ impl Engine {
         self.canaries.insert(obs);
         if let Some((pid, generation)) = self.target_owner(&target) {
             self.open_canary(&key, &pid, generation);
+        }
+        if let Some(c) = self.canaries.by_object.get(&key) {
+            self.canaries
+                .runs
+                .entry(key.clone())
+                .or_default()
+                .observe(c, at);
         }
         self.update_canary_spans(&key, at);
         self.claim_primary(&key);
@@ -156,14 +192,15 @@ impl Engine {
         // It begins with the new template (Flagger sees it within an interval).
         let start = taken.start;
         let span_id = span_id_for(pid, Stage::Traffic, &self.cfg.cluster, &c.uid, "canary");
-        let budget = analysis_budget(c).saturating_add(self.cfg.deadlines.canary_grace);
+        let grace = self.cfg.deadlines.canary_grace;
+        let deadline = canary_deadline(start, c, None, grace, p.deadline);
         let mut s = StageSpan::new(
             Stage::Traffic,
             span_id,
             p.root,
             Some(canary.clone()),
             start,
-            add(start, budget),
+            deadline,
         );
         s.set_object_attrs(canary);
         s.attrs.set(attr::FLAGGER_CANARY_NAME, canary.name.clone());
@@ -179,6 +216,8 @@ impl Engine {
             s.attrs.set_opt(key, taken.attrs.get(key).cloned());
         }
         p.traffic.push(s);
+        // A new run: what the status showed before is the previous run's.
+        self.canaries.runs.remove(canary);
         self.touched.insert(pid.to_string());
     }
 
@@ -197,9 +236,15 @@ impl Engine {
             })
             .map(|p| p.id.clone())
             .collect();
+        let run = self.canaries.runs.get(canary);
+        let grace = self.cfg.deadlines.canary_grace;
         for pid in ids {
-            if let Some(s) = self.reg.get_mut(&pid).and_then(|p| canary_span(p, canary)) {
-                finish_if_done(s, c, at);
+            if let Some(p) = self.reg.get_mut(&pid) {
+                let promotion = p.deadline;
+                if let Some(s) = canary_span(p, canary) {
+                    s.deadline = canary_deadline(s.start, c, run, grace, promotion);
+                    finish_if_done(s, c, at);
+                }
             }
             self.touched.insert(pid);
         }
@@ -292,12 +337,18 @@ impl Engine {
             let in_window = |e: &&BufferedEvent, start: Timestamp| {
                 add(e.time, EVENT_WINDOW_SLACK) >= start && e.time <= add(end, EVENT_WINDOW_SLACK)
             };
-            // The analysis began when Flagger saw the new template (it looks once per interval).
+            // The analysis began when Flagger saw the new template (it looks once per interval),
+            // or halted it at a confirm-rollout gate.
             let began = self
                 .events
                 .of(&obj)
                 .filter(|e| in_window(e, s.start))
-                .filter(|e| classify(e.message()) == EventKind::NewRevision)
+                .filter(|e| {
+                    matches!(
+                        classify(e.message()),
+                        EventKind::NewRevision | EventKind::Waiting
+                    )
+                })
                 .map(|e| e.time)
                 .filter(|t| *t >= s.start && *t <= end)
                 .min();
@@ -309,9 +360,22 @@ impl Engine {
             let mut events: Vec<(u8, SpanEventRecord)> = Vec::new();
             for e in self.events.of(&obj).filter(|e| in_window(e, start)) {
                 let kind = classify(e.message());
-                tally.add(kind, e.count);
+                // A combined Event's count is of similar messages, not of this one.
+                let combined = e.message().starts_with(COMBINED);
+                tally.add(kind, if combined { 1 } else { e.count });
+                match kind {
+                    EventKind::Weight(w) if !combined => tally.said_weights.push(w),
+                    EventKind::Iteration(n) if !combined => tally.said_iterations.push(n),
+                    _ => {}
+                }
                 let mut rec = e.record();
-                rec.name = kind.name().to_string();
+                // Placed at its first occurrence, it says only the latest of what it stands for.
+                rec.name = if combined {
+                    "canary.combined"
+                } else {
+                    kind.name()
+                }
+                .to_string();
                 match kind {
                     EventKind::Weight(w) => rec
                         .attributes
@@ -336,17 +400,48 @@ impl Engine {
                 };
                 (a.time, ra, msg(a)).cmp(&(b.time, rb, msg(b)))
             });
+            let c = self.canaries.by_object.get(&obj);
+            let run = self.canaries.runs.get(&obj);
+            let (from, to) = (
+                start.checked_sub(EVENT_WINDOW_SLACK).unwrap_or(start),
+                add(end, EVENT_WINDOW_SLACK),
+            );
+            if let Some(run) = run {
+                events.extend(status_events(run, &obj, &tally, &events, (from, to)));
+                events.sort_by(|(ra, a), (rb, b)| (a.time, ra).cmp(&(b.time, rb)));
+            }
+            mark_gate_waits(&mut events);
             for (_, e) in events {
                 s.push_event(e);
             }
-            let c = self.canaries.by_object.get(&obj);
             if let Some(c) = c {
                 s.attrs.set(attr::FLAGGER_CANARY_PHASE, c.phase.clone());
             }
-            s.attrs.set(
-                attr::FLAGGER_CANARY_WEIGHT,
-                tally.weight.or(c.map(|c| c.weight)).unwrap_or(0),
-            );
+            // A run that succeeded reached the last weight of its schedule, whatever Events
+            // client-go folded.
+            let succeeded = matches!(s.result, StageResult::Succeeded)
+                && c.is_some_and(|c| c.phase == "Succeeded");
+            let scheduled = c
+                .filter(|_| succeeded)
+                .and_then(|c| c.schedule.last().copied());
+            let weight = [
+                tally.weight,
+                run.and_then(|r| r.highest_weight(from, to)),
+                scheduled,
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .or(c.map(|c| c.weight))
+            .unwrap_or(0);
+            s.attrs.set(attr::FLAGGER_CANARY_WEIGHT, weight);
+            if let Some(c) = c.filter(|c| !c.schedule.is_empty()) {
+                let steps = c.schedule.iter().filter(|w| **w <= weight).count();
+                s.attrs.set(
+                    attr::FLAGGER_CANARY_STEPS,
+                    i64::try_from(steps).unwrap_or(0),
+                );
+            }
             // Runs that count iterations (A/B testing, Blue/Green) only.
             s.attrs.set_opt(
                 attr::FLAGGER_CANARY_ITERATIONS,
@@ -422,6 +517,9 @@ enum EventKind {
     CheckFailed,
     /// Halted for an approval gate.
     Waiting,
+    /// An approval gate passed (`Confirm-rollout`, `Confirm-promotion`,
+    /// `Confirm-traffic-increase check … passed`).
+    Approved,
     NotReady,
     Webhook,
     Promoting,
@@ -436,7 +534,7 @@ impl EventKind {
     /// The order of a run's steps.
     fn rank(self) -> u8 {
         match self {
-            EventKind::NewRevision | EventKind::Restarted => 0,
+            EventKind::NewRevision | EventKind::Restarted | EventKind::Approved => 0,
             EventKind::Webhook => 1,
             EventKind::Started => 2,
             EventKind::NotReady | EventKind::Waiting | EventKind::Other => 3,
@@ -460,6 +558,7 @@ impl EventKind {
             EventKind::Iteration(_) => "canary.iteration",
             EventKind::CheckFailed => "canary.check_failed",
             EventKind::Waiting => "canary.waiting",
+            EventKind::Approved => "canary.approved",
             EventKind::NotReady => "canary.not_ready",
             EventKind::Webhook => "canary.webhook",
             EventKind::Promoting => "canary.promoting",
@@ -472,12 +571,15 @@ impl EventKind {
     }
 }
 
+/// The prefix client-go's event aggregator gives the Event that stands for ten or more
+/// similar ones (same object, type and reason: every Normal Event of a Canary) within ten
+/// minutes; it keeps patching that Event's count, `lastTimestamp` and message.
+const COMBINED: &str = "(combined from similar events): ";
+
 /// Flagger's message templates (v1.44), the `(combined from similar events): ` prefix of
 /// client-go's aggregation removed.
 fn classify(message: &str) -> EventKind {
-    let m = message
-        .strip_prefix("(combined from similar events): ")
-        .unwrap_or(message);
+    let m = message.strip_prefix(COMBINED).unwrap_or(message);
     let last_number = |s: &str| {
         s.rsplit(' ')
             .next()
@@ -517,6 +619,8 @@ fn classify(message: &str) -> EventKind {
         })
     } else if m.starts_with("Canary failed!") || m.starts_with("Promotion of ") {
         EventKind::Failed
+    } else if m.starts_with("Confirm-") && m.ends_with(" passed") {
+        EventKind::Approved
     } else if m.ends_with(" passed") || (m.contains(" hook ") && m.contains(" failed")) {
         EventKind::Webhook
     } else {
@@ -531,6 +635,9 @@ struct Tally {
     iteration: Option<i64>,
     halts: i64,
     rollback_checks: Option<i64>,
+    /// Weights and iterations an Event of their own says (not a combined one).
+    said_weights: Vec<i64>,
+    said_iterations: Vec<i64>,
 }
 
 impl Tally {
@@ -541,6 +648,89 @@ impl Tally {
             EventKind::CheckFailed => self.halts = self.halts.saturating_add(count.max(1)),
             EventKind::Rollback(n) if n >= 0 => self.rollback_checks = Some(n),
             _ => {}
+        }
+    }
+}
+
+/// The span events the status adds to Flagger's Events of a run within `window`: a weight or
+/// iteration step no Event of its own says (client-go folded it into a combined Event), and
+/// a gate's start and end when no Event says them.
+fn status_events(
+    run: &StatusRun,
+    obj: &ObjectRef,
+    tally: &Tally,
+    events: &[(u8, SpanEventRecord)],
+    (from, to): (Timestamp, Timestamp),
+) -> Vec<(u8, SpanEventRecord)> {
+    let near = |name: &str, at: Timestamp| {
+        events
+            .iter()
+            .any(|(_, e)| e.name == name && e.time.duration_since(at).abs() <= EVENT_WINDOW_SLACK)
+    };
+    let record = |kind: EventKind, at: Timestamp, extra: Vec<(&'static str, AttrValue)>| {
+        let mut attrs = vec![
+            (
+                attr::EVENT_OBJECT,
+                AttrValue::from(format!("Canary/{}", obj.name)),
+            ),
+            (attr::FLAGGER_CANARY_SOURCE, AttrValue::from("status")),
+        ];
+        attrs.extend(extra);
+        (
+            kind.rank(),
+            SpanEventRecord {
+                name: kind.name().to_string(),
+                time: at,
+                attributes: crate::trace::Attributes(attrs),
+            },
+        )
+    };
+    let within = |t: Timestamp| t >= from && t <= to;
+    let mut out = Vec::new();
+    for st in run.steps.iter().filter(|st| within(st.at)) {
+        if st.weight > 0 && !tally.said_weights.contains(&st.weight) {
+            let w = (attr::FLAGGER_CANARY_WEIGHT, AttrValue::Int(st.weight));
+            out.push(record(EventKind::Weight(st.weight), st.at, vec![w]));
+        } else if st.weight == 0
+            && st.iterations > 0
+            && !tally.said_iterations.contains(&st.iterations)
+        {
+            let n = (
+                attr::FLAGGER_CANARY_ITERATIONS,
+                AttrValue::Int(st.iterations),
+            );
+            out.push(record(EventKind::Iteration(st.iterations), st.at, vec![n]));
+        }
+    }
+    for g in run
+        .gates
+        .iter()
+        .filter(|g| within(g.start) && is_gate(&g.phase))
+    {
+        let phase = (attr::FLAGGER_CANARY_PHASE, AttrValue::from(g.phase.clone()));
+        if !near(EventKind::Waiting.name(), g.start) {
+            out.push(record(EventKind::Waiting, g.start, vec![phase.clone()]));
+        }
+        if let Some(end) = g.end.filter(|e| !near(EventKind::Approved.name(), *e)) {
+            out.push(record(EventKind::Approved, end, vec![phase]));
+        }
+    }
+    out
+}
+
+/// Puts on each `canary.approved` span event the seconds since the `canary.waiting` before it.
+fn mark_gate_waits(events: &mut [(u8, SpanEventRecord)]) {
+    let mut since: Option<Timestamp> = None;
+    for (_, e) in events.iter_mut() {
+        if e.name == EventKind::Waiting.name() {
+            since = since.or(Some(e.time));
+        } else if e.name == EventKind::Approved.name() {
+            if let Some(w) = since.take() {
+                let secs = e.time.duration_since(w).as_secs().max(0);
+                e.attributes
+                    .0
+                    .push((attr::FLAGGER_CANARY_GATE_WAIT, AttrValue::Int(secs)));
+            }
         }
     }
 }
@@ -591,6 +781,15 @@ mod tests {
                 EventKind::NotReady,
             ),
             ("Pre-rollout check conformance-test passed", EventKind::Webhook),
+            ("Confirm-promotion check approve passed", EventKind::Approved),
+            (
+                "(combined from similar events): Confirm-rollout check gate passed",
+                EventKind::Approved,
+            ),
+            (
+                "Halt frontend.web advancement waiting for promotion approval approve",
+                EventKind::Waiting,
+            ),
             ("Copying podinfo.test template spec to podinfo-primary.test", EventKind::Promoting),
             ("Routing all traffic to primary", EventKind::Routing),
             ("Promotion completed! Scaling down podinfo.test", EventKind::Promoted),

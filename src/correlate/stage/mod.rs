@@ -10,6 +10,7 @@
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
 pub(super) mod canary;
+pub(super) mod canary_status;
 pub(super) mod drift;
 pub(super) mod image;
 pub(super) mod matching;

@@ -13,6 +13,7 @@ fn canary(phase: &str, status: CondStatus, weight: i64, at: i64) -> CanaryObs {
         interval: SignedDuration::from_secs(30),
         threshold: 2,
         steps: 3,
+        schedule: vec![10, 20, 30],
         progress_deadline: SignedDuration::from_secs(60),
         phase: phase.into(),
         weight,
@@ -61,6 +62,17 @@ fn the_verdict_waits_for_the_analysis_not_for_the_previous_runs_outcome() {
     );
 }
 
+/// P-1 timed out, diverging at traffic with `CanaryTimeout`.
+fn assert_canary_timeout(r: &Run) {
+    let s = r.story("P-1");
+    assert_eq!(s.outcome, Outcome::TimedOut);
+    let d = s.divergence.as_ref().expect("diverged");
+    assert_eq!(
+        (d.stage, d.reason.as_str()),
+        (Stage::Traffic, "CanaryTimeout")
+    );
+}
+
 #[test]
 fn an_analysis_that_never_ends_times_out_at_its_deadline() {
     let mut r = Run::new();
@@ -70,13 +82,7 @@ fn an_analysis_that_never_ends_times_out_at_its_deadline() {
         EventBody::Canary(canary("Progressing", CondStatus::Unknown, 10, 60)),
     )
     .finish();
-    let s = r.story("P-1");
-    assert_eq!(s.outcome, Outcome::TimedOut);
-    let d = s.divergence.as_ref().expect("diverged");
-    assert_eq!(
-        (d.stage, d.reason.as_str()),
-        (Stage::Traffic, "CanaryTimeout")
-    );
+    assert_canary_timeout(&r);
     // 30 s × (3 steps + threshold 2 + 3) + 60 s + 5m grace, from the target's change at 7.
     let c = r.span("P-1", "traffic.canary");
     assert_eq!(c.end, t(7 + 240 + 60 + 300));
@@ -120,4 +126,70 @@ fn a_deployment_no_canary_targets_rolls_out_as_before() {
     assert_eq!(r.story("P-1").outcome, Outcome::Succeeded);
     r.span("P-1", "rollout");
     assert!(r.spans_of("P-1").iter().all(|s| s.name != "traffic.canary"));
+}
+
+/// A confirm-promotion gate nobody answers for half an hour: past the analysis budget (10 min
+/// from the target's change), the run is not judged while a person has to approve it; once
+/// approved it ends well, and the span says how long the gate held it.
+#[test]
+fn a_manual_gate_holds_the_deadline_and_its_wait_is_a_span_event() {
+    let mut r = Run::new();
+    canary_promotion(&mut r);
+    r.feed(
+        60,
+        EventBody::Canary(canary("Progressing", CondStatus::Unknown, 30, 60)),
+    )
+    .feed(
+        100,
+        EventBody::Canary(canary("WaitingPromotion", CondStatus::Unknown, 0, 100)),
+    );
+    r.engine.tick(t(1800));
+    assert!(r.stories().is_empty(), "judged while waiting for approval");
+    r.feed(
+        1900,
+        EventBody::Canary(canary("Promoting", CondStatus::Unknown, 0, 1900)),
+    )
+    .feed(
+        1960,
+        EventBody::Canary(canary("Succeeded", CondStatus::True, 0, 1960)),
+    )
+    .finish();
+    assert_eq!(r.story("P-1").outcome, Outcome::Succeeded);
+    let c = r.span("P-1", "traffic.canary");
+    assert_eq!(c.end, t(1960));
+    assert_eq!(
+        c.attributes.get(attr::FLAGGER_CANARY_WEIGHT),
+        Some(&crate::trace::AttrValue::Int(30)),
+        "the highest weight: the last of its schedule"
+    );
+    let gate: Vec<(&str, jiff::Timestamp)> = c
+        .events
+        .iter()
+        .filter(|e| e.name == "canary.waiting" || e.name == "canary.approved")
+        .map(|e| (e.name.as_str(), e.time))
+        .collect();
+    assert_eq!(
+        gate,
+        [("canary.waiting", t(100)), ("canary.approved", t(1900))]
+    );
+    let approved = c.events.iter().find(|e| e.name == "canary.approved");
+    assert_eq!(
+        approved.and_then(|e| e.attributes.get(attr::FLAGGER_CANARY_GATE_WAIT)),
+        Some(&crate::trace::AttrValue::Int(1800))
+    );
+}
+
+/// A gate nobody ever answers ends at the promotion's own deadline, as a canary timeout.
+#[test]
+fn a_gate_never_answered_times_out_with_the_promotion() {
+    let mut r = Run::new();
+    canary_promotion(&mut r);
+    r.feed(
+        100,
+        EventBody::Canary(canary("Waiting", CondStatus::Unknown, 0, 100)),
+    )
+    .finish();
+    assert_canary_timeout(&r);
+    let c = r.span("P-1", "traffic.canary");
+    assert!(c.end > t(3000), "held past the analysis budget: {}", c.end);
 }

@@ -55,6 +55,47 @@ fn steps(a: &AnalysisSpec) -> i64 {
     }
 }
 
+/// Flagger's total weight: a canary weight never goes past it.
+const TOTAL_WEIGHT: i64 = 100;
+
+/// The canary weights a progressive-traffic run steps through (Flagger's `nextStepWeight`
+/// and `maxWeight`: `stepWeight` wins over `stepWeights`; promotion comes once the weight
+/// reaches the max weight); empty when the run counts iterations.
+fn schedule(a: &AnalysisSpec) -> Vec<i64> {
+    if a.iterations.map(int).is_some_and(|i| i > 0) {
+        return Vec::new();
+    }
+    let listed: Vec<i64> = a
+        .step_weights
+        .iter()
+        .flatten()
+        .map(|w| int(*w).min(TOTAL_WEIGHT))
+        .collect();
+    let max = match (listed.last(), a.max_weight.map(int).filter(|m| *m > 0)) {
+        (Some(last), _) => *last,
+        (None, Some(m)) => m,
+        (None, None) => TOTAL_WEIGHT,
+    };
+    let mut out = Vec::new();
+    match a.step_weight.map(int).filter(|s| *s > 0) {
+        Some(step) => {
+            let mut w = 0;
+            while w < max && w < TOTAL_WEIGHT {
+                w = (w + step).min(TOTAL_WEIGHT);
+                out.push(w);
+            }
+        }
+        None => {
+            for w in listed {
+                if out.last().is_none_or(|l| w > *l) {
+                    out.push(w);
+                }
+            }
+        }
+    }
+    out
+}
+
 pub(super) fn canary(
     mut obj: RawKubeObject,
     object: ObjectRef,
@@ -97,6 +138,7 @@ pub(super) fn canary(
         interval,
         threshold: analysis.threshold.map(int).unwrap_or(0).max(1),
         steps: steps(&analysis),
+        schedule: schedule(&analysis),
         progress_deadline: SignedDuration::from_secs(int(progress_deadline).min(366 * 24 * 3600)),
         phase,
         weight: status.canary_weight.map(int).unwrap_or(0),
@@ -146,6 +188,7 @@ mod tests {
         assert_eq!(c.primary().to_string(), "Deployment/test/podinfo-primary");
         assert_eq!(c.interval, jiff::SignedDuration::from_secs(30));
         assert_eq!((c.threshold, c.steps), (5, 10));
+        assert_eq!(c.schedule, [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]);
         assert_eq!(c.progress_deadline, jiff::SignedDuration::from_secs(120));
         assert_eq!(
             (c.phase.as_str(), c.weight, c.failed_checks),
@@ -167,6 +210,7 @@ mod tests {
         // At least 10 s, threshold at least 1, no status yet.
         assert_eq!(c.interval, jiff::SignedDuration::from_secs(10));
         assert_eq!((c.threshold, c.steps), (1, 10));
+        assert!(c.schedule.is_empty(), "iterations, not weights");
         assert_eq!(c.phase, "");
         assert_eq!(c.progress_deadline, jiff::SignedDuration::from_secs(600));
     }
