@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 30] = [
+const DIVERGENCE: [(&str, Option<&str>); 31] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
