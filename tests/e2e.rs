@@ -1231,3 +1231,62 @@ fn a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction() 
         "the correction is not an untraced change:\n{log}"
     );
 }
+
+/// Issue 20, item 13: a ResourceQuota leaves no room for the rollout's surge Pod. The real
+/// ReplicaSet controller's creates are refused (`FailedCreate`, `exceeded quota`), the
+/// Deployment controller copies that into `ReplicaFailure` and then gives up
+/// (`ProgressDeadlineExceeded`): the trace diverges at the rollout and names the refusal as the
+/// cause.
+#[test]
+fn a_rollout_a_resource_quota_refuses_names_failed_create_the_cause() {
+    let test = "a_rollout_a_resource_quota_refuses_names_failed_create_the_cause";
+    let Some(bed) = Testbed::find(test) else {
+        return;
+    };
+    let ns = bed.namespace("pods-quota");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    // Two Pods run: the quota is full, and a rolling update needs one more (maxSurge 25%).
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: pods, namespace: {ns}}}\nspec:\n  hard: {{pods: \"2\"}}\n"
+    ));
+    // The test bed runs no resourcequota controller: its usage, as that controller would write
+    // it. The API server's quota admission then refuses the surge Pod itself.
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "resourcequota",
+        "pods",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"hard":{"pods":"2"},"used":{"pods":"2"}}}"#,
+    ]);
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("pods-quota-{}", std::process::id());
+    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "rollout",
+        "{:?}",
+        root.tags
+    );
+    assert_eq!(tag(root, "error.type"), "ProgressDeadlineExceeded");
+    assert_eq!(
+        tag(root, "delivery.divergence.cause"),
+        "FailedCreate",
+        "the quota's refusal is the cause: {:?}",
+        root.tags
+    );
+    let rollout = span(&spans, "rollout");
+    assert_eq!(tag(rollout, "otel.status_code"), "ERROR");
+    assert_eq!(tag(rollout, "delivery.divergence.cause"), "FailedCreate");
+    assert!(
+        rollout.events.iter().any(|e| e == "FailedCreate"),
+        "the refusal as evidence: {:?}",
+        rollout.events
+    );
+}
