@@ -246,6 +246,16 @@ fn tag<'a>(s: &'a JaegerSpan, key: &str) -> &'a str {
     s.tags.get(key).map_or("", String::as_str)
 }
 
+/// An agent watching `ns`, then `web:1.1.0` released under promotion `<prefix>-<pid>`, reported
+/// from CI and fetched: the CI run's trace with at least `spans` spans.
+fn web_1_1_0_reported(bed: &Testbed, ns: &str, prefix: &str, spans: usize) -> Vec<JaegerSpan> {
+    let agent = bed.agent(BIN, ns, None, &[]);
+    let id = format!("{prefix}-{}", std::process::id());
+    let commit = release(bed, ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, _) = report_and_fetch(bed, &agent, ns, &id, &commit);
+    trace(bed, &agent, &ci_trace, spans)
+}
+
 /// Scenario 1: a commit pushed to Git and delivered by a Kustomization to a Deployment, with a
 /// `fluxtrace promote` report under a CI span; then the next commit, unreported; then an agent
 /// started after both were delivered judges neither again.
@@ -1130,11 +1140,7 @@ fn a_suspended_kustomization_diverges_at_once_naming_it() {
         "-p",
         r#"{"spec":{"suspend":true}}"#,
     ]);
-    let agent = bed.agent(BIN, &ns, None, &[]);
-    let id = format!("e2e-suspend-{}", std::process::id());
-    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
-    let spans = trace(&bed, &agent, &ci_trace, 3);
+    let spans = web_1_1_0_reported(&bed, &ns, "e2e-suspend", 3);
     let root = span(&spans, "promotion");
     assert_eq!(
         tag(root, "delivery.divergence.stage"),
@@ -1262,11 +1268,7 @@ fn a_rollout_a_resource_quota_refuses_names_failed_create_the_cause() {
         "-p",
         r#"{"status":{"hard":{"pods":"2"},"used":{"pods":"2"}}}"#,
     ]);
-    let agent = bed.agent(BIN, &ns, None, &[]);
-    let id = format!("pods-quota-{}", std::process::id());
-    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
-    let spans = trace(&bed, &agent, &ci_trace, 5);
+    let spans = web_1_1_0_reported(&bed, &ns, "pods-quota", 5);
     let root = span(&spans, "promotion");
     assert_eq!(
         tag(root, "delivery.divergence.stage"),
