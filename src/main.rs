@@ -322,6 +322,9 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
             queue: args.queue,
             max_open_promotions: args.max_open_promotions,
             probe: args.probe.settings(),
+            pod_lister: cluster
+                .as_ref()
+                .map(|(server, _)| fluxtrace::agent::PodLister(server.client.clone())),
             export: export_settings(g, &args.otlp),
             batch_limits: args.otlp.batch_limits(),
             export_buffer: fluxtrace::export::pipeline::BufferSettings {

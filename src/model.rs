@@ -204,6 +204,9 @@ pub enum EventBody {
     /// A watch re-listed its kind: objects of that kind (in that namespace, if the watch is
     /// scoped to one) that the list did not contain were deleted while the watch was down.
     Relisted(RelistObs),
+    /// A Pod of a failing rollout's new ReplicaSet, from the list the engine asked for
+    /// ([`PodListRequest`]): what its container statuses say is wrong.
+    Pod(PodObs),
 }
 
 /// What a completed re-list contained, as hashes of namespace and name ([`object_key_hash`]):
@@ -437,6 +440,8 @@ pub struct DeploymentObs {
     /// template from a scale).
     pub template: u64,
     pub conditions: Vec<Condition>,
+    /// `spec.paused`: the Deployment controller rolls nothing out until it is resumed.
+    pub paused: bool,
 }
 
 impl DeploymentObs {
@@ -465,6 +470,42 @@ pub struct ReplicaSetObs {
     pub images: Vec<String>,
     /// `status.readyReplicas`.
     pub ready: i64,
+}
+
+/// A core/v1 Pod, as far as it explains a rollout: its ReplicaSet and its containers'
+/// trouble.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodObs {
+    pub object: ObjectRef,
+    /// Name of the owning ReplicaSet.
+    pub replicaset: Option<String>,
+    /// Containers (init containers first) whose status names a failure, in status order.
+    pub problems: Vec<ContainerProblem>,
+}
+
+/// A container whose status names a failure: waiting (`CreateContainerConfigError`,
+/// `ImagePullBackOff`, `CrashLoopBackOff`, …) or last terminated `OOMKilled`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerProblem {
+    pub container: String,
+    /// The kubelet's reason (`OOMKilled`, `CreateContainerConfigError`, …).
+    pub reason: String,
+    pub message: String,
+    /// Of a terminated container.
+    pub exit_code: Option<i64>,
+    /// When it terminated (`finishedAt`); unknown for a waiting one.
+    pub at: Option<Timestamp>,
+}
+
+/// What the engine asks the adapter to list: the Pods of a rollout's new ReplicaSet, while the
+/// rollout fails or is stuck. Targeted: one namespace, one label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodListRequest {
+    pub deployment: ObjectRef,
+    pub replicaset: String,
+    /// `pod-template-hash=<hash>`: the label the Deployment controller puts on the
+    /// ReplicaSet's Pods.
+    pub selector: String,
 }
 
 /// An image reference as Flux image automation writes it (`status.latestRef`,

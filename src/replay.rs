@@ -175,8 +175,9 @@ pub fn collect(
                 spans: std::mem::take(pending),
                 story: *story,
             }),
-            // A replay cannot probe: recordings carry probe outcomes as `probe_result` lines.
-            Output::Probe(_) => {}
+            // A replay cannot probe or list: recordings carry probe outcomes as `probe_result`
+            // lines and the Pods listed as `watch` lines.
+            Output::Probe(_) | Output::ListPods(_) => {}
         }
     }
 }

@@ -246,6 +246,16 @@ fn tag<'a>(s: &'a JaegerSpan, key: &str) -> &'a str {
     s.tags.get(key).map_or("", String::as_str)
 }
 
+/// An agent watching `ns`, then `web:1.1.0` released under promotion `<prefix>-<pid>`, reported
+/// from CI and fetched: the CI run's trace with at least `spans` spans.
+fn web_1_1_0_reported(bed: &Testbed, ns: &str, prefix: &str, spans: usize) -> Vec<JaegerSpan> {
+    let agent = bed.agent(BIN, ns, None, &[]);
+    let id = format!("{prefix}-{}", std::process::id());
+    let commit = release(bed, ns, "ghcr.io/acme/web:1.1.0", Some(&id));
+    let (ci_trace, _) = report_and_fetch(bed, &agent, ns, &id, &commit);
+    trace(bed, &agent, &ci_trace, spans)
+}
+
 /// Scenario 1: a commit pushed to Git and delivered by a Kustomization to a Deployment, with a
 /// `fluxtrace promote` report under a CI span; then the next commit, unreported; then an agent
 /// started after both were delivered judges neither again.
@@ -1130,11 +1140,7 @@ fn a_suspended_kustomization_diverges_at_once_naming_it() {
         "-p",
         r#"{"spec":{"suspend":true}}"#,
     ]);
-    let agent = bed.agent(BIN, &ns, None, &[]);
-    let id = format!("e2e-suspend-{}", std::process::id());
-    let commit = release(&bed, &ns, "ghcr.io/acme/web:1.1.0", Some(&id));
-    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
-    let spans = trace(&bed, &agent, &ci_trace, 3);
+    let spans = web_1_1_0_reported(&bed, &ns, "e2e-suspend", 3);
     let root = span(&spans, "promotion");
     assert_eq!(
         tag(root, "delivery.divergence.stage"),
@@ -1229,5 +1235,60 @@ fn a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction() 
     assert!(
         !log.contains(&format!("untraced/{ns}/web/{uid8}-{corrected}")),
         "the correction is not an untraced change:\n{log}"
+    );
+}
+
+/// Issue 20, item 13: a ResourceQuota leaves no room for the rollout's surge Pod. The real
+/// ReplicaSet controller's creates are refused (`FailedCreate`, `exceeded quota`), the
+/// Deployment controller copies that into `ReplicaFailure` and then gives up
+/// (`ProgressDeadlineExceeded`): the trace diverges at the rollout and names the refusal as the
+/// cause.
+#[test]
+fn a_rollout_a_resource_quota_refuses_names_failed_create_the_cause() {
+    let test = "a_rollout_a_resource_quota_refuses_names_failed_create_the_cause";
+    let Some(bed) = Testbed::find(test) else {
+        return;
+    };
+    let ns = bed.namespace("pods-quota");
+    app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
+    // Two Pods run: the quota is full, and a rolling update needs one more (maxSurge 25%).
+    bed.apply(&format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: pods, namespace: {ns}}}\nspec:\n  hard: {{pods: \"2\"}}\n"
+    ));
+    // The test bed runs no resourcequota controller: its usage, as that controller would write
+    // it. The API server's quota admission then refuses the surge Pod itself.
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "resourcequota",
+        "pods",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"hard":{"pods":"2"},"used":{"pods":"2"}}}"#,
+    ]);
+    let spans = web_1_1_0_reported(&bed, &ns, "pods-quota", 5);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.divergence.stage"),
+        "rollout",
+        "{:?}",
+        root.tags
+    );
+    assert_eq!(tag(root, "error.type"), "ProgressDeadlineExceeded");
+    assert_eq!(
+        tag(root, "delivery.divergence.cause"),
+        "FailedCreate",
+        "the quota's refusal is the cause: {:?}",
+        root.tags
+    );
+    let rollout = span(&spans, "rollout");
+    assert_eq!(tag(rollout, "otel.status_code"), "ERROR");
+    assert_eq!(tag(rollout, "delivery.divergence.cause"), "FailedCreate");
+    assert!(
+        rollout.events.iter().any(|e| e == "FailedCreate"),
+        "the refusal as evidence: {:?}",
+        rollout.events
     );
 }

@@ -198,7 +198,7 @@ impl Emitted {
                 Output::Story(s) => self
                     .stories
                     .push((s.promotion_id.clone(), s.trace_id.to_string())),
-                Output::Probe(_) => {}
+                Output::Probe(_) | Output::ListPods(_) => {}
             }
         }
     }

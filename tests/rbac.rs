@@ -98,7 +98,8 @@ fn set(verbs: &[&str]) -> BTreeSet<String> {
     verbs.iter().map(|v| v.to_string()).collect()
 }
 
-/// What the code uses: watch verbs on every watched kind; create and patch on core Events.
+/// What the code uses: watch verbs on every watched kind; list on Pods (a failing rollout's);
+/// create and patch on core Events.
 fn used() -> Grants {
     let mut want = Grants::new();
     for w in WATCHED {
@@ -109,6 +110,9 @@ fn used() -> Grants {
     want.entry((String::new(), "events".to_string()))
         .or_default()
         .extend(set(&["create", "patch"]));
+    want.entry((String::new(), "pods".to_string()))
+        .or_default()
+        .extend(set(&["list"]));
     want.entry(("fluxtrace.io".to_string(), "promotions".to_string()))
         .or_default()
         .extend(set(&["get", "list", "watch", "create", "delete"]));

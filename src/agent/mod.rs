@@ -23,6 +23,9 @@
 //! themselves name (annotations); a report held only in memory is lost with the process.
 
 mod gate;
+mod pods;
+
+pub use pods::PodLister;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,7 +42,7 @@ use crate::export::pipeline::{self, BufferSettings, FinishedSpans};
 use crate::export::{BatchLimits, ExportSettings, Exporter};
 use crate::leader::Leadership;
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
-use crate::model::{DeliveryEvent, EventBody, ProbeRequest};
+use crate::model::{DeliveryEvent, EventBody, PodListRequest, ProbeRequest};
 use crate::probe::Prober;
 use crate::story::Story;
 use crate::trace::{SpanRecord, TraceId};
@@ -79,6 +82,9 @@ pub struct AgentConfig {
     pub clock: Clock,
     /// Traffic probes after rollouts; `None`: not probed (their traffic spans time out).
     pub probe: Option<crate::probe::ProbeSettings>,
+    /// The client that lists a failing rollout's Pods (`pods`); `None`: not listed (the Pod
+    /// Events still explain a rollout).
+    pub pod_lister: Option<PodLister>,
     /// Where finished stories go for their Kubernetes Events (`crate::announce`); `None`: no
     /// Events. Offered without waiting: when the queue is full the story's Events are dropped
     /// and counted (`k8s_events_dropped`).
@@ -113,6 +119,7 @@ impl Default for AgentConfig {
             skip_unchanged: false,
             clock: Clock::system(),
             probe: None,
+            pod_lister: None,
             announce: None,
             promotion_status: None,
             export_outcomes: None,
@@ -267,7 +274,7 @@ pub fn trace_link(
 }
 
 /// Every `kind` label of the `observations` metrics (see [`body_kind`]).
-pub const OBSERVATION_KINDS: [&str; 13] = [
+pub const OBSERVATION_KINDS: [&str; 14] = [
     "promotion",
     "source",
     "reconciler",
@@ -281,6 +288,7 @@ pub const OBSERVATION_KINDS: [&str; 13] = [
     "image_automation",
     "deleted",
     "canary",
+    "pod",
 ];
 
 /// The `kind` label an observation is counted under.
@@ -298,6 +306,7 @@ pub fn body_kind(b: &EventBody) -> &'static str {
         EventBody::ImagePolicy(_) => "image_policy",
         EventBody::ImageAutomation(_) => "image_automation",
         EventBody::Canary(_) => "canary",
+        EventBody::Pod(_) => "pod",
         EventBody::Deleted(_) => "deleted",
         EventBody::Relisted(_) => "relisted",
     }
@@ -343,6 +352,11 @@ impl Agent {
             tokio::spawn(probe_loop(rx, Prober::new(settings), handle.clone()));
             tx
         });
+        let pod_lists = cfg.pod_lister.clone().map(|client| {
+            let (tx, rx) = mpsc::channel::<PodListRequest>(64);
+            tokio::spawn(pods::pod_loop(rx, client.0, handle.clone()));
+            tx
+        });
         let engine_task = tokio::spawn(engine_loop(
             Engine::new(cfg.engine.clone()),
             ev_rx,
@@ -350,6 +364,7 @@ impl Agent {
             Outlets {
                 verdicts: verdict_tx,
                 probes,
+                pod_lists,
                 open: handle.open.clone(),
                 readiness: handle.readiness.clone(),
             },
@@ -465,6 +480,8 @@ struct Outlets {
     verdicts: mpsc::Sender<gate::Verdict>,
     /// Probe requests, when probing is on.
     probes: Option<mpsc::Sender<ProbeRequest>>,
+    /// Pod list requests, when a client can list them.
+    pod_lists: Option<mpsc::Sender<PodListRequest>>,
     /// How many promotions are open, for the intake's cap.
     open: Arc<std::sync::atomic::AtomicUsize>,
     /// While a watcher has not finished its initial list (or what it listed is still queued),
@@ -566,6 +583,20 @@ async fn engine_loop(
                             .observations_dropped
                             .get_or_create(&KindLabel {
                                 kind: "probe_request",
+                            })
+                            .inc();
+                    }
+                }
+                Output::ListPods(req) => {
+                    let queued = outlets
+                        .pod_lists
+                        .as_ref()
+                        .is_some_and(|p| p.try_send(req).is_ok());
+                    if !queued && outlets.pod_lists.is_some() {
+                        metrics
+                            .observations_dropped
+                            .get_or_create(&KindLabel {
+                                kind: "pod_list_request",
                             })
                             .inc();
                     }

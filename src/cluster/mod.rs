@@ -241,8 +241,13 @@ pub async fn resolve(client: &Client, w: &Watched) -> Result<Option<ApiResource>
     Ok(None)
 }
 
+/// What the agent does with Pods: list those of a failing rollout's new ReplicaSet
+/// (`sources::pods`). Never watched, never read one by one.
+pub const POD_VERBS: &[&str] = &["list"];
+
 /// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
-/// [`WATCHED`], and [`crate::announce::EVENT_VERBS`] on core/v1 Events (the trace-link Events).
+/// [`WATCHED`], [`POD_VERBS`] on Pods, and [`crate::announce::EVENT_VERBS`] on core/v1 Events
+/// (the trace-link Events).
 /// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
 pub fn cluster_role_yaml() -> String {
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -254,8 +259,9 @@ pub fn cluster_role_yaml() -> String {
     }
     let mut out = String::from(
         "# Generated from src/cluster/mod.rs (WATCHED): read-only access to exactly the kinds\n\
-         # fluxtrace watches, create/patch on core/v1 Events for the trace-link Events\n\
-         # (src/announce.rs), and its own Promotions (src/resource/).\n\
+         # fluxtrace watches, list on the Pods of a failing rollout (src/sources/pods.rs),\n\
+         # create/patch on core/v1 Events for the trace-link Events (src/announce.rs), and its\n\
+         # own Promotions (src/resource/).\n\
          # Regenerate with: UPDATE_RBAC=1 cargo test --test rbac\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRole\n\
@@ -279,6 +285,7 @@ pub fn cluster_role_yaml() -> String {
     for (group, resources) in groups {
         rule(&mut out, group, &resources, &["get", "list", "watch"]);
     }
+    rule(&mut out, "", &["pods"], POD_VERBS);
     rule(&mut out, "", &["events"], crate::announce::EVENT_VERBS);
     use crate::resource::{GROUP, PLURAL, PROMOTION_STATUS_VERBS, PROMOTION_VERBS};
     rule(&mut out, GROUP, &[PLURAL], PROMOTION_VERBS);

@@ -23,7 +23,7 @@ use super::timers::{Timers, Wake};
 use super::verdict::divergence;
 use super::workloads::Workloads;
 use super::{Map, Set};
-use crate::model::{DeliveryEvent, EventBody, ObjectRef, ProbeRequest, RelistObs};
+use crate::model::{DeliveryEvent, EventBody, ObjectRef, PodListRequest, ProbeRequest, RelistObs};
 use crate::story::{Outcome, Story};
 use crate::trace::SpanRecord;
 
@@ -37,6 +37,9 @@ pub enum Output {
     /// A rollout completed for a workload that opted in to the traffic probe: probe it and
     /// apply the [`crate::model::ProbeResult`].
     Probe(ProbeRequest),
+    /// A rollout is failing or stuck: list its new ReplicaSet's Pods and apply each as an
+    /// [`EventBody::Pod`] observation.
+    ListPods(PodListRequest),
 }
 
 /// How much the engine holds, for `/metrics` and for tests that check nothing leaks.
@@ -131,7 +134,7 @@ fn delivery_rank(body: &EventBody) -> u8 {
         EventBody::Deployment(_) => 4,
         // After the target's rollout, which its analysis follows.
         EventBody::Canary(_) => 5,
-        EventBody::FluxEvent(_) | EventBody::ProbeResult(_) => 6,
+        EventBody::FluxEvent(_) | EventBody::ProbeResult(_) | EventBody::Pod(_) => 6,
         EventBody::Deleted(o) => of_kind(o.kind),
         EventBody::Relisted(r) => of_kind(r.kind),
     }
@@ -310,6 +313,7 @@ impl Engine {
             EventBody::Canary(c) => self.on_canary(at, c),
             EventBody::Deleted(o) => self.on_deleted(&o),
             EventBody::Relisted(r) => self.on_relisted(&r),
+            EventBody::Pod(p) => self.on_pod(at, p),
         }
         self.advance(self.now);
         std::mem::take(&mut self.out)
@@ -355,6 +359,7 @@ impl Engine {
                     ids.insert(id);
                 }
                 Wake::Unclaimed(key) => self.expire_unclaimed(&key, now),
+                Wake::Pods(key) => self.pods_due(&key),
             }
         }
         // `expire_unclaimed` may have opened untraced promotions.
@@ -452,6 +457,7 @@ impl Engine {
                 self.rollouts.forget(o);
                 self.workloads.forget_deployment(o);
                 self.timers.cancel(&Wake::Unclaimed(o.clone()));
+                self.timers.cancel(&Wake::Pods(o.clone()));
                 self.events.forget(o);
             }
             Kind::Receiver => {

@@ -160,7 +160,7 @@ impl EventStore {
 
     /// Whether an event with this identity and at least this count was applied before; records
     /// it otherwise.
-    fn seen_before(&mut self, identity: u64, count: i64, at: Timestamp) -> bool {
+    pub(super) fn seen_before(&mut self, identity: u64, count: i64, at: Timestamp) -> bool {
         if self.seen.get(&identity).is_some_and(|(c, _)| *c >= count) {
             return true;
         }
@@ -279,7 +279,7 @@ impl EventStore {
 
 /// A 64-bit identity for de-duplication (collisions only make a repeat look new or a new one
 /// look repeated, once in 2^64).
-fn identity_hash(parts: &[&str]) -> u64 {
+pub(super) fn identity_hash(parts: &[&str]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for p in parts {
@@ -423,7 +423,7 @@ impl Engine {
     ///
     /// While verdicts are held (an initial list after a start or restart), nothing is stale:
     /// the promotion an event belongs to may be among what is still to be listed.
-    fn stale(&self, time: Timestamp, obj: &ObjectRef) -> bool {
+    pub(super) fn stale(&self, time: Timestamp, obj: &ObjectRef) -> bool {
         if self.held() {
             // An initial list: nothing is open yet, but nothing this old can land on a span of
             // a promotion still open.
@@ -433,7 +433,7 @@ impl Engine {
     }
 
     /// Buffers an event that is not [`stale`](Self::stale) (the caller checked).
-    fn buffer_event(&mut self, target: ObjectRef, ev: BufferedEvent) {
+    pub(super) fn buffer_event(&mut self, target: ObjectRef, ev: BufferedEvent) {
         let horizon = if self.held() {
             Timestamp::MIN
         } else {

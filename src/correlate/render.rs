@@ -203,10 +203,15 @@ pub(super) fn root_record(
         Some(d) => {
             a.set(attr::DELIVERY_DIVERGENCE_STAGE, d.stage.as_str());
             a.set(attr::DELIVERY_DIVERGENCE_MESSAGE, d.message.clone());
+            a.set_opt(attr::DELIVERY_DIVERGENCE_CAUSE, d.cause.clone());
             a.set(attr::ERROR_TYPE, d.reason.clone());
+            let cause = d
+                .cause
+                .as_ref()
+                .map_or_else(String::new, |c| format!(" (cause: {c})"));
             SpanStatus::Error {
                 description: format!(
-                    "diverged at {}: {}: {}",
+                    "diverged at {}: {}: {}{cause}",
                     d.stage.as_str(),
                     d.reason,
                     d.message

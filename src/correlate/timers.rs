@@ -19,6 +19,9 @@ pub(super) enum Wake {
     Promotion(String),
     /// A rollout no promotion has claimed: its deadline, or the end of its settle period.
     Unclaimed(ObjectRef),
+    /// A Deployment's rollout halfway through its progress deadline: if still under way, its
+    /// new ReplicaSet's Pods are listed (`stage::causes`).
+    Pods(ObjectRef),
 }
 
 #[derive(Default)]

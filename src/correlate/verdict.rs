@@ -289,6 +289,15 @@ impl Engine {
             }
         }
         let divergence = divergence(&p, &self.events);
+        // The span that diverged names the cause too.
+        if let Some((d, c)) = divergence
+            .as_ref()
+            .and_then(|(d, _)| d.cause.as_ref().map(|c| (d, c)))
+        {
+            if let Some(s) = p.spans_mut().find(|s| s.span_id == d.span_id) {
+                s.attrs.set(attr::DELIVERY_DIVERGENCE_CAUSE, c.clone());
+            }
+        }
         let changed_nothing = |r: &Reconcile| {
             r.span.result == StageResult::NoChange
                 || r.apply
@@ -562,13 +571,15 @@ fn timeout_text(s: &StageSpan) -> (&'static str, String) {
     }
 }
 
-/// Pod failure reasons, most telling first.
-const POD_CAUSES: [&str; 9] = [
+/// Pod failure reasons, most telling first: a container `OOMKilled` explains the crash loop
+/// it is in.
+const POD_CAUSES: [&str; 10] = [
     "ImagePullBackOff",
     "ErrImagePull",
-    "CrashLoopBackOff",
     "OOMKilled",
+    "CrashLoopBackOff",
     "CreateContainerConfigError",
+    "CreateContainerError",
     "InvalidImageName",
     "FailedScheduling",
     "FailedMount",

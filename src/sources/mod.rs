@@ -7,6 +7,7 @@
 //! - [`flux_event`]: Flux notification-controller events (generic / generic-hmac providers).
 //! - [`promotion`]: promotion reports, validated.
 //! - [`recording`]: the JSON Lines recording format.
+//! - [`pods`]: the targeted list of a failing rollout's Pods the engine asks for.
 //!
 //! Nothing here correlates: a source validates and converts, and never drops an observation
 //! silently (each rejection names its problem).
@@ -15,6 +16,7 @@ pub mod flux_event;
 mod image;
 pub mod kube;
 pub mod object;
+pub mod pods;
 pub mod promotion;
 pub mod recording;
 pub mod relist;

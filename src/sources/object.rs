@@ -20,6 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 mod canary;
+mod pod;
 
 use crate::model::{
     sane_duration, sane_time, CondStatus, Condition, DeploymentObs, EventBody, HistoryEntry, Kind,
@@ -220,6 +221,7 @@ pub struct Spec {
     // Deployment, ReplicaSet
     pub replicas: Option<i64>,
     pub progress_deadline_seconds: Option<i64>,
+    pub paused: Option<bool>,
     pub template: Option<PodTemplate>,
     // ImagePolicy
     pub image_repository_ref: Option<CrossRef>,
@@ -354,6 +356,9 @@ pub struct Status {
     pub last_applied_spec: Option<String>,
     pub last_promoted_spec: Option<String>,
     pub last_transition_time: Option<Timestamp>,
+    // Pod
+    pub container_statuses: Option<Vec<pod::RawContainerStatus>>,
+    pub init_container_statuses: Option<Vec<pod::RawContainerStatus>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -519,10 +524,11 @@ pub(crate) fn raw_to_event(
         Kind::ImageUpdateAutomation => {
             EventBody::ImageAutomation(super::image::automation(obj, object, uid)?)
         }
-        // Pods and ImageRepositories are read through the Events about them; their own state
-        // adds nothing.
         Kind::Canary => EventBody::Canary(canary::canary(obj, object, uid)?),
-        // Pods are read through the Events about them; their own state adds nothing.
+        // Listed for a failing rollout only (`pod`).
+        Kind::Pod => EventBody::Pod(pod::pod(obj, object)),
+        // ImageRepositories are read through the Events about them; their own state adds
+        // nothing.
         _ => return Ok(None),
     };
     Ok(Some(body))
@@ -682,6 +688,7 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
         images,
         template: fingerprint,
         conditions,
+        paused: spec.paused.unwrap_or(false),
         object,
     }
 }

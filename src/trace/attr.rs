@@ -51,6 +51,9 @@ pub const DELIVERY_STAGE: &str = "delivery.stage";
 pub const DELIVERY_PLANE: &str = "delivery.plane";
 pub const DELIVERY_DIVERGENCE_STAGE: &str = "delivery.divergence.stage";
 pub const DELIVERY_DIVERGENCE_MESSAGE: &str = "delivery.divergence.message";
+/// What explains a rollout divergence (`OOMKilled`, `ImagePullBackOff`, `FailedCreate`, …): on
+/// the root and on the span that diverged.
+pub const DELIVERY_DIVERGENCE_CAUSE: &str = "delivery.divergence.cause";
 pub const DELIVERY_TRACEABILITY: &str = "delivery.traceability";
 pub const DELIVERY_APPLY_CHANGED: &str = "delivery.apply.changed";
 pub const DELIVERY_APPLY_CHANGES: &str = "delivery.apply.changes";

@@ -6,11 +6,13 @@
 //! stored), `reconcile` (Kustomization/HelmRelease reconcile and its apply), `rollout`
 //! (Deployments the apply changed), `traffic` (the post-rollout probe) and `canary` (a Flagger
 //! analysis of a changed Deployment, also a `traffic` stage); `drift` tells Flux's own correction
-//! of a change by hand from an untraced rollout. `matching` holds the
+//! of a change by hand from an untraced rollout; `causes` reads why a rollout fails from its
+//! Pods' statuses and its Deployment's `ReplicaFailure`. `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
 pub(super) mod canary;
 pub(super) mod canary_status;
+pub(super) mod causes;
 pub(super) mod drift;
 pub(super) mod image;
 pub(super) mod matching;

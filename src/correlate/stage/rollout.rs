@@ -17,6 +17,7 @@ use super::super::promotion::{Promotion, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
 use super::super::Map;
+use super::causes::PodLists;
 use super::drift::drift_apply;
 use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
 use crate::trace::{attr, Attributes, SpanId, Stage};
@@ -45,6 +46,8 @@ pub(in crate::correlate) struct Rollout {
     pub after: Option<Timestamp>,
     /// When it started, as far as known (its span's start).
     pub started: Timestamp,
+    /// Which lists of its Pods were asked for (`causes`).
+    pub pods: PodLists,
 }
 
 impl Rollout {
@@ -88,6 +91,7 @@ struct RolloutStatus {
     conditions: Vec<Condition>,
     /// `spec.progressDeadlineSeconds`.
     progress_deadline: SignedDuration,
+    paused: bool,
 }
 
 /// See [`DeploymentFacts::seen`] (foldhash's full-quality variant, with a fixed seed as the
@@ -106,6 +110,7 @@ impl DeploymentFacts {
             complete: obs.rollout_complete(),
             conditions: obs.conditions,
             progress_deadline: obs.progress_deadline,
+            paused: obs.paused,
         };
         let facts = DeploymentFacts {
             seen,
@@ -227,9 +232,11 @@ impl Engine {
             // A new pod template rolls out; a scale (replicas changed, same images, labels and
             // annotations) bumps the generation too and is not a rollout. A spec change that
             // keeps replicas (env, resources) is one.
+            // Pausing, or a change while paused that keeps the template, rolls nothing out.
             Some(p) => {
+                let new_template = p.template != obs.template;
                 obs.generation > p.generation
-                    && (p.template != obs.template || p.replicas == obs.replicas)
+                    && (new_template || (p.replicas == obs.replicas && !obs.paused))
             }
         };
         let prev_none = prev.is_none();
@@ -327,6 +334,7 @@ impl Engine {
                 start_known: created.is_some(),
                 after,
                 started: start,
+                pods: PodLists::default(),
             });
             let claimable = state.rollout.as_ref().is_some_and(Rollout::claimable);
             if let Some(Rollout {
@@ -365,7 +373,9 @@ impl Engine {
                 self.claim_rollout(&key, &pid);
             }
         }
+        self.on_replica_failure(at, &key, &status.conditions);
         self.update_rollout(&key, &status, at);
+        self.follow_pods(&key, status.progress_deadline);
     }
 
     /// Whether the ReplicaSet a `Progressing` message names runs `images` (unknown ones do:
@@ -621,6 +631,21 @@ impl Engine {
             let msg =
                 progressing.map_or_else(|| "rollout complete".to_string(), |c| c.message.clone());
             span.finish(end.max(span.start), StageResult::Succeeded, msg);
+        } else if obs.paused {
+            // The Deployment controller creates no new ReplicaSet while paused (`sync.go`) and
+            // does not count the progress deadline (`DeploymentPaused`): nothing will come
+            // before someone resumes it.
+            span.finish(
+                at,
+                StageResult::Failed(Failure {
+                    reason: "DeploymentPaused".into(),
+                    message: "Deployment is paused: its new pod template rolls out once it is \
+                              resumed"
+                        .into(),
+                    diverges_at: Stage::Rollout,
+                }),
+                "DeploymentPaused: Deployment is paused",
+            );
         } else if let Some(c) = progressing.filter(|c| {
             c.status == CondStatus::False && c.last_transition.is_none_or(|t| t >= span.start)
         }) {
@@ -790,7 +815,17 @@ pub(in crate::correlate) fn image_attrs(a: &mut Attributes, images: &[String]) {
     }
 }
 
+/// The ReplicaSet a `Progressing` message names: `ReplicaSet "x" is progressing.` (`has
+/// successfully progressed.`, `has timed out progressing.`), and, before the first progress,
+/// `Created new replica set "x"` or `Found new replica set "x"` (the Deployment controller's
+/// `sync.go` and `progress.go`).
 fn replicaset_in(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("ReplicaSet \"")?;
+    let rest = [
+        "ReplicaSet \"",
+        "Created new replica set \"",
+        "Found new replica set \"",
+    ]
+    .iter()
+    .find_map(|p| message.strip_prefix(p))?;
     rest.split_once('"').map(|(n, _)| n)
 }

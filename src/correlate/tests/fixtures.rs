@@ -186,6 +186,7 @@ pub(super) fn deploy(name: &str, generation: i64) -> DeploymentObs {
         images: vec!["ghcr.io/acme/podinfo:6.6.1".into()],
         // Each generation of these builders is a new pod template (a rollout).
         template: generation as u64,
+        paused: false,
         conditions: vec![
             cond(
                 "Available",

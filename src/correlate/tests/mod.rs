@@ -3,6 +3,7 @@
 mod fixtures;
 
 mod canary;
+mod causes;
 mod joins;
 mod memory;
 mod reconcile;
