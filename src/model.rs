@@ -344,6 +344,13 @@ pub struct SourceObs {
     /// `status.lastHandledReconcileAt`.
     pub last_handled: Option<String>,
     pub conditions: Vec<Condition>,
+    /// `spec.suspend`: source-controller fetches nothing and writes no status.
+    pub suspended: bool,
+    /// A HelmChart's `spec.sourceRef` (boxed: most sources have none).
+    pub source_ref: Option<Box<ObjectRef>>,
+    /// A HelmChart with `reconcileStrategy: Revision`: a new chart artifact for every revision
+    /// of its source. With the default (`ChartVersion`) only a new chart version builds one.
+    pub by_revision: bool,
 }
 
 /// A Kustomization or HelmRelease.

@@ -61,10 +61,13 @@ pub fn oci_tag(rev: &str) -> Option<&str> {
 }
 
 /// The 12-hex suffix Flux appends to chart versions (`6.6.1+0cc9a8446c95`): the first 12 hex of
-/// the OCI digest or of the source commit.
+/// the OCI digest or of the source commit. A HelmChart with `reconcileStrategy: Revision` and
+/// `valuesFiles` appends its generation too (`6.6.1+0cc9a8446c95.3`).
 pub fn chart_suffix(rev: &str) -> Option<&str> {
     let (_, s) = rev.rsplit_once('+')?;
-    is_hex(s, 12).then_some(s)
+    let (hex, generation) = s.split_once('.').unwrap_or((s, "0"));
+    let generation = !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit());
+    (is_hex(hex, 12) && generation).then_some(hex)
 }
 
 /// The keys a revision string can be looked up by: full commit or digest hex, or a 12-hex
@@ -96,6 +99,17 @@ mod tests {
 
     const SHA: &str = "450796ddb2ab6724ee1cc32a4be56da032d1cca0";
     const DIG: &str = "3b6cdcc7adcc9a84d3214ee1c029543789d90b5ae69debe9efa3f66e982875de";
+
+    #[test]
+    fn chart_versions_name_their_source_revision() {
+        assert_eq!(chart_suffix("6.6.1+0cc9a8446c95"), Some("0cc9a8446c95"));
+        // `reconcileStrategy: Revision` with `valuesFiles`: the HelmChart's generation follows.
+        assert_eq!(chart_suffix("6.6.1+0cc9a8446c95.3"), Some("0cc9a8446c95"));
+        // `valuesFiles` alone: the generation only.
+        assert_eq!(chart_suffix("6.6.1+3"), None);
+        assert_eq!(chart_suffix("6.6.1+0cc9a8446c95.x"), None);
+        assert_eq!(chart_suffix("6.6.1"), None);
+    }
 
     #[test]
     fn git_revisions_name_their_commit() {

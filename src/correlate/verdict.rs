@@ -16,9 +16,10 @@ use super::render::{build_story, root_record, stage_record};
 use super::span::{Failure, StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::reconcile::{fail_reconcile, ReconcilerState};
+use super::stage::source::SourceState;
 use super::stage::trigger::receiver_attrs;
 use super::{Map, Set};
-use crate::model::{Kind, ObjectRef};
+use crate::model::{Kind, ObjectRef, SourceObs};
 use crate::story::{Divergence, Outcome, Traceability};
 use crate::trace::{attr, SpanEventRecord, Stage};
 
@@ -55,8 +56,9 @@ impl Engine {
                         diverges_at: stage,
                     };
                     let text = format!("{}: {}", failure.reason, failure.message);
+                    // Never attempted: its apply did nothing.
                     if let Some(a) = r.apply.as_mut().filter(|a| a.is_open()) {
-                        a.finish(end, StageResult::Failed(failure.clone()), "not applied");
+                        a.finish(end, StageResult::NoChange, "not attempted");
                     }
                     r.span.finish(end, StageResult::Failed(failure), text);
                     continue;
@@ -88,7 +90,33 @@ impl Engine {
                 s.time_out(reason, msg, s.stage);
             }
         }
-        // Stages that never started.
+        // Stages that never started. A suspended source the report names fetches nothing.
+        let suspended = p
+            .sources
+            .is_empty()
+            .then(|| suspended_source(&self.sources, p.artifact_repository()))
+            .flatten();
+        if let (true, Some(src)) = (p.expect_source, suspended) {
+            let what = p.commit.clone().or(p.digest.clone()).unwrap_or_default();
+            let start = p.start;
+            let mut s = p.placeholder(Stage::Source, cluster, start, add(start, d.source));
+            s.object = Some(src.clone());
+            s.set_object_attrs(&src);
+            s.attrs.set(attr::FLUX_REVISION, what.clone());
+            s.key.revision = Some(what.clone());
+            let message =
+                format!("{src} suspended (spec.suspend: true): nothing fetches revision {what}");
+            s.finish(
+                start,
+                StageResult::Failed(Failure {
+                    reason: "Suspended".into(),
+                    message: message.clone(),
+                    diverges_at: Stage::Source,
+                }),
+                format!("Suspended: {message}"),
+            );
+            p.sources.push(s);
+        }
         if p.expect_source && p.sources.is_empty() && add(p.start, d.source) <= now {
             let what = p.commit.clone().or(p.digest.clone()).unwrap_or_default();
             let start = p.start;
@@ -112,7 +140,15 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            if p.reconciles.is_empty() && (!suspended.is_empty() || add(end, d.reconcile) <= now) {
+            // Only HelmCharts building by chart version follow the sources, and none built a
+            // new chart within the settle period: the revision changed no chart.
+            let charts = if p.reconciles.is_empty() && add(end, d.settle) <= now {
+                unchanged_charts(&self.sources, &self.reconcilers, p, end)
+            } else {
+                Vec::new()
+            };
+            let decided = !suspended.is_empty() || !charts.is_empty();
+            if p.reconciles.is_empty() && (decided || add(end, d.reconcile) <= now) {
                 let rev = p
                     .sources
                     .iter()
@@ -138,6 +174,16 @@ impl Engine {
                         }),
                         format!("Suspended: {message}"),
                     );
+                } else if let Some(first) = charts.first() {
+                    span.object = Some(first.clone());
+                    span.set_object_attrs(first);
+                    let names: Vec<String> = charts.iter().map(ToString::to_string).collect();
+                    let message = format!(
+                        "{} build their chart by version (reconcileStrategy: ChartVersion): \
+                         revision {rev} changed no chart version, nothing to upgrade",
+                        names.join(", ")
+                    );
+                    span.finish(end, StageResult::NoChange, message);
                 } else {
                     span.time_out(
                         "ReconcileNotStarted",
@@ -222,6 +268,8 @@ impl Engine {
         }
         if let Some(end) = p.sources_done() {
             if p.reconciles.is_empty() {
+                // Whether only unchanged charts follow the sources.
+                due(add(end, d.settle));
                 due(add(end, d.reconcile));
             }
         }
@@ -508,6 +556,58 @@ fn event_order(e: &SpanEventRecord) -> (Timestamp, u8, &str, &str, &str) {
             .get_str(attr::EVENT_MESSAGE)
             .unwrap_or_default(),
     )
+}
+
+/// The HelmCharts following the sources of `p` when nothing else follows them, every one
+/// builds by chart version and none stored a new chart since the sources stored the
+/// revision (`end`): source-controller builds a new chart artifact only for a new version.
+fn unchanged_charts(
+    sources: &Map<ObjectRef, SourceState>,
+    reconcilers: &Map<ObjectRef, ReconcilerState>,
+    p: &Promotion,
+    end: Timestamp,
+) -> Vec<ObjectRef> {
+    let fed: Vec<&ObjectRef> = p.sources.iter().filter_map(|s| s.object.as_ref()).collect();
+    let reconciled = reconcilers.values().any(|st| {
+        st.last
+            .as_deref()
+            .and_then(|l| l.source_ref.as_ref())
+            .is_some_and(|src| fed.contains(&src))
+    });
+    if reconciled {
+        return Vec::new();
+    }
+    let charts: Vec<(&ObjectRef, &SourceObs)> = sources
+        .iter()
+        .filter_map(|(o, st)| Some((o, st.last.as_deref()?)))
+        .filter(|(_, c)| c.source_ref.as_deref().is_some_and(|s| fed.contains(&s)))
+        .collect();
+    let unchanged = |c: &SourceObs| !c.by_revision && c.artifact_updated.is_some_and(|t| t < end);
+    if charts.is_empty() || !charts.iter().all(|(_, c)| unchanged(c)) {
+        return Vec::new();
+    }
+    let mut names: Vec<ObjectRef> = charts.into_iter().map(|(o, _)| o.clone()).collect();
+    names.sort();
+    names
+}
+
+/// The suspended source whose `spec.url` is the repository a report named (the OCI
+/// artifact's; schemes, credentials and a `.git` suffix aside).
+fn suspended_source(
+    sources: &Map<ObjectRef, SourceState>,
+    repository: Option<&str>,
+) -> Option<ObjectRef> {
+    fn bare(url: &str) -> &str {
+        let url = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let url = url.rsplit_once('@').map_or(url, |(_, host)| host);
+        url.trim_end_matches('/').trim_end_matches(".git")
+    }
+    let repository = bare(repository?);
+    sources
+        .iter()
+        .filter_map(|(o, st)| Some((o, st.last.as_deref()?)))
+        .find(|(_, obs)| obs.suspended && obs.url.as_deref().is_some_and(|u| bare(u) == repository))
+        .map(|(o, _)| o.clone())
 }
 
 /// The reconcilers following the sources of `p` when every one of them is suspended (none

@@ -206,6 +206,8 @@ pub struct Spec {
     pub ref_: Option<SourceRefSpec>,
     // Kustomization, HelmChart
     pub source_ref: Option<CrossRef>,
+    /// HelmChart: `ChartVersion` (the default) or `Revision`.
+    pub reconcile_strategy: Option<String>,
     // HelmRelease
     pub chart_ref: Option<CrossRef>,
     pub chart: Option<ChartField>,
@@ -541,7 +543,17 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
     let spec = obj.spec.unwrap_or_default();
     let mut status = obj.status.unwrap_or_default();
     let mut artifact = status.artifact.take().unwrap_or_default();
+    // A HelmChart builds from a source of its own.
+    let (source_ref, by_revision) = match object.kind {
+        Kind::HelmChart => (
+            cross_ref(spec.source_ref, None, &object.namespace).map(Box::new),
+            spec.reconcile_strategy.as_deref() == Some("Revision"),
+        ),
+        _ => (None, false),
+    };
     SourceObs {
+        source_ref,
+        by_revision,
         object,
         uid,
         marks,
@@ -565,6 +577,7 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
         requested_at,
         last_handled: status.last_handled_reconcile_at,
         conditions,
+        suspended: spec.suspend.unwrap_or(false),
     }
 }
 

@@ -94,6 +94,9 @@ pub(super) fn source(kind: Kind, name: &str, rev: &str, at: i64) -> SourceObs {
             &format!("stored artifact for revision '{rev}'"),
             at,
         )],
+        suspended: false,
+        source_ref: None,
+        by_revision: false,
     }
 }
 

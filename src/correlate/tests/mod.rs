@@ -8,6 +8,7 @@ mod joins;
 mod memory;
 mod reconcile;
 mod rollout;
+mod setbacks;
 mod source;
 mod traffic;
 mod verdict;
