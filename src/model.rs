@@ -327,6 +327,8 @@ pub struct SourceObs {
     pub url: Option<String>,
     /// `spec.ref.tag` for OCIRepository and GitRepository.
     pub ref_tag: Option<String>,
+    /// GitRepository `spec.ref.branch`: the branch whose head it fetches.
+    pub ref_branch: Option<String>,
     /// `status.artifact.revision`.
     pub revision: Option<String>,
     /// `status.artifact.lastUpdateTime`.

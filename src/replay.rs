@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 31] = [
+pub const EXAMPLES: [(&str, &str); 33] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -135,6 +135,14 @@ pub const EXAMPLES: [(&str, &str); 31] = [
     (
         "real-kustomize-depends-on.jsonl",
         include_str!("../examples/recordings/real-kustomize-depends-on.jsonl"),
+    ),
+    (
+        "real-git-overtaken.jsonl",
+        include_str!("../examples/recordings/real-git-overtaken.jsonl"),
+    ),
+    (
+        "image-automation-push-branch.jsonl",
+        include_str!("../examples/recordings/image-automation-push-branch.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

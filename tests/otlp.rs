@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 31] = [
+const DIVERGENCE: [(&str, Option<&str>); 33] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -73,6 +73,8 @@ const DIVERGENCE: [(&str, Option<&str>); 31] = [
     ("real-kustomize-retry.jsonl", None),
     ("real-kustomize-path-not-found.jsonl", Some("reconcile")),
     ("real-kustomize-depends-on.jsonl", None),
+    ("real-git-overtaken.jsonl", None),
+    ("image-automation-push-branch.jsonl", None),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

@@ -214,6 +214,79 @@ fn golden_real_kustomize_depends_on() {
 }
 
 #[test]
+fn golden_real_git_overtaken() {
+    golden("real-git-overtaken.jsonl");
+}
+
+#[test]
+fn golden_image_automation_push_branch() {
+    golden("image-automation-push-branch.jsonl");
+}
+
+/// The one trace a recording gives, and a span of it by name.
+fn only_trace(name: &str) -> replay::Trace {
+    let mut r = replay(name);
+    assert_eq!(r.traces.len(), 1, "{name}: one trace");
+    r.traces.remove(0)
+}
+
+fn attr_of<'a>(t: &'a replay::Trace, span: &str, key: &str) -> Option<&'a str> {
+    let s = t.spans.iter().find(|s| s.name == span);
+    s.unwrap_or_else(|| panic!("no {span} span"))
+        .attributes
+        .get_str(key)
+}
+
+/// A reported commit a newer push overtook before source-controller fetched (recorded on the
+/// test bed): the report's trace follows the newer revision's delivery and says so, instead of
+/// ending `RevisionNotFound` beside an unreported trace of the newer commit.
+#[test]
+fn an_overtaken_commit_is_delivered_by_the_newer_revision() {
+    let t = only_trace("real-git-overtaken.jsonl");
+    let root = |key| attr_of(&t, "promotion", key);
+    assert_eq!(root("delivery.promotion.id"), Some("rel-web-1.1.0"));
+    assert_eq!(root("cicd.pipeline.result"), Some("success"));
+    assert_eq!(
+        root("delivery.revision.delivered_as"),
+        Some("main@sha1:d4c9dd84d07bea42f32ad7acc835a88a11d6f9b1")
+    );
+    assert_eq!(
+        root("vcs.ref.head.revision"),
+        Some("29575e166ea17ac9618b7aad834aa4d1550d1d13"),
+        "the root still names the commit CI reported"
+    );
+    let names: Vec<&str> = t.spans.iter().map(|s| s.name).collect();
+    for stage in ["source.fetch", "reconcile", "apply", "rollout"] {
+        assert!(names.contains(&stage), "{stage} missing: {names:?}");
+    }
+}
+
+/// Image automation pushing to a branch no GitRepository follows: the promotion ends `skip`
+/// with the branch named, not `RevisionNotFound` at the source deadline.
+#[test]
+fn a_push_to_a_branch_nobody_follows_is_skipped() {
+    let t = only_trace("image-automation-push-branch.jsonl");
+    assert_eq!(
+        attr_of(&t, "promotion", "cicd.pipeline.result"),
+        Some("skip")
+    );
+    assert_eq!(attr_of(&t, "promotion", "error.type"), None);
+    let source = |key| attr_of(&t, "source.fetch", key);
+    assert_eq!(source("cicd.pipeline.task.run.result"), Some("skip"));
+    assert_eq!(source("vcs.ref.head.name"), Some("image-updates"));
+    let stage = t.story.stages.iter().find(|s| s.stage == Stage::Source);
+    let summary = &stage.expect("source stage").summary;
+    assert!(summary.contains("'image-updates'"), "{summary}");
+    // The push ends the trace; nothing waits for the source deadline.
+    let root = t
+        .spans
+        .iter()
+        .find(|s| s.name == "promotion")
+        .expect("root");
+    assert!(root.end.duration_since(root.start).as_secs() < 60);
+}
+
+#[test]
 fn golden_real_drift_correction() {
     golden("real-drift-correction.jsonl");
 }

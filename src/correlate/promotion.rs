@@ -152,6 +152,13 @@ pub(super) struct Promotion {
     pub rollouts: Vec<StageSpan>,
     pub traffic: Vec<StageSpan>,
     pub superseded_by: Option<Successor>,
+    /// The newer revision that delivered the reported commit, which a push overtook before the
+    /// source fetched it (`main@sha1:<newer>`).
+    pub delivered_as: Option<String>,
+    /// Image automation: the GitRepository it commits to and the branch it pushed to.
+    pub pushed_to: Option<(ObjectRef, String)>,
+    /// The pushed branch no GitRepository follows: the promotion was skipped.
+    pub unfollowed: Option<String>,
     /// Ids this promotion had before a report took it over (an unreported promotion keeps
     /// its trace under the report's id): probe results sent under them still land.
     pub aliases: Vec<String>,
@@ -211,6 +218,9 @@ impl Promotion {
             rollouts: Vec::new(),
             traffic: Vec::new(),
             superseded_by: None,
+            delivered_as: None,
+            pushed_to: None,
+            unfollowed: None,
             aliases: Vec::new(),
         }
     }
@@ -341,7 +351,7 @@ impl Promotion {
         let failed = self.spans().any(|s| s.result.failure().is_some());
         let delivered =
             !self.reconciles.is_empty() || (!self.expect_source && !self.rollouts.is_empty());
-        failed || delivered || self.superseded_by.is_some()
+        failed || delivered || self.superseded_by.is_some() || self.unfollowed.is_some()
     }
 
     /// When every source stored the revision, if all did.

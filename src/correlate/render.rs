@@ -221,6 +221,7 @@ pub(super) fn root_record(
         None if outcome == Outcome::Superseded => SpanStatus::Unset,
         None => SpanStatus::Ok,
     };
+    a.set_opt(attr::DELIVERY_REVISION_DELIVERED_AS, p.delivered_as.clone());
     let mut links = Vec::new();
     if let Some(s) = &p.superseded_by {
         a.set(attr::DELIVERY_SUPERSEDED_BY, s.id.clone());
@@ -354,6 +355,10 @@ pub(super) fn build_story(
                 .and_then(|s| s.object.as_ref())
                 .map_or_else(|| "unknown change".into(), |o| format!("a change to {o}")),
         },
+    };
+    let promoted = match &p.delivered_as {
+        Some(rev) => format!("{promoted}, delivered as {rev}"),
+        None => promoted,
     };
     let stages = spans
         .iter()

@@ -14,6 +14,7 @@ use super::promotion::{Promotion, Reconcile};
 use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record};
 use super::span::{Failure, StageResult, StageSpan};
+use super::stage::branch_head::{skip_unfollowed, unfollowed_branch};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::reconcile::{fail_reconcile, ReconcilerState};
 use super::stage::source::SourceState;
@@ -90,6 +91,12 @@ impl Engine {
                 s.time_out(reason, msg, s.stage);
             }
         }
+        // A commit pushed to a branch nobody follows will never be fetched.
+        if p.expect_source && p.sources.is_empty() {
+            if let Some(branch) = unfollowed_branch(&self.sources, p) {
+                skip_unfollowed(p, &branch, cluster);
+            }
+        }
         // Stages that never started. A suspended source the report names fetches nothing.
         let suspended = p
             .sources
@@ -133,7 +140,7 @@ impl Engine {
             );
             p.sources.push(s);
         }
-        if let Some(end) = p.sources_done() {
+        if let Some(end) = p.sources_done().filter(|_| p.unfollowed.is_none()) {
             // Every reconciler of the sources is suspended: nothing will reconcile it.
             let suspended = if p.reconciles.is_empty() {
                 suspended_followers(&self.reconcilers, p)
@@ -360,12 +367,14 @@ impl Engine {
             } else {
                 Outcome::Failed
             }
-        } else if !p.reconciles.is_empty()
+        } else if (!p.reconciles.is_empty()
             && p.rollouts.is_empty()
             && (p.reconciles.iter().all(changed_nothing)
                 // Nobody asked for it: a revision that rolled out no workload changed nothing
                 // on-call looks for (a commit to docs, a ConfigMap for another cluster).
-                || p.traceability == Traceability::Unreported)
+                || p.traceability == Traceability::Unreported))
+            // Pushed to a branch nobody follows: nothing in the cluster will fetch it.
+            || p.unfollowed.is_some()
         {
             Outcome::NoChange
         } else {

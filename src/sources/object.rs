@@ -276,6 +276,7 @@ pub struct RawImageRef {
 #[serde(rename_all = "camelCase", default)]
 pub struct SourceRefSpec {
     pub tag: Option<String>,
+    pub branch: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -558,7 +559,8 @@ fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
         uid,
         marks,
         url: spec.url,
-        ref_tag: spec.ref_.and_then(|r| r.tag),
+        ref_tag: spec.ref_.as_ref().and_then(|r| r.tag.clone()),
+        ref_branch: spec.ref_.and_then(|r| r.branch),
         revision: artifact.revision.take(),
         artifact_updated: artifact.last_update_time.map(sane_time),
         origin_revision: take_annotation(

@@ -65,6 +65,9 @@ pub const DELIVERY_ROLLOUT_GENERATION: &str = "delivery.rollout.generation";
 pub const DELIVERY_RECONCILE_WAITED_SECONDS: &str = "delivery.reconcile.waited_seconds";
 pub const DELIVERY_RECONCILE_WAITED_FOR: &str = "delivery.reconcile.waited_for";
 pub const DELIVERY_SUPERSEDED_BY: &str = "delivery.superseded_by";
+/// On the root and source span: the newer revision that delivered the reported commit, which
+/// a push overtook before the source fetched it (`main@sha1:<newer>`).
+pub const DELIVERY_REVISION_DELIVERED_AS: &str = "delivery.revision.delivered_as";
 /// On the root span: the promotion this one continues (a report's `promoted_from`).
 pub const DELIVERY_PROMOTED_FROM: &str = "delivery.promoted_from";
 /// On a span link: why it links: `promoted_from` (the report named the promotion it

@@ -287,6 +287,7 @@ impl Engine {
         let Some(p) = self.reg.get_mut(&id) else {
             return;
         };
+        p.pushed_to = a.source_ref.clone().zip(a.push_branch.clone());
         let (start, policy, image) = match &selected {
             Some((policy, image, at)) => (
                 at.unwrap_or(pushed).min(pushed),

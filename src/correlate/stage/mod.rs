@@ -7,9 +7,11 @@
 //! (Deployments the apply changed), `traffic` (the post-rollout probe) and `canary` (a Flagger
 //! analysis of a changed Deployment, also a `traffic` stage); `drift` tells Flux's own correction
 //! of a change by hand from an untraced rollout; `causes` reads why a rollout fails from its
-//! Pods' statuses and its Deployment's `ReplicaFailure`. `matching` holds the
+//! Pods' statuses and its Deployment's `ReplicaFailure`; `branch_head` follows a reported
+//! commit a newer push overtook before the fetch, and skips a push to a branch nobody follows. `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
+pub(super) mod branch_head;
 pub(super) mod canary;
 pub(super) mod canary_status;
 pub(super) mod causes;

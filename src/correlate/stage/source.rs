@@ -93,12 +93,16 @@ impl Engine {
         if chosen.is_empty() {
             self.source_candidate(at, obs);
         }
+        let overtaken = self.overtaken_by(obs, &chosen);
         for pid in chosen {
             self.join_source(at, &pid, obs);
         }
+        for pid in overtaken {
+            self.delivered_as(&pid, obs);
+        }
     }
 
-    fn join_source(&mut self, at: Timestamp, pid: &str, obs: &SourceObs) {
+    pub(in crate::correlate) fn join_source(&mut self, at: Timestamp, pid: &str, obs: &SourceObs) {
         if let Some(rev) = &obs.revision {
             self.reg.add_keys(pid, revision::lookup_keys(rev));
         }

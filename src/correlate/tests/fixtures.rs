@@ -80,6 +80,7 @@ pub(super) fn source(kind: Kind, name: &str, rev: &str, at: i64) -> SourceObs {
             _ => "https://user:secret@github.com/acme/app".into(),
         }),
         ref_tag: Some("prod".into()),
+        ref_branch: None,
         revision: Some(rev.into()),
         artifact_updated: Some(t(at)),
         origin_revision: None,
