@@ -79,7 +79,7 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    match s.readiness.waiting() {
+    let (status, mut body) = match s.readiness.waiting() {
         Some(w) if w.is_empty() => match s.readiness.role() {
             Some(role) => (StatusCode::OK, format!("ready (role: {role})\n")),
             None => (StatusCode::OK, "ready\n".to_string()),
@@ -89,6 +89,19 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
             format!("waiting for: {}\n", w.join(", ")),
         ),
         None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
+    };
+    body.push_str(&flux_events_detail(s.metrics.flux_events_received()));
+    (status, body)
+}
+
+/// What `/readyz` says of Flux's events path (a detail: readiness does not depend on it).
+pub fn flux_events_detail(received: u64) -> String {
+    match received {
+        0 => "flux events: none received yet from notification-controller (a Provider of type \
+              generic-hmac and an Alert forward them; without them only core/v1 Events are \
+              read, and client-go folds repeats and drops bursts)\n"
+            .to_string(),
+        n => format!("flux events: {n} received from notification-controller\n"),
     }
 }
 

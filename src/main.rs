@@ -12,6 +12,9 @@ use fluxtrace::agent::{Agent, AgentConfig};
 use fluxtrace::config::{Cli, Command, Format, Global, OtlpArgs, OutputArgs, RecordArgs, RunArgs};
 use fluxtrace::export::{configured_endpoint, ExportSettings, Exporter};
 use fluxtrace::metrics::Metrics;
+
+/// How long `run` waits for a first Flux event from notification-controller before it warns.
+const FLUX_EVENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 use fluxtrace::replay::{self, Replay};
 use fluxtrace::story;
 use fluxtrace::trace::SpanRecord;
@@ -407,6 +410,21 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default(),
         };
         let mut server = tokio::spawn(fluxtrace::intake::listener::serve(listener, app, limits, stop));
+        // Flux's own events make the traces whole; say so when none has come.
+        let (m, stop) = (metrics.clone(), stop_http.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(FLUX_EVENTS_GRACE) => {
+                    if m.flux_events_received() == 0 {
+                        tracing::warn!(
+                            message = "No Flux event came from notification-controller: add a Provider (type generic-hmac) and an Alert forwarding to /v1/flux/events; until then only core/v1 Events are read, and client-go folds repeats and drops bursts.",
+                            waited_seconds = FLUX_EVENTS_GRACE.as_secs(),
+                        );
+                    }
+                }
+            }
+        });
         // Health and metrics on their own listener: intake connections cannot starve them.
         if let Some(addr) = args.health_listen {
             let l = tokio::net::TcpListener::bind(addr)

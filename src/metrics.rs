@@ -293,6 +293,23 @@ impl Metrics {
     }
 
     /// The OpenMetrics text exposition, exemplars included.
+    /// Flux events notification-controller forwarded to the intake that were taken (accepted,
+    /// or well-formed and ignored): none means the Provider and Alert are missing, and the
+    /// agent has only the core/v1 Events, which client-go's recorder folds and drops.
+    pub fn flux_events_received(&self) -> u64 {
+        ["accepted", "ignored"]
+            .into_iter()
+            .map(|result| {
+                self.intake_requests
+                    .get_or_create(&RouteResult {
+                        route: crate::intake::http::ROUTE_FLUX,
+                        result,
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -563,6 +563,52 @@ async fn a_flux_event_with_a_wrong_missing_or_foreign_signature_is_refused() {
     );
 }
 
+/// The example Flux event, with the bearer token.
+async fn flux_with_token(t: &TestAgent) -> (StatusCode, serde_json::Value) {
+    send_json(
+        &t.app,
+        request(
+            Method::POST,
+            "/v1/flux/events",
+            Some(TOKEN),
+            &[],
+            FLUX_EVENT,
+        ),
+    )
+    .await
+}
+
+/// `/readyz` tells whether Flux's events come through notification-controller (the lossless
+/// path); readiness itself does not depend on it.
+#[tokio::test]
+async fn readiness_says_whether_flux_events_arrive() {
+    let t = start_with(
+        Auth::with_secrets(&[TOKEN], None),
+        EngineConfig::default(),
+        Duration::from_secs(1),
+    );
+    t.readiness.register("http");
+    t.readiness.set("http", true);
+    let readyz = || async {
+        let (status, body, _) = send(&t.app, request(Method::GET, "/readyz", None, &[], "")).await;
+        (status, String::from_utf8(body).expect("utf-8"))
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("flux events: none received yet") && body.contains("generic-hmac"),
+        "{body}"
+    );
+    let (status, _) = flux_with_token(&t).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = readyz().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("flux events: 1 received from notification-controller"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn without_an_hmac_key_flux_events_need_the_bearer_token() {
     let t = start_with(
@@ -576,17 +622,7 @@ async fn without_an_hmac_key_flux_events_need_the_bearer_token() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, v) = send_json(
-        &t.app,
-        request(
-            Method::POST,
-            "/v1/flux/events",
-            Some(TOKEN),
-            &[],
-            FLUX_EVENT,
-        ),
-    )
-    .await;
+    let (status, v) = flux_with_token(&t).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
 
     // A kind fluxtrace does not follow: well-formed, accepted, ignored.
