@@ -57,6 +57,30 @@ spec:
     ]
 }
 
+/// A Deployment `name` of `image` whose pod template names `promotion`; `spec` holds its
+/// replica and timing fields (indented as spec fields).
+fn deployment_yaml(name: &str, image: &str, spec: &str, promotion: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+{spec}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{fluxtrace.io/promotion-id: \"{promotion}\"}}
+    spec:
+      containers:
+      - name: {name}
+        image: {image}
+"
+    )
+}
+
 /// A namespace with a Git repository of the app at `image`, a GitRepository following it and
 /// a Kustomization applying it (health checks on); returns once the first delivery is Ready.
 fn app(bed: &Testbed, ns: &str, image: &str) {
@@ -986,27 +1010,10 @@ fn a_health_check_that_fails_once_and_passes_on_retry_is_not_a_failure() {
     };
     let ns = bed.namespace("e2e-retry");
     let deployment = |image: &str, min_ready: u32, promotion: &str| {
-        format!(
-            "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  minReadySeconds: {min_ready}
-  progressDeadlineSeconds: 120
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-      annotations: {{fluxtrace.io/promotion-id: \"{promotion}\"}}
-    spec:
-      containers:
-      - name: web
-        image: {image}
-"
-        )
+        let spec = format!(
+            "  replicas: 1\n  minReadySeconds: {min_ready}\n  progressDeadlineSeconds: 120"
+        );
+        deployment_yaml("web", image, &spec, promotion)
     };
     let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n";
     bed.push(
@@ -1290,5 +1297,155 @@ fn a_rollout_a_resource_quota_refuses_names_failed_create_the_cause() {
         rollout.events.iter().any(|e| e == "FailedCreate"),
         "the refusal as evidence: {:?}",
         rollout.events
+    );
+}
+
+/// Issue 20, item 2: apps that wait on infra. One commit changes both; `app` depends on
+/// `infra`, whose new Deployment takes a minute to become available. kustomize-controller keeps
+/// `app` at `DependencyNotReady` (requeued every 30 s) before it records the attempt, longer
+/// than `app`'s own reconcile window (10 s timeout: 80 s). The wait is evidence on `app`'s
+/// reconcile, not its time: the promotion succeeds, and the span says how long it waited.
+#[test]
+fn a_kustomization_waiting_for_its_dependency_is_not_a_timeout() {
+    let Some(bed) = Testbed::find("a_kustomization_waiting_for_its_dependency_is_not_a_timeout")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-deps");
+    let deployment = |name: &str, image: &str, min_ready: u32, promotion: &str| {
+        let spec = format!(
+            "  replicas: 1\n  minReadySeconds: {min_ready}\n  progressDeadlineSeconds: 300"
+        );
+        deployment_yaml(name, image, &spec, promotion)
+    };
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n";
+    let files = |version: &str, min_ready: u32, promotion: &str| {
+        vec![
+            (
+                "infra/deployment.yaml".to_string(),
+                deployment(
+                    "db",
+                    &format!("ghcr.io/acme/db:{version}"),
+                    min_ready,
+                    promotion,
+                ),
+            ),
+            (
+                "infra/kustomization.yaml".to_string(),
+                kustomization.to_string(),
+            ),
+            (
+                "app/deployment.yaml".to_string(),
+                deployment("web", &format!("ghcr.io/acme/web:{version}"), 0, promotion),
+            ),
+            (
+                "app/kustomization.yaml".to_string(),
+                kustomization.to_string(),
+            ),
+        ]
+    };
+    let first = files("1.0.0", 0, "first");
+    bed.push(&ns, &borrowed(&first), "first");
+    bed.apply(&format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  interval: 10m
+  {source}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: infra, namespace: {ns}}}
+spec: {{interval: 10m, path: ./infra, prune: true, wait: true, timeout: 2m, targetNamespace: {ns}, sourceRef: {{kind: GitRepository, name: app}}}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: app, namespace: {ns}}}
+spec: {{interval: 10m, retryInterval: 10s, dependsOn: [{{name: infra}}], path: ./app, prune: true, wait: true, timeout: 10s, targetNamespace: {ns}, sourceRef: {{kind: GitRepository, name: app}}}}
+",
+        source = git_source(&bed, &ns)
+    ));
+    bed.kubectl(&[
+        "-n",
+        &ns,
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=180s",
+        "kustomization/infra",
+        "kustomization/app",
+    ]);
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-deps-{}", std::process::id());
+    let second = files("1.1.0", 60, &id);
+    let commit = bed.push(
+        &ns,
+        &borrowed(&second),
+        "1.1.0: db slow to become available",
+    );
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 9);
+    succeeded(&spans, "reported");
+    let app = spans
+        .iter()
+        .find(|s| s.name == "reconcile" && tag(s, "flux.object.name") == "app")
+        .expect("app's reconcile");
+    assert_ne!(tag(app, "otel.status_code"), "ERROR", "{:?}", app.tags);
+    let waited: u64 = tag(app, "delivery.reconcile.waited_seconds")
+        .parse()
+        .unwrap_or_else(|_| panic!("the wait on the span: {:?}", app.tags));
+    assert!(waited >= 60, "waited {waited} s for infra");
+    assert!(
+        tag(app, "delivery.reconcile.waited_for").starts_with("DependencyNotReady"),
+        "{:?}",
+        app.tags
+    );
+}
+
+/// Issue 20, item 12: a rollout longer than its `progressDeadlineSeconds` that keeps
+/// progressing. The Deployment controller measures the deadline from the `Progressing`
+/// condition's `lastUpdateTime`, refreshed at every step (four replicas, one at a time, each
+/// available 6 s after it is ready), so it never reports `ProgressDeadlineExceeded`: nor does
+/// the trace fail.
+#[test]
+fn a_rollout_that_keeps_progressing_past_its_deadline_succeeds() {
+    let Some(bed) = Testbed::find("a_rollout_that_keeps_progressing_past_its_deadline_succeeds")
+    else {
+        return;
+    };
+    let ns = bed.namespace("e2e-long");
+    let deployment = |image: &str, promotion: &str| {
+        let spec = "  replicas: 4\n  minReadySeconds: 6\n  progressDeadlineSeconds: 15\n  strategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}";
+        deployment_yaml("web", image, spec, promotion)
+    };
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- deployment.yaml\n";
+    let first = deployment("ghcr.io/acme/web:1.0.0", "first");
+    bed.push(
+        &ns,
+        &[
+            ("deployment.yaml", &first),
+            ("kustomization.yaml", kustomization),
+        ],
+        "first",
+    );
+    delivered_by_kustomization(&bed, &ns, "GitRepository", &git_source(&bed, &ns));
+    let agent = bed.agent(BIN, &ns, None, &[]);
+    let id = format!("e2e-long-{}", std::process::id());
+    let next = deployment("ghcr.io/acme/web:1.1.0", &id);
+    let commit = bed.push(&ns, &[("deployment.yaml", &next)], "web 1.1.0");
+    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
+    let spans = trace(&bed, &agent, &ci_trace, 5);
+    succeeded(&spans, "reported");
+    let rollout = span(&spans, "rollout");
+    assert_ne!(
+        tag(rollout, "otel.status_code"),
+        "ERROR",
+        "{:?}",
+        rollout.tags
+    );
+    assert!(
+        rollout.duration_us > 15_000_000,
+        "longer than its progress deadline: {} µs",
+        rollout.duration_us
     );
 }

@@ -416,6 +416,8 @@ pub struct JaegerSpan {
     pub service: String,
     pub tags: BTreeMap<String, String>,
     pub events: Vec<String>,
+    /// How long the span took, in microseconds.
+    pub duration_us: u64,
 }
 
 /// The spans of the first trace of a Jaeger answer.
@@ -470,6 +472,7 @@ pub fn jaeger_spans(trace: &Value) -> Vec<JaegerSpan> {
                     .to_string(),
                 tags: tags(&s["tags"]),
                 events,
+                duration_us: s["duration"].as_u64().unwrap_or_default(),
             }
         })
         .collect()
