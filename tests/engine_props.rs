@@ -223,8 +223,9 @@ fn patched(
 }
 
 /// The Event client-go makes instead of the eleventh similar one (same object, reason and
-/// type, other messages) within ten minutes: an Event of its own (name and uid), the message
-/// prefixed [`COMBINED`], no annotations (so no revision).
+/// type, other messages) within ten minutes: an Event of its own (name and uid), `count` 1 and
+/// `firstTimestamp` its `lastTimestamp`, the message prefixed [`COMBINED`], no annotations (so
+/// no revision).
 fn merged(line: &str) -> Option<String> {
     let mut v: Value = serde_json::from_str(line).ok()?;
     involved(&v)?;
@@ -232,6 +233,10 @@ fn merged(line: &str) -> Option<String> {
     let message = o["message"].as_str().unwrap_or_default();
     if !message.starts_with(COMBINED) {
         o["message"] = format!("{COMBINED}{message}").into();
+    }
+    o["count"] = 1.into();
+    if o["lastTimestamp"].is_string() {
+        o["firstTimestamp"] = o["lastTimestamp"].clone();
     }
     let meta = o["metadata"].as_object_mut()?;
     meta.remove("annotations");
