@@ -5,6 +5,22 @@
 //! again in its latest state) and re-lists (the latest state of every object seen, as after a
 //! watch restart) mixed in, and the engine's clock ticked in between.
 //!
+//! Lines also come in the shapes the real world gives them ([`Shape`], [`Op::Patch`]), as
+//! client-go's event recorder (`tools/record/events_cache.go`) and Flux's retries make them:
+//! - patched Events: a delivered Event again, the same Event object MODIFIED with `count` one
+//!   up, a later `lastTimestamp` and the annotations of an earlier Event about the same object
+//!   (a Flux Event's `…/revision` annotation naming an earlier revision), as the recorder
+//!   patches a repeat and leaves the first occurrence's annotations;
+//! - merged Events: an Event replaced by the one the recorder makes after ten similar ones
+//!   (its own name, message prefixed `(combined from similar events): `, no annotations), and
+//!   patches of it carrying the latest similar message;
+//! - dropped Events: an Event the recorder's spam filter drops, not delivered (other lines
+//!   are never dropped);
+//! - retries and waits: before a Kustomization or HelmRelease line that turns it ready, its
+//!   previous state with the attempt's `lastAttempted…` fields and a retried failure
+//!   (Kustomization `Ready=False HealthCheckFailed`, `Reconciling=True ProgressingWithRetry`;
+//!   HelmRelease `Ready=False UpgradeFailed`, not `Stalled`) or a wait (`DependencyNotReady`).
+//!
 //! Half the runs start as an agent starts: the engine holds while the initial state of every
 //! recording (its lines up to `synced`, else its first, settled, list) is delivered, then
 //! releases it; the `history-*` recordings' initial states name promotions delivered before the
@@ -21,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fluxtrace::correlate::{Engine, EngineConfig, Output};
-use fluxtrace::model::DeliveryEvent;
+use fluxtrace::model::{CondStatus, DeliveryEvent, EventBody};
 use fluxtrace::replay::EXAMPLES;
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace_testkit::fleet::shifted;
@@ -29,22 +45,45 @@ use fluxtrace_testkit::recordings::example;
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// One step of a run.
 #[derive(Clone, Debug)]
 enum Op {
     /// The next line of stream `n % streams` (the next stream that has lines left).
     Next(usize),
+    /// The next line of stream `n % streams`, as the event recorder or the controller could
+    /// have shaped it instead.
+    Reshaped(usize, Shape),
     /// A line delivered earlier, again: a report or Flux event as it was (a retry), an object
     /// in its latest state. Stamped with the current time.
     Repeat(prop::sample::Index),
+    /// A delivered Event patched as client-go's recorder patches a repeat of it: see
+    /// [`patched`].
+    Patch(prop::sample::Index),
     /// Every object seen and not deleted, in its latest state, stamped with the current time.
     Relist,
     /// `Engine::tick` this many seconds after the latest time delivered.
     Tick(u16),
     /// `Engine::tick` at this second since the Unix epoch (any time `Timestamp` can hold).
     TickAt(i64),
+}
+
+/// What the real world makes of a recorded line (client-go's `tools/record/events_cache.go`,
+/// Flux's retries); a line the shape does not fit comes as recorded.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// An Event the recorder's spam filter drops (a burst of 25 per object, then one every five
+    /// minutes): not delivered.
+    Dropped,
+    /// An Event as the recorder merges it after ten similar ones (same object, reason and type)
+    /// within ten minutes: see [`merged`].
+    Merged,
+    /// A Kustomization or HelmRelease turning ready, after a retried failure: see [`retried`].
+    Retried,
+    /// A Kustomization or HelmRelease turning ready, after waiting for a dependency: see
+    /// [`retried`].
+    Waited,
 }
 
 /// A run: which recordings, moved by how much, and the ops.
@@ -60,10 +99,21 @@ struct Case {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => any::<usize>().prop_map(Op::Next),
+        2 => (any::<usize>(), shape()).prop_map(|(n, s)| Op::Reshaped(n, s)),
         3 => any::<prop::sample::Index>().prop_map(Op::Repeat),
+        2 => any::<prop::sample::Index>().prop_map(Op::Patch),
         1 => Just(Op::Relist),
         2 => (0u16..90).prop_map(Op::Tick),
         1 => (0u16..3600).prop_map(Op::Tick),
+    ]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::Dropped),
+        Just(Shape::Merged),
+        Just(Shape::Retried),
+        Just(Shape::Waited),
     ]
 }
 
@@ -113,6 +163,155 @@ fn object_key(line: &str) -> Option<(ObjectKey, bool)> {
         s(&o["metadata"]["name"]),
     );
     Some((key, v["type"] == "DELETED"))
+}
+
+/// How client-go's recorder begins the message of an Event it merged.
+const COMBINED: &str = "(combined from similar events): ";
+
+/// The object a watch line of a core/v1 Event is about (its `involvedObject`).
+fn involved(v: &Value) -> Option<ObjectKey> {
+    if v["kind"] != "watch" || v["object"]["kind"] != "Event" {
+        return None;
+    }
+    let o = &v["object"]["involvedObject"];
+    let s = |x: &Value| x.as_str().unwrap_or_default().to_string();
+    Some((
+        s(&o["apiVersion"]),
+        s(&o["kind"]),
+        s(&o["namespace"]),
+        s(&o["name"]),
+    ))
+}
+
+/// client-go's patch of a repeated Event (same object, reason, message, type and source): the
+/// same Event (name, uid) MODIFIED, `count` one up, `lastTimestamp` later than its time and than
+/// `now` (to the second, as the API server keeps it), and the annotations of the first
+/// occurrence, which the patch leaves alone: `stale`, those of an earlier Event of the object
+/// (for a Flux controller's Event, an earlier revision). A merged Event (see [`merged`]) has
+/// none; its patch carries `message`, the latest similar one, behind the prefix.
+fn patched(
+    line: &str,
+    now: Timestamp,
+    stale: Option<&Value>,
+    message: Option<&str>,
+) -> Option<String> {
+    let mut v: Value = serde_json::from_str(line).ok()?;
+    involved(&v)?;
+    let o = &mut v["object"];
+    let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|f| o[f].as_str())
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .and_then(|t| t.checked_add(SignedDuration::from_secs(1)).ok());
+    let t = last.unwrap_or(now).max(now);
+    let t = Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string();
+    o["count"] = o["count"].as_i64().unwrap_or(1).saturating_add(1).into();
+    o["lastTimestamp"] = t.clone().into();
+    let merged = o["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with(COMBINED));
+    match (merged, message, stale) {
+        (true, Some(m), _) => o["message"] = format!("{COMBINED}{m}").into(),
+        (false, _, Some(a)) => o["metadata"]["annotations"] = a.clone(),
+        _ => {}
+    }
+    v["at"] = t.into();
+    v["type"] = "MODIFIED".into();
+    Some(v.to_string())
+}
+
+/// The Event client-go makes instead of the eleventh similar one (same object, reason and
+/// type, other messages) within ten minutes: an Event of its own (name and uid), `count` 1 and
+/// `firstTimestamp` its `lastTimestamp`, the message prefixed [`COMBINED`], no annotations (so
+/// no revision).
+fn merged(line: &str) -> Option<String> {
+    let mut v: Value = serde_json::from_str(line).ok()?;
+    involved(&v)?;
+    let o = &mut v["object"];
+    let message = o["message"].as_str().unwrap_or_default();
+    if !message.starts_with(COMBINED) {
+        o["message"] = format!("{COMBINED}{message}").into();
+    }
+    o["count"] = 1.into();
+    if o["lastTimestamp"].is_string() {
+        o["firstTimestamp"] = o["lastTimestamp"].clone();
+    }
+    let meta = o["metadata"].as_object_mut()?;
+    meta.remove("annotations");
+    for field in ["name", "uid"] {
+        if let Some(x) = meta.get(field).and_then(Value::as_str) {
+            let own = format!("{x}-combined");
+            meta.insert(field.into(), own.into());
+        }
+    }
+    Some(v.to_string())
+}
+
+/// The state Flux writes before `line`, a Kustomization or HelmRelease turning ready, when the
+/// attempt failed or waited first (real shapes: `real-kustomize-retry`,
+/// `real-helm-upgrade-stalled`, `real-kustomize-depends-on`): the object's state before,
+/// `previous`, with the attempt's `lastAttempted…` fields and the conditions of a retried
+/// failure (a Kustomization's health check failing with `Reconciling=True`
+/// `ProgressingWithRetry`, a HelmRelease's upgrade failing, not `Stalled`) or of a wait
+/// (`DependencyNotReady`). None for any other line.
+fn retried(line: &str, previous: &str, shape: Shape) -> Option<String> {
+    let mut v: Value = serde_json::from_str(line).ok()?;
+    let o = &v["object"];
+    let kind = o["kind"]
+        .as_str()
+        .filter(|k| matches!(*k, "Kustomization" | "HelmRelease"))?;
+    let ready = o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready" && c["status"] == "True")?;
+    let (at, generation) = (
+        ready["lastTransitionTime"].clone(),
+        o["metadata"]["generation"].clone(),
+    );
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": at, "observedGeneration": generation})
+    };
+    let conditions = if matches!(shape, Shape::Waited) {
+        let wait = "dependency is not ready";
+        vec![condition("Ready", "False", "DependencyNotReady", wait)]
+    } else {
+        // Reconciling's reason and message; the other condition that fails, its reason, message.
+        let (retry, running, other, reason, failure) = if kind == "Kustomization" {
+            let failure =
+                "health check failed after 30s: timeout waiting for: [Deployment status: 'InProgress']";
+            let running = "Running health checks with a timeout of 30s";
+            (
+                "ProgressingWithRetry",
+                running,
+                "Healthy",
+                "HealthCheckFailed",
+                failure,
+            )
+        } else {
+            let failure = "Helm upgrade failed: context deadline exceeded";
+            let running = "Running 'upgrade' action with timeout of 1m0s";
+            ("Progressing", running, "Released", "UpgradeFailed", failure)
+        };
+        vec![
+            condition("Reconciling", "True", retry, running),
+            condition("Ready", "False", reason, failure),
+            condition(other, "False", reason, failure),
+        ]
+    };
+    let previous: Value = serde_json::from_str(previous).ok()?;
+    let mut status = previous["object"]["status"].as_object()?.clone();
+    for (k, x) in o["status"].as_object()? {
+        if k.starts_with("lastAttempted") {
+            status.insert(k.clone(), x.clone());
+        }
+    }
+    status.insert("conditions".into(), conditions.into());
+    v["object"]["status"] = status.into();
+    v["type"] = "MODIFIED".into();
+    Some(v.to_string())
 }
 
 /// How many lines of a recording are its initial state: through its `synced` line, else its
@@ -216,6 +415,12 @@ struct Run {
     delivered: Vec<String>,
     /// The latest state of every object delivered and not deleted.
     latest: BTreeMap<ObjectKey, String>,
+    /// Every Event delivered (its own key), to patch.
+    events: Vec<ObjectKey>,
+    /// The annotations of the first annotated Event delivered about each object.
+    first_annotations: BTreeMap<ObjectKey, Value>,
+    /// The latest message of an Event delivered about each object, by reason.
+    messages: BTreeMap<(ObjectKey, String), String>,
     /// The latest time delivered or ticked.
     now: Timestamp,
     /// Promotions only the initial state named (a run that starts held).
@@ -241,6 +446,9 @@ impl Run {
             reported: BTreeSet::new(),
             delivered: Vec::new(),
             latest: BTreeMap::new(),
+            events: Vec::new(),
+            first_annotations: BTreeMap::new(),
+            messages: BTreeMap::new(),
             now: Timestamp::UNIX_EPOCH,
             history: BTreeSet::new(),
             sane_times: case
@@ -306,10 +514,27 @@ impl Run {
         self.out.take(outputs);
     }
 
-    /// The next line of stream `i`.
+    /// The next line of stream `i`, delivered.
     fn send_next(&mut self, i: usize) {
-        let line = self.streams[i][self.next[i]].clone();
+        let line = self.take_next(i);
+        self.send(line);
+    }
+
+    /// The next line of stream `i`, not delivered.
+    fn take_next(&mut self, i: usize) -> String {
         self.next[i] += 1;
+        self.streams[i][self.next[i] - 1].clone()
+    }
+
+    /// The next line of the `n`th stream with lines left, if any.
+    fn take_open(&mut self, n: usize) -> Option<String> {
+        let open = self.open();
+        let i = *open.get(n % open.len().max(1))?;
+        Some(self.take_next(i))
+    }
+
+    /// Delivers a line of a stream, and keeps what repeats, re-lists and patches need.
+    fn send(&mut self, line: String) {
         let v: Value = serde_json::from_str(&line).expect("json");
         if let Some(id) = v["promotion"]["id"].as_str() {
             self.reported.insert(id.to_string());
@@ -318,21 +543,90 @@ impl Run {
             if deleted {
                 self.latest.remove(&key);
             } else {
-                self.latest.insert(key, line.clone());
+                self.latest.insert(key.clone(), line.clone());
+            }
+            if let Some(about) = involved(&v) {
+                self.events.push(key);
+                let o = &v["object"];
+                if let Some(m) = o["message"].as_str().filter(|m| !m.starts_with(COMBINED)) {
+                    let reason = o["reason"].as_str().unwrap_or_default().to_string();
+                    self.messages.insert((about.clone(), reason), m.to_string());
+                }
+                let annotations = &o["metadata"]["annotations"];
+                if annotations.is_object() {
+                    self.first_annotations
+                        .entry(about)
+                        .or_insert_with(|| annotations.clone());
+                }
             }
         }
         self.deliver(&line, None);
         self.delivered.push(line);
     }
 
+    /// The next line of a stream, shaped.
+    fn send_reshaped(&mut self, n: usize, shape: Shape) {
+        let Some(line) = self.take_open(n) else {
+            return;
+        };
+        match shape {
+            Shape::Dropped => {
+                let v: Value = serde_json::from_str(&line).expect("json");
+                if involved(&v).is_none() {
+                    self.send(line);
+                }
+            }
+            Shape::Merged => self.send(merged(&line).unwrap_or(line)),
+            Shape::Retried | Shape::Waited => {
+                let before = object_key(&line)
+                    .and_then(|(key, _)| self.latest.get(&key))
+                    .and_then(|previous| retried(&line, previous, shape));
+                if let Some(before) = before {
+                    self.send(before);
+                }
+                self.send(line);
+            }
+        }
+    }
+
+    /// A patch of the `k`th Event delivered, in its latest state (none once deleted).
+    fn patch(&mut self, k: prop::sample::Index) {
+        if self.events.is_empty() {
+            return;
+        }
+        let key = self.events[k.index(self.events.len())].clone();
+        let Some(line) = self.latest.get(&key) else {
+            return;
+        };
+        let v: Value = serde_json::from_str(line).expect("json");
+        let Some(about) = involved(&v) else {
+            return;
+        };
+        let reason = v["object"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let stale = self.first_annotations.get(&about);
+        let message = self
+            .messages
+            .get(&(about.clone(), reason))
+            .map(String::as_str);
+        let Some(line) = patched(line, self.now, stale, message) else {
+            return;
+        };
+        self.latest.insert(key, line.clone());
+        self.deliver(&line, None);
+    }
+
     fn step(&mut self, op: &Op) {
         match *op {
             Op::Next(n) => {
-                let open = self.open();
-                if !open.is_empty() {
-                    self.send_next(open[n % open.len()]);
+                if let Some(line) = self.take_open(n) {
+                    self.send(line);
                 }
             }
+            Op::Reshaped(n, shape) => self.send_reshaped(n, shape),
+            Op::Patch(k) => self.patch(k),
             Op::Repeat(k) => {
                 if self.delivered.is_empty() {
                     return;
@@ -542,4 +836,80 @@ fn a_tick_at_the_end_of_time_does_not_panic_the_next_call() {
         ops: vec![Op::TickAt(Timestamp::MAX.as_second())],
     };
     check(&case).expect("the checks");
+}
+
+/// The shapes apply to the bundled recordings and decode as the engine reads them: a merged
+/// Event has no revision, a patch counts one more with stale annotations, a retried or waited
+/// attempt is not ready; each happens somewhere.
+#[test]
+fn the_shapes_apply_to_the_bundled_recordings() {
+    let decode = |line: &str| -> Option<EventBody> {
+        let decoded = decode_line(line).expect("a shaped line decodes");
+        decoded.map(|ev| ev.body)
+    };
+    let (mut merges, mut patches, mut retries) = (0, 0, 0);
+    for (name, text) in EXAMPLES {
+        let mut latest: BTreeMap<ObjectKey, &str> = BTreeMap::new();
+        let mut first: BTreeMap<ObjectKey, Value> = BTreeMap::new();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("json");
+            let event = involved(&v).zip(decode(line));
+            if let Some((about, EventBody::KubeEvent(e))) = event {
+                let Some(EventBody::KubeEvent(m)) = decode(&merged(line).expect("merges")) else {
+                    panic!("{name}: a merged Event is an Event");
+                };
+                assert!(
+                    m.message.starts_with(COMBINED) && m.revision.is_none(),
+                    "{name}"
+                );
+                let stale = first
+                    .entry(about)
+                    .or_insert(v["object"]["metadata"]["annotations"].clone());
+                let at: Timestamp = v["at"].as_str().expect("at").parse().expect("a time");
+                let p = patched(line, at, Some(stale), Some("later")).expect("patches");
+                let Some(EventBody::KubeEvent(p)) = decode(&p) else {
+                    panic!("{name}: a patched Event is an Event");
+                };
+                // A recorded merged Event's patch carries the latest similar message.
+                let message = match e.message.strip_prefix(COMBINED) {
+                    Some(_) => format!("{COMBINED}later"),
+                    None => e.message,
+                };
+                assert_eq!(
+                    (p.uid, p.count, p.message),
+                    (e.uid, e.count + 1, message),
+                    "{name}"
+                );
+                assert!(p.time > e.time, "{name}: a patch is later");
+                patches += usize::from(p.revision != e.revision);
+                merges += 1;
+            }
+            if let Some((key, _)) = object_key(line) {
+                let before = latest
+                    .get(&key)
+                    .and_then(|prev| retried(line, prev, Shape::Retried));
+                if let Some(before) = before {
+                    let Some(EventBody::Reconciler(r)) = decode(&before) else {
+                        panic!("{name}: a retry is a Kustomization or HelmRelease");
+                    };
+                    assert!(
+                        r.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == CondStatus::False),
+                        "{name}"
+                    );
+                    assert!(
+                        retried(line, latest[&key], Shape::Waited).is_some(),
+                        "{name}"
+                    );
+                    retries += 1;
+                }
+                latest.insert(key, line);
+            }
+        }
+    }
+    assert!(
+        merges > 0 && patches > 0 && retries > 0,
+        "{merges} {patches} {retries}"
+    );
 }
