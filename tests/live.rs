@@ -797,3 +797,63 @@ async fn skip_unchanged_keeps_the_verdict_and_leaves_the_trace_out() {
         }
     }
 }
+
+/// The watches go down after any line of the image-automation recordings (every
+/// `FLUXTRACE_RELIST_STRIDE`-th line after the initial list, default 20, and the last) and come
+/// back with `410 Gone` at once or three lines later: the re-list shows each object as it is
+/// then, and the agent sends what replay of the recording sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_down_and_gone_410_anywhere_in_image_automation_change_nothing() {
+    let stride = std::env::var("FLUXTRACE_RELIST_STRIDE")
+        .ok()
+        .map(|s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| panic!("FLUXTRACE_RELIST_STRIDE={s}: a whole number >= 1"))
+        })
+        .unwrap_or(20);
+    for (name, text) in EXAMPLES
+        .iter()
+        .filter(|(n, _)| n.contains("image-automation"))
+    {
+        let want = replayed(text).await;
+        let end = text.lines().count();
+        for gap in [0, 3] {
+            let mut next = None;
+            loop {
+                let mut live = Live::start(KubeApi::with_recording(text)).await;
+                let from = live.agent.begin(&live.server, text).await;
+                let down = next.unwrap_or(from).min(end);
+                let back = (down + gap).min(end);
+                let agent = &mut live.agent;
+                agent
+                    .serve(&live.server, text, from..down, Disrupt::None)
+                    .await;
+                agent
+                    .serve_through_watch_gap(&live.server, text, down..back)
+                    .await;
+                agent
+                    .serve(&live.server, text, back..end, Disrupt::None)
+                    .await;
+                let got = by_id(&live.finish(want.len()).await);
+                let differ: Vec<&str> = want
+                    .iter()
+                    .filter(|(id, w)| got.get(*id) != Some(*w))
+                    .map(|(_, w)| w.2.as_str())
+                    .collect();
+                assert!(
+                    differ.is_empty() && got.len() == want.len(),
+                    "{name}: watches down after line {down}, back with 410 after line {back}: \
+                     {} spans, {} expected; these differ: {differ:?}",
+                    got.len(),
+                    want.len()
+                );
+                if down == end {
+                    break;
+                }
+                next = Some(down + stride);
+            }
+        }
+    }
+}

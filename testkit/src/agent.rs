@@ -304,20 +304,51 @@ impl LiveAgent {
             Disrupt::Gone => {
                 let before = restarts(&self.metrics);
                 let open = server.expire_watches();
-                assert!(open > 0, "watches were open");
-                let m = self.metrics.clone();
-                // Every watcher re-lists; what the re-list delivers again is counted too.
-                eventually("re-lists after 410", || {
-                    restarts(&m) >= before + open as u64
-                })
-                .await;
-                eventually("watches to reopen", || server.open_watches() >= open).await;
-                let h = self.handle.clone();
-                eventually("the re-list to be applied", || h.queue_depth() == 0).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                observed(&self.metrics)
+                self.relisted(server, before, open).await
             }
         }
+    }
+
+    /// Serves the recording's lines `gap` as if every watch were down meanwhile: the promotion
+    /// reports and Flux events in it reach the agent as they come; the objects' changes are
+    /// seen only through the re-list after `410 Gone` at its end, each object's last state.
+    pub async fn serve_through_watch_gap(
+        &mut self,
+        server: &ServerHandle,
+        text: &str,
+        gap: std::ops::Range<usize>,
+    ) {
+        let lines: Vec<&str> = text.lines().collect();
+        for &line in &lines[gap.clone()] {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            self.clock.set(v["at"].as_str().expect("at"));
+            if v["kind"] == "watch" {
+                continue;
+            }
+            if let Some(ev) = decode_line(line).expect("bundled lines decode") {
+                self.handle.submit(ev).await.expect("agent running");
+            }
+        }
+        let before = restarts(&self.metrics);
+        let open = server.apply_until_while_watches_down(gap.end);
+        self.relisted(server, before, open).await;
+    }
+
+    /// Waits until the `open` watches ended with `410 Gone` have re-listed (watch restarts
+    /// counted from `before`) and what they listed is applied; the observations so far.
+    async fn relisted(&self, server: &ServerHandle, before: u64, open: usize) -> u64 {
+        assert!(open > 0, "watches were open");
+        let m = self.metrics.clone();
+        // Every watcher re-lists; what the re-list delivers again is counted too.
+        eventually("re-lists after 410", || {
+            restarts(&m) >= before + open as u64
+        })
+        .await;
+        eventually("watches to reopen", || server.open_watches() >= open).await;
+        let h = self.handle.clone();
+        eventually("the re-list to be applied", || h.queue_depth() == 0).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        observed(&self.metrics)
     }
 
     /// Moves the clock past every deadline (3 hours on).

@@ -1730,6 +1730,27 @@ impl ServerHandle {
         store.expire_watches()
     }
 
+    /// Applies the watch lines before recording line `index` (0-based) as if every watch were
+    /// down meanwhile: no watch is sent them; then history is compacted past them and the open
+    /// watches end with `410 Expired`, so clients re-list and see only the objects' last state.
+    /// Returns how many watches were ended.
+    pub fn apply_until_while_watches_down(&self, index: usize) -> usize {
+        let lines = &self.shared.recording.lines;
+        let mut store = self.shared.lock();
+        let watches = std::mem::take(&mut store.watches);
+        while let Some(line) = lines.get(store.cursor).filter(|l| l.index < index) {
+            store.cursor += 1;
+            if line.kind == "watch" {
+                let event_type = line.value["type"].as_str().unwrap_or_default();
+                store
+                    .apply(event_type, line.value["object"].clone())
+                    .expect("watch lines were checked when parsed");
+            }
+        }
+        store.watches = watches;
+        store.expire_watches()
+    }
+
     /// Deletes an object as if that happened while every watch was down: no watch is sent the
     /// DELETED event; history is compacted past it and open watches end with `410 Expired`, so
     /// clients re-list and find it missing. Returns how many watches were ended.
