@@ -275,21 +275,24 @@ impl Intake {
             .as_deref()
             .and_then(|t| Traceparent::parse(t).ok())
             .map_or_else(|| trace_id_for(&id), |t| t.trace_id);
+        let mut submit = true;
         if let Some(store) = &self.store {
             // Stored with its start, so that it starts at the same instant after a restart.
             report.time = Some(start);
-            store
+            submit = store
                 .write(&report, now)
                 .await
                 .map_err(|e| IntakeError::NotStored(e.to_string()))?;
         }
-        handle
-            .submit(DeliveryEvent {
-                at,
-                body: EventBody::Promotion(report),
-            })
-            .await
-            .map_err(|_| IntakeError::Unavailable)?;
+        if submit {
+            handle
+                .submit(DeliveryEvent {
+                    at,
+                    body: EventBody::Promotion(report),
+                })
+                .await
+                .map_err(|_| IntakeError::Unavailable)?;
+        }
         // The engine fixes a promotion's trace id when the promotion opens; if it was opened
         // before (an earlier report, an annotation), that is the trace to link to.
         let (trace_id, link) = match handle.story(&id).await {

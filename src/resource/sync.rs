@@ -304,11 +304,14 @@ impl PromotionWriter {
     /// Creates the Promotion for `report` (received at `now`); one that exists already (a
     /// repeated report) counts as written. Where the CRD (or the namespace) does not exist the
     /// report is taken in memory only, as without a cluster, and a warning says so.
+    ///
+    /// `Ok(false)` when the watch fed the new object to the engine before the create answered
+    /// (a busy agent): the caller must not submit the report again.
     pub async fn write(
         &self,
         report: &PromotionReport,
         now: jiff::Timestamp,
-    ) -> Result<(), WriteError> {
+    ) -> Result<bool, WriteError> {
         let name = super::object_name(&report.id);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.server.client.clone(), &self.namespace, &api_resource());
@@ -325,15 +328,12 @@ impl PromotionWriter {
             ))
         });
         match created {
-            Ok(o) => {
-                // The intake submits the report itself.
-                if let Some(uid) = o.metadata.uid {
-                    self.index
-                        .first_time(uid, o.metadata.generation.unwrap_or(0));
-                }
-                Ok(())
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            // The intake submits the report itself, unless the watch was first.
+            Ok(o) => Ok(o.metadata.uid.is_none_or(|uid| {
+                self.index
+                    .first_time(uid, o.metadata.generation.unwrap_or(0))
+            })),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 let due = self.missing.lock().map(|mut w| w.due()).ok().flatten();
                 if let Some(suppressed) = due {
@@ -344,7 +344,7 @@ impl PromotionWriter {
                         similar_since_last = suppressed
                     );
                 }
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(WriteError {
                 namespace: self.namespace.clone(),
