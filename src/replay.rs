@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 33] = [
+pub const EXAMPLES: [(&str, &str); 34] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -143,6 +143,10 @@ pub const EXAMPLES: [(&str, &str); 33] = [
     (
         "image-automation-push-branch.jsonl",
         include_str!("../examples/recordings/image-automation-push-branch.jsonl"),
+    ),
+    (
+        "real-rollout-quota.jsonl",
+        include_str!("../examples/recordings/real-rollout-quota.jsonl"),
     ),
 ];
 /// One promotion's trace: its spans (stage spans, then the root) and its story.

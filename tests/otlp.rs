@@ -41,7 +41,7 @@ const SPAN_NAMES: [&str; 8] = [
 ];
 
 /// Where each recording diverges, as examples/recordings/README.md describes it.
-const DIVERGENCE: [(&str, Option<&str>); 33] = [
+const DIVERGENCE: [(&str, Option<&str>); 34] = [
     ("oci-success.jsonl", None),
     ("oci-rollout-imagepull.jsonl", Some("rollout")),
     ("git-success.jsonl", None),
@@ -75,6 +75,7 @@ const DIVERGENCE: [(&str, Option<&str>); 33] = [
     ("real-kustomize-depends-on.jsonl", None),
     ("real-git-overtaken.jsonl", None),
     ("image-automation-push-branch.jsonl", None),
+    ("real-rollout-quota.jsonl", Some("rollout")),
 ];
 
 /// Longest an export may take in these tests, whatever the collector does.

@@ -287,6 +287,11 @@ fn a_push_to_a_branch_nobody_follows_is_skipped() {
 }
 
 #[test]
+fn golden_real_rollout_quota() {
+    golden("real-rollout-quota.jsonl");
+}
+
+#[test]
 fn golden_real_drift_correction() {
     golden("real-drift-correction.jsonl");
 }
