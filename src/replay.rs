@@ -11,7 +11,7 @@ use crate::story::Story;
 use crate::trace::SpanRecord;
 
 /// The built-in example recordings, embedded so that `demo` works from any directory.
-pub const EXAMPLES: [(&str, &str); 34] = [
+pub const EXAMPLES: [(&str, &str); 33] = [
     (
         "oci-success.jsonl",
         include_str!("../examples/recordings/oci-success.jsonl"),
@@ -87,10 +87,6 @@ pub const EXAMPLES: [(&str, &str); 34] = [
     (
         "flagger-canary-rollback.jsonl",
         include_str!("../examples/recordings/flagger-canary-rollback.jsonl"),
-    ),
-    (
-        "flagger-canary-long.jsonl",
-        include_str!("../examples/recordings/flagger-canary-long.jsonl"),
     ),
     (
         "history-oci.jsonl",

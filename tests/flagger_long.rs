@@ -5,18 +5,12 @@
 use std::fmt::Write as _;
 
 use fluxtrace::correlate::EngineConfig;
-use fluxtrace::replay::{self, Replay, EXAMPLES};
+use fluxtrace::replay::{self, Replay};
 use fluxtrace::story::Outcome;
 use fluxtrace::trace::{AttrValue, SpanEventRecord, SpanRecord};
 
-const LONG: &str = "flagger-canary-long.jsonl";
-
 fn text() -> &'static str {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == LONG)
-        .map(|(_, t)| *t)
-        .expect("bundled")
+    include_str!("../examples/recordings/flagger-canary-long.jsonl")
 }
 
 fn run(text: &str) -> Replay {

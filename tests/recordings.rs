@@ -18,10 +18,20 @@ fn cfg() -> EngineConfig {
 
 /// Recordings kept beside the bundled examples, outside the crash sweep (see
 /// examples/recordings/README.md).
-const BESIDE: [(&str, &str); 1] = [(
-    "real-drift-correction.jsonl",
-    include_str!("../examples/recordings/real-drift-correction.jsonl"),
-)];
+const BESIDE: [(&str, &str); 3] = [
+    (
+        "flagger-canary-long.jsonl",
+        include_str!("../examples/recordings/flagger-canary-long.jsonl"),
+    ),
+    (
+        "real-drift-correction.jsonl",
+        include_str!("../examples/recordings/real-drift-correction.jsonl"),
+    ),
+    (
+        "real-kustomize-health-check-canceled.jsonl",
+        include_str!("../examples/recordings/real-kustomize-health-check-canceled.jsonl"),
+    ),
+];
 
 fn replay(name: &str) -> Replay {
     let text = EXAMPLES
@@ -289,6 +299,11 @@ fn a_push_to_a_branch_nobody_follows_is_skipped() {
 #[test]
 fn golden_real_rollout_quota() {
     golden("real-rollout-quota.jsonl");
+}
+
+#[test]
+fn golden_real_kustomize_health_check_canceled() {
+    golden("real-kustomize-health-check-canceled.jsonl");
 }
 
 #[test]
@@ -1119,4 +1134,34 @@ fn an_external_artifact_is_a_source() {
         Some("ExternalArtifact")
     );
     assert!(t.spans.iter().any(|s| s.name == "reconcile"));
+}
+
+/// A commit whose health checks the next commit cancelled (kustomize-controller's
+/// `CancelHealthCheckOnNewRevision`: `Ready=False`, `HealthCheckCanceled`) is superseded by it,
+/// not failed; the next one succeeds.
+#[test]
+fn cancelled_health_checks_supersede_the_older_commit() {
+    let r = replay("real-kustomize-health-check-canceled.jsonl");
+    let outcomes: Vec<(&str, Outcome)> = r
+        .traces
+        .iter()
+        .map(|t| (t.story.promotion_id.as_str(), t.story.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "unreported/e2e-cancel-rec/app/fd43778ff67b",
+                Outcome::Superseded
+            ),
+            (
+                "unreported/e2e-cancel-rec/app/aaa368d02f6f",
+                Outcome::Succeeded
+            ),
+        ]
+    );
+    assert_eq!(
+        r.traces[0].story.superseded_by.as_deref(),
+        Some("unreported/e2e-cancel-rec/app/aaa368d02f6f")
+    );
 }

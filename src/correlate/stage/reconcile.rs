@@ -485,10 +485,20 @@ impl Engine {
         }
         // The reconcile's time runs from when Flux attempted the revision (`Reconciling` went
         // True): an agent that did not see a wait before it still gives it its whole window.
+        // Once done, `status.history` says when its run began (it ended at `firstReconciled`
+        // and took `lastReconciledDuration`).
+        let ran = obs
+            .history
+            .iter()
+            .find(|h| h.revision == r.revision && h.first_reconciled == h.last_reconciled)
+            .and_then(|h| h.first_reconciled?.checked_sub(h.last_duration?).ok());
         let attempt = condition(&obs.conditions, "Reconciling")
-            .filter(|c| c.status == CondStatus::True && !before_attempt && speaks_for(r, obs))
+            .filter(|c| c.status == CondStatus::True)
             .and_then(|c| c.last_transition)
-            .filter(|t| *t > r.span.start && r.waiting.is_none());
+            .or(ran)
+            .filter(|t| {
+                *t > r.span.start && r.waiting.is_none() && !before_attempt && speaks_for(r, obs)
+            });
         if let Some(t) = attempt {
             let deadline = add(t, reconcile_window(obs, d.reconcile));
             for s in std::iter::once(&mut r.span).chain(r.apply.as_mut()) {
@@ -721,6 +731,16 @@ fn evaluate_kustomization(r: &mut Reconcile, obs: &ReconcilerObs, at: Timestamp,
             .last_transition
             .is_none_or(|t| add(t, CLAIM_SLACK) >= r.span.start);
     match ready.status {
+        CondStatus::True if fresh && obs.last_applied.as_deref() != Some(rev.as_str()) => {
+            // Ready at the attempted revision: kustomize-controller writes
+            // `lastAppliedRevision` in its next patch; the deadline waits for it.
+            let wait = add(end.max(at), CLAIM_SLACK);
+            for s in std::iter::once(&mut r.span).chain(r.apply.as_mut()) {
+                if s.is_open() {
+                    s.deadline = s.deadline.max(wait);
+                }
+            }
+        }
         CondStatus::True if obs.last_applied.as_deref() == Some(rev.as_str()) && fresh => {
             if let Some(a) = r.apply.as_mut() {
                 a.finish(

@@ -4,7 +4,7 @@
 //! Sources and reconcilers keep a [`TriggerDraft`] per object; the first promotion that object
 //! joins after the request claims it as its `trigger` span.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::super::config::{add, sub, Deadlines, CLAIM_SLACK};
 use super::super::promotion::Promotion;
@@ -95,6 +95,9 @@ pub(in crate::correlate) fn requested_time(value: &str) -> Option<Timestamp> {
 /// `Ready` transition (when the controller finished the work the request asked for). Both
 /// survive a restart: a request already handled when first seen is a trigger if its time is
 /// recent enough for a promotion to claim it.
+/// The precision of a condition's `lastTransitionTime`.
+const SECOND: SignedDuration = SignedDuration::from_secs(1);
+
 pub(in crate::correlate) fn update_trigger(
     draft: &mut Option<TriggerDraft>,
     requested: &Option<String>,
@@ -123,10 +126,13 @@ pub(in crate::correlate) fn update_trigger(
         return;
     }
     if handled.as_deref() == Some(d.value.as_str()) {
+        // Conditions are dated to the second, requests (`flux reconcile`) to the nanosecond:
+        // a transition in the request's second may be the handling of it.
         let done = condition(conditions, "Ready")
             .filter(|c| c.status != CondStatus::Unknown)
             .and_then(|c| c.last_transition)
-            .filter(|t| *t >= d.start);
+            .filter(|t| add(*t, SECOND) > d.start)
+            .map(|t| t.max(d.start));
         d.handled = Some(done.unwrap_or(at).min(at));
     }
 }
