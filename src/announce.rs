@@ -64,8 +64,8 @@ const MAX_DIVERGENCE_MESSAGE: usize = 512;
 /// Kubernetes object names (DNS subdomains) are at most this long.
 const MAX_NAME: usize = 253;
 
-/// The kinds an Event is written on: the promotion's reconciler and its Deployments.
-const ANNOUNCED_KINDS: [&str; 3] = ["Kustomization", "HelmRelease", "Deployment"];
+/// The kinds an Event is written on: the promotion's reconciler and its workloads.
+const ANNOUNCED_KINDS: [&str; 4] = ["Kustomization", "HelmRelease", "Deployment", "DaemonSet"];
 
 /// One Event to write, planned from a finished story.
 #[derive(Clone, Debug, PartialEq, Eq)]

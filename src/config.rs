@@ -485,6 +485,10 @@ pub struct DeadlineArgs {
     /// Added to a Deployment's progressDeadlineSeconds.
     #[arg(long, global = true, default_value = "1m", value_parser = parse_duration, env = "FLUXTRACE_ROLLOUT_GRACE")]
     pub rollout_grace: SignedDuration,
+    /// Time for a DaemonSet rollout to complete (DaemonSets have no progressDeadlineSeconds);
+    /// --rollout-grace is added.
+    #[arg(long, global = true, default_value = "10m", value_parser = parse_duration, env = "FLUXTRACE_ROLLOUT_DEADLINE")]
+    pub rollout_deadline: SignedDuration,
     /// Time for a traffic probe to report after a rollout completed.
     #[arg(long, global = true, default_value = "3m", value_parser = parse_duration, env = "FLUXTRACE_TRAFFIC_DEADLINE")]
     pub traffic_deadline: SignedDuration,
@@ -605,6 +609,7 @@ impl Global {
                 source: d.source_deadline,
                 reconcile: d.reconcile_deadline,
                 rollout_grace: d.rollout_grace,
+                rollout: d.rollout_deadline,
                 traffic: d.traffic_deadline,
                 canary_grace: d.canary_grace,
                 promotion: d.promotion_deadline,

@@ -46,6 +46,8 @@ pub enum Kind {
     HelmRelease,
     Receiver,
     Deployment,
+    /// An apps/v1 DaemonSet: a workload rolled out like a Deployment, one Pod per node.
+    DaemonSet,
     ReplicaSet,
     Pod,
     ImageRepository,
@@ -69,6 +71,7 @@ impl Kind {
             "HelmRelease" => Kind::HelmRelease,
             "Receiver" => Kind::Receiver,
             "Deployment" => Kind::Deployment,
+            "DaemonSet" => Kind::DaemonSet,
             "ReplicaSet" => Kind::ReplicaSet,
             "Pod" => Kind::Pod,
             "ImageRepository" => Kind::ImageRepository,
@@ -91,6 +94,7 @@ impl Kind {
             Kind::HelmRelease => "HelmRelease",
             Kind::Receiver => "Receiver",
             Kind::Deployment => "Deployment",
+            Kind::DaemonSet => "DaemonSet",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Pod => "Pod",
             Kind::ImageRepository => "ImageRepository",
@@ -106,6 +110,11 @@ impl Kind {
             self,
             Kind::ImageRepository | Kind::ImagePolicy | Kind::ImageUpdateAutomation
         )
+    }
+
+    /// Workloads whose rollouts fluxtrace follows: Deployments and DaemonSets.
+    pub fn is_workload(self) -> bool {
+        matches!(self, Kind::Deployment | Kind::DaemonSet)
     }
 
     /// Source-controller kinds: they fetch artifacts.
@@ -425,12 +434,15 @@ impl ReceiverObs {
     }
 }
 
-/// An apps/v1 Deployment.
+/// An apps/v1 Deployment or DaemonSet (`object.kind` tells which): a workload whose rollout
+/// the rollout stage follows. A DaemonSet's counts are its scheduled Pods: `replicas` is
+/// `status.desiredNumberScheduled`, `updated` `updatedNumberScheduled`, `ready`
+/// `numberReady`, `available` `numberAvailable`.
 #[derive(Clone, Debug, PartialEq, Hash)]
 pub struct DeploymentObs {
     pub object: ObjectRef,
     pub uid: String,
-    /// Marks on the Deployment, or else on its pod template.
+    /// Marks on the workload, or else on its pod template.
     pub marks: Marks,
     pub generation: i64,
     pub observed_generation: i64,
@@ -438,6 +450,11 @@ pub struct DeploymentObs {
     pub updated: i64,
     pub ready: i64,
     pub available: i64,
+    /// A DaemonSet's `status.numberUnavailable`: nodes that should run its Pod and have none
+    /// available (0 for a Deployment).
+    pub unavailable: i64,
+    /// `spec.progressDeadlineSeconds`; a DaemonSet has none (zero here): the engine's rollout
+    /// deadline applies.
     pub progress_deadline: SignedDuration,
     /// The Kustomization or HelmRelease that applied it (from its labels).
     pub manager: Option<ObjectRef>,
@@ -454,14 +471,47 @@ pub struct DeploymentObs {
 }
 
 impl DeploymentObs {
-    /// The rollout of the current generation is complete.
+    /// The rollout of the current generation is complete. A DaemonSet's, as `kubectl rollout
+    /// status` judges it: the controller observed the generation and every Pod it schedules is
+    /// updated and available.
     pub fn rollout_complete(&self) -> bool {
+        if self.object.kind == Kind::DaemonSet {
+            return self.observed_generation >= self.generation
+                && self.updated >= self.replicas
+                && self.available >= self.replicas;
+        }
         self.observed_generation >= self.generation
             && self.updated == self.replicas
             && self.ready == self.replicas
             && self.available == self.replicas
             && condition(&self.conditions, "Progressing")
                 .is_some_and(|c| c.reason == "NewReplicaSetAvailable")
+    }
+
+    /// Where a DaemonSet's rollout stands, in `kubectl rollout status` words (a DaemonSet has
+    /// no `Progressing` condition to say it); `None` for a Deployment.
+    pub fn daemonset_progress(&self) -> Option<String> {
+        if self.object.kind != Kind::DaemonSet {
+            return None;
+        }
+        let name = &self.object.name;
+        Some(if self.observed_generation < self.generation {
+            "Waiting for daemon set spec update to be observed".to_string()
+        } else if self.updated < self.replicas {
+            format!(
+                "Waiting for daemon set \"{name}\" rollout to finish: {} out of {} new pods have \
+                 been updated",
+                self.updated, self.replicas
+            )
+        } else if self.available < self.replicas {
+            format!(
+                "Waiting for daemon set \"{name}\" rollout to finish: {} of {} updated pods are \
+                 available ({} unavailable)",
+                self.available, self.replicas, self.unavailable
+            )
+        } else {
+            format!("daemon set \"{name}\" successfully rolled out")
+        })
     }
 }
 
@@ -568,8 +618,8 @@ pub struct ImageAutomationObs {
 pub struct CanaryObs {
     pub object: ObjectRef,
     pub uid: String,
-    /// `spec.targetRef`: the Deployment whose pod-template changes start an analysis. Flagger
-    /// rolls what passes out to `<name>-primary`.
+    /// `spec.targetRef`: the Deployment or DaemonSet whose pod-template changes start an
+    /// analysis. Flagger rolls what passes out to `<name>-primary`, of the same kind.
     pub target: ObjectRef,
     /// `spec.analysis.interval` (Flagger's default 60s, at least 10s): Flagger looks at the
     /// Canary once per interval.
@@ -602,10 +652,10 @@ pub struct CanaryObs {
 }
 
 impl CanaryObs {
-    /// The Deployment Flagger rolls a passed analysis out to.
+    /// The workload Flagger rolls a passed analysis out to (of the target's kind).
     pub fn primary(&self) -> ObjectRef {
         ObjectRef::new(
-            Kind::Deployment,
+            self.target.kind,
             self.target.namespace.clone(),
             format!("{}-primary", self.target.name),
         )

@@ -156,6 +156,14 @@ fn the_cluster_role_grants_exactly_what_the_code_uses() {
     );
     assert!(!role.contains("secrets"), "Secrets are never read");
     assert!(!role.contains('*'), "no wildcards");
+    // DaemonSets are followed like Deployments, read-only.
+    for workload in ["deployments", "daemonsets"] {
+        assert_eq!(
+            have.get(&("apps".to_string(), workload.to_string())),
+            Some(&set(&["get", "list", "watch"])),
+            "{workload} are watched, never written"
+        );
+    }
 }
 
 /// The checks above catch a role that grants too much or too little.

@@ -32,7 +32,7 @@ pub struct Watched {
     pub plural: &'static str,
     /// Versions in order of preference; the first one the cluster serves is used.
     pub versions: &'static [&'static str],
-    /// Deployments and ReplicaSets take the workload label selector.
+    /// Deployments, DaemonSets and ReplicaSets take the workload label selector.
     pub workload: bool,
     /// Dropped rather than waited for when the engine is busy.
     pub lossy: bool,
@@ -136,6 +136,15 @@ pub const WATCHED: &[Watched] = &[
         group: "apps",
         kind: "Deployment",
         plural: "deployments",
+        versions: &["v1"],
+        workload: true,
+        lossy: false,
+    },
+    // Rolled out like a Deployment; Flagger may target one too.
+    Watched {
+        group: "apps",
+        kind: "DaemonSet",
+        plural: "daemonsets",
         versions: &["v1"],
         workload: true,
         lossy: false,

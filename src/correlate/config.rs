@@ -16,8 +16,11 @@ pub struct Deadlines {
     /// A reconcile must finish within this, unless the object's `spec.timeout` says otherwise;
     /// and must start within this of the source having the revision.
     pub reconcile: SignedDuration,
-    /// Added to a Deployment's `progressDeadlineSeconds`.
+    /// Added to a Deployment's `progressDeadlineSeconds`, and to [`Deadlines::rollout`].
     pub rollout_grace: SignedDuration,
+    /// A rollout of a workload with no progress deadline of its own (a DaemonSet) must
+    /// complete within this (and the grace).
+    pub rollout: SignedDuration,
     /// A traffic probe must report within this of the rollout completing.
     pub traffic: SignedDuration,
     /// Added to the longest a Flagger canary analysis can take by its Canary's spec (interval
@@ -37,6 +40,7 @@ impl Default for Deadlines {
             source: SignedDuration::from_mins(10),
             reconcile: SignedDuration::from_mins(10),
             rollout_grace: SignedDuration::from_mins(1),
+            rollout: SignedDuration::from_mins(10),
             traffic: SignedDuration::from_mins(3),
             canary_grace: SignedDuration::from_mins(5),
             promotion: SignedDuration::from_mins(60),

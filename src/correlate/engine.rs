@@ -110,7 +110,7 @@ fn delivery_rank(body: &EventBody) -> u8 {
         k if k.is_image() => 1,
         k if k.is_source() => 2,
         Kind::Kustomization | Kind::HelmRelease => 3,
-        Kind::Deployment => 4,
+        Kind::Deployment | Kind::DaemonSet => 4,
         Kind::Canary => 5,
         _ => 6,
     };
@@ -416,7 +416,7 @@ impl Engine {
         use crate::model::Kind;
         let left_out = |o: &&ObjectRef| r.left_out(o);
         let gone: Vec<ObjectRef> = match r.kind {
-            Kind::Deployment => self
+            Kind::Deployment | Kind::DaemonSet => self
                 .rollouts
                 .deployments
                 .keys()
@@ -453,7 +453,7 @@ impl Engine {
     fn on_deleted(&mut self, o: &ObjectRef) {
         use crate::model::Kind;
         match o.kind {
-            Kind::Deployment => {
+            Kind::Deployment | Kind::DaemonSet => {
                 self.rollouts.forget(o);
                 self.workloads.forget_deployment(o);
                 self.timers.cancel(&Wake::Unclaimed(o.clone()));

@@ -1,6 +1,6 @@
 //! Kubernetes and Flux events: de-duplication, buffering per object until a span can take
-//! them, and the Pod → ReplicaSet → Deployment mapping that tells which rollout a Pod event
-//! is about.
+//! them, and the Pod → ReplicaSet → Deployment (or Pod → DaemonSet) mapping that tells which
+//! rollout a Pod event is about.
 //!
 //! Fed by `Engine::apply`; read by `verdict` (events land on spans when a promotion ends) and
 //! by the rollout stage (ReplicaSet creation times).
@@ -289,6 +289,22 @@ pub(super) fn identity_hash(parts: &[&str]) -> u64 {
 }
 
 impl Engine {
+    /// The workload a Pod belongs to. The DaemonSet controller names its Pods
+    /// `<daemonset>-<5 random characters>`, the ReplicaSet controller `<replicaset>-<5 random
+    /// characters>`: a followed DaemonSet of the Pod's name without its suffix, unless a
+    /// ReplicaSet has that name; else the Deployment of its ReplicaSet.
+    pub(super) fn workload_of_pod(&self, ns: &str, pod: &str) -> ObjectRef {
+        if let Some((owner, _)) = pod.rsplit_once('-') {
+            let ds = ObjectRef::new(Kind::DaemonSet, ns, owner);
+            if self.events.replicaset(ns, owner).is_none()
+                && self.rollouts.deployments.contains_key(&ds)
+            {
+                return ds;
+            }
+        }
+        self.events.deployment_of_pod(ns, pod)
+    }
+
     pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
         let series = identity_hash(&[&ev.uid]);
         if self.events.seen_before(series, ev.count, at) {
@@ -296,11 +312,9 @@ impl Engine {
         }
         let ns = &ev.involved_namespace;
         let target = match Kind::parse(&ev.involved_kind) {
-            Some(Kind::Pod) => self.events.deployment_of_pod(ns, &ev.involved_name),
+            Some(Kind::Pod) => self.workload_of_pod(ns, &ev.involved_name),
             Some(Kind::ReplicaSet) => self.events.deployment_of_rs(ns, &ev.involved_name),
-            Some(Kind::Deployment) => {
-                ObjectRef::new(Kind::Deployment, ns.clone(), ev.involved_name.clone())
-            }
+            Some(k) if k.is_workload() => ObjectRef::new(k, ns.clone(), ev.involved_name.clone()),
             Some(k)
                 if k.is_source()
                     || k.is_image()

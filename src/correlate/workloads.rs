@@ -4,9 +4,10 @@
 //! /v1/workloads`, `fluxtrace status`), which adds the promotions in flight that touch each one.
 //!
 //! Fed by `Engine::apply` (ReplicaSets, deletions, re-lists) and by `verdict` (each finished
-//! promotion's rollouts). Kept small, for clusters of thousands of Deployments: a few short
-//! strings per Deployment, the facts of a promotion shared by every Deployment it rolled out,
-//! at most the current and one newer promotion each.
+//! promotion's rollouts; DaemonSets, which run no ReplicaSets, are not listed). Kept small,
+//! for clusters of thousands of Deployments: a few short strings per Deployment, the facts of
+//! a promotion shared by every Deployment it rolled out, at most the current and one newer
+//! promotion each.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use super::engine::Engine;
 use super::promotion::Promotion;
 use super::span::StageResult;
 use super::{Map, Set};
-use crate::model::{object_key_hash, ObjectRef, RelistObs, ReplicaSetObs};
+use crate::model::{object_key_hash, Kind, ObjectRef, RelistObs, ReplicaSetObs};
 use crate::story::{Outcome, Story, Traceability};
 use crate::trace::{Stage, TraceId};
 use crate::workload::{PromotionRef, RunningReplicaSet, Workload, WorkloadFilter};
@@ -252,6 +253,9 @@ impl Workloads {
 
     /// A Deployment is gone: forget what ran and who delivered it.
     pub fn forget_deployment(&mut self, o: &ObjectRef) {
+        if o.kind != Kind::Deployment {
+            return;
+        }
         if let Some(s) = self
             .by_deployment
             .remove(&object_key_hash(&o.namespace, &o.name))
@@ -343,6 +347,9 @@ impl Workloads {
     }
 
     fn delivered(&mut self, dep: &ObjectRef, facts: &Arc<Facts>, at: Timestamp) {
+        if dep.kind != Kind::Deployment {
+            return;
+        }
         let state = self.history(dep);
         // A verdict that comes late about an older rollout changes nothing.
         if state.delivered.as_ref().is_some_and(|d| d.at > at) {
@@ -362,6 +369,9 @@ impl Workloads {
     }
 
     fn failed(&mut self, dep: &ObjectRef, facts: &Arc<Facts>, at: Timestamp) {
+        if dep.kind != Kind::Deployment {
+            return;
+        }
         let state = self.history(dep);
         let newest = [&state.delivered, &state.failed]
             .into_iter()

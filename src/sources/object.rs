@@ -20,6 +20,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 mod canary;
+mod daemonset;
 mod pod;
 
 use crate::model::{
@@ -342,6 +343,12 @@ pub struct Status {
     pub updated_replicas: Option<i64>,
     pub ready_replicas: Option<i64>,
     pub available_replicas: Option<i64>,
+    // DaemonSet
+    pub desired_number_scheduled: Option<i64>,
+    pub updated_number_scheduled: Option<i64>,
+    pub number_ready: Option<i64>,
+    pub number_available: Option<i64>,
+    pub number_unavailable: Option<i64>,
     // ImagePolicy
     pub latest_ref: Option<RawImageRef>,
     /// ImagePolicy before image-reflector-controller v0.35: `name:tag`.
@@ -521,6 +528,7 @@ pub(crate) fn raw_to_event(
             EventBody::Reconciler(reconciler(obj, object, uid))
         }
         Kind::Deployment => EventBody::Deployment(deployment(obj, object, uid)),
+        Kind::DaemonSet => EventBody::Deployment(daemonset::daemon_set(obj, object, uid)),
         Kind::ReplicaSet => EventBody::ReplicaSet(replica_set(obj, object, uid)),
         Kind::Receiver => EventBody::Receiver(receiver(obj, object)),
         Kind::ImagePolicy => EventBody::ImagePolicy(super::image::policy(obj, object, uid)?),
@@ -669,27 +677,54 @@ fn manager(labels: Option<&StringMap>) -> Option<ObjectRef> {
     None
 }
 
-fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
+/// What a Deployment and a DaemonSet observation share: identity, marks (the workload's, else
+/// its pod template's), probe opt-in, manager, conditions and pod template; no counts yet.
+fn workload(obj: &mut RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let mut marks = marks(&mut obj.metadata);
     let probe = probe(&mut obj.metadata);
     let conditions = conditions(obj.status.as_mut());
-    let spec = obj.spec.unwrap_or_default();
-    let status = obj.status.unwrap_or_default();
-    let mut template = spec.template.unwrap_or_default();
+    let mut template = obj
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.take())
+        .unwrap_or_default();
     let fingerprint = template_fingerprint(&template);
     if let Some(meta) = template.metadata.as_mut() {
         let pod = self::marks(meta);
         marks.promotion_id = marks.promotion_id.or(pod.promotion_id);
         marks.traceparent = marks.traceparent.or(pod.traceparent);
     }
-    let images = images_of(template);
-    let replicas = spec.replicas.unwrap_or(1);
     DeploymentObs {
         uid,
         marks,
         generation: obj.metadata.generation.unwrap_or(0),
-        observed_generation: status.observed_generation.unwrap_or(0),
-        replicas,
+        observed_generation: obj
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or(0),
+        replicas: 0,
+        updated: 0,
+        ready: 0,
+        available: 0,
+        unavailable: 0,
+        progress_deadline: SignedDuration::ZERO,
+        manager: manager(obj.metadata.labels.as_ref()),
+        probe,
+        images: images_of(template),
+        template: fingerprint,
+        conditions,
+        paused: false,
+        object,
+    }
+}
+
+fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
+    let base = workload(&mut obj, object, uid);
+    let spec = obj.spec.unwrap_or_default();
+    let status = obj.status.unwrap_or_default();
+    DeploymentObs {
+        replicas: spec.replicas.unwrap_or(1),
         updated: status.updated_replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
         available: status.available_replicas.unwrap_or(0),
@@ -698,13 +733,8 @@ fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Deploym
                 .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
                 .clamp(0, 366 * 24 * 3600),
         ),
-        manager: manager(obj.metadata.labels.as_ref()),
-        probe,
-        images,
-        template: fingerprint,
-        conditions,
         paused: spec.paused.unwrap_or(false),
-        object,
+        ..base
     }
 }
 

@@ -10,6 +10,16 @@ pub const K8S_CLUSTER_NAME: &str = "k8s.cluster.name";
 pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
 pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
 pub const K8S_DEPLOYMENT_UID: &str = "k8s.deployment.uid";
+pub const K8S_DAEMONSET_NAME: &str = "k8s.daemonset.name";
+pub const K8S_DAEMONSET_UID: &str = "k8s.daemonset.uid";
+
+/// The name and uid keys of a workload of kind `kind`: a DaemonSet's, else a Deployment's.
+pub fn workload_keys(kind: crate::model::Kind) -> (&'static str, &'static str) {
+    match kind {
+        crate::model::Kind::DaemonSet => (K8S_DAEMONSET_NAME, K8S_DAEMONSET_UID),
+        _ => (K8S_DEPLOYMENT_NAME, K8S_DEPLOYMENT_UID),
+    }
+}
 pub const K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
 pub const K8S_REPLICASET_UID: &str = "k8s.replicaset.uid";
 pub const K8S_POD_NAME: &str = "k8s.pod.name";

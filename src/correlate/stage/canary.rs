@@ -79,10 +79,10 @@ impl Canaries {
         self.by_target.get(dep).and_then(|c| self.by_object.get(c))
     }
 
-    /// The Canary whose primary Deployment `dep` is.
+    /// The Canary whose primary workload `dep` is (of its target's kind).
     pub fn of_primary(&self, dep: &ObjectRef) -> Option<&CanaryObs> {
         let target = dep.name.strip_suffix("-primary")?;
-        let target = ObjectRef::new(Kind::Deployment, dep.namespace.clone(), target);
+        let target = ObjectRef::new(dep.kind, dep.namespace.clone(), target);
         self.of_target(&target).filter(|c| c.primary() == *dep)
     }
 }
@@ -205,7 +205,7 @@ impl Engine {
         s.set_object_attrs(canary);
         s.attrs.set(attr::FLAGGER_CANARY_NAME, canary.name.clone());
         s.attrs
-            .set(attr::K8S_DEPLOYMENT_NAME, c.target.name.clone());
+            .set(attr::workload_keys(c.target.kind).0, c.target.name.clone());
         s.attrs.set(attr::FLAGGER_CANARY_PRIMARY, c.primary().name);
         s.attrs.set(attr::FLAGGER_CANARY_THRESHOLD, c.threshold);
         for key in [

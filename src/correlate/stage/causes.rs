@@ -61,7 +61,7 @@ impl Engine {
         let ns = &pod.object.namespace;
         let dep = match &pod.replicaset {
             Some(rs) => self.events.deployment_of_rs(ns, rs),
-            None => self.events.deployment_of_pod(ns, &pod.object.name),
+            None => self.workload_of_pod(ns, &pod.object.name),
         };
         for c in &pod.problems {
             let time = c.at.unwrap_or(at);

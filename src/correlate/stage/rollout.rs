@@ -1,5 +1,7 @@
 //! The rollout stage: a Deployment rolling out a new pod template, from the generation bump
-//! until it completes, fails (`ProgressDeadlineExceeded`) or times out.
+//! until it completes, fails (`ProgressDeadlineExceeded`) or times out. A DaemonSet rolls out
+//! the same way, judged by its counts (it has no `Progressing` condition) within the engine's
+//! rollout deadline (it has no progress deadline).
 //!
 //! A rollout starts unclaimed. It is claimed by the promotion its pod template annotation
 //! names, or by the promotion whose reconcile applied it (the Deployment's Flux labels name
@@ -19,7 +21,7 @@ use super::super::timers::Wake;
 use super::super::Map;
 use super::causes::PodLists;
 use super::drift::drift_apply;
-use crate::model::{condition, CondStatus, Condition, DeploymentObs, ObjectRef, ProbeSpec};
+use crate::model::{condition, CondStatus, Condition, DeploymentObs, Kind, ObjectRef, ProbeSpec};
 use crate::trace::{attr, Attributes, SpanId, Stage};
 
 pub(in crate::correlate) enum RolloutOwner {
@@ -92,6 +94,8 @@ struct RolloutStatus {
     /// `spec.progressDeadlineSeconds`.
     progress_deadline: SignedDuration,
     paused: bool,
+    /// A DaemonSet's progress in words ([`DeploymentObs::daemonset_progress`]).
+    progress: Option<String>,
 }
 
 /// See [`DeploymentFacts::seen`] (foldhash's full-quality variant, with a fixed seed as the
@@ -104,6 +108,7 @@ fn fingerprint(obs: &DeploymentObs) -> u64 {
 impl DeploymentFacts {
     /// Splits an observation into what is kept and the status read once.
     fn split(obs: DeploymentObs, seen: u64, observed: bool) -> (DeploymentFacts, RolloutStatus) {
+        let progress = obs.daemonset_progress();
         let status = RolloutStatus {
             generation: obs.generation,
             observed,
@@ -111,6 +116,7 @@ impl DeploymentFacts {
             conditions: obs.conditions,
             progress_deadline: obs.progress_deadline,
             paused: obs.paused,
+            progress,
         };
         let facts = DeploymentFacts {
             seen,
@@ -214,7 +220,11 @@ fn rollout_span<'a>(
 }
 
 impl Engine {
-    pub(in crate::correlate) fn on_deployment(&mut self, at: Timestamp, obs: DeploymentObs) {
+    pub(in crate::correlate) fn on_deployment(&mut self, at: Timestamp, mut obs: DeploymentObs) {
+        // A DaemonSet has no progress deadline of its own: the engine's rollout deadline.
+        if obs.object.kind == Kind::DaemonSet {
+            obs.progress_deadline = self.cfg.deadlines.rollout;
+        }
         let key = obs.object.clone();
         let seen = fingerprint(&obs);
         let prev = self.rollouts.deployments.get(&key).map(|p| &p.last);
@@ -285,8 +295,9 @@ impl Engine {
                 deadline,
             );
             span.set_object_attrs(&key);
-            span.attrs.set(attr::K8S_DEPLOYMENT_NAME, key.name.clone());
-            span.attrs.set(attr::K8S_DEPLOYMENT_UID, obs.uid.clone());
+            let (name_key, uid_key) = attr::workload_keys(key.kind);
+            span.attrs.set(name_key, key.name.clone());
+            span.attrs.set(uid_key, obs.uid.clone());
             span.attrs
                 .set(attr::DELIVERY_ROLLOUT_GENERATION, generation);
             span.key.generation = Some(generation);
@@ -628,8 +639,10 @@ impl Engine {
                 .and_then(|c| c.last_update)
                 .unwrap_or(at)
                 .min(at);
-            let msg =
-                progressing.map_or_else(|| "rollout complete".to_string(), |c| c.message.clone());
+            let msg = progressing
+                .map(|c| c.message.clone())
+                .or_else(|| obs.progress.clone())
+                .unwrap_or_else(|| "rollout complete".to_string());
             span.finish(end.max(span.start), StageResult::Succeeded, msg);
         } else if obs.paused {
             // The Deployment controller creates no new ReplicaSet while paused (`sync.go`) and

@@ -48,7 +48,9 @@ impl Engine {
         end: Timestamp,
     ) {
         // A Canary's target serves users only through its primary: probed after that rollout.
-        if self.canaries.of_target(key).is_some() {
+        // A probe result names a Deployment (`ProbeResult::deployment`): DaemonSets are not
+        // probed.
+        if key.kind != crate::model::Kind::Deployment || self.canaries.of_target(key).is_some() {
             return;
         }
         let Some(state) = self.rollouts.deployments.get(key) else {

@@ -5,7 +5,7 @@ use crate::model::CanaryObs;
 
 /// Canary `apps/podinfo` targeting Deployment `podinfo`: analysis every 30s, threshold 2, three
 /// weight steps, 60 s progress deadline; `phase` with its `Promoted` condition written at `at`.
-fn canary(phase: &str, status: CondStatus, weight: i64, at: i64) -> CanaryObs {
+pub(super) fn canary(phase: &str, status: CondStatus, weight: i64, at: i64) -> CanaryObs {
     CanaryObs {
         object: ObjectRef::new(Kind::Canary, "apps", "podinfo"),
         uid: "uid-canary".into(),

@@ -184,6 +184,7 @@ pub(super) fn deploy(name: &str, generation: i64) -> DeploymentObs {
         updated: 2,
         ready: 2,
         available: 2,
+        unavailable: 0,
         progress_deadline: SignedDuration::from_secs(600),
         manager: Some(ObjectRef::new(Kind::Kustomization, "flux-system", "apps")),
         probe: None,
@@ -246,6 +247,28 @@ pub(super) fn stuck(name: &str, generation: i64, at: i64) -> DeploymentObs {
         at,
     );
     d
+}
+
+/// DaemonSet `name` applied by Kustomization `apps`, scheduled on 3 nodes: `updated` of its Pods
+/// run generation `generation`'s template, `available` are available.
+pub(super) fn daemonset(
+    name: &str,
+    generation: i64,
+    updated: i64,
+    available: i64,
+) -> DeploymentObs {
+    DeploymentObs {
+        object: ObjectRef::new(Kind::DaemonSet, "apps", name),
+        uid: format!("uid-ds-{name}"),
+        replicas: 3,
+        updated,
+        ready: available,
+        available,
+        unavailable: 3 - available,
+        progress_deadline: SignedDuration::ZERO,
+        conditions: Vec::new(),
+        ..deploy(name, generation)
+    }
 }
 
 pub(super) fn pod_event(pod: &str, reason: &str, message: &str, at: i64) -> KubeEventObs {

@@ -4,6 +4,7 @@ mod fixtures;
 
 mod canary;
 mod causes;
+mod daemonset;
 mod joins;
 mod memory;
 mod reconcile;

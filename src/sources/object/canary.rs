@@ -107,10 +107,14 @@ pub(super) fn canary(
     };
     let conditions = conditions(obj.status.as_mut());
     let mut spec = obj.spec.take().unwrap_or_default();
-    let target = spec
-        .target_ref
-        .take()
-        .and_then(|r| r.name)
+    let target_ref = spec.target_ref.take().unwrap_or_default();
+    // Flagger targets a Deployment (the default) or a DaemonSet.
+    let target_kind = match target_ref.kind.as_deref() {
+        Some("DaemonSet") => Kind::DaemonSet,
+        _ => Kind::Deployment,
+    };
+    let target = target_ref
+        .name
         .filter(|n| !n.is_empty())
         .ok_or_else(|| missing("spec.targetRef.name"))?;
     let status = obj.status.take();
@@ -133,7 +137,7 @@ pub(super) fn canary(
         .map(|s| s as f64)
         .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS);
     Ok(CanaryObs {
-        target: ObjectRef::new(Kind::Deployment, object.namespace.clone(), target),
+        target: ObjectRef::new(target_kind, object.namespace.clone(), target),
         uid,
         interval,
         threshold: analysis.threshold.map(int).unwrap_or(0).max(1),
@@ -213,6 +217,22 @@ mod tests {
         assert!(c.schedule.is_empty(), "iterations, not weights");
         assert_eq!(c.phase, "");
         assert_eq!(c.progress_deadline, jiff::SignedDuration::from_secs(600));
+        // A target of no kind is a Deployment, Flagger's default.
+        assert_eq!(c.target.to_string(), "Deployment/t/ab");
+    }
+
+    #[test]
+    fn a_canary_targeting_a_daemonset_follows_the_daemonset_not_a_deployment() {
+        let body = decode(serde_json::json!({
+            "kind": "Canary", "metadata": {"name": "agent", "namespace": "t"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent"},
+                "analysis": {"interval": "1m", "iterations": 5}}
+        }));
+        let Ok(Some(EventBody::Canary(c))) = body else {
+            panic!("{body:?}")
+        };
+        assert_eq!(c.target.to_string(), "DaemonSet/t/agent");
+        assert_eq!(c.primary().to_string(), "DaemonSet/t/agent-primary");
     }
 
     #[test]
