@@ -6,7 +6,7 @@
 //! watch restart) mixed in, and the engine's clock ticked in between.
 //!
 //! Lines also come in the shapes the real world gives them ([`Shape`], [`Op::Patch`]), as
-//! client-go's event recorder (`tools/record/events_cache.go`) and Flux's retries make them:
+//! client-go's event recorder and Flux's retries make them:
 //! - patched Events: a delivered Event again, the same Event object MODIFIED with `count` one
 //!   up, a later `lastTimestamp` and the annotations of an earlier Event about the same object
 //!   (a Flux Event's `…/revision` annotation naming an earlier revision), as the recorder
@@ -69,8 +69,8 @@ enum Op {
     TickAt(i64),
 }
 
-/// What the real world makes of a recorded line (client-go's `tools/record/events_cache.go`,
-/// Flux's retries); a line the shape does not fit comes as recorded.
+/// What the real world makes of a recorded line (client-go's event recorder, Flux's retries);
+/// a line the shape does not fit comes as recorded.
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     /// An Event the recorder's spam filter drops (a burst of 25 per object, then one every five

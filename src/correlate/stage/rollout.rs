@@ -645,7 +645,7 @@ impl Engine {
                 .unwrap_or_else(|| "rollout complete".to_string());
             span.finish(end.max(span.start), StageResult::Succeeded, msg);
         } else if obs.paused {
-            // The Deployment controller creates no new ReplicaSet while paused (`sync.go`) and
+            // The Deployment controller creates no new ReplicaSet while paused and
             // does not count the progress deadline (`DeploymentPaused`): nothing will come
             // before someone resumes it.
             span.finish(
@@ -831,7 +831,7 @@ pub(in crate::correlate) fn image_attrs(a: &mut Attributes, images: &[String]) {
 /// The ReplicaSet a `Progressing` message names: `ReplicaSet "x" is progressing.` (`has
 /// successfully progressed.`, `has timed out progressing.`), and, before the first progress,
 /// `Created new replica set "x"` or `Found new replica set "x"` (the Deployment controller's
-/// `sync.go` and `progress.go`).
+/// messages).
 fn replicaset_in(message: &str) -> Option<&str> {
     let rest = [
         "ReplicaSet \"",

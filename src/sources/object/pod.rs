@@ -3,9 +3,8 @@
 //! when the engine asks ([`crate::model::PodListRequest`]), and a recording carries each as a
 //! `watch` line, so that replay decodes them here too.
 //!
-//! The reasons are the kubelet's (`pkg/kubelet/images/types.go`,
-//! `pkg/kubelet/kuberuntime/kuberuntime_container.go`, `pkg/kubelet/container/sync_result.go`)
-//! and the container runtime's (`OOMKilled` on a terminated container).
+//! The reasons are the kubelet's (image pulls, container creation and start) and the container
+//! runtime's (`OOMKilled` on a terminated container).
 
 use jiff::Timestamp;
 use serde::Deserialize;
