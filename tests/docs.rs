@@ -204,10 +204,10 @@ fn configuration_reference() -> String {
          For whoever deploys or runs fluxtrace and wants every setting in one place: each flag of\n\
          each command, the environment variable that sets it, its default, and what it does.\n\
          This page is generated from the command-line definitions, so it is what the binary\n\
-         takes; `fluxtrace <command> --help` says the same. Durations take `ms`, `s`, `m` and\n\
-         `h` (`90s`, `1m30s`); sizes take `KiB`, `MiB`, `GiB` (`3MiB`). A flag wins over its\n\
-         variable. Which settings matter for a cluster, and why, is in\n\
-         [operations.md](operations.md); the deadlines are explained in\n\
+         takes; `fluxtrace <command> --help` says the same. Durations are written like `30s`,\n\
+         `10m`, `1h30m` or `2.5s`; sizes like `4096`, `512KiB`, `3MiB` or `1GiB` (binary\n\
+         units, at least 4 KiB). A flag wins over its variable. Which settings matter for a\n\
+         cluster, and why, is in [operations.md](operations.md); the deadlines are explained in\n\
          [design.md](design.md#verdict).\n\n",
     );
 
