@@ -4,11 +4,17 @@
 //!   default and its help); a flag added, renamed or re-described without the page fails here
 //!   (`UPDATE_DOCS=1 cargo test --test docs` rewrites the page; review the diff);
 //! - every command shown in a `sh` block of README.md or docs/*.md is checked, each in one of
-//!   the ways `check_command` names: run (`fluxtrace demo`, `replay` of a bundled recording and
-//!   `--serve`), parsed by the real CLI (`fluxtrace` commands that need a cluster or an agent),
-//!   or its target checked (a `cargo test --test` target and its filter, a Kustomize directory,
-//!   a script, a file);
-//! - every warning the agent logs is explained in docs/troubleshooting.md;
+//!   the ways of [`How`], printed per command with `-- --nocapture`: run (`demo`; `replay`, a
+//!   bundled recording standing in for the reader's own; `replay --serve` and `explain ID`
+//!   against it, or against a `replay --serve` of the bundled recordings of rel-2041 and
+//!   rel-2042 standing in for `https://fluxtrace.example`); parsed by the real CLI (the
+//!   commands that need a cluster, an agent that follows workloads, or a collector: `run`,
+//!   `record`, `promote`, `status`, `explain --workload`, `check`); or what it names checked (a
+//!   `cargo test --test` target and its test, a benchmark, a Kustomize directory, a script, the
+//!   Secrets and namespaces the manifests use, a file, a gRPC method);
+//! - the README's opening picture is what `fluxtrace replay` prints for that recording;
+//! - every warning the agent logs is explained in docs/troubleshooting.md, and every metric it
+//!   registers is listed in docs/operations.md;
 //! - the README fits in 12 KB, every page of docs/ is linked from it and opens with whom it is
 //!   for, and every relative link and anchor in README.md and docs/ leads somewhere.
 
@@ -558,9 +564,11 @@ fn shown_commands() -> Vec<Shown> {
 /// How a shown command is checked.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum How {
-    /// Run here, and its output looked at.
+    /// Run here, and its output looked at (`explain` against a `replay --serve` of the bundled
+    /// recordings standing in for the agent).
     Ran,
-    /// Parsed by the real command line; it needs a cluster, an agent or a collector.
+    /// Parsed by the real command line; it needs a cluster, an agent that follows workloads, or
+    /// a collector.
     Parsed,
     /// What it names exists: a test target and test, a Kustomize directory, a file, a Secret
     /// the manifests mount; it needs a cluster, a registry, or is the test suite itself.
@@ -649,13 +657,28 @@ fn check_fluxtrace(c: &Shown, args: &[String], served: &mut Served) -> How {
             served.insert(shown_addr, (running, addr));
             How::Ran
         }
-        "explain" | "status" if served_agent(args, served).is_some() => {
-            let args = served_agent(args, served).expect("a served agent");
+        "explain" if !args.iter().any(|a| a == "--workload") => {
+            if !served.contains_key(EXAMPLE_AGENT) {
+                let files: Vec<std::path::PathBuf> = EXAMPLE_RECORDINGS
+                    .iter()
+                    .map(|f| Path::new(ROOT).join(f))
+                    .collect();
+                let (running, addr) = fluxtrace_testkit::cli::serve_replay(BIN, &files);
+                served.insert(EXAMPLE_AGENT.to_string(), (running, addr));
+            }
+            let Some(args) = served_agent(args, served) else {
+                panic!(
+                    "{}: `fluxtrace {}` asks an agent the test does not serve",
+                    c.page,
+                    args.join(" ")
+                );
+            };
             let out = run_fluxtrace(&args);
             let text = String::from_utf8_lossy(&out.stdout);
+            let id = &args[1];
             assert!(
-                text.contains("Promotion "),
-                "`fluxtrace {}` prints the story: {text}",
+                text.contains(id.as_str()),
+                "`fluxtrace {}` prints the story of {id}: {text}",
                 args.join(" ")
             );
             How::Ran
@@ -695,10 +718,22 @@ fn check_fluxtrace(c: &Shown, args: &[String], served: &mut Served) -> How {
     }
 }
 
+/// The agent the manual's examples ask, `https://fluxtrace.example`: here a `replay --serve` of
+/// the bundled recordings of the promotions the manual names (rel-2041 succeeds, rel-2042
+/// fails at rollout). It serves stories only, so it answers `explain ID`.
+const EXAMPLE_AGENT: &str = "fluxtrace.example";
+const EXAMPLE_RECORDINGS: &[&str] = &[
+    "examples/recordings/oci-success.jsonl",
+    "examples/recordings/oci-rollout-imagepull.jsonl",
+];
+
 /// `args` with `--agent http://ADDR` pointing at the server a `replay --serve ADDR` started.
 fn served_agent(args: &[String], served: &Served) -> Option<Vec<String>> {
     let at = args.iter().position(|a| a == "--agent")?;
-    let shown = args.get(at + 1)?.strip_prefix("http://")?;
+    let url = args.get(at + 1)?;
+    let shown = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
     let (_, real) = served.get(shown)?;
     let mut args = args.to_vec();
     args[at + 1] = format!("http://{real}");
@@ -1026,4 +1061,33 @@ fn every_metric_the_agent_serves_is_in_operations_and_no_other() {
             "docs/operations.md lists {w}, which the agent does not serve"
         );
     }
+}
+
+/// The README's first picture (the waterfall and the story of rel-2042) is what fluxtrace prints
+/// for the bundled recording of that promotion, line for line.
+#[test]
+fn the_readmes_picture_is_what_fluxtrace_prints() {
+    let readme = read(&Path::new(ROOT).join("README.md"));
+    let picture = readme
+        .split("```\n")
+        .nth(1)
+        .expect("README.md opens with a picture in a code block");
+    let out = run_fluxtrace(&[
+        "replay".to_string(),
+        "examples/recordings/oci-rollout-imagepull.jsonl".to_string(),
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed: BTreeSet<&str> = printed.lines().map(str::trim).collect();
+    let mut lines = 0;
+    for line in picture.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            printed.contains(line),
+            "fluxtrace prints the README's line {line:?}"
+        );
+        lines += 1;
+    }
+    assert!(
+        lines >= 8,
+        "the picture has the waterfall and the story: {picture}"
+    );
 }
