@@ -862,62 +862,10 @@ fn the_dockerfile_builds_the_binary_only_on_a_static_non_root_image() {
 /// Splits a shell command line into words: quotes, backslash-newline, and stops at `|`, `||`,
 /// `&&`, `;`, `>` and comments.
 fn shell_commands(script: &str) -> Vec<Vec<String>> {
-    let script = script.replace("\\\n", " ");
-    let mut cmds = vec![Vec::new()];
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = script.chars().peekable();
-    let flush = |word: &mut String, in_word: &mut bool, cmds: &mut Vec<Vec<String>>| {
-        if *in_word {
-            cmds.last_mut()
-                .expect("a command")
-                .push(std::mem::take(word));
-            *in_word = false;
-        }
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                for c in chars.by_ref() {
-                    if c == '\'' {
-                        break;
-                    }
-                    word.push(c);
-                }
-            }
-            '"' => {
-                in_word = true;
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => word.extend(chars.next()),
-                        c => word.push(c),
-                    }
-                }
-            }
-            '#' if !in_word => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-                flush(&mut word, &mut in_word, &mut cmds);
-                cmds.push(Vec::new());
-            }
-            '\n' | ';' | '|' | '&' | '>' => {
-                flush(&mut word, &mut in_word, &mut cmds);
-                cmds.push(Vec::new());
-            }
-            c if c.is_whitespace() => flush(&mut word, &mut in_word, &mut cmds),
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    flush(&mut word, &mut in_word, &mut cmds);
-    cmds.into_iter().filter(|c| !c.is_empty()).collect()
+    fluxtrace_testkit::shell::commands(script)
+        .into_iter()
+        .map(|c| c.words)
+        .collect()
 }
 
 /// A CI file's scripts, and the environment its jobs see (names → values as written).

@@ -15,6 +15,7 @@
 //! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
 //! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
 //! | [`files`] | walking the project's shipped files |
+//! | [`shell`] | shell command lines (the manual's, CI files') split into commands and words |
 //! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time; `replay --serve` |
 //! | [`testbed`] | the real stack of `tests/testbed/` (API server, Flux, Collector, Jaeger): found, or the test says it skipped; Git pushes, kubectl, the agent binary against it, traces read back from Jaeger |
 //!
@@ -34,5 +35,6 @@ pub mod otlp_receiver;
 pub mod prometheus;
 pub mod recordings;
 pub mod replica;
+pub mod shell;
 pub mod testbed;
 pub mod tools;
