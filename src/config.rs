@@ -436,6 +436,10 @@ pub struct Global {
     /// grafana (required).
     #[arg(long, global = true, env = "FLUXTRACE_TRACE_DATASOURCE")]
     pub trace_datasource: Option<String>,
+    /// Grafana organisation id (`orgId`) of the tempo and grafana links; without it, Grafana
+    /// opens a link in the user's current organisation.
+    #[arg(long, global = true, env = "FLUXTRACE_TRACE_GRAFANA_ORG")]
+    pub trace_grafana_org: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -627,6 +631,7 @@ impl Global {
             backend: self.trace_backend,
             base_url: self.trace_base_url.as_deref(),
             datasource: self.trace_datasource.as_deref(),
+            grafana_org: self.trace_grafana_org,
         })
     }
 }
