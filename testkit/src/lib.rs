@@ -15,6 +15,7 @@
 //! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
 //! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
 //! | [`grafana`] | Grafana links read as Grafana reads them: panel-link variables, the query string, Explore panes, TraceQL strings |
+//! | [`otelcol`] | the test bed's OpenTelemetry Collector: its components, `validate`, a start that waits until it is ready |
 //! | [`files`] | walking the project's shipped files |
 //! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time; `replay --serve` |
 //! | [`testbed`] | the real stack of `tests/testbed/` (API server, Flux, Collector, Jaeger): found, or the test says it skipped; Git pushes, kubectl, the agent binary against it, traces read back from Jaeger |
@@ -32,6 +33,7 @@ pub mod grafana;
 pub mod intake;
 pub mod json;
 pub mod kube_api;
+pub mod otelcol;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod recordings;
