@@ -1395,6 +1395,97 @@ fn promtool_checks_and_unit_tests_the_rules() {
     }
 }
 
+/// The dashboard's counts over a restart, evaluated by promtool: an agent and its collector
+/// restart at minute 90, so that the series they wrote stop and new ones (new `instance` and
+/// `collector_instance_id`) start at 1; a third series appears once with its first count. Over
+/// the last hour the panels must count every promotion: what the old series added, and each new
+/// series from zero, as the alert rules do.
+#[test]
+fn dashboard_counts_hold_across_agent_and_collector_restarts() {
+    let Some(promtool) = tools::tool(
+        "dashboard_counts_hold_across_agent_and_collector_restarts",
+        "promtool",
+        "PROMTOOL",
+        &["--version"],
+    ) else {
+        return;
+    };
+    let d = dashboard();
+    // Every count of the dashboard is made the same way: the pattern the promtool test proves.
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().expect("expr");
+            let increases = e.matches("increase(fluxtrace_delivery_calls_total").count();
+            assert_eq!(
+                e.matches("(max_over_time(fluxtrace_delivery_calls_total")
+                    .count(),
+                increases,
+                "{}: each increase() of a count also counts new series from zero: {e}",
+                p["title"]
+            );
+        }
+    }
+    let expr = |title: &str| -> String {
+        let p = d["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("a panel {title:?}"));
+        p["targets"][0]["expr"]
+            .as_str()
+            .expect("expr")
+            .replace("$__range", "1h")
+            .replace("$__rate_interval", "1h")
+            .replace("$cluster", ".*")
+            .replace("$environment", ".*")
+    };
+    let series = |instance: &str, collector: &str, result: &str, values: &str| {
+        format!(
+            "      - series: 'fluxtrace_delivery_calls_total{{job=\"fluxtrace\", instance=\"{instance}\", \
+             collector_instance_id=\"{collector}\", service_name=\"fluxtrace\", span_name=\"promotion\", \
+             span_kind=\"SPAN_KIND_INTERNAL\", status_code=\"STATUS_CODE_UNSET\", delivery_stage=\"promotion\", \
+             cicd_pipeline_result=\"{result}\", deployment_environment_name=\"prod\", k8s_cluster_name=\"prod-eu1\"}}'\n\
+             \x20       values: '{values}'\n"
+        )
+    };
+    let tests = format!(
+        "rule_files: []\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n\
+         {}{}{}{}\
+         \x20   promql_expr_test:\n\
+         \x20     - expr: 'round({})'\n        eval_time: 2h\n        exp_samples:\n          - labels: '{{}}'\n            value: 6\n\
+         \x20     - expr: 'round({})'\n        eval_time: 2h\n        exp_samples:\n\
+         \x20         - labels: '{{cicd_pipeline_result=\"failure\"}}'\n            value: 1\n\
+         \x20         - labels: '{{cicd_pipeline_result=\"success\"}}'\n            value: 5\n",
+        // 5 before the window, 8 when the agent and collector stop at minute 90: 3 in the hour.
+        series("agent-a", "collector-1", "success", "5x60 6x9 7x9 8x9"),
+        // Their successors, from minute 95: 2.
+        series("agent-b", "collector-2", "success", "_x94 1x14 2x10"),
+        // A failure counted before the window, none in it: 0.
+        series("agent-a", "collector-1", "failure", "1x90"),
+        // A series seen once, with its first count: 1.
+        series("agent-c", "collector-2", "failure", "_x100 1"),
+        expr("Promotions").replace('\'', "\\'"),
+        expr("Promotions by outcome").replace('\'', "\\'"),
+    );
+    let dir = std::env::temp_dir().join(format!("fluxtrace-dashboard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let file = dir.join("restarts.test.yaml");
+    std::fs::write(&file, &tests).expect("write the promtool test");
+    let o = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        o.status.success(),
+        "the dashboard miscounts across restarts:\n{}{}\n{tests}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn dashboard() -> Json {
     serde_json::from_str(&read(
         &Path::new(DIR).join("grafana/fluxtrace-delivery.json"),
@@ -1525,6 +1616,22 @@ fn every_dashboard_link_opens_an_explore_pane_with_its_traceql_query_as_grafana_
 #[test]
 fn the_dashboard_keeps_the_planes_apart_and_links_every_panel_to_its_traces() {
     let d = dashboard();
+    // Import asks for data sources only when the dashboard has `__inputs`; this one takes them
+    // from its data source variables, as collector-config/README.md tells the user.
+    assert!(d.get("__inputs").is_none(), "no __inputs");
+    let readme = read(&Path::new(DIR).join("README.md"));
+    assert!(
+        readme.contains("asks for nothing on import"),
+        "the README says how the dashboard gets its data sources"
+    );
+    for ds in ["prometheus", "tempo"] {
+        let vars = d["templating"]["list"].as_array().expect("variables");
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == ds && v["type"] == "datasource" && v["query"] == ds),
+            "a {ds} data source variable"
+        );
+    }
     let known = known_with_recordings();
     let values = Values::new();
     let emitted = emitted();
