@@ -315,6 +315,11 @@ pub struct PromoteArgs {
     /// W3C trace context of the CI span; the promotion becomes its child.
     #[arg(long, env = "TRACEPARENT")]
     pub traceparent: Option<String>,
+    /// Send no CI trace context, even with TRACEPARENT set: the promotion roots its own trace.
+    /// For CI whose spans go to another tracing backend than the agent's, where the delivery
+    /// trace would show a parent that never arrives.
+    #[arg(long, env = "FLUXTRACE_NO_CI_PARENT")]
+    pub no_ci_parent: bool,
     /// When the promotion started (RFC 3339) [default: when the agent receives the report].
     #[arg(long, env = "FLUXTRACE_TIME")]
     pub time: Option<jiff::Timestamp>,
