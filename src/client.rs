@@ -515,7 +515,7 @@ pub fn build_report(
         app: given(&args.app),
         actor: given(&args.actor).or_else(|| run.as_ref().and_then(|r| r.actor.clone())),
         pipeline,
-        traceparent: given(&args.traceparent),
+        traceparent: given(&args.traceparent).filter(|_| !args.no_ci_parent),
         time: args.time,
         commit_time,
         promoted_from: given(&args.from),

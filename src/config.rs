@@ -315,6 +315,11 @@ pub struct PromoteArgs {
     /// W3C trace context of the CI span; the promotion becomes its child.
     #[arg(long, env = "TRACEPARENT")]
     pub traceparent: Option<String>,
+    /// Send no CI trace context, even with TRACEPARENT set: the promotion roots its own trace.
+    /// For CI whose spans go to another tracing backend than the agent's, where the delivery
+    /// trace would show a parent that never arrives.
+    #[arg(long, env = "FLUXTRACE_NO_CI_PARENT")]
+    pub no_ci_parent: bool,
     /// When the promotion started (RFC 3339) [default: when the agent receives the report].
     #[arg(long, env = "FLUXTRACE_TIME")]
     pub time: Option<jiff::Timestamp>,
@@ -436,6 +441,10 @@ pub struct Global {
     /// grafana (required).
     #[arg(long, global = true, env = "FLUXTRACE_TRACE_DATASOURCE")]
     pub trace_datasource: Option<String>,
+    /// Grafana organisation id (`orgId`) of the tempo and grafana links; without it, Grafana
+    /// opens a link in the user's current organisation.
+    #[arg(long, global = true, env = "FLUXTRACE_TRACE_GRAFANA_ORG")]
+    pub trace_grafana_org: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -627,6 +636,7 @@ impl Global {
             backend: self.trace_backend,
             base_url: self.trace_base_url.as_deref(),
             datasource: self.trace_datasource.as_deref(),
+            grafana_org: self.trace_grafana_org,
         })
     }
 }

@@ -8,17 +8,23 @@
 //! The presets, and the URL shapes the UIs accept:
 //!
 //! - `jaeger`: the Jaeger UI's trace page, `{base}/trace/{trace_id}`.
-//! - `tempo`: Tempo has no UI of its own; Grafana is its UI. Grafana Explore (the URL schema of
-//!   Grafana 10 and later, `explore?schemaVersion=1&panes=…`) with one pane on the Tempo data
-//!   source (`--trace-datasource`, uid or name, default `tempo`), a TraceQL query that is just
-//!   the trace id (Tempo's trace lookup) and the time range `{start_ms}`–`{end_ms}`.
+//! - `tempo`: Tempo has no UI of its own; Grafana is its UI. Grafana Explore (its `panes` URL
+//!   format, `explore?schemaVersion=1&panes=…`) with one pane on the Tempo data source
+//!   (`--trace-datasource`, uid or name, default `tempo`), a TraceQL query that is just the trace
+//!   id (Tempo's trace lookup) and the time range `{start_ms}`–`{end_ms}`. The query names no
+//!   data source of its own: Explore drops a query whose data source uid differs from the pane's,
+//!   and the pane's may be given by name.
 //! - `grafana`: the same Explore link for whichever tracing data source Grafana reads traces
 //!   from (`--trace-datasource`, required): the query carries only the trace id and no
 //!   `queryType`, the form that Grafana's Tempo, Jaeger and Zipkin data sources all read as "look
 //!   up this trace id".
 //!
-//! The pane JSON is percent-encoded; the placeholders stay literal so that the template can be
-//! read, changed by hand and filled by [`fill`].
+//! Both Grafana links carry `orgId` only when `--trace-grafana-org` names the organisation;
+//! without it Grafana opens the link in the user's current organisation.
+//!
+//! The pane JSON is percent-encoded (Grafana splits the query string on `&` before it decodes);
+//! the placeholders stay literal so that the template can be read, changed by hand and filled by
+//! [`fill`].
 
 use jiff::Timestamp;
 
@@ -84,6 +90,8 @@ pub struct LinkOptions<'a> {
     pub backend: Option<TraceBackend>,
     pub base_url: Option<&'a str>,
     pub datasource: Option<&'a str>,
+    /// The Grafana organisation (`orgId`) of the Grafana links; none: the user's current one.
+    pub grafana_org: Option<u64>,
 }
 
 /// The template to use: the given one (checked for `{trace_id}`), else the preset's, else none.
@@ -105,11 +113,11 @@ pub fn template(opts: LinkOptions<'_>) -> Result<Option<String>, LinkError> {
             Ok(Some(match b {
                 TraceBackend::Jaeger => format!("{base}/trace/{{trace_id}}"),
                 TraceBackend::Tempo => {
-                    grafana_explore(base, datasource.unwrap_or("tempo"), Some("tempo"))
+                    grafana_explore(base, datasource.unwrap_or("tempo"), true, opts.grafana_org)
                 }
                 TraceBackend::Grafana => {
                     let ds = datasource.ok_or(LinkError::MissingDatasource)?;
-                    grafana_explore(base, ds, None)
+                    grafana_explore(base, ds, false, opts.grafana_org)
                 }
             }))
         }
@@ -145,14 +153,14 @@ fn base_url(raw: &str) -> Result<&str, LinkError> {
 }
 
 /// Grafana Explore, one pane: the data source (`datasource`, uid or name), a query that looks
-/// up the trace id, and the promotion's time window. `query_type`: Tempo's `traceql` when the
-/// data source is known to be Tempo; otherwise the query has only the trace id, which Tempo,
-/// Jaeger and Zipkin data sources all take as a trace lookup.
-fn grafana_explore(base: &str, datasource: &str, tempo: Option<&str>) -> String {
+/// up the trace id, and the promotion's time window. `traceql`: the data source is known to be
+/// Tempo, so the query is a TraceQL one; otherwise the query has only the trace id, which Tempo,
+/// Jaeger and Zipkin data sources all take as a trace lookup. Neither names a data source of its
+/// own, so that the pane's (uid or name) holds.
+fn grafana_explore(base: &str, datasource: &str, traceql: bool, org: Option<u64>) -> String {
     let mut query = serde_json::json!({"refId": "A", "query": "{trace_id}"});
-    if let Some(ty) = tempo {
+    if traceql {
         query["queryType"] = "traceql".into();
-        query["datasource"] = serde_json::json!({"type": ty, "uid": datasource});
     }
     // Pane ids are three characters with at least one letter (Grafana replaces others).
     let panes = serde_json::json!({
@@ -166,11 +174,12 @@ fn grafana_explore(base: &str, datasource: &str, tempo: Option<&str>) -> String 
         .replace("%7Btrace_id%7D", "{trace_id}")
         .replace("%7Bstart_ms%7D", "{start_ms}")
         .replace("%7Bend_ms%7D", "{end_ms}");
-    format!("{base}/explore?schemaVersion=1&panes={encoded}&orgId=1")
+    let org = org.map(|o| format!("&orgId={o}")).unwrap_or_default();
+    format!("{base}/explore?schemaVersion=1&panes={encoded}{org}")
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -228,7 +237,7 @@ mod tests {
             .split('&')
             .find_map(|kv| kv.strip_prefix("panes="))
             .expect("panes");
-        serde_json::from_str(&decode(panes)).expect("panes is JSON")
+        serde_json::from_str(&decode(&panes.replace('+', "%20"))).expect("panes is JSON")
     }
 
     #[test]
@@ -263,7 +272,7 @@ mod tests {
             t.starts_with("https://grafana.example/sub/explore?schemaVersion=1&panes="),
             "{t}"
         );
-        assert!(t.ends_with("&orgId=1"), "{t}");
+        assert!(!t.contains("orgId"), "the user's current organisation: {t}");
         assert!(t.contains("{trace_id}") && t.contains("{start_ms}") && t.contains("{end_ms}"));
         let link = fill(
             &t,
@@ -278,7 +287,6 @@ mod tests {
                 "datasource": "tempo",
                 "queries": [{
                     "refId": "A",
-                    "datasource": {"type": "tempo", "uid": "tempo"},
                     "queryType": "traceql",
                     "query": "f1c00049188d2491fe9f2c82a5be9a15",
                 }],
@@ -302,10 +310,8 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         ));
         assert_eq!(p["ftr"]["datasource"], "P214B5B846CF3925F&x=\"y\"");
-        assert_eq!(
-            p["ftr"]["queries"][0]["datasource"]["uid"],
-            "P214B5B846CF3925F&x=\"y\""
-        );
+        // Explore drops a query whose own data source differs from the pane's: none is named.
+        assert!(p["ftr"]["queries"][0].get("datasource").is_none());
     }
 
     #[test]
@@ -331,6 +337,27 @@ mod tests {
             serde_json::json!([{"refId": "A", "query": "f1c00049188d2491fe9f2c82a5be9a15"}])
         );
         assert_eq!(p["ftr"]["datasource"], "jaeger-prod");
+    }
+
+    #[test]
+    fn the_grafana_organisation_is_named_only_when_given() {
+        for backend in [TraceBackend::Tempo, TraceBackend::Grafana] {
+            let t = template(LinkOptions {
+                datasource: Some("traces"),
+                grafana_org: Some(7),
+                ..opts(backend, "https://grafana.example")
+            })
+            .expect("ok")
+            .expect("some");
+            let query = t.split_once('?').expect("query").1;
+            let params: Vec<&str> = query.split('&').collect();
+            assert!(params.contains(&"orgId=7"), "{t}");
+            assert_eq!(
+                params.iter().filter(|p| p.starts_with("orgId=")).count(),
+                1,
+                "{t}"
+            );
+        }
     }
 
     #[test]

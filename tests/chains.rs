@@ -30,6 +30,14 @@ fn root<'a>(spans: &'a [&'a SpanRecord], id: &str) -> &'a SpanRecord {
         .unwrap_or_else(|| panic!("the root span of {id}"))
 }
 
+/// A root span's link of kind `why` (`delivery.link`).
+fn link_of<'a>(root: &'a SpanRecord, why: &str) -> &'a SpanLinkRecord {
+    root.links
+        .iter()
+        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some(why))
+        .unwrap_or_else(|| panic!("a {why} link"))
+}
+
 /// Prod's and staging's root spans, and prod's link of kind `why`, with `delivery.promoted_from`
 /// checked on prod's root.
 fn chain_of<'a>(
@@ -41,11 +49,17 @@ fn chain_of<'a>(
         prod.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
         Some(STAGING)
     );
-    let link = prod
-        .links
-        .iter()
-        .find(|l| l.attributes.get_str(attr::DELIVERY_LINK) == Some(why))
-        .unwrap_or_else(|| panic!("a {why} link to staging's trace"));
+    let link = link_of(prod, why);
+    // What the link means, on the root too: Jaeger shows span links without attributes.
+    assert_eq!(
+        prod.attributes.get_str(attr::DELIVERY_PROMOTED_FROM_LINK),
+        Some(why)
+    );
+    assert_eq!(
+        prod.attributes
+            .get_str(attr::DELIVERY_PROMOTED_FROM_TRACE_ID),
+        Some(link.trace_id.to_string().as_str())
+    );
     (prod, root(spans, STAGING), link)
 }
 
@@ -66,6 +80,10 @@ fn the_root_span_links_to_the_promotion_it_continues() {
     assert_eq!(
         link.attributes.get_str(attr::DELIVERY_PROMOTION_ID),
         Some(STAGING)
+    );
+    assert!(
+        link.attributes.get(attr::DELIVERY_LINK_DERIVED).is_none(),
+        "staging's trace as this agent saw it"
     );
     assert!(
         staging
@@ -180,5 +198,67 @@ fn an_earlier_promotion_of_the_same_revision_elsewhere_is_linked_without_being_t
     assert_eq!(
         staging.attributes.get_str(attr::DELIVERY_PROMOTED_FROM),
         None
+    );
+}
+
+/// Staging joined its CI pipeline's trace (its report carried a `traceparent`), so its trace id
+/// is the CI's, not the one derived from its id: prod's `promoted_from` link opens that trace.
+#[test]
+fn a_named_promotion_that_joined_a_ci_trace_is_linked_where_it_really_is() {
+    const CI_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let needle = format!(r#""id":"{STAGING}","#);
+    let text = chained();
+    assert!(text.contains(&needle), "the staging report");
+    let text = text.replacen(
+        &needle,
+        &format!(r#""id":"{STAGING}","traceparent":"00-{CI_TRACE}-00f067aa0ba902b7-01","#),
+        1,
+    );
+    let r = fluxtrace::replay::run(&text, EngineConfig::default());
+    let spans: Vec<&SpanRecord> = r.spans().collect();
+    let staging = spans
+        .iter()
+        .find(|s| s.name == "promotion" && s.trace_id.to_string() == CI_TRACE)
+        .expect("staging's root in the CI's trace");
+    let prod = root(&spans, PROD);
+    let link = link_of(prod, "promoted_from");
+    assert_eq!(
+        (link.trace_id, link.span_id),
+        (staging.trace_id, staging.span_id),
+        "the trace staging really has, not {}",
+        trace_id_for(STAGING)
+    );
+    assert!(link.attributes.get(attr::DELIVERY_LINK_DERIVED).is_none());
+    assert_eq!(
+        prod.attributes
+            .get_str(attr::DELIVERY_PROMOTED_FROM_TRACE_ID),
+        Some(CI_TRACE)
+    );
+}
+
+/// A promotion this agent never saw (another cluster's staging): the link goes to the trace and
+/// root span derived from its id, and says so.
+#[test]
+fn a_named_promotion_this_agent_never_saw_is_linked_by_derived_ids_and_says_so() {
+    const ELSEWHERE: &str = "P-2026-11-26-400";
+    let text = chained().replacen(
+        &format!(r#""promoted_from":"{STAGING}""#),
+        &format!(r#""promoted_from":"{ELSEWHERE}""#),
+        1,
+    );
+    let cfg = EngineConfig::default();
+    let cluster = cfg.cluster.clone();
+    let r = fluxtrace::replay::run(&text, cfg);
+    let spans: Vec<&SpanRecord> = r.spans().collect();
+    let prod = root(&spans, PROD);
+    let link = link_of(prod, "promoted_from");
+    assert_eq!(link.trace_id, trace_id_for(ELSEWHERE));
+    assert_eq!(
+        link.span_id,
+        span_id_for(ELSEWHERE, Stage::Promotion, &cluster, "", "")
+    );
+    assert_eq!(
+        link.attributes.get(attr::DELIVERY_LINK_DERIVED),
+        Some(&fluxtrace::trace::AttrValue::Bool(true))
     );
 }

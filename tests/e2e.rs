@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use fluxtrace::trace::trace_id_for;
-use fluxtrace_testkit::prometheus;
 use fluxtrace_testkit::testbed::{jaeger_spans, wait_for, Agent, JaegerSpan, Testbed};
 use fluxtrace_testkit::tools;
+use fluxtrace_testkit::{grafana, prometheus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
 
@@ -372,7 +372,13 @@ fn a_broken_kustomization_diverges_at_reconcile() {
     };
     let ns = bed.namespace("e2e-build");
     app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
-    let agent = bed.agent(BIN, &ns, None, &[]);
+    let jaeger = bed.get("TESTBED_JAEGER_QUERY_URL").to_string();
+    let agent = bed.agent(
+        BIN,
+        &ns,
+        None,
+        &["--trace-backend", "jaeger", "--trace-base-url", &jaeger],
+    );
     let id = format!("e2e-build-{}", std::process::id());
     let commit = bed.push(
         &ns,
@@ -407,6 +413,90 @@ fn a_broken_kustomization_diverges_at_reconcile() {
         !spans.iter().any(|s| s.name == "rollout"),
         "nothing rolled out"
     );
+    trace_links_open_the_trace(&agent, &id, &ci_trace, &jaeger);
+}
+
+/// The finished promotion `id`'s trace link (the agent runs the `jaeger` preset on the test
+/// bed's Jaeger) opens its trace: the Jaeger UI serves the link's route, and Jaeger's API under
+/// the link's trace id holds the promotion. (The test bed's Jaeger serves a placeholder page
+/// for its UI routes, so the API stands where a browser would read the page.) The `tempo` and
+/// `grafana` presets' links for the same promotion, read as Grafana reads them, open one pane
+/// whose query is that trace id, over the promotion's time.
+fn trace_links_open_the_trace(agent: &Agent, id: &str, trace_id: &str, jaeger: &str) {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "explain",
+            id,
+            "--agent",
+            &agent.url,
+            "--token",
+            &agent.token,
+            "--json",
+        ])
+        .env_clear()
+        .output()
+        .expect("explain runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a story");
+    let link = story["trace_link"]
+        .as_str()
+        .expect("a trace link")
+        .to_string();
+    let time = |k: &str| -> jiff::Timestamp {
+        story[k]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {story}"))
+    };
+    let (start, end) = (time("start"), time("end"));
+    let ci = fluxtrace::trace::Traceparent::parse(&format!("00-{trace_id}-{}-01", &trace_id[..16]))
+        .expect("the trace id");
+    assert_eq!(link, format!("{jaeger}/trace/{trace_id}"));
+    let page = fluxtrace_testkit::cli::get(
+        link.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |(a, _)| a),
+        &format!("/trace/{trace_id}"),
+        None,
+    )
+    .expect("Jaeger answers");
+    assert!(page.0.contains(" 200 "), "{}", page.0);
+    let api = link.replace("/trace/", "/api/traces/");
+    let t = fluxtrace_testkit::testbed::http_json(&api).expect("the trace by the link's id");
+    assert!(
+        jaeger_spans(&t).iter().any(|s| s.name == "promotion"
+            && s.tags.get("delivery.promotion.id").map(String::as_str) == Some(id)),
+        "the link's trace holds promotion {id}"
+    );
+    for (backend, datasource) in [
+        (fluxtrace::links::TraceBackend::Tempo, None),
+        (fluxtrace::links::TraceBackend::Grafana, Some("jaeger")),
+    ] {
+        let template = fluxtrace::links::template(fluxtrace::links::LinkOptions {
+            backend: Some(backend),
+            base_url: Some("https://grafana.example"),
+            datasource,
+            ..Default::default()
+        })
+        .expect("a template")
+        .expect("a template");
+        let link = fluxtrace::links::fill(&template, ci.trace_id, start, end);
+        let panes = grafana::explore_panes(&link).unwrap_or_else(|e| panic!("{e}"));
+        let panes = panes.as_object().expect("panes");
+        assert_eq!(panes.len(), 1, "{link}");
+        let pane = panes.values().next().expect("a pane");
+        assert_eq!(pane["queries"][0]["query"], trace_id, "{link}");
+        assert!(pane["queries"][0].get("datasource").is_none(), "{link}");
+        assert_eq!(
+            pane["range"]["from"],
+            start.as_millisecond().to_string(),
+            "{link}"
+        );
+    }
 }
 
 /// Scenarios 3 and 11: an image that cannot be pulled (kwok plays the kubelet): the real

@@ -592,28 +592,26 @@ async fn promote_retries_5xx_and_gives_up_on_an_unreachable_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_shows_the_report_built_from_the_ci_environment() {
-    let out = fluxtrace(
-        &[
-            "promote",
-            "--agent",
-            "http://unused:1",
-            "--environment",
-            "staging",
-            "--dry-run",
-        ],
-        &[
-            ("GITHUB_ACTIONS", "true"),
-            ("GITHUB_RUN_ID", "777"),
-            ("GITHUB_RUN_ATTEMPT", "3"),
-            ("GITHUB_SERVER_URL", "https://github.example"),
-            ("GITHUB_REPOSITORY", "acme/web"),
-            ("GITHUB_WORKFLOW", "deploy"),
-            ("GITHUB_ACTOR", "bob"),
-            ("GITHUB_SHA", "78e7e93a2812ee6725fe1cbb2659ddc496d09657"),
-            ("TRACEPARENT", CI_TRACEPARENT),
-        ],
-    )
-    .await;
+    let staging = [
+        "promote",
+        "--agent",
+        "http://unused:1",
+        "--environment",
+        "staging",
+        "--dry-run",
+    ];
+    let github = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_RUN_ID", "777"),
+        ("GITHUB_RUN_ATTEMPT", "3"),
+        ("GITHUB_SERVER_URL", "https://github.example"),
+        ("GITHUB_REPOSITORY", "acme/web"),
+        ("GITHUB_WORKFLOW", "deploy"),
+        ("GITHUB_ACTOR", "bob"),
+        ("GITHUB_SHA", "78e7e93a2812ee6725fe1cbb2659ddc496d09657"),
+        ("TRACEPARENT", CI_TRACEPARENT),
+    ];
+    let out = fluxtrace(&staging, &github).await;
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
@@ -656,6 +654,12 @@ async fn dry_run_shows_the_report_built_from_the_ci_environment() {
     assert_eq!(v["id"], "mine");
     assert_eq!(v["actor"], "carol");
     assert!(v.get("pipeline").is_none());
+    // --no-ci-parent leaves the CI's trace context out: the promotion roots its own trace.
+    let out = fluxtrace(&[&staging[..], &["--no-ci-parent"]].concat(), &github).await;
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v.get("traceparent").is_none(), "{v}");
+    assert_eq!(v["id"], "777-3", "the rest of the CI context is kept: {v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,13 +20,23 @@ struct Head {
     root: SpanId,
 }
 
-/// An earlier promotion of the same revision to another environment: the one a promotion
-/// continues when its report does not say.
+/// An earlier promotion, as this agent saw it: its id, its trace and its root span.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Earlier {
     pub id: String,
     pub trace_id: TraceId,
     pub root: SpanId,
+}
+
+/// The promotion one continues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Chain {
+    /// The one its report names (`promoted_from`), with the trace it really has when this agent
+    /// saw it (open, or finished and remembered under one of the same revision keys): a
+    /// promotion that joined a CI trace has the CI's trace id, not the one derived from its id.
+    Named { id: String, seen: Option<Earlier> },
+    /// Unnamed: the latest earlier promotion of the same revision to another environment.
+    SameRevision(Earlier),
 }
 
 #[derive(Default)]
@@ -398,6 +408,36 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// What `p` continues: the promotion its report names, else [`Self::earlier_elsewhere`].
+    pub fn chain(&self, p: &Promotion) -> Option<Chain> {
+        let Some(named) = p.report.as_ref().and_then(|r| r.promoted_from.as_deref()) else {
+            return self.earlier_elsewhere(p).map(Chain::SameRevision);
+        };
+        let id = self.resolve(named);
+        let seen = match self.open.get(id) {
+            Some(o) => Some(Earlier {
+                id: named.to_string(),
+                trace_id: o.trace_id,
+                root: o.root,
+            }),
+            None => p
+                .keys
+                .iter()
+                .filter_map(|k| self.heads.get(k))
+                .flatten()
+                .find(|h| h.id == id)
+                .map(|h| Earlier {
+                    id: named.to_string(),
+                    trace_id: h.trace_id,
+                    root: h.root,
+                }),
+        };
+        Some(Chain::Named {
+            id: named.to_string(),
+            seen,
+        })
     }
 
     /// The latest promotion that started before `p`, named one of its revision keys (the same

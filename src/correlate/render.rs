@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use super::promotion::{Promotion, Traceability};
-use super::registry::Earlier;
+use super::registry::Chain;
 use super::span::{StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::traffic::strip_credentials;
@@ -131,7 +131,7 @@ pub(super) fn root_record(
     end: Timestamp,
     outcome: Outcome,
     divergence: Option<&Divergence>,
-    earlier: Option<&Earlier>,
+    chain: Option<&Chain>,
     cluster: &str,
 ) -> SpanRecord {
     let mut a = Attributes::default();
@@ -234,32 +234,33 @@ pub(super) fn root_record(
         });
     }
     // A chain: the promotion this one continues (staging's, for prod). Named by the report:
-    // by its deterministic trace (the root span as this cluster would name it: the trace is
-    // what a UI opens). Else the latest earlier promotion of the same commit or digest to
-    // another environment of this cluster, as the engine saw it.
-    let named = p.report.as_ref().and_then(|r| r.promoted_from.as_deref());
-    let chained = match (named, earlier) {
-        (Some(from), _) => Some((
-            from.to_string(),
-            crate::trace::trace_id_for(from),
-            crate::trace::span_id_for(from, Stage::Promotion, cluster, "", ""),
-            false,
-        )),
-        (None, Some(e)) => Some((e.id.clone(), e.trace_id, e.root, true)),
-        (None, None) => None,
-    };
-    if let Some((from, trace_id, span_id, inferred)) = chained {
+    // the trace that promotion really has when this agent saw it, else its deterministic trace
+    // (the root span as this cluster would name it), marked as derived. Else the latest earlier
+    // promotion of the same commit or digest to another environment of this cluster.
+    let chained = chain.map(|c| match c {
+        Chain::Named { id, seen: Some(e) } => {
+            (id.clone(), e.trace_id, e.root, "promoted_from", false)
+        }
+        Chain::Named { id, seen: None } => (
+            id.clone(),
+            crate::trace::trace_id_for(id),
+            crate::trace::span_id_for(id, Stage::Promotion, cluster, "", ""),
+            "promoted_from",
+            true,
+        ),
+        Chain::SameRevision(e) => (e.id.clone(), e.trace_id, e.root, "same_revision", false),
+    });
+    if let Some((from, trace_id, span_id, why, derived)) = chained {
         a.set(attr::DELIVERY_PROMOTED_FROM, from.clone());
+        // Jaeger shows span links without their attributes: what the link means, on the root.
+        a.set(attr::DELIVERY_PROMOTED_FROM_LINK, why);
+        a.set(attr::DELIVERY_PROMOTED_FROM_TRACE_ID, trace_id.to_string());
         let mut la = Attributes::default();
         la.set(attr::DELIVERY_PROMOTION_ID, from);
-        la.set(
-            attr::DELIVERY_LINK,
-            if inferred {
-                "same_revision"
-            } else {
-                "promoted_from"
-            },
-        );
+        la.set(attr::DELIVERY_LINK, why);
+        if derived {
+            la.set(attr::DELIVERY_LINK_DERIVED, true);
+        }
         links.push(SpanLinkRecord {
             trace_id,
             span_id,

@@ -402,14 +402,14 @@ impl Engine {
         for s in &stage_spans {
             self.out.push(Output::Span(stage_record(&p, s, cluster)));
         }
-        let earlier = self.reg.earlier_elsewhere(&p);
+        let chain = self.reg.chain(&p);
         self.out.push(Output::Span(root_record(
             &p,
             start,
             end,
             outcome,
             divergence.as_ref(),
-            earlier.as_ref(),
+            chain.as_ref(),
             cluster,
         )));
         let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);

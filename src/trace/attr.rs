@@ -84,6 +84,15 @@ pub const DELIVERY_PROMOTED_FROM: &str = "delivery.promoted_from";
 /// continues) or `same_revision` (an earlier promotion of the same commit or digest to another
 /// environment of this cluster).
 pub const DELIVERY_LINK: &str = "delivery.link";
+/// On a `promoted_from` span link: `true` when the linked trace and span ids are derived from
+/// the named promotion's id, because this agent did not see that promotion (another cluster's,
+/// or forgotten); a promotion that joined a CI trace has the CI's trace id instead.
+pub const DELIVERY_LINK_DERIVED: &str = "delivery.link.derived";
+/// On the root span, for UIs that show span links without their attributes (Jaeger shows them
+/// as FOLLOWS_FROM references): why it links to the promotion it continues (`promoted_from`
+/// or `same_revision`, as the link's `delivery.link`) and that promotion's trace id.
+pub const DELIVERY_PROMOTED_FROM_LINK: &str = "delivery.promoted_from.link";
+pub const DELIVERY_PROMOTED_FROM_TRACE_ID: &str = "delivery.promoted_from.trace_id";
 
 pub const FLUX_OBJECT_KIND: &str = "flux.object.kind";
 pub const FLUX_OBJECT_NAME: &str = "flux.object.name";

@@ -14,6 +14,8 @@
 //! | [`cluster`] | a large synthetic Flux cluster and its change stream (the watch benchmark) |
 //! | [`fleet`] | a synthetic fleet recording made of many renamed, time-shifted bundled recordings (the pipeline benchmark) |
 //! | [`bench`] | what the `--bench` harnesses share: sizes from the environment, memory figures |
+//! | [`grafana`] | Grafana links read as Grafana reads them: panel-link variables, the query string, Explore panes, TraceQL strings |
+//! | [`otelcol`] | the test bed's OpenTelemetry Collector: its components, `validate`, a start that waits until it is ready |
 //! | [`files`] | walking the project's shipped files |
 //! | [`shell`] | shell command lines (the manual's, CI files') split into commands and words |
 //! | [`cli`] | the fluxtrace binary as a client of a running agent, bounded in time; `replay --serve` |
@@ -28,9 +30,11 @@ pub mod cli;
 pub mod cluster;
 pub mod files;
 pub mod fleet;
+pub mod grafana;
 pub mod intake;
 pub mod json;
 pub mod kube_api;
+pub mod otelcol;
 pub mod otlp_receiver;
 pub mod prometheus;
 pub mod recordings;
