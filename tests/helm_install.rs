@@ -159,6 +159,10 @@ fn helm_install_into_the_test_bed_and_the_agent_becomes_ready_as_the_charts_serv
     agent.stop();
     let log = agent.log();
     assert!(
+        log.contains(&format!("version=\"{}", fluxtrace::config::LONG_VERSION)),
+        "the agent logs its version and the Promotion API it serves:\n{log}"
+    );
+    assert!(
         !log.to_lowercase().contains("forbidden"),
         "nothing the agent does is forbidden to the chart's ServiceAccount:\n{log}"
     );
