@@ -551,3 +551,30 @@ fn the_flux_helmrelease_installs_the_chart_with_values_it_accepts() {
     );
     assert_eq!(env_of(&objs)["FLUXTRACE_CLUSTER_NAME"], "prod-eu1");
 }
+
+#[test]
+fn the_packaged_chart_renders_what_the_directory_does() {
+    let test = "the_packaged_chart_renders_what_the_directory_does";
+    let Some(helm) = helm(test) else { return };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-package");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cmd = Command::new(&helm);
+    cmd.arg("package").arg(chart()).arg("-d").arg(&dir);
+    let o = output(cmd, "helm package");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tgz = dir.join(format!("fluxtrace-{VERSION}.tgz"));
+    let mut cmd = Command::new(&helm);
+    cmd.args(["template", "fluxtrace"]).arg(&tgz).args([
+        "--namespace",
+        "fluxtrace",
+        "--include-crds",
+    ]);
+    let o = output(cmd, "helm template <package>");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let packaged = documents(&String::from_utf8_lossy(&o.stdout), "package");
+    assert_same(
+        by_key(packaged),
+        by_key(render_chart(&helm, &[])),
+        "the package vs the directory",
+    );
+}
