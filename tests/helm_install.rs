@@ -45,17 +45,18 @@ fn helm_install_into_the_test_bed_and_the_agent_becomes_ready_as_the_charts_serv
         return;
     };
     let release = "e2e-helm";
-    let ns = bed.namespace("e2e-helm");
+    // What an earlier run left: its release (cluster-scoped objects too), then its namespace.
     let _ = Command::new(&helm_bin)
         .args([
             "uninstall",
             release,
             "-n",
-            &ns,
+            "e2e-helm",
             "--kubeconfig",
             bed.get("KUBECONFIG"),
         ])
         .output();
+    let ns = bed.namespace("e2e-helm");
     for (secret, key) in [("fluxtrace-tokens", "tokens"), ("fluxtrace-hmac", "token")] {
         bed.kubectl(&[
             "-n",
