@@ -14,8 +14,9 @@
 //!   Kustomize base and of the Flux install's manifests artifact; the chart's CRD is the
 //!   generated one.
 //!
-//! `helm` is `$HELM` or on PATH (.ci/run builds it with tests/testbed/build); `kubectl` likewise.
-//! Without them each test says SKIPPED (and fails under `FLUXTRACE_REQUIRE_TOOLS=1`).
+//! `helm` is `$HELM`, else the one tests/testbed/build built, else on PATH; `kubectl` is
+//! `$KUBECTL` or on PATH. Without them each test says SKIPPED (and fails under
+//! `FLUXTRACE_REQUIRE_TOOLS=1`).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -55,7 +56,7 @@ fn documents(text: &str, what: &str) -> Vec<Value> {
 }
 
 fn helm(test: &str) -> Option<OsString> {
-    tools::tool(test, "helm", "HELM", &["version"])
+    tools::testbed_tool(test, "helm", "HELM", &["version"])
 }
 
 fn kubectl(test: &str) -> Option<OsString> {

@@ -41,7 +41,7 @@ fn helm_install_into_the_test_bed_and_the_agent_becomes_ready_as_the_charts_serv
     let Some(bed) = Testbed::find(test) else {
         return;
     };
-    let Some(helm_bin) = tools::tool(test, "helm", "HELM", &["version"]) else {
+    let Some(helm_bin) = tools::testbed_tool(test, "helm", "HELM", &["version"]) else {
         return;
     };
     let release = "e2e-helm";
