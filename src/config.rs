@@ -12,10 +12,21 @@ use jiff::SignedDuration;
 
 use crate::correlate::{Deadlines, EngineConfig};
 
+/// What `fluxtrace --version` prints after the name: the release (one version for the binary,
+/// the image, the Helm chart and the manifests), the commit it was built from (see build.rs),
+/// and the Promotion API versions this agent serves (`crate::resource`; a unit test keeps them
+/// in step).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FLUXTRACE_COMMIT"),
+    "; Promotion API fluxtrace.io/v1alpha1)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fluxtrace",
-    version,
+    version = LONG_VERSION,
     about = "One OpenTelemetry trace per Flux promotion, and where it diverged."
 )]
 pub struct Cli {
@@ -673,6 +684,23 @@ impl OtlpArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_version_names_the_release_the_commit_and_the_promotion_api_served() {
+        let v = super::LONG_VERSION;
+        assert!(
+            v.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (commit ")),
+            "{v}"
+        );
+        let api = format!("{}/{}", crate::resource::GROUP, crate::resource::VERSION);
+        assert!(v.ends_with(&format!("; Promotion API {api})")), "{v}");
+        let commit = &v[v.find("(commit ").expect("commit") + 8..v.find(';').expect(";")];
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+            "{commit}"
+        );
+    }
+
     use super::*;
 
     #[test]

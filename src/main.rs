@@ -241,6 +241,12 @@ fn export_settings(g: &Global, otlp: &OtlpArgs) -> Option<ExportSettings> {
 
 /// `fluxtrace run`: the agent, until SIGTERM or Ctrl-C.
 fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // The release, the commit and the Promotion API versions served, for whoever reads the log
+    // of a rolling update with two versions side by side.
+    tracing::info!(
+        message = "Starting.",
+        version = fluxtrace::config::LONG_VERSION
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

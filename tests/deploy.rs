@@ -182,7 +182,10 @@ fn parse_run(args: &[String]) -> RunArgs {
 fn every_yaml_and_json_file_parses() {
     let all = files(&deploy());
     let mut n = 0;
-    for p in &all {
+    // The Helm chart's templates are Go templates, not YAML until rendered: tests/helm.rs
+    // renders them with the real helm.
+    let templates = deploy().join("helm/fluxtrace/templates");
+    for p in all.iter().filter(|p| !p.starts_with(&templates)) {
         match p.extension().and_then(|e| e.to_str()) {
             Some("yaml") | Some("yml") => {
                 documents(&read(p), &rel(p));

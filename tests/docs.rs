@@ -885,12 +885,116 @@ fn check_command(c: &Shown, src: &str, served: &mut Served) -> How {
             );
             How::TargetChecked
         }
+        ["helm", "install" | "upgrade", release, chart, rest @ ..] => {
+            assert_eq!(*release, "fluxtrace", "{}: the release the docs use", c.page);
+            check_chart(c, chart, rest);
+            for set in rest.windows(2).filter(|p| p[0] == "--set").map(|p| p[1]) {
+                let (key, _) = set.split_once('=').expect("--set key=value");
+                let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(&here(
+                    "deploy/helm/fluxtrace/values.yaml",
+                )))
+                .expect("values.yaml");
+                let found = key
+                    .split('.')
+                    .try_fold(&values, |v, k| v.get(k))
+                    .is_some();
+                assert!(found, "{}: --set {key}: not a value of the chart", c.page);
+            }
+            How::TargetChecked
+        }
+        ["helm", "show", "crds", chart, rest @ ..] => {
+            check_chart(c, chart, rest);
+            assert!(here("deploy/helm/fluxtrace/crds").is_dir(), "the chart's crds/");
+            How::TargetChecked
+        }
+        ["helm", "-n", ns, "list"] => {
+            assert!(deploy_text().contains(&format!("namespace: {ns}")));
+            How::TargetChecked
+        }
+        ["kubectl", "apply", "--server-side", "-f", "-"] if c.piped => How::TargetChecked,
+        ["kubectl", "get", "crd", crd, ..] => {
+            let (plural, group) = crd.split_once('.').expect("plural.group");
+            let text = read(&here("deploy/crds/promotions.yaml"));
+            assert!(
+                text.contains(&format!("plural: {plural}"))
+                    && text.contains(&format!("group: {group}")),
+                "{}: deploy/crds defines {crd}",
+                c.page
+            );
+            How::TargetChecked
+        }
+        ["kubectl", "-n", ns, "get" | "exec", target, rest @ ..] => {
+            let name = target
+                .strip_prefix("deploy/")
+                .or_else(|| (rest.first() == Some(&"fluxtrace")).then_some("fluxtrace"))
+                .filter(|_| *target == "deploy" || target.starts_with("deploy/"))
+                .expect("a Deployment");
+            let deploy = deploy_text();
+            assert!(
+                deploy.contains(&format!("namespace: {ns}"))
+                    && deploy.contains("kind: Deployment")
+                    && deploy.contains(&format!("name: {name}")),
+                "{}: deploy/ has Deployment {ns}/{name}",
+                c.page
+            );
+            if let Some(at) = rest.iter().position(|a| *a == "--") {
+                assert_eq!(
+                    rest[at + 1..],
+                    ["/fluxtrace", "--version"],
+                    "{}: what the image runs",
+                    c.page
+                );
+                assert!(read(&here("deploy/image/build")).contains("/fluxtrace"));
+            }
+            How::TargetChecked
+        }
+        ["cosign", "verify", image, rest @ ..] => {
+            let repo = image.split('@').next().unwrap_or_default();
+            assert!(
+                read(&Path::new(ROOT).join("deploy/helm/fluxtrace/values.yaml"))
+                    .contains(&format!("repository: {repo}\n")),
+                "{}: {repo} is the image the chart runs",
+                c.page
+            );
+            let identity = rest
+                .windows(2)
+                .find(|p| p[0] == "--certificate-identity-regexp")
+                .map(|p| p[1])
+                .expect("--certificate-identity-regexp");
+            let workflow = identity
+                .split("/fluxtrace/fluxtrace/")
+                .nth(1)
+                .and_then(|w| w.split('@').next())
+                .expect("the signing workflow");
+            assert!(here(workflow).exists(), "{}: {workflow} signs", c.page);
+            How::TargetChecked
+        }
         other => panic!(
             "{}: `{}` is shown, but tests/docs.rs does not know how to check it",
             c.page,
             other.join(" ")
         ),
     }
+}
+
+/// A chart reference the docs show is the chart in deploy/helm, at its version (or `X.Y.Z`).
+fn check_chart(c: &Shown, chart: &str, rest: &[&str]) {
+    assert_eq!(
+        chart, "oci://ghcr.io/fluxtrace/charts/fluxtrace",
+        "{}: where the release workflow pushes the chart",
+        c.page
+    );
+    let meta = read(&Path::new(ROOT).join("deploy/helm/fluxtrace/Chart.yaml"));
+    let version = rest
+        .windows(2)
+        .find(|p| p[0] == "--version")
+        .map(|p| p[1])
+        .expect("--version");
+    assert!(
+        version == "X.Y.Z" || meta.contains(&format!("\nversion: {version}\n")),
+        "{}: chart version {version}",
+        c.page
+    );
 }
 
 fn deploy_text() -> String {

@@ -628,40 +628,7 @@ fn the_shipped_manifests_install_and_the_agent_runs_as_its_service_account() {
         assert!(applied.contains(kind), "{kind} not applied:\n{applied}");
     }
     // The ServiceAccount's own token, as the Pod would have it.
-    let token = bed.kubectl(&[
-        "-n",
-        "fluxtrace",
-        "create",
-        "token",
-        "fluxtrace",
-        "--duration=1h",
-    ]);
-    let kubeconfig = std::env::temp_dir().join(format!("fluxtrace-e2e-sa-{}", std::process::id()));
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: testbed
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: fluxtrace
-  user:
-    token: {token}
-contexts:
-- name: fluxtrace
-  context: {{cluster: testbed, user: fluxtrace}}
-current-context: fluxtrace
-",
-            server = bed.get("TESTBED_APISERVER_URL"),
-            ca = bed.get("TESTBED_APISERVER_CA"),
-            token = token.trim()
-        ),
-    )
-    .expect("a kubeconfig");
+    let kubeconfig = bed.service_account_kubeconfig("fluxtrace", "fluxtrace");
 
     let ns = bed.namespace("e2e-rbac");
     app(&bed, &ns, "ghcr.io/acme/web:1.0.0");

@@ -119,6 +119,40 @@ impl Testbed {
             .flatten()
     }
 
+    /// A kubeconfig (written to a temporary file) that acts as the ServiceAccount `name` of
+    /// `namespace`, with a token of its own as its Pod would have it: what the agent may do is
+    /// then exactly what that ServiceAccount's RBAC grants.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl(&["-n", namespace, "create", "token", name, "--duration=1h"]);
+        let path = std::env::temp_dir().join(format!(
+            "fluxtrace-e2e-sa-{}-{namespace}-{name}",
+            std::process::id()
+        ));
+        let kubeconfig = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: testbed
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {name}
+  user:
+    token: {token}
+contexts:
+- name: {name}
+  context: {{cluster: testbed, user: {name}}}
+current-context: {name}
+",
+            server = self.get("TESTBED_APISERVER_URL"),
+            ca = self.get("TESTBED_APISERVER_CA"),
+            token = token.trim()
+        );
+        std::fs::write(&path, kubeconfig).expect("a kubeconfig");
+        path
+    }
+
     /// A namespace of the test's own (deleted first if a run before left it).
     pub fn namespace(&self, name: &str) -> String {
         let _ = self.kubectl_output(

@@ -1,5 +1,6 @@
-//! External tools some tests run (promtool, prometheus, kubectl): found through an environment
-//! variable naming the binary, else on PATH.
+//! External tools some tests run (promtool, prometheus, kubectl; helm, built by
+//! tests/testbed/build): found through an environment variable naming the binary, else (for the
+//! test bed's tools) in the test bed's cache, else on PATH.
 //!
 //! A test whose tool is missing is skipped, and says so where it shows: the notice is written
 //! straight to the test process's stderr, which `cargo test` does not capture, so it appears in
@@ -31,4 +32,37 @@ pub fn tool(test: &str, name: &str, env_var: &str, version_args: &[&str]) -> Opt
             None
         }
     }
+}
+
+/// A release tool that `tests/testbed/build` builds (helm, actionlint, crane): `$env_var`, else
+/// the one in the test bed's cache when it is built there, else `name` on PATH; `None`, with the
+/// skip announced, when none runs.
+pub fn testbed_tool(
+    test: &str,
+    name: &str,
+    env_var: &str,
+    version_args: &[&str],
+) -> Option<OsString> {
+    if std::env::var_os(env_var).is_none() {
+        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/testbed/build");
+        let built = Command::new(build)
+            .arg("--print-cache")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                let cache = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                std::path::Path::new(&cache).join("bin").join(name)
+            })
+            .filter(|p| {
+                Command::new(p)
+                    .args(version_args)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+        if let Some(p) = built {
+            return Some(p.into_os_string());
+        }
+    }
+    tool(test, name, env_var, version_args)
 }
