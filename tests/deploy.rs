@@ -1121,7 +1121,7 @@ fn the_shell_reader_splits_as_a_shell_does() {
 }
 
 #[test]
-fn the_readme_documents_installing_with_kustomize_and_with_flux() {
+fn the_readme_documents_installing_with_kustomize_flux_and_helm() {
     let readme = read(&Path::new(ROOT).join("README.md"));
     for want in [
         "kubectl apply -k deploy/kustomize/",
@@ -1135,10 +1135,15 @@ fn the_readme_documents_installing_with_kustomize_and_with_flux() {
         "collector-config/",
         "fluxtrace-tokens",
         "fluxtrace-hmac",
+        "deploy/helm/fluxtrace",
     ] {
         assert!(readme.contains(want), "README.md mentions {want}");
     }
-    for heading in ["Install with Kustomize", "Install with Flux"] {
+    for heading in [
+        "Install with Kustomize",
+        "Install with Flux",
+        "Install with Helm",
+    ] {
         assert!(
             readme
                 .lines()

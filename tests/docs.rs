@@ -886,25 +886,28 @@ fn check_command(c: &Shown, src: &str, served: &mut Served) -> How {
             How::TargetChecked
         }
         ["helm", "install" | "upgrade", release, chart, rest @ ..] => {
-            assert_eq!(*release, "fluxtrace", "{}: the release the docs use", c.page);
+            assert_eq!(
+                *release, "fluxtrace",
+                "{}: the release the docs use",
+                c.page
+            );
             check_chart(c, chart, rest);
             for set in rest.windows(2).filter(|p| p[0] == "--set").map(|p| p[1]) {
                 let (key, _) = set.split_once('=').expect("--set key=value");
-                let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(&here(
-                    "deploy/helm/fluxtrace/values.yaml",
-                )))
-                .expect("values.yaml");
-                let found = key
-                    .split('.')
-                    .try_fold(&values, |v, k| v.get(k))
-                    .is_some();
+                let values: serde_yaml_ng::Value =
+                    serde_yaml_ng::from_str(&read(&here("deploy/helm/fluxtrace/values.yaml")))
+                        .expect("values.yaml");
+                let found = key.split('.').try_fold(&values, |v, k| v.get(k)).is_some();
                 assert!(found, "{}: --set {key}: not a value of the chart", c.page);
             }
             How::TargetChecked
         }
         ["helm", "show", "crds", chart, rest @ ..] => {
             check_chart(c, chart, rest);
-            assert!(here("deploy/helm/fluxtrace/crds").is_dir(), "the chart's crds/");
+            assert!(
+                here("deploy/helm/fluxtrace/crds").is_dir(),
+                "the chart's crds/"
+            );
             How::TargetChecked
         }
         ["helm", "-n", ns, "list"] => {
