@@ -14,8 +14,8 @@ use crate::model::{Kind, ObjectRef};
 use crate::trace::{attr, SpanId, Stage};
 
 /// A Kustomization's apply that changed Deployment `dep` back at the revision it had applied
-/// already (a periodic run correcting drift), near `start`: the Kustomization, the revision,
-/// what it changed and when.
+/// already (a periodic run correcting drift), or a HelmRelease's drift correction, near
+/// `start`: the reconciler, the revision, what it changed and when.
 pub(super) struct DriftApply {
     reconciler: ObjectRef,
     uid: String,
@@ -30,19 +30,34 @@ pub(super) fn drift_apply(
     dep: &ObjectRef,
     start: Timestamp,
 ) -> Option<DriftApply> {
-    if manager.kind != Kind::Kustomization {
-        return None;
-    }
     let st = reconcilers.get(manager)?;
     let last = st.last.as_deref()?;
-    let applied = last.last_applied.as_deref()?;
     let this = format!("Deployment/{}/{} configured", dep.namespace, dep.name);
-    let (revision, changes, at) = st.changes.iter().find(|(rev, changed, at)| {
-        rev == applied
-            && changed.contains(&this)
-            && *at <= add(start, CLAIM_SLACK)
-            && add(*at, CLAIM_SLACK) >= start
-    })?;
+    let near = |at: Timestamp| at <= add(start, CLAIM_SLACK) && add(at, CLAIM_SLACK) >= start;
+    match manager.kind {
+        Kind::Kustomization => {}
+        // Only a correction of drift makes helm-controller say `DriftCorrected`: no revision
+        // to compare, the chart version it names is the one released.
+        Kind::HelmRelease => {
+            let (revision, changes, at) = st
+                .changes
+                .iter()
+                .find(|(_, changed, at)| changed.contains(&this) && near(*at))?;
+            return Some(DriftApply {
+                reconciler: manager.clone(),
+                uid: last.uid.clone(),
+                revision: revision.clone(),
+                changes: changes.clone(),
+                at: *at,
+            });
+        }
+        _ => return None,
+    }
+    let applied = last.last_applied.as_deref()?;
+    let (revision, changes, at) = st
+        .changes
+        .iter()
+        .find(|(rev, changed, at)| rev == applied && changed.contains(&this) && near(*at))?;
     // The revision was applied before this run: the first time it was reconciled.
     let first = last
         .history

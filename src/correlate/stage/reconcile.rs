@@ -152,7 +152,8 @@ impl Engine {
 
     /// Reads what a kustomize-controller event says about an apply: the objects a
     /// `Progressing` event lists as changed, or that a `ReconciliationSucceeded` event finished
-    /// the revision. Both the core/v1 Event and the notification carry it.
+    /// the revision; and what a helm-controller `DriftCorrected` event changed back. Both the
+    /// core/v1 Event and the notification carry it.
     pub(in crate::correlate) fn record_apply_event(
         &mut self,
         object: &ObjectRef,
@@ -161,12 +162,16 @@ impl Engine {
         message: &str,
         time: Timestamp,
     ) {
-        if object.kind != Kind::Kustomization {
+        // helm-controller corrects drift (`driftDetection.mode: enabled`) outside any upgrade
+        // and says what it changed back in a `DriftCorrected` Event, in the same change-set
+        // form as kustomize-controller's.
+        let helm_drift = object.kind == Kind::HelmRelease && reason == "DriftCorrected";
+        if object.kind != Kind::Kustomization && !helm_drift {
             return;
         }
         let st = self.reconcilers.entry(object.clone()).or_default();
         match reason {
-            "Progressing" => {
+            "Progressing" | "DriftCorrected" => {
                 let changed = changed_objects(message);
                 if changed.is_empty() {
                     return;

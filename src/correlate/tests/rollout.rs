@@ -164,3 +164,73 @@ fn a_long_rollout_that_keeps_progressing_is_not_a_timeout() {
     let rollout = r.span("P-long", "rollout");
     assert_eq!(rollout.end, t(240));
 }
+
+/// A HelmRelease with `driftDetection.mode: enabled` changes back a Deployment edited by hand:
+/// helm-controller says so in a `DriftCorrected` Event listing the change set, with the chart
+/// version it released, and the Deployment rolls out again. That rollout is Flux's correction
+/// (`drift_correction`, under the HelmRelease's reconcile and apply), not an untraced change.
+#[test]
+fn a_helm_drift_correction_is_traced_as_fluxs_own() {
+    let mut r = Run::new();
+    let managed = |d: DeploymentObs| DeploymentObs {
+        manager: Some(ObjectRef::new(Kind::HelmRelease, "apps", "podinfo")),
+        ..d
+    };
+    let hr = ReconcilerObs {
+        object: ObjectRef::new(Kind::HelmRelease, "apps", "podinfo"),
+        uid: "uid-hr".into(),
+        last_attempted: Some("6.7.0".into()),
+        ..ks("x")
+    };
+    r.feed(0, EventBody::Reconciler(hr))
+        .feed(0, EventBody::Deployment(managed(deploy("podinfo", 3))))
+        // Edited by hand: generation 4 rolls out, then Flux changes it back (generation 5).
+        .feed(100, EventBody::Deployment(managed(rolling("podinfo", 4, 100))))
+        .feed(110, EventBody::Deployment(managed(rolled("podinfo", 4, 110))))
+        .feed(
+            400,
+            EventBody::KubeEvent(KubeEventObs {
+                involved_kind: "HelmRelease".into(),
+                involved_namespace: "apps".into(),
+                involved_name: "podinfo".into(),
+                reason: "DriftCorrected".into(),
+                message: "Cluster state of release apps/podinfo.v2 has been corrected:\nDeployment/apps/podinfo configured".into(),
+                warning: false,
+                component: "helm-controller".into(),
+                revision: Some("6.7.0".into()),
+                ..pod_event("podinfo", "DriftCorrected", "", 400)
+            }),
+        )
+        .feed(401, EventBody::Deployment(managed(rolling("podinfo", 5, 401))))
+        .feed(420, EventBody::Deployment(managed(rolled("podinfo", 5, 420))))
+        .finish();
+    let by_traceability = |t: Traceability| {
+        r.stories()
+            .into_iter()
+            .filter(|s| s.traceability == t)
+            .count()
+    };
+    assert_eq!(
+        by_traceability(Traceability::Missing),
+        1,
+        "the edit by hand"
+    );
+    assert_eq!(
+        by_traceability(Traceability::DriftCorrection),
+        1,
+        "Flux's correction"
+    );
+    let drift = r
+        .stories()
+        .into_iter()
+        .find(|s| s.traceability == Traceability::DriftCorrection)
+        .expect("the correction");
+    assert_eq!(drift.outcome, Outcome::Succeeded);
+    let apply = r.span(&drift.promotion_id, "apply");
+    assert_eq!(
+        apply.attributes.get_str(attr::FLUX_OBJECT_KIND),
+        Some("HelmRelease")
+    );
+    assert_eq!(apply.attributes.get_str(attr::FLUX_REVISION), Some("6.7.0"));
+    assert_eq!(r.span(&drift.promotion_id, "rollout").end, t(420));
+}
