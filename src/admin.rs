@@ -63,6 +63,15 @@ impl Readiness {
     }
 }
 
+/// The readiness part of the watcher of `kind` (in `namespace`, or cluster-wide): ready once
+/// its initial list is applied.
+pub fn watch_part(kind: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("watch/{kind}/{ns}"),
+        None => format!("watch/{kind}"),
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Metrics>,

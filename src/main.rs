@@ -319,7 +319,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 (fluxtrace::leader::Leadership::always(), None)
             }
         };
-        let promotions = fluxtrace::resource::sync::Index::default();
+        let promotions = fluxtrace::resource::index::Index::default();
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,

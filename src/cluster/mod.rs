@@ -3,7 +3,7 @@
 //! `record` both read ([`KindWatch`], over [`Lenient`] objects), and the read-only ClusterRole
 //! generated from the table ([`cluster_role_yaml`]).
 //!
-//! Depends only on kube and the crate's `announce` verbs: the agent's watchers
+//! Depends only on kube and the Promotion resource's names: the agent's watchers
 //! (`sources::kube`), `record` and `announce` use it without depending on each other.
 
 mod lenient;
@@ -254,8 +254,13 @@ pub async fn resolve(client: &Client, w: &Watched) -> Result<Option<ApiResource>
 /// (`sources::pods`). Never watched, never read one by one.
 pub const POD_VERBS: &[&str] = &["list"];
 
+/// What `announce`'s writer needs on core/v1 `events` beyond the watch verbs (the RBAC in
+/// `deploy/` grants exactly these, see [`cluster_role_yaml`]). `patch` is what Kubernetes
+/// event recorders need to update an Event's series; this writer only creates.
+pub const EVENT_VERBS: &[&str] = &["create", "patch"];
+
 /// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
-/// [`WATCHED`], [`POD_VERBS`] on Pods, and [`crate::announce::EVENT_VERBS`] on core/v1 Events
+/// [`WATCHED`], [`POD_VERBS`] on Pods, and [`EVENT_VERBS`] on core/v1 Events
 /// (the trace-link Events).
 /// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
 pub fn cluster_role_yaml() -> String {
@@ -295,7 +300,7 @@ pub fn cluster_role_yaml() -> String {
         rule(&mut out, group, &resources, &["get", "list", "watch"]);
     }
     rule(&mut out, "", &["pods"], POD_VERBS);
-    rule(&mut out, "", &["events"], crate::announce::EVENT_VERBS);
+    rule(&mut out, "", &["events"], EVENT_VERBS);
     use crate::resource::{GROUP, PLURAL, PROMOTION_STATUS_VERBS, PROMOTION_VERBS};
     rule(&mut out, GROUP, &[PLURAL], PROMOTION_VERBS);
     let status = format!("{PLURAL}/status");
