@@ -114,6 +114,18 @@ pub fn flux_events_detail(received: u64) -> String {
     }
 }
 
+/// The count of Flux events a `/readyz` body says were received ([`flux_events_detail`]);
+/// `None` when the body has no such line (not a fluxtrace agent).
+pub fn flux_events_received_in(readyz: &str) -> Option<u64> {
+    readyz.lines().find_map(|l| {
+        let rest = l.strip_prefix("flux events: ")?;
+        if rest.starts_with("none received") {
+            return Some(0);
+        }
+        rest.split_once(' ')?.0.parse().ok()
+    })
+}
+
 /// OpenMetrics (with the DORA exemplars) when the scraper accepts it, as Prometheus does with
 /// exemplar storage enabled; the Prometheus text format otherwise.
 async fn metrics_text(State(s): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {

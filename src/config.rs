@@ -45,6 +45,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
     Record(RecordArgs),
+    /// Whether the cluster has what the agent needs: API server, Flux kinds, the Promotion CRD,
+    /// RBAC, the notification path, the OTLP endpoint and the Lease. Exits 1 when something
+    /// needed is missing.
+    Check(CheckArgs),
 }
 
 impl Command {
@@ -55,9 +59,11 @@ impl Command {
             Command::Run(a) => Some(&a.otlp),
             Command::Replay(a) => Some(&a.otlp),
             Command::Demo(a) => Some(&a.otlp),
-            Command::Promote(_) | Command::Explain(_) | Command::Record(_) | Command::Status(_) => {
-                None
-            }
+            Command::Promote(_)
+            | Command::Explain(_)
+            | Command::Record(_)
+            | Command::Status(_)
+            | Command::Check(_) => None,
         }
     }
 }
@@ -371,6 +377,77 @@ pub struct StatusArgs {
     /// `text`: a table; `json`: the agent's answer.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Review RBAC as this user, e.g. the agent's ServiceAccount
+    /// `system:serviceaccount:fluxtrace:fluxtrace` (SubjectAccessReviews); without it, as
+    /// yourself (SelfSubjectAccessReviews: in the agent's Pod, its ServiceAccount).
+    #[arg(long = "as", env = "FLUXTRACE_CHECK_AS")]
+    pub as_user: Option<String>,
+    /// The agent's URL: its /readyz says whether it is ready and receives Flux events.
+    #[arg(long, env = "FLUXTRACE_AGENT")]
+    pub agent: Option<String>,
+    /// OTLP/gRPC endpoint to send an empty export to (else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// or OTEL_EXPORTER_OTLP_ENDPOINT; none: not checked).
+    #[arg(long, env = "FLUXTRACE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The agent's namespace (the Lease's, unless --lease-namespace).
+    #[arg(
+        long,
+        default_value = "fluxtrace",
+        env = "FLUXTRACE_PROMOTION_NAMESPACE"
+    )]
+    pub promotion_namespace: String,
+    /// Name of the election's Lease.
+    #[arg(long, default_value = "fluxtrace", env = "FLUXTRACE_LEASE_NAME")]
+    pub lease_name: String,
+    /// Namespace of the Lease; the --promotion-namespace when unset.
+    #[arg(long, env = "FLUXTRACE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// The agent runs without an election: its Lease is neither read nor its RBAC reviewed.
+    #[arg(long, env = "FLUXTRACE_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Time allowed for each request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_CHECK_TIMEOUT")]
+    pub timeout: SignedDuration,
+    /// `text`: one screen; `json`: every finding, for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text, env = "FLUXTRACE_CHECK_OUTPUT")]
+    pub output: Format,
+}
+
+impl CheckArgs {
+    /// What to check, validated: an empty `--as` or a zero `--timeout` is refused.
+    pub fn options(&self) -> Result<crate::check::live::Options, String> {
+        let as_user =
+            match self.as_user.as_deref().map(str::trim) {
+                Some("") => return Err(
+                    "--as is empty: name a user, e.g. system:serviceaccount:fluxtrace:fluxtrace"
+                        .into(),
+                ),
+                other => other.map(str::to_string),
+            };
+        let timeout = std::time::Duration::try_from(self.timeout).unwrap_or_default();
+        if timeout.is_zero() {
+            return Err("--timeout must be more than zero".into());
+        }
+        let lease = (!self.no_leader_election).then(|| {
+            (
+                self.lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| self.promotion_namespace.clone()),
+                self.lease_name.clone(),
+            )
+        });
+        Ok(crate::check::live::Options {
+            as_user,
+            lease,
+            agent: self.agent.clone(),
+            otlp: crate::export::configured_endpoint(self.otlp_endpoint.as_deref()),
+            timeout,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -56,6 +56,7 @@
 pub mod admin;
 pub mod agent;
 pub mod announce;
+pub mod check;
 pub mod client;
 pub mod clock;
 pub mod cluster;

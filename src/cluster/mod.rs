@@ -285,6 +285,16 @@ impl Rule {
             quoted(&mut self.verbs.iter().copied())
         )
     }
+
+    /// The rule on one line, as YAML's flow style writes it.
+    pub fn flow(&self) -> String {
+        let yaml = self.yaml();
+        let lines: Vec<&str> = yaml
+            .lines()
+            .map(|l| l.trim_start_matches([' ', '-']))
+            .collect();
+        format!("{{{}}}", lines.join(", "))
+    }
 }
 
 /// Every rule of the agent's ClusterRole, in its order: get, list and watch on every kind of
@@ -312,7 +322,11 @@ pub fn cluster_rules() -> Vec<Rule> {
     rules.push(rule("", "pods".into(), POD_VERBS));
     rules.push(rule("", "events".into(), EVENT_VERBS));
     rules.push(rule(GROUP, PLURAL.into(), PROMOTION_VERBS));
-    rules.push(rule(GROUP, format!("{PLURAL}/status"), PROMOTION_STATUS_VERBS));
+    rules.push(rule(
+        GROUP,
+        format!("{PLURAL}/status"),
+        PROMOTION_STATUS_VERBS,
+    ));
     rules
 }
 
