@@ -15,7 +15,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::Client;
 
-use super::{Access, Facts, Forwarder, LeaseFacts, Notification, Served, ServerFacts};
+use super::{Access, Facts, Forwarder, LeaseFacts, Notification, Readyz, Served, ServerFacts};
 use crate::cluster::{describe, ApiServer};
 
 /// Access reviews in flight at once.
