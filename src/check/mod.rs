@@ -655,7 +655,7 @@ mod tests {
             .findings
             .iter()
             .find(|x| x.summary.starts_with("Flux helm"))
-            .unwrap();
+            .expect("a line for Flux helm");
         assert_eq!(helm.level, Level::Warn);
         assert!(helm.details[0].contains("served at v3, fluxtrace reads v2"));
         assert!(r.ok, "a warning does not fail the check");
@@ -667,7 +667,11 @@ mod tests {
         let body = format!("ready\n{}", crate::admin::flux_events_detail(7));
         f.agent = Some(("http://a".into(), Ok((200, body))));
         let r = judge(&f);
-        let a = r.findings.iter().find(|x| x.check == "agent").unwrap();
+        let a = r
+            .findings
+            .iter()
+            .find(|x| x.check == "agent")
+            .expect("an agent line");
         assert_eq!(
             (a.level, a.summary.as_str()),
             (Level::Ok, "http://a: ready; 7 Flux events received")
@@ -675,6 +679,6 @@ mod tests {
         let body = format!("ready\n{}", crate::admin::flux_events_detail(0));
         f.agent = Some(("http://a".into(), Ok((200, body))));
         let a = judge(&f).findings.into_iter().find(|x| x.check == "agent");
-        assert_eq!(a.unwrap().level, Level::Warn);
+        assert_eq!(a.expect("an agent line").level, Level::Warn);
     }
 }
