@@ -236,9 +236,10 @@ fn group_name(group: &str) -> &str {
     }
 }
 
-/// A line per API group: each kind with the version fluxtrace reads; a kind served only at
-/// versions fluxtrace does not read is a warning, a group not installed is information, and a
-/// core or apps kind not served is a failure.
+/// A line per API group: each kind with the version fluxtrace reads. The agent skips a kind
+/// that is not served (and looks for it again later), so nothing here fails the check: a kind
+/// served only at versions fluxtrace does not read, or a core or apps kind not served, is a
+/// warning; a Flux or Flagger kind not installed is information.
 fn kinds(kinds: &[(Watched, Served)]) -> Vec<Finding> {
     let mut groups: Vec<&str> = Vec::new();
     for (w, _) in kinds {
@@ -277,11 +278,11 @@ fn kinds(kinds: &[(Watched, Served)]) -> Vec<Finding> {
         let summary = match (read.is_empty(), missing.is_empty()) {
             (_, true) => format!("{}: {}", group_name(g), read.join(", ")),
             (true, false) => {
-                level = level.max(if core { Level::Fail } else { Level::Info });
+                level = level.max(if core { Level::Warn } else { Level::Info });
                 format!("{}: not installed (not traced)", group_name(g))
             }
             (false, false) => {
-                level = level.max(if core { Level::Fail } else { Level::Info });
+                level = level.max(if core { Level::Warn } else { Level::Info });
                 format!(
                     "{}: {}; not installed: {}",
                     group_name(g),
