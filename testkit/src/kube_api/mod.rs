@@ -17,6 +17,8 @@
 //!   tests can assert on the core/v1 Events a component would write; like a real API server, a
 //!   POST of an Event whose name was already created in that namespace answers `409
 //!   AlreadyExists` (Events are remembered by name only, not stored or served).
+//! - access reviews (`SelfSubjectAccessReview`, `SubjectAccessReview`), allowed unless a test
+//!   denied the permission, and `/version` (see `access`).
 //!
 //! The server keeps one resource-version counter and stamps every object it stores with it; the
 //! versions in the recording are overwritten. Objects are keyed by group and kind, not version,
