@@ -417,39 +417,6 @@ pub struct CheckArgs {
     pub output: Format,
 }
 
-impl CheckArgs {
-    /// What to check, validated: an empty `--as` or a zero `--timeout` is refused.
-    pub fn options(&self) -> Result<crate::check::live::Options, String> {
-        let as_user =
-            match self.as_user.as_deref().map(str::trim) {
-                Some("") => return Err(
-                    "--as is empty: name a user, e.g. system:serviceaccount:fluxtrace:fluxtrace"
-                        .into(),
-                ),
-                other => other.map(str::to_string),
-            };
-        let timeout = std::time::Duration::try_from(self.timeout).unwrap_or_default();
-        if timeout.is_zero() {
-            return Err("--timeout must be more than zero".into());
-        }
-        let lease = (!self.no_leader_election).then(|| {
-            (
-                self.lease_namespace
-                    .clone()
-                    .unwrap_or_else(|| self.promotion_namespace.clone()),
-                self.lease_name.clone(),
-            )
-        });
-        Ok(crate::check::live::Options {
-            as_user,
-            lease,
-            agent: self.agent.clone(),
-            otlp: crate::export::configured_endpoint(self.otlp_endpoint.as_deref()),
-            timeout,
-        })
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Recording files, as `fluxtrace record` writes them.

@@ -574,7 +574,7 @@ async fn shutdown_signal() {
 /// `fluxtrace check`: the report on standard output; exit 1 when something needed is missing,
 /// 2 on bad input.
 fn check(args: &fluxtrace::config::CheckArgs) -> anyhow::Result<ExitCode> {
-    let options = match args.options() {
+    let options = match fluxtrace::check::live::Options::from_args(args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("fluxtrace check: {e}");

@@ -17,6 +17,7 @@ use kube::Client;
 
 use super::{Access, Facts, Forwarder, LeaseFacts, Notification, Readyz, Served, ServerFacts};
 use crate::cluster::{describe, ApiServer};
+use crate::config::CheckArgs;
 
 /// Access reviews in flight at once.
 const REVIEWS_IN_FLIGHT: usize = 8;
@@ -34,6 +35,39 @@ pub struct Options {
     pub otlp: Option<String>,
     /// Each request's time limit.
     pub timeout: Duration,
+}
+
+impl Options {
+    /// What to check, validated: an empty `--as` or a zero `--timeout` is refused.
+    pub fn from_args(args: &CheckArgs) -> Result<Options, String> {
+        let as_user =
+            match args.as_user.as_deref().map(str::trim) {
+                Some("") => return Err(
+                    "--as is empty: name a user, e.g. system:serviceaccount:fluxtrace:fluxtrace"
+                        .into(),
+                ),
+                other => other.map(str::to_string),
+            };
+        let timeout = std::time::Duration::try_from(args.timeout).unwrap_or_default();
+        if timeout.is_zero() {
+            return Err("--timeout must be more than zero".into());
+        }
+        let lease = (!args.no_leader_election).then(|| {
+            (
+                args.lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| args.promotion_namespace.clone()),
+                args.lease_name.clone(),
+            )
+        });
+        Ok(Options {
+            as_user,
+            lease,
+            agent: args.agent.clone(),
+            otlp: crate::export::configured_endpoint(args.otlp_endpoint.as_deref()),
+            timeout,
+        })
+    }
 }
 
 /// Asks everything `check` judges. Never fails: what could not be asked is a fact too.
