@@ -430,3 +430,17 @@ fn on_the_test_bed_everything_the_agent_needs_is_in_place() {
     bed.kubectl(&["delete", "clusterrolebinding,clusterrole", name]);
     bed.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+#[tokio::test]
+async fn a_request_that_hangs_is_given_up_after_the_timeout() {
+    let server = notification_kinds().start().await;
+    server.hang_lists("providers", std::time::Duration::from_secs(60), 1);
+    let started = std::time::Instant::now();
+    let out = check(&server, "hang", &["--timeout", "1s"]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let l = line(&stdout(&out), "notification", "cannot list");
+    assert!(
+        l.starts_with("warn") && l.ends_with("no answer within 1s"),
+        "{l}"
+    );
+}

@@ -115,20 +115,23 @@ pub async fn gather(server: Result<ApiServer, String>, o: &Options) -> Facts {
     if facts.server.is_err() {
         return facts;
     }
-    let mut groups = Groups::default();
+    let mut groups = Groups {
+        found: HashMap::new(),
+        timeout: o.timeout,
+    };
     for w in crate::cluster::WATCHED {
         let served = groups.served(client, w.group, w.kind).await;
         facts.kinds.push((*w, served));
     }
     let p = crate::resource::sync::WATCHED_PROMOTION;
     facts.promotion = groups.served(client, p.group, p.kind).await;
-    facts.notification = notification(client, &mut groups).await;
+    facts.notification = notification(client, &mut groups, o.timeout).await;
     facts.access = reviews(client, o).await;
     facts.lease = match &o.lease {
         Some((namespace, name)) => Some(LeaseFacts {
             namespace: namespace.clone(),
             name: name.clone(),
-            state: lease(client, namespace, name).await,
+            state: lease(client, namespace, name, o.timeout).await,
         }),
         None => None,
     };
@@ -136,8 +139,10 @@ pub async fn gather(server: Result<ApiServer, String>, o: &Options) -> Facts {
 }
 
 /// Discovery, one request per API group.
-#[derive(Default)]
-struct Groups(HashMap<&'static str, Result<Option<kube::discovery::ApiGroup>, String>>);
+struct Groups {
+    found: HashMap<&'static str, Result<Option<kube::discovery::ApiGroup>, String>>,
+    timeout: Duration,
+}
 
 impl Groups {
     async fn group(
@@ -145,16 +150,18 @@ impl Groups {
         client: &Client,
         group: &'static str,
     ) -> &Result<Option<kube::discovery::ApiGroup>, String> {
-        if !self.0.contains_key(group) {
-            let g = match kube::discovery::group(client, group).await {
-                Ok(g) => Ok(Some(g)),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                Err(kube::Error::Discovery(_)) => Ok(None),
-                Err(e) => Err(describe(&e)),
+        if !self.found.contains_key(group) {
+            let asked = tokio::time::timeout(self.timeout, kube::discovery::group(client, group));
+            let g = match asked.await {
+                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+                Ok(Ok(g)) => Ok(Some(g)),
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => Ok(None),
+                Ok(Err(kube::Error::Discovery(_))) => Ok(None),
+                Ok(Err(e)) => Err(describe(&e)),
             };
-            self.0.insert(group, g);
+            self.found.insert(group, g);
         }
-        &self.0[group]
+        &self.found[group]
     }
 
     /// The versions `kind` is served at, the group's preferred first.
@@ -193,14 +200,15 @@ impl Groups {
     }
 }
 
-async fn notification(client: &Client, groups: &mut Groups) -> Notification {
+async fn notification(client: &Client, groups: &mut Groups, timeout: Duration) -> Notification {
     const GROUP: &str = "notification.toolkit.fluxcd.io";
     let list = |ar: kube::core::ApiResource| async move {
-        Api::<DynamicObject>::all_with(client.clone(), &ar)
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .map_err(|e| describe(&e))
+        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        match tokio::time::timeout(timeout, api.list(&ListParams::default())).await {
+            Ok(Ok(l)) => Ok(l.items),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
     };
     let (provider, alert) = match (
         groups.resource(client, GROUP, "Provider").await,
@@ -328,9 +336,10 @@ fn groups_of(user: &str) -> Vec<String> {
 
 type LeaseState = Result<Option<(String, Option<String>)>, String>;
 
-async fn lease(client: &Client, namespace: &str, name: &str) -> LeaseState {
+async fn lease(client: &Client, namespace: &str, name: &str, timeout: Duration) -> LeaseState {
     let api = Api::<Lease>::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
+    let asked = tokio::time::timeout(timeout, api.get_opt(name)).await;
+    match asked.map_err(|_| format!("no answer within {timeout:?}"))? {
         Ok(None) => Ok(None),
         Ok(Some(l)) => {
             let spec = l.spec.unwrap_or_default();
