@@ -141,6 +141,20 @@ async fn a_flux_kind_served_only_at_an_unread_version_is_a_warning() {
         text.contains("HelmRelease: served at v3, fluxtrace reads v2, v2beta2, v2beta1"),
         "{text}"
     );
+    let out = check(&server, "helmv3json", &["--output", "json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let helm = v["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["kind"] == "HelmRelease")
+        .expect("HelmRelease")
+        .clone();
+    assert_eq!(
+        helm,
+        json!({"group": "helm.toolkit.fluxcd.io", "kind": "HelmRelease", "served": ["v3"],
+               "understood": ["v2", "v2beta2", "v2beta1"], "reads": null})
+    );
 }
 
 #[tokio::test]
@@ -173,11 +187,36 @@ async fn each_missing_permission_is_named_with_the_rule_that_grants_it() {
         let next = text[at..].lines().nth(1).unwrap_or_default();
         assert_eq!(next.trim(), rule);
     }
-    // Every permission of the shipped roles was reviewed, as the ServiceAccount.
+    // The same for scripts.
+    let out = check(&server, "rbacjson", &["--as", AGENT, "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut missing: Vec<String> = v["missing_permissions"]
+        .as_array()
+        .expect("missing_permissions")
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {} {}",
+                m["verb"], m["group"], m["resource"], m["granted_by"]
+            )
+        })
+        .collect();
+    missing.sort();
+    assert_eq!(
+        missing,
+        [
+            r#""patch" "fluxtrace.io" "promotions/status" "ClusterRole fluxtrace""#,
+            r#""update" "coordination.k8s.io" "leases" "Role fluxtrace-leader-election""#,
+            r#""watch" "apps" "deployments" "ClusterRole fluxtrace""#,
+        ]
+    );
+    // Every permission of the shipped roles was reviewed (twice: text, then JSON), as the
+    // ServiceAccount.
     let reviews = server.access_reviews();
     assert_eq!(
         reviews.len(),
-        fluxtrace::check::permissions(Some("fluxtrace")).len()
+        2 * fluxtrace::check::permissions(Some("fluxtrace")).len()
     );
     for r in &reviews {
         assert_eq!(r["spec"]["user"], AGENT);

@@ -73,12 +73,51 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Whether everything the agent needs is there (no `fail` finding).
     pub ok: bool,
+    /// Every watched kind: the versions served and the one fluxtrace reads (JSON only).
+    pub kinds: Vec<KindReport>,
+    /// Every permission the agent uses that was not granted (JSON only).
+    pub missing_permissions: Vec<MissingPermission>,
+}
+
+/// A watched kind as the cluster serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KindReport {
+    pub group: &'static str,
+    pub kind: &'static str,
+    /// Versions served; empty when not installed or discovery failed.
+    pub served: Vec<String>,
+    /// Versions fluxtrace reads, in order of preference.
+    pub understood: &'static [&'static str],
+    /// The version the agent watches; `None` when it watches none.
+    pub reads: Option<String>,
+}
+
+/// A permission an access review did not grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MissingPermission {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: String,
+    pub namespace: Option<String>,
+    /// `Role …` or `ClusterRole …` that holds the rule granting it.
+    pub granted_by: &'static str,
+    /// The rule, as `deploy/rbac/` writes it.
+    pub rule: String,
+    /// Why the review itself failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
+    /// `findings` alone (the JSON-only lists empty).
     pub fn new(findings: Vec<Finding>) -> Report {
         let ok = findings.iter().all(|f| f.level != Level::Fail);
-        Report { findings, ok }
+        Report {
+            findings,
+            ok,
+            kinds: Vec::new(),
+            missing_permissions: Vec::new(),
+        }
     }
 
     /// One screen: a line per finding, its details indented below it.
@@ -218,7 +257,41 @@ pub fn judge(f: &Facts) -> Report {
     if let Some(l) = &f.lease {
         out.push(lease(l));
     }
-    Report::new(out)
+    Report {
+        kinds: f
+            .kinds
+            .iter()
+            .map(|(w, served)| {
+                let served = served.clone().unwrap_or_default();
+                KindReport {
+                    group: w.group,
+                    kind: w.kind,
+                    reads: w
+                        .versions
+                        .iter()
+                        .find(|u| served.iter().any(|s| s == *u))
+                        .map(|u| u.to_string()),
+                    served,
+                    understood: w.versions,
+                }
+            })
+            .collect(),
+        missing_permissions: f
+            .access
+            .iter()
+            .filter(|a| a.allowed != Ok(true))
+            .map(|a| MissingPermission {
+                verb: a.verb,
+                group: a.rule.group,
+                resource: a.resource.clone(),
+                namespace: a.namespace.clone(),
+                granted_by: a.role,
+                rule: a.rule.flow(),
+                error: a.allowed.clone().err(),
+            })
+            .collect(),
+        ..Report::new(out)
+    }
 }
 
 /// What a group of kinds is, for people.
