@@ -420,6 +420,17 @@ fn access(subject: &str, reviews: &[Access]) -> Finding {
             ),
         );
     }
+    // No review answered (creating reviews is itself forbidden, say): one line, not one a rule.
+    if let (Some(Err(e)), true) = (
+        denied.first().map(|a| &a.allowed),
+        denied.len() == reviews.len() && denied.iter().all(|a| a.allowed.is_err()),
+    ) {
+        return finding(
+            "rbac",
+            Level::Fail,
+            format!("cannot review access as {subject}: {e}"),
+        );
+    }
     let mut details = Vec::new();
     // One block per rule: the permissions it would grant, then the rule itself.
     let mut rules: Vec<(&Rule, &'static str, Option<&String>)> = Vec::new();
@@ -733,6 +744,29 @@ mod tests {
         assert_eq!(helm.level, Level::Warn);
         assert!(helm.details[0].contains("served at v3, fluxtrace reads v2"));
         assert!(r.ok, "a warning does not fail the check");
+    }
+
+    #[test]
+    fn access_that_cannot_be_reviewed_at_all_is_one_line() {
+        let mut f = facts();
+        for a in &mut f.access {
+            a.allowed = Err("subjectaccessreviews is forbidden".into());
+        }
+        let r = judge(&f);
+        let rbac = r
+            .findings
+            .iter()
+            .find(|x| x.check == "rbac")
+            .expect("an rbac line");
+        assert_eq!(
+            (rbac.level, rbac.summary.as_str(), rbac.details.len()),
+            (
+                Level::Fail,
+                "cannot review access as yourself: subjectaccessreviews is forbidden",
+                0
+            )
+        );
+        assert!(!r.ok);
     }
 
     #[test]
