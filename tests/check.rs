@@ -466,6 +466,25 @@ fn on_the_test_bed_everything_the_agent_needs_is_in_place() {
         "{findings:?}"
     );
 
+    // The real authorizer says no to a ServiceAccount nothing is bound to.
+    let unbound = format!("system:serviceaccount:{ns}:unbound");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--as", &unbound, "--promotion-namespace", &ns])
+        .env_clear()
+        .env("KUBECONFIG", bed.get("KUBECONFIG"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1));
+    let all = fluxtrace::check::permissions(Some(&ns)).len();
+    let text = stdout(&out);
+    let rbac = line(&text, "rbac", &unbound);
+    assert!(
+        rbac.ends_with(&format!(
+            "{all} of {all} permissions the agent uses are missing"
+        )),
+        "{text}"
+    );
+
     bed.kubectl(&["delete", "clusterrolebinding,clusterrole", name]);
     bed.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
