@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Readiness {
     parts: Mutex<BTreeMap<String, bool>>,
+    /// Watches re-listing after they lost their place, and since when: verdicts wait for them
+    /// (`agent::engine_loop`), readiness does not.
+    relisting: Mutex<BTreeMap<String, std::time::Instant>>,
     /// This replica's role, when it takes part in an election.
     leadership: Mutex<Option<crate::leader::Leadership>>,
 }
@@ -33,6 +36,26 @@ impl Readiness {
         if let Ok(mut p) = self.parts.lock() {
             p.insert(part.to_string(), ready);
         }
+    }
+
+    /// A watch that had listed its kind lists it again (`part` as registered).
+    pub fn relist_began(&self, part: &str) {
+        if let Ok(mut r) = self.relisting.lock() {
+            r.entry(part.to_string())
+                .or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// The re-list of `part` is over (applied, or given up).
+    pub fn relist_done(&self, part: &str) {
+        if let Ok(mut r) = self.relisting.lock() {
+            r.remove(part);
+        }
+    }
+
+    /// Since when the oldest re-list still in progress began.
+    pub fn relisting_since(&self) -> Option<std::time::Instant> {
+        self.relisting.lock().ok()?.values().min().copied()
     }
 
     /// Shows the replica's role on `/readyz` (both replicas are ready: both serve the intake).

@@ -800,8 +800,9 @@ async fn skip_unchanged_keeps_the_verdict_and_leaves_the_trace_out() {
 
 /// The watches go down after any line of the image-automation recordings (every
 /// `FLUXTRACE_RELIST_STRIDE`-th line after the initial list, default 20, and the last) and come
-/// back with `410 Gone` at once or three lines later: the re-list shows each object as it is
-/// then, and the agent sends what replay of the recording sends.
+/// back with `410 Gone` at once, three lines later or at the end: the re-list shows each object
+/// as it is then, and the agent sends what replay of the recording sends. While a watch
+/// re-lists, verdicts wait for the whole list, applied in delivery order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_down_and_gone_410_anywhere_in_image_automation_change_nothing() {
     let stride = std::env::var("FLUXTRACE_RELIST_STRIDE")
@@ -819,7 +820,9 @@ async fn watches_down_and_gone_410_anywhere_in_image_automation_change_nothing()
     {
         let want = replayed(text).await;
         let end = text.lines().count();
-        for gap in [0, 3] {
+        // Down for no line, a few, or the rest of the recording (the re-list then delivers
+        // the whole delivery at once, kinds in any order).
+        for gap in [0, 3, end] {
             let mut next = None;
             loop {
                 let mut live = Live::start(KubeApi::with_recording(text)).await;

@@ -501,6 +501,17 @@ fn listing(readiness: &Readiness, started: std::time::Instant) -> bool {
             .is_some_and(|w| w.iter().any(|p| p.starts_with("watch/")))
 }
 
+/// How long verdicts wait for a watch's re-list at most.
+const RELIST_HOLD: Duration = Duration::from_secs(60);
+
+/// Whether a watch that lost its place is still re-listing ([`Engine::pause`]). Bounded: a list
+/// that keeps failing must not stop every verdict.
+fn relisting(readiness: &Readiness) -> bool {
+    readiness
+        .relisting_since()
+        .is_some_and(|since| since.elapsed() < RELIST_HOLD)
+}
+
 async fn engine_loop(
     mut engine: Engine,
     mut events: mpsc::Receiver<DeliveryEvent>,
@@ -521,8 +532,11 @@ async fn engine_loop(
     let started = std::time::Instant::now();
     loop {
         let hold = listing(&outlets.readiness, started) || (engine.held() && !events.is_empty());
+        let pause = relisting(&outlets.readiness) || (engine.paused() && !events.is_empty());
         let outputs = if hold != engine.held() {
             engine.hold(hold)
+        } else if pause != engine.paused() {
+            engine.pause(pause)
         } else {
             tokio::select! {
                 biased;
@@ -542,6 +556,10 @@ async fn engine_loop(
                         if !engine.held() && listing(&outlets.readiness, started) {
                             engine.hold(true);
                         }
+                        // A watch began to re-list since the loop last looked.
+                        if !engine.paused() && relisting(&outlets.readiness) {
+                            engine.pause(true);
+                        }
                         // The end of a watcher's list, behind everything it listed: only now
                         // is that list applied (or kept by the hold).
                         let listed = match &ev.body {
@@ -554,6 +572,7 @@ async fn engine_loop(
                         let out = engine.apply(ev);
                         if let Some(part) = listed {
                             outlets.readiness.set(&part, true);
+                            outlets.readiness.relist_done(&part);
                         }
                         out
                     }

@@ -91,7 +91,9 @@ pub struct Engine {
     pruned: Timestamp,
     /// See [`Engine::hold`].
     held: bool,
-    /// Observations kept while held.
+    /// See [`Engine::pause`].
+    paused: bool,
+    /// Observations kept while held or paused.
     kept: Vec<DeliveryEvent>,
     /// Applying what was kept: nothing is kept again, nothing decided yet.
     releasing: bool,
@@ -161,6 +163,7 @@ impl Engine {
             pruned: Timestamp::UNIX_EPOCH,
             held: false,
             kept: Vec::new(),
+            paused: false,
             releasing: false,
             deferred_rejoins: None,
             failed_early: Set::default(),
@@ -213,6 +216,34 @@ impl Engine {
     /// Whether [`Engine::hold`] holds verdicts.
     pub fn held(&self) -> bool {
         self.held
+    }
+
+    /// While paused, nothing is decided and observations of delivery objects are kept: a watch
+    /// re-lists after it lost its place (`410 Gone`, a dropped connection it could not resume),
+    /// and the re-list delivers each object's last state, kinds in any order. Judged halfway,
+    /// a promotion would end before the rest of the list (its Deployment's Events, the policy
+    /// that names its digest) came in. Released, what was kept is applied in delivery order, as
+    /// [`Engine::hold`] does, but as live observations: unlike an agent's first lists, what the
+    /// re-list shows delivered happened while the agent was running, so it is traced, not
+    /// taken as history. Then deadlines that passed meanwhile fire.
+    pub fn pause(&mut self, paused: bool) -> Vec<Output> {
+        if self.paused && !paused {
+            let mut kept = std::mem::take(&mut self.kept);
+            kept.sort_by_key(|ev| delivery_rank(&ev.body));
+            self.releasing = true;
+            for ev in kept {
+                self.apply(ev);
+            }
+            self.releasing = false;
+        }
+        self.paused = paused;
+        self.advance(self.now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether [`Engine::pause`] pauses verdicts.
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -283,7 +314,7 @@ impl Engine {
         self.now = self.now.max(at);
         // What the release would apply first (Receivers, ReplicaSets, core Events) is applied
         // at once: in the same order, without keeping a whole cluster's observations.
-        if self.held && !self.releasing && delivery_rank(&ev.body) > 0 {
+        if (self.held || self.paused) && !self.releasing && delivery_rank(&ev.body) > 0 {
             self.kept.push(ev);
             return Vec::new();
         }
@@ -349,7 +380,7 @@ impl Engine {
     /// Checks what the last observation touched and what came due, then re-arms the timers of
     /// the promotions still open.
     fn advance(&mut self, now: Timestamp) {
-        if self.held {
+        if self.held || self.paused {
             return;
         }
         let mut ids = std::mem::take(&mut self.touched);

@@ -294,6 +294,14 @@ impl Engine {
             return;
         };
         settle_reconcile_times(&mut p, &self.reconcilers, &self.events);
+        // The digest the promotion delivered, on every reconcile of it: known by now even when
+        // the policy or source that names it was seen after the reconciler (a re-list delivers
+        // them in any order).
+        if let Some(dg) = &p.digest {
+            for r in &mut p.reconciles {
+                r.span.attrs.set(attr::OCI_MANIFEST_DIGEST, dg.clone());
+            }
+        }
         for t in &mut p.triggers {
             let via = t.object.as_ref().and_then(|o| self.receivers.targeting(o));
             receiver_attrs(t, via);

@@ -140,6 +140,8 @@ async fn watch_kind(
                         .get_or_create(&KindLabel { kind })
                         .inc();
                     debug!(message = "Watch restarted; re-listing.", kind);
+                    // Before the list's first object is queued: the engine pauses for it.
+                    handle.readiness.relist_began(&name);
                 }
                 if relisted_kind.is_some() {
                     listing = Some(HashSet::new());
@@ -182,6 +184,7 @@ async fn watch_kind(
                     }
                 } else {
                     handle.readiness.set(&name, true);
+                    handle.readiness.relist_done(&name);
                 }
             }
             Err(e) => {

@@ -8,6 +8,7 @@ mod daemonset;
 mod joins;
 mod memory;
 mod reconcile;
+mod relist;
 mod rollout;
 mod setbacks;
 mod source;
