@@ -175,3 +175,18 @@ async fn metrics_text(State(s): State<AdminState>, headers: HeaderMap) -> impl I
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flux_event_count_reads_back_from_what_readyz_says() {
+        for n in [0, 1, 42, u64::MAX] {
+            let body = format!("ready (role: leader)\n{}", flux_events_detail(n));
+            assert_eq!(flux_events_received_in(&body), Some(n));
+        }
+        assert_eq!(flux_events_received_in("ok\n"), None);
+        assert_eq!(flux_events_received_in("flux events: many\n"), None);
+    }
+}
