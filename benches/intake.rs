@@ -235,7 +235,7 @@ fn with_server(
                 );
                 let stop = tokio_util::sync::CancellationToken::new();
                 let mut tasks = tokio::task::JoinSet::new();
-                let index = fluxtrace::resource::sync::Index::default();
+                let index = fluxtrace::resource::index::Index::default();
                 let writer = fluxtrace::resource::sync::spawn(
                     &mut tasks,
                     server.api_server(),

@@ -86,6 +86,15 @@ impl Readiness {
     }
 }
 
+/// The readiness part of the watcher of `kind` (in `namespace`, or cluster-wide): ready once
+/// its initial list is applied.
+pub fn watch_part(kind: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("watch/{kind}/{ns}"),
+        None => format!("watch/{kind}"),
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     metrics: Arc<Metrics>,
@@ -128,6 +137,18 @@ pub fn flux_events_detail(received: u64) -> String {
     }
 }
 
+/// The count of Flux events a `/readyz` body says were received ([`flux_events_detail`]);
+/// `None` when the body has no such line (not a fluxtrace agent).
+pub fn flux_events_received_in(readyz: &str) -> Option<u64> {
+    readyz.lines().find_map(|l| {
+        let rest = l.strip_prefix("flux events: ")?;
+        if rest.starts_with("none received") {
+            return Some(0);
+        }
+        rest.split_once(' ')?.0.parse().ok()
+    })
+}
+
 /// OpenMetrics (with the DORA exemplars) when the scraper accepts it, as Prometheus does with
 /// exemplar storage enabled; the Prometheus text format otherwise.
 async fn metrics_text(State(s): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
@@ -152,5 +173,20 @@ async fn metrics_text(State(s): State<AdminState>, headers: HeaderMap) -> impl I
             )],
             s.metrics.encode_prometheus_text(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flux_event_count_reads_back_from_what_readyz_says() {
+        for n in [0, 1, 42, u64::MAX] {
+            let body = format!("ready (role: leader)\n{}", flux_events_detail(n));
+            assert_eq!(flux_events_received_in(&body), Some(n));
+        }
+        assert_eq!(flux_events_received_in("ok\n"), None);
+        assert_eq!(flux_events_received_in("flux events: many\n"), None);
     }
 }

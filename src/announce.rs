@@ -49,10 +49,6 @@ pub const REASON: &str = "DeliveryTrace";
 pub const COMPONENT: &str = "fluxtrace";
 /// Finished promotions waiting for their Events; beyond this they are dropped and counted.
 pub const QUEUE: usize = 256;
-/// What the writer needs on core/v1 `events` beyond the watch verbs (the RBAC in `deploy/`
-/// grants exactly these, see `cluster::cluster_role_yaml`). `patch` is what Kubernetes
-/// event recorders need to update an Event's series; this writer only creates.
-pub const EVENT_VERBS: &[&str] = &["create", "patch"];
 /// Annotations on each Event, for tools that look for a promotion's Events.
 pub const PROMOTION_ID_ANNOTATION: &str = "fluxtrace.io/promotion-id";
 pub const TRACE_ID_ANNOTATION: &str = "fluxtrace.io/trace-id";

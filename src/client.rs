@@ -347,6 +347,17 @@ impl AgentClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `GET /readyz`, once: its status code and text, whether ready (200) or not (503).
+    pub async fn readyz(&self) -> Result<(u16, String), ClientError> {
+        let (status, bytes) = self
+            .send(Method::GET, "/readyz", None, "text/plain", 0, |_, _, _| {})
+            .await?;
+        Ok((
+            status.as_u16(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    }
+
     /// A GET answered with text (`text`) or JSON; a 404 becomes `not_found(agent's message)`.
     async fn get(
         &self,

@@ -56,6 +56,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Capture a live cluster's delivery objects as a recording for `fluxtrace replay`.
     Record(RecordArgs),
+    /// Whether the cluster has what the agent needs: API server, Flux kinds, the Promotion CRD,
+    /// RBAC, the notification path, the OTLP endpoint and the Lease. Exits 1 when something
+    /// needed is missing.
+    Check(CheckArgs),
 }
 
 impl Command {
@@ -66,9 +70,11 @@ impl Command {
             Command::Run(a) => Some(&a.otlp),
             Command::Replay(a) => Some(&a.otlp),
             Command::Demo(a) => Some(&a.otlp),
-            Command::Promote(_) | Command::Explain(_) | Command::Record(_) | Command::Status(_) => {
-                None
-            }
+            Command::Promote(_)
+            | Command::Explain(_)
+            | Command::Record(_)
+            | Command::Status(_)
+            | Command::Check(_) => None,
         }
     }
 }
@@ -386,6 +392,44 @@ pub struct StatusArgs {
     pub app: Option<String>,
     /// `text`: a table; `json`: the agent's answer.
     #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Review RBAC as this user, e.g. the agent's ServiceAccount
+    /// `system:serviceaccount:fluxtrace:fluxtrace` (SubjectAccessReviews); without it, as
+    /// yourself (SelfSubjectAccessReviews: in the agent's Pod, its ServiceAccount).
+    #[arg(long = "as", env = "FLUXTRACE_CHECK_AS")]
+    pub as_user: Option<String>,
+    /// The agent's URL: its /readyz says whether it is ready and receives Flux events.
+    #[arg(long, env = "FLUXTRACE_AGENT")]
+    pub agent: Option<String>,
+    /// OTLP/gRPC endpoint to send an empty export to (else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    /// or OTEL_EXPORTER_OTLP_ENDPOINT; none: not checked).
+    #[arg(long, env = "FLUXTRACE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The agent's namespace (the Lease's, unless --lease-namespace).
+    #[arg(
+        long,
+        default_value = "fluxtrace",
+        env = "FLUXTRACE_PROMOTION_NAMESPACE"
+    )]
+    pub promotion_namespace: String,
+    /// Name of the election's Lease.
+    #[arg(long, default_value = "fluxtrace", env = "FLUXTRACE_LEASE_NAME")]
+    pub lease_name: String,
+    /// Namespace of the Lease; the --promotion-namespace when unset.
+    #[arg(long, env = "FLUXTRACE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// The agent runs without an election: its Lease is neither read nor its RBAC reviewed.
+    #[arg(long, env = "FLUXTRACE_NO_LEADER_ELECTION")]
+    pub no_leader_election: bool,
+    /// Time allowed for each request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLUXTRACE_CHECK_TIMEOUT")]
+    pub timeout: SignedDuration,
+    /// `text`: one screen; `json`: every finding, for scripts.
+    #[arg(long, value_enum, default_value_t = Format::Text, env = "FLUXTRACE_CHECK_OUTPUT")]
     pub output: Format,
 }
 

@@ -45,14 +45,18 @@ use crate::metrics::Metrics;
 /// replace to take and renew. The Role in `deploy/rbac/` grants exactly these.
 pub const LEASE_VERBS: &[&str] = &["create", "get", "update"];
 
+/// The rule of the election's Role: [`LEASE_VERBS`] on Leases.
+pub fn lease_rule() -> crate::cluster::Rule {
+    crate::cluster::Rule {
+        group: "coordination.k8s.io",
+        resources: vec!["leases".to_string()],
+        verbs: LEASE_VERBS,
+    }
+}
+
 /// The namespaced Role for the election (`deploy/rbac/role-leader-election.yaml`), bound in the
 /// agent's own namespace by the Kustomize base.
 pub fn role_yaml() -> String {
-    let verbs = LEASE_VERBS
-        .iter()
-        .map(|v| format!("\"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         "# Generated from src/leader.rs (LEASE_VERBS): the leader election's Lease, in the agent's\n\
          # own namespace only (the Kustomize base sets it and binds this Role there).\n\
@@ -60,7 +64,8 @@ pub fn role_yaml() -> String {
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: Role\n\
          metadata:\n  name: fluxtrace-leader-election\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
-         rules:\n  - apiGroups: [\"coordination.k8s.io\"]\n    resources: [\"leases\"]\n    verbs: [{verbs}]\n"
+         rules:\n{}",
+        lease_rule().yaml()
     )
 }
 

@@ -44,6 +44,7 @@
 //! - [`announce`]: Kubernetes Events (`DeliveryTrace`) with the trace link on finished
 //!   promotions.
 //! - [`links`]: trace link templates (`--trace-url-template`, `--trace-backend` presets).
+//! - [`check`]: `fluxtrace check`, what the cluster lacks for the agent.
 //! - [`client`]: `fluxtrace promote` and `fluxtrace explain`, the agent's API from outside.
 //! - [`record`]: a live cluster to a recording.
 //! - [`resource`]: the `Promotion` custom resource: reports that survive restarts, verdicts
@@ -56,6 +57,7 @@
 pub mod admin;
 pub mod agent;
 pub mod announce;
+pub mod check;
 pub mod client;
 pub mod clock;
 pub mod cluster;

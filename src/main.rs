@@ -65,6 +65,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Status(args) = &cli.command {
         return Ok(fluxtrace::client::status_command(args));
     }
+    if let Command::Check(args) = &cli.command {
+        return check(args);
+    }
     let mut inputs: Vec<(String, fluxtrace::sources::recording::Decoded)> = Vec::new();
     let mut unreadable = 0;
     let output: &OutputArgs = match &cli.command {
@@ -78,7 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &d.output
         }
         Command::Run(_) | Command::Record(_) => unreachable!("handled above"),
-        Command::Promote(_) | Command::Explain(_) | Command::Status(_) => {
+        Command::Promote(_) | Command::Explain(_) | Command::Status(_) | Command::Check(_) => {
             unreachable!("handled above")
         }
         Command::Replay(r) => {
@@ -325,7 +328,7 @@ fn run_agent(g: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
                 (fluxtrace::leader::Leadership::always(), None)
             }
         };
-        let promotions = fluxtrace::resource::sync::Index::default();
+        let promotions = fluxtrace::resource::index::Index::default();
         let cfg = AgentConfig {
             engine: g.engine_config(),
             queue: args.queue,
@@ -574,6 +577,41 @@ async fn shutdown_signal() {
 }
 
 /// `fluxtrace record`: a live cluster to a recording.
+/// `fluxtrace check`: the report on standard output; exit 1 when something needed is missing,
+/// 2 on bad input.
+fn check(args: &fluxtrace::config::CheckArgs) -> anyhow::Result<ExitCode> {
+    let options = match fluxtrace::check::live::Options::from_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("fluxtrace check: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = runtime.block_on(async {
+        let server = fluxtrace::cluster::ApiServer::infer()
+            .await
+            .map_err(|e| e.to_string());
+        fluxtrace::check::judge(&fluxtrace::check::live::gather(server, &options).await)
+    });
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            writeln!(stdout)?;
+        }
+        Format::Text => write!(stdout, "{}", report.render())?,
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn record(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -31,7 +31,7 @@ use crate::dora::Dora;
 use crate::export::pipeline::FinishedSpans;
 use crate::leader::{Leadership, Role};
 use crate::metrics::Metrics;
-use crate::resource::sync::Index;
+use crate::resource::index::Index;
 use crate::story::Story;
 
 /// How long a standby holds a verdict that has no Promotion object: the leader has long
@@ -170,7 +170,7 @@ pub(super) async fn run(
 mod tests {
     use super::*;
     use crate::leader::Leadership;
-    use crate::resource::sync::ObjectRef;
+    use crate::resource::index::ObjectRef;
     use crate::trace::{SpanKind, SpanRecord, SpanStatus};
 
     /// A real story (of `git-success.jsonl`) under another id.

@@ -101,7 +101,7 @@ pub struct AgentConfig {
     /// standby holds them (`gate`).
     pub leadership: Leadership,
     /// The Promotion objects, from which a standby learns what the leader has exported.
-    pub confirmations: Option<crate::resource::sync::Index>,
+    pub confirmations: Option<crate::resource::index::Index>,
 }
 
 impl Default for AgentConfig {
@@ -563,7 +563,7 @@ async fn engine_loop(
                         // The end of a watcher's list, behind everything it listed: only now
                         // is that list applied (or kept by the hold).
                         let listed = match &ev.body {
-                            EventBody::Relisted(r) => Some(crate::sources::kube::watch_part(
+                            EventBody::Relisted(r) => Some(crate::admin::watch_part(
                                 r.kind.as_str(),
                                 r.namespace.as_deref(),
                             )),

@@ -3,7 +3,7 @@
 //! `record` both read ([`KindWatch`], over [`Lenient`] objects), and the read-only ClusterRole
 //! generated from the table ([`cluster_role_yaml`]).
 //!
-//! Depends only on kube and the crate's `announce` verbs: the agent's watchers
+//! Depends only on kube and the Promotion resource's names: the agent's watchers
 //! (`sources::kube`), `record` and `announce` use it without depending on each other.
 
 mod lenient;
@@ -254,18 +254,88 @@ pub async fn resolve(client: &Client, w: &Watched) -> Result<Option<ApiResource>
 /// (`sources::pods`). Never watched, never read one by one.
 pub const POD_VERBS: &[&str] = &["list"];
 
-/// The ClusterRole that grants exactly what the agent uses: get, list and watch on every kind of
-/// [`WATCHED`], [`POD_VERBS`] on Pods, and [`crate::announce::EVENT_VERBS`] on core/v1 Events
-/// (the trace-link Events).
-/// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
-pub fn cluster_role_yaml() -> String {
-    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+/// What `announce`'s writer needs on core/v1 `events` beyond the watch verbs (the RBAC in
+/// `deploy/` grants exactly these, see [`cluster_role_yaml`]). `patch` is what Kubernetes
+/// event recorders need to update an Event's series; this writer only creates.
+pub const EVENT_VERBS: &[&str] = &["create", "patch"];
+
+/// One rule of the agent's RBAC: `verbs` on `resources` of `group`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// Resource names as RBAC rules name them (`promotions/status` for a subresource).
+    pub resources: Vec<String>,
+    pub verbs: &'static [&'static str],
+}
+
+impl Rule {
+    /// The rule as `deploy/rbac/` writes it (two-space indent, a list item).
+    pub fn yaml(&self) -> String {
+        let quoted = |items: &mut dyn Iterator<Item = &str>| {
+            items
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "  - apiGroups: [\"{}\"]\n    resources: [{}]\n    verbs: [{}]\n",
+            self.group,
+            quoted(&mut self.resources.iter().map(String::as_str)),
+            quoted(&mut self.verbs.iter().copied())
+        )
+    }
+
+    /// The rule on one line, as YAML's flow style writes it.
+    pub fn flow(&self) -> String {
+        let yaml = self.yaml();
+        let lines: Vec<&str> = yaml
+            .lines()
+            .map(|l| l.trim_start_matches([' ', '-']))
+            .collect();
+        format!("{{{}}}", lines.join(", "))
+    }
+}
+
+/// Every rule of the agent's ClusterRole, in its order: get, list and watch on every kind of
+/// [`WATCHED`] (one rule per group), [`POD_VERBS`] on Pods, [`EVENT_VERBS`] on core/v1
+/// Events (the trace-link Events), and the Promotion verbs of `crate::resource`. The single
+/// source of both `deploy/rbac/clusterrole.yaml` and `fluxtrace check`'s access reviews.
+pub fn cluster_rules() -> Vec<Rule> {
+    use crate::resource::{GROUP, PLURAL, PROMOTION_STATUS_VERBS, PROMOTION_VERBS};
+    let mut rules: Vec<Rule> = Vec::new();
     for w in WATCHED {
-        match groups.iter_mut().find(|(g, _)| *g == w.group) {
-            Some((_, r)) => r.push(w.plural),
-            None => groups.push((w.group, vec![w.plural])),
+        match rules.iter_mut().find(|r| r.group == w.group) {
+            Some(r) => r.resources.push(w.plural.to_string()),
+            None => rules.push(Rule {
+                group: w.group,
+                resources: vec![w.plural.to_string()],
+                verbs: WATCH_VERBS,
+            }),
         }
     }
+    let rule = |group, resource: String, verbs| Rule {
+        group,
+        resources: vec![resource],
+        verbs,
+    };
+    rules.push(rule("", "pods".into(), POD_VERBS));
+    rules.push(rule("", "events".into(), EVENT_VERBS));
+    rules.push(rule(GROUP, PLURAL.into(), PROMOTION_VERBS));
+    rules.push(rule(
+        GROUP,
+        format!("{PLURAL}/status"),
+        PROMOTION_STATUS_VERBS,
+    ));
+    rules
+}
+
+/// What a watcher does on every kind of [`WATCHED`].
+pub const WATCH_VERBS: &[&str] = &["get", "list", "watch"];
+
+/// The ClusterRole that grants exactly what the agent uses: the rules of [`cluster_rules`].
+/// `deploy/rbac/clusterrole.yaml` is this text (a test checks it).
+pub fn cluster_role_yaml() -> String {
     let mut out = String::from(
         "# Generated from src/cluster/mod.rs (WATCHED): read-only access to exactly the kinds\n\
          # fluxtrace watches, list on the Pods of a failing rollout (src/sources/pods.rs),\n\
@@ -277,28 +347,8 @@ pub fn cluster_role_yaml() -> String {
          metadata:\n  name: fluxtrace\n  labels:\n    app.kubernetes.io/name: fluxtrace\n\
          rules:\n",
     );
-    let quoted = |items: &[&str]| {
-        items
-            .iter()
-            .map(|i| format!("\"{i}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let rule = |out: &mut String, group: &str, resources: &[&str], verbs: &[&str]| {
-        out.push_str(&format!(
-            "  - apiGroups: [\"{group}\"]\n    resources: [{}]\n    verbs: [{}]\n",
-            quoted(resources),
-            quoted(verbs)
-        ));
-    };
-    for (group, resources) in groups {
-        rule(&mut out, group, &resources, &["get", "list", "watch"]);
+    for r in cluster_rules() {
+        out.push_str(&r.yaml());
     }
-    rule(&mut out, "", &["pods"], POD_VERBS);
-    rule(&mut out, "", &["events"], crate::announce::EVENT_VERBS);
-    use crate::resource::{GROUP, PLURAL, PROMOTION_STATUS_VERBS, PROMOTION_VERBS};
-    rule(&mut out, GROUP, &[PLURAL], PROMOTION_VERBS);
-    let status = format!("{PLURAL}/status");
-    rule(&mut out, GROUP, &[&status], PROMOTION_STATUS_VERBS);
     out
 }

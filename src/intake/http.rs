@@ -32,6 +32,8 @@ use crate::story::{self, Story};
 /// The `route` labels of `fluxtrace_intake_requests_total`.
 pub const ROUTE_REPORT: &str = "promotions_report";
 pub const ROUTE_FLUX: &str = "flux_events";
+/// Where notification-controller posts Flux events (a Provider's `address` ends with it).
+pub const FLUX_EVENTS_PATH: &str = "/v1/flux/events";
 pub const ROUTE_GET: &str = "promotions_get";
 pub const ROUTE_LIST: &str = "promotions_list";
 pub const ROUTE_WORKLOADS: &str = "workloads_list";
@@ -42,7 +44,7 @@ pub fn router(intake: Intake) -> Router {
     Router::new()
         .route("/v1/promotions", post(report).get(list))
         .route("/v1/promotions/{id}", get(get_story))
-        .route("/v1/flux/events", post(flux_event))
+        .route(FLUX_EVENTS_PATH, post(flux_event))
         .route("/v1/workloads", get(workloads))
         .route(
             "/v1/workloads/{namespace}/{name}/story",

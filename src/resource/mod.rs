@@ -13,6 +13,7 @@
 //! validation into a [`PromotionReport`] with errors that name the field, the object name an id
 //! gets, and the status a finished [`Story`] becomes. [`sync`] does the IO.
 
+pub mod index;
 pub mod sync;
 
 use jiff::Timestamp;

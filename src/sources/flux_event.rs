@@ -31,7 +31,7 @@ struct RawFluxEvent {
     #[serde(default)]
     reason: String,
     #[serde(default)]
-    metadata: Option<super::object::StringMap>,
+    metadata: Option<super::raw::StringMap>,
     #[serde(default)]
     reporting_controller: String,
 }

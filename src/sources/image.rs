@@ -7,7 +7,7 @@
 //! 40 hex, a push without its time) is an error that names the field: the caller skips and
 //! counts it, and the rest of the delivery is traced as usual.
 
-use super::object::{conditions, cross_ref, ObjectError, RawImageRef, RawKubeObject};
+use super::raw::{conditions, cross_ref, ObjectError, RawImageRef, RawKubeObject};
 use crate::model::{sane_time, ImageAutomationObs, ImagePolicyObs, ImageRef, Kind, ObjectRef};
 
 fn missing(object: &ObjectRef, field: &'static str) -> ObjectError {

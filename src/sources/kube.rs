@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::object::{self, KubeObject};
+use crate::admin::watch_part;
 use crate::agent::EngineHandle;
 use crate::cluster::{
     bounded, served, ApiServer, KindWatch, Lenient, RepeatedWarning, WatchFailure,
@@ -89,15 +90,6 @@ pub fn spawn_with_client(
                 stop.clone(),
             ));
         }
-    }
-}
-
-/// The readiness part of the watcher of `kind` (in `namespace`, or cluster-wide): ready once
-/// its initial list is applied.
-pub fn watch_part(kind: &str, namespace: Option<&str>) -> String {
-    match namespace {
-        Some(ns) => format!("watch/{kind}/{ns}"),
-        None => format!("watch/{kind}"),
     }
 }
 

@@ -4,6 +4,8 @@
 //!   decoding that both the live watcher and replay use.
 //! - `image`: Flux image automation objects (ImagePolicy, ImageUpdateAutomation), part of the
 //!   object decoding.
+//! - `raw`: the wire view both of them decode from (trimmed, all-optional fields, conditions,
+//!   cross references) and the decoding's error; a leaf.
 //! - [`flux_event`]: Flux notification-controller events (generic / generic-hmac providers).
 //! - [`promotion`]: promotion reports, validated.
 //! - [`recording`]: the JSON Lines recording format.
@@ -18,5 +20,6 @@ pub mod kube;
 pub mod object;
 pub mod pods;
 pub mod promotion;
+mod raw;
 pub mod recording;
 pub mod relist;

@@ -115,7 +115,7 @@ pub struct LiveAgent {
     stop: CancellationToken,
     watchers: tokio::task::JoinSet<()>,
     /// Where [`LiveAgent::sync_promotions`] indexes Promotions (for an intake that stores).
-    pub promotions: Option<fluxtrace::resource::sync::Index>,
+    pub promotions: Option<fluxtrace::resource::index::Index>,
     /// The Promotion status writer, when [`LiveAgent::sync_promotions`] started one.
     status_writer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -182,8 +182,8 @@ impl LiveAgent {
         &mut self,
         server: &ServerHandle,
         rx: fluxtrace::resource::sync::StatusQueues,
-    ) -> fluxtrace::resource::sync::Index {
-        let index = fluxtrace::resource::sync::Index::default();
+    ) -> fluxtrace::resource::index::Index {
+        let index = fluxtrace::resource::index::Index::default();
         let writer = fluxtrace::resource::sync::spawn(
             &mut self.watchers,
             server.api_server(),

@@ -5,11 +5,9 @@
 //! as undecodable (counted and logged by the caller like any other). A Canary with no status
 //! yet (Flagger has not initialised it) decodes with an empty phase.
 
-use jiff::SignedDuration;
-use serde::Deserialize;
-
-use super::{conditions, duration, ObjectError, RawKubeObject};
 use crate::model::{sane_time, CanaryObs, Kind, ObjectRef};
+use crate::sources::raw::{conditions, duration, AnalysisSpec, ObjectError, RawKubeObject};
+use jiff::SignedDuration;
 
 /// Flagger's defaults (v1.44).
 const DEFAULT_INTERVAL: SignedDuration = SignedDuration::from_secs(60);
@@ -18,18 +16,6 @@ const DEFAULT_PROGRESS_DEADLINE_SECONDS: f64 = 600.0;
 const DEFAULT_MAX_WEIGHT: f64 = 100.0;
 /// Flagger's iterations with the `kubernetes` provider (no progressive traffic).
 const KUBERNETES_PROVIDER_ITERATIONS: i64 = 10;
-
-/// `spec.analysis` (or the deprecated `spec.canaryAnalysis`): the fields that bound a run.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AnalysisSpec {
-    pub interval: Option<String>,
-    pub threshold: Option<f64>,
-    pub iterations: Option<f64>,
-    pub max_weight: Option<f64>,
-    pub step_weight: Option<f64>,
-    pub step_weights: Option<Vec<f64>>,
-}
 
 /// A CRD `number` as Flagger writes it (an integer); out-of-range values saturate.
 fn int(n: f64) -> i64 {

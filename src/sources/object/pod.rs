@@ -6,36 +6,8 @@
 //! The reasons are the kubelet's (image pulls, container creation and start) and the container
 //! runtime's (`OOMKilled` on a terminated container).
 
-use jiff::Timestamp;
-use serde::Deserialize;
-
-use super::RawKubeObject;
 use crate::model::{sane_time, ContainerProblem, ObjectRef, PodObs};
-
-/// `status.containerStatuses[]` and `status.initContainerStatuses[]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RawContainerStatus {
-    pub name: String,
-    pub state: Option<RawContainerState>,
-    pub last_state: Option<RawContainerState>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RawContainerState {
-    pub waiting: Option<RawStateDetail>,
-    pub terminated: Option<RawStateDetail>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RawStateDetail {
-    pub reason: Option<String>,
-    pub message: Option<String>,
-    pub exit_code: Option<i64>,
-    pub finished_at: Option<Timestamp>,
-}
+use crate::sources::raw::{RawContainerStatus, RawKubeObject, RawStateDetail};
 
 /// Waiting reasons of a container on its way up, not of a failure.
 const STARTING: [&str; 2] = ["ContainerCreating", "PodInitializing"];

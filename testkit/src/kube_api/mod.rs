@@ -17,6 +17,8 @@
 //!   tests can assert on the core/v1 Events a component would write; like a real API server, a
 //!   POST of an Event whose name was already created in that namespace answers `409
 //!   AlreadyExists` (Events are remembered by name only, not stored or served).
+//! - access reviews (`SelfSubjectAccessReview`, `SubjectAccessReview`), allowed unless a test
+//!   denied the permission, and `/version` (see `access`).
 //!
 //! The server keeps one resource-version counter and stamps every object it stores with it; the
 //! versions in the recording are overwritten. Objects are keyed by group and kind, not version,
@@ -51,7 +53,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+mod access;
 mod writes;
+
+pub use access::VERSION;
 
 // ---------------------------------------------------------------------------------------------
 // Kinds
@@ -554,6 +559,10 @@ struct Store {
     fail_writes: Option<StatusCode>,
     /// Last uid given to a created object.
     uid_counter: u64,
+    /// Permissions access reviews deny (`access`).
+    denied: std::collections::BTreeSet<access::Permission>,
+    /// Every access review received.
+    reviews: Vec<Value>,
 }
 
 /// What the next LIST of a resource does instead of answering.
@@ -1019,6 +1028,9 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let Some((status, answer)) = access::review(&shared, &segments, &body) {
+            return json_response(status, &answer);
+        }
         if let Some((status, answer)) = writes::write(&shared, &parts.method, &segments, &body) {
             shared.lock().writes.push(WriteRecord {
                 method: parts.method.to_string(),
@@ -1089,6 +1101,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
     let metadata_only = accept.contains("as=PartialObjectMetadata");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
+        ["version"] => json_response(StatusCode::OK, &access::version()),
         ["api"] if aggregated => json_response(StatusCode::OK, &aggregated_core(&shared)),
         ["api"] => json_response(StatusCode::OK, &api_versions(&shared)),
         ["api", version] => resource_list(&shared, "", version),
@@ -1556,6 +1569,18 @@ impl ServerHandle {
 
     /// Writes to stored kinds (everything but core/v1 Events) answer `code` while it is set:
     /// an API server that cannot write.
+    /// Access reviews of `verb` on `resource` (`promotions/status` for a subresource) of
+    /// `group` (`""` for core) answer "denied" from now on; every other is allowed.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        let p = (verb.to_string(), group.to_string(), resource.to_string());
+        self.shared.lock().denied.insert(p);
+    }
+
+    /// Every access review received, as posted.
+    pub fn access_reviews(&self) -> Vec<Value> {
+        self.shared.lock().reviews.clone()
+    }
+
     pub fn fail_writes(&self, code: Option<u16>) {
         self.shared.lock().fail_writes = code.and_then(|c| StatusCode::from_u16(c).ok());
     }
