@@ -15,6 +15,9 @@ use fluxtrace_testkit::testbed::{jaeger_spans, wait_for, Agent, JaegerSpan, Test
 use fluxtrace_testkit::tools;
 use fluxtrace_testkit::{grafana, prometheus};
 
+#[path = "e2e/helm.rs"]
+mod helm;
+
 const BIN: &str = env!("CARGO_BIN_EXE_fluxtrace");
 
 /// Longest a delivery may take to reach Jaeger (fetch, apply, rollout, settle, export).
@@ -882,177 +885,6 @@ fn the_leader_killed_mid_promotion_the_standby_finishes_the_trace() {
     });
 }
 
-/// A Helm repository of the test's own on the test bed's static server: chart `web` 0.1.0, a
-/// Deployment `web` of `.Values.image` with `.Values.replicas`; its URL.
-fn helm_repository(bed: &Testbed, ns: &str) -> String {
-    let root = std::path::Path::new(bed.get("TESTBED_HELM_REPO_DIR")).join(ns);
-    let chart = std::env::temp_dir().join(format!("fluxtrace-e2e-chart-{}", std::process::id()));
-    let templates = chart.join("web/templates");
-    std::fs::create_dir_all(&templates).expect("a chart dir");
-    std::fs::create_dir_all(&root).expect("a repository dir");
-    std::fs::write(
-        chart.join("web/Chart.yaml"),
-        "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: \"1.0.0\"\n",
-    )
-    .expect("Chart.yaml");
-    std::fs::write(
-        chart.join("web/values.yaml"),
-        "image: ghcr.io/acme/web:1.0.0\nreplicas: 2\n",
-    )
-    .expect("values.yaml");
-    std::fs::write(
-        templates.join("deployment.yaml"),
-        "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: {{ .Values.replicas }}
-  progressDeadlineSeconds: 20
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: web
-        image: {{ .Values.image }}
-",
-    )
-    .expect("the template");
-    let archive = root.join("web-0.1.0.tgz");
-    let out = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&chart)
-        .arg("web")
-        .output()
-        .expect("tar runs");
-    assert!(out.status.success(), "tar: {out:?}");
-    let digest = {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(
-            std::fs::read(&archive).expect("the archive"),
-        ))
-    };
-    let url = format!("{}/{ns}", bed.get("TESTBED_HELM_REPO_URL"));
-    std::fs::write(
-        root.join("index.yaml"),
-        format!(
-            "apiVersion: v1
-entries:
-  web:
-  - apiVersion: v2
-    name: web
-    version: 0.1.0
-    appVersion: \"1.0.0\"
-    digest: {digest}
-    created: \"2026-01-01T00:00:00Z\"
-    urls: [{url}/web-0.1.0.tgz]
-generated: \"2026-01-01T00:00:00Z\"
-"
-        ),
-    )
-    .expect("index.yaml");
-    url
-}
-
-/// The Git repository of a HelmRelease of chart `web` from the HelmRepository `charts` at `url`,
-/// its values naming `image`.
-fn helm_manifests(url: &str, image: &str) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "release.yaml",
-            format!(
-                "apiVersion: source.toolkit.fluxcd.io/v1
-kind: HelmRepository
-metadata:
-  name: charts
-spec:
-  interval: 10m
-  url: {url}
----
-apiVersion: helm.toolkit.fluxcd.io/v2
-kind: HelmRelease
-metadata:
-  name: web
-spec:
-  interval: 10m
-  timeout: 60s
-  chart:
-    spec:
-      chart: web
-      version: 0.1.0
-      sourceRef: {{kind: HelmRepository, name: charts}}
-  values:
-    image: {image}
-"
-            ),
-        ),
-        (
-            "kustomization.yaml",
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- release.yaml\n"
-                .to_string(),
-        ),
-    ]
-}
-
-/// Scenario 5: a HelmRelease (chart from a Helm repository) whose manifest and values live in
-/// Git, applied by a Kustomization: a values change pushed and reported by CI is one trace from
-/// the commit through the Kustomization's apply to the Helm upgrade and its rollout.
-#[test]
-fn a_helm_release_whose_values_change_in_git_is_one_trace() {
-    let Some(bed) = Testbed::find("a_helm_release_whose_values_change_in_git_is_one_trace") else {
-        return;
-    };
-    let ns = bed.namespace("e2e-helm");
-    let url = helm_repository(&bed, &ns);
-    let files = helm_manifests(&url, "ghcr.io/acme/web:1.0.0");
-    let files = borrowed(&files);
-    bed.push(&ns, &files, "first");
-    delivered_by_kustomization(&bed, &ns, "GitRepository", &git_source(&bed, &ns));
-    bed.kubectl(&[
-        "-n",
-        &ns,
-        "wait",
-        "--for=condition=Ready",
-        "--timeout=120s",
-        "helmrelease/web",
-    ]);
-    let agent = bed.agent(BIN, &ns, None, &[]);
-
-    let id = format!("e2e-helm-{}", std::process::id());
-    let files = helm_manifests(&url, "ghcr.io/acme/web:1.1.0");
-    let files = borrowed(&files);
-    let commit = bed.push(&ns, &files, "web 1.1.0");
-    let (ci_trace, _) = report_and_fetch(&bed, &agent, &ns, &id, &commit);
-    let spans = trace(&bed, &agent, &ci_trace, 6);
-    let names: Vec<(&str, &str, &str)> = spans
-        .iter()
-        .map(|s| {
-            (
-                s.name.as_str(),
-                tag(s, "flux.object.kind"),
-                s.service.as_str(),
-            )
-        })
-        .collect();
-    succeeded(&spans, "reported");
-    let helm = spans
-        .iter()
-        .find(|s| s.name == "reconcile" && tag(s, "flux.object.kind") == "HelmRelease")
-        .unwrap_or_else(|| panic!("no HelmRelease reconcile in {names:?}"));
-    assert_eq!(helm.service, "helm-controller");
-    let rollout = span(&spans, "rollout");
-    assert_eq!(
-        rollout.parent.as_deref(),
-        Some(helm.span_id.as_str()),
-        "the Helm upgrade's rollout: {names:?}"
-    );
-}
-
 /// Scenario 4: a health check that fails once and passes on retry. The Deployment's
 /// `minReadySeconds` (35 s) outlasts the Kustomization's health check (`timeout: 10s`, which
 /// kustomize-controller raises to its minimum of 30 s); the controller reports
@@ -1120,7 +952,7 @@ fn a_health_check_that_fails_once_and_passes_on_retry_is_not_a_failure() {
     assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
 }
 
-/// Issue 20, item 2: a commit that moves the app out of the Kustomization's `spec.path`.
+/// A commit that moves the app out of the Kustomization's `spec.path`.
 /// kustomize-controller fails (`ArtifactFailed`, "kustomization path not found") before it
 /// records the attempt, so `lastAttemptedRevision` never names the commit: the trace diverges
 /// at reconcile at once, with the controller's reason and message.
@@ -1184,7 +1016,7 @@ fn a_commit_without_the_kustomization_path_diverges_at_reconcile_at_once() {
     );
 }
 
-/// Issue 20, item 7: the Kustomization is suspended (`flux suspend kustomization`) when a
+/// The Kustomization is suspended (`flux suspend kustomization`) when a
 /// reported commit arrives: kustomize-controller writes nothing, and the trace diverges at
 /// reconcile as soon as the source stored the commit, reason `Suspended`, naming it.
 #[test]
@@ -1220,11 +1052,84 @@ fn a_suspended_kustomization_diverges_at_once_naming_it() {
     );
 }
 
-/// Issue 20, item 6: someone changes the Deployment by hand (`kubectl set image`): an untraced
-/// rollout (`delivery.traceability=missing`). The next Kustomization run, at the revision it had
-/// applied, changes it back: that rollout is Flux's own correction, traced with the reconcile
-/// and apply that caused it (`delivery.traceability=drift_correction`), not another untraced
-/// change.
+/// Someone changes the Deployment `web` of `ns` by hand (`kubectl set image`): an untraced
+/// rollout (`delivery.traceability=missing`). Then `reconciler` (`kustomization/app`,
+/// `helmrelease/web`) runs again, as its interval would, and changes it back: that rollout is
+/// Flux's own correction, traced with the reconcile and apply of `controller` that caused it
+/// (`delivery.traceability=drift_correction`), not another untraced change.
+fn edited_by_hand_then_corrected(
+    bed: &Testbed,
+    agent: &Agent,
+    ns: &str,
+    reconciler: &str,
+    controller: &str,
+) {
+    let deployment = || bed.object("deployment", ns, "web").expect("the Deployment");
+    let uid8: String = deployment()["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    let generation = |d: &serde_json::Value| d["metadata"]["generation"].as_i64().unwrap_or(0);
+    // The delivery has just ended: a change within its settle period would be taken for a late
+    // part of it.
+    std::thread::sleep(Duration::from_secs(20));
+
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "set",
+        "image",
+        "deployment/web",
+        "web=ghcr.io/acme/web:by-hand",
+    ]);
+    let manual = generation(&deployment());
+    let untraced = format!("untraced/{ns}/web/{uid8}-{manual}");
+    let spans = trace(bed, agent, &trace_id_for(&untraced).to_string(), 2);
+    assert_eq!(
+        tag(span(&spans, "promotion"), "delivery.traceability"),
+        "missing"
+    );
+
+    // Flux runs again (as its interval would) and changes the Deployment back.
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "annotate",
+        "--overwrite",
+        reconciler,
+        &format!("reconcile.fluxcd.io/requestedAt={}", jiff::Timestamp::now()),
+    ]);
+    wait_for(
+        "Flux to change the image back",
+        Duration::from_secs(90),
+        || generation(&deployment()) > manual,
+    );
+    let corrected = generation(&deployment());
+    let drift = format!("drift/{ns}/web/{uid8}-{corrected}");
+    let spans = trace(bed, agent, &trace_id_for(&drift).to_string(), 4);
+    let root = span(&spans, "promotion");
+    assert_eq!(
+        tag(root, "delivery.traceability"),
+        "drift_correction",
+        "{:?}",
+        root.tags
+    );
+    let reconcile = span(&spans, "reconcile");
+    assert_eq!(reconcile.service, controller);
+    let rollout = span(&spans, "rollout");
+    assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
+    let log = agent.log();
+    assert!(
+        !log.contains(&format!("untraced/{ns}/web/{uid8}-{corrected}")),
+        "the correction is not an untraced change:\n{log}"
+    );
+}
+
+/// A Kustomization's next run, at the revision it had applied, changes back a Deployment
+/// edited by hand.
 #[test]
 fn a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction() {
     let Some(bed) =
@@ -1235,74 +1140,16 @@ fn a_manual_change_is_untraced_and_fluxs_correction_of_it_is_drift_correction() 
     let ns = bed.namespace("e2e-drift");
     app(&bed, &ns, "ghcr.io/acme/web:1.0.0");
     let agent = bed.agent(BIN, &ns, None, &[]);
-    let deployment = || {
-        bed.object("deployment", &ns, "web")
-            .expect("the Deployment")
-    };
-    let uid8: String = deployment()["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(8)
-        .collect();
-    let generation = |d: &serde_json::Value| d["metadata"]["generation"].as_i64().unwrap_or(0);
-    // The first delivery has just ended: a change within its settle period would be taken
-    // for a late part of it.
-    std::thread::sleep(Duration::from_secs(20));
-
-    bed.kubectl(&[
-        "-n",
+    edited_by_hand_then_corrected(
+        &bed,
+        &agent,
         &ns,
-        "set",
-        "image",
-        "deployment/web",
-        "web=ghcr.io/acme/web:by-hand",
-    ]);
-    let manual = generation(&deployment());
-    let untraced = format!("untraced/{ns}/web/{uid8}-{manual}");
-    let spans = trace(&bed, &agent, &trace_id_for(&untraced).to_string(), 2);
-    assert_eq!(
-        tag(span(&spans, "promotion"), "delivery.traceability"),
-        "missing"
-    );
-
-    // Flux runs again (as its interval would) and changes the Deployment back.
-    bed.kubectl(&[
-        "-n",
-        &ns,
-        "annotate",
-        "--overwrite",
         "kustomization/app",
-        &format!("reconcile.fluxcd.io/requestedAt={}", jiff::Timestamp::now()),
-    ]);
-    wait_for(
-        "Flux to change the image back",
-        Duration::from_secs(60),
-        || generation(&deployment()) > manual,
-    );
-    let corrected = generation(&deployment());
-    let drift = format!("drift/{ns}/web/{uid8}-{corrected}");
-    let spans = trace(&bed, &agent, &trace_id_for(&drift).to_string(), 4);
-    let root = span(&spans, "promotion");
-    assert_eq!(
-        tag(root, "delivery.traceability"),
-        "drift_correction",
-        "{:?}",
-        root.tags
-    );
-    let reconcile = span(&spans, "reconcile");
-    assert_eq!(reconcile.service, "kustomize-controller");
-    let rollout = span(&spans, "rollout");
-    assert_eq!(rollout.parent.as_deref(), Some(reconcile.span_id.as_str()));
-    let log = agent.log();
-    assert!(
-        !log.contains(&format!("untraced/{ns}/web/{uid8}-{corrected}")),
-        "the correction is not an untraced change:\n{log}"
+        "kustomize-controller",
     );
 }
 
-/// Issue 20, item 13: a ResourceQuota leaves no room for the rollout's surge Pod. The real
+/// A ResourceQuota leaves no room for the rollout's surge Pod. The real
 /// ReplicaSet controller's creates are refused (`FailedCreate`, `exceeded quota`), the
 /// Deployment controller copies that into `ReplicaFailure` and then gives up
 /// (`ProgressDeadlineExceeded`): the trace diverges at the rollout and names the refusal as the
@@ -1357,7 +1204,7 @@ fn a_rollout_a_resource_quota_refuses_names_failed_create_the_cause() {
     );
 }
 
-/// Issue 20, item 2: apps that wait on infra. One commit changes both; `app` depends on
+/// Apps that wait on infra. One commit changes both; `app` depends on
 /// `infra`, whose new Deployment takes a minute to become available. kustomize-controller keeps
 /// `app` at `DependencyNotReady` (requeued every 30 s) before it records the attempt, longer
 /// than `app`'s own reconcile window (10 s timeout: 80 s). The wait is evidence on `app`'s
@@ -1459,7 +1306,7 @@ spec: {{interval: 10m, retryInterval: 10s, dependsOn: [{{name: infra}}], path: .
     );
 }
 
-/// Issue 20, item 12: a rollout longer than its `progressDeadlineSeconds` that keeps
+/// A rollout longer than its `progressDeadlineSeconds` that keeps
 /// progressing. The Deployment controller measures the deadline from the `Progressing`
 /// condition's `lastUpdateTime`, refreshed at every step (four replicas, one at a time, each
 /// available 6 s after it is ready), so it never reports `ProgressDeadlineExceeded`: nor does
