@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use super::object::{self, KubeObject};
 use crate::agent::EngineHandle;
 use crate::cluster::{
-    bounded, served, ApiServer, KindWatch, Lenient, RepeatedWarning, WatchFailure,
+    bounded, served, ApiServer, KindWatch, Lenient, ListMode, RepeatedWarning, WatchFailure,
 };
 pub use crate::cluster::{cluster_role_yaml, Watched, WATCHED};
 use crate::metrics::{KindError, KindLabel};
@@ -44,6 +44,8 @@ pub struct WatchSettings {
     pub server_url: Option<String>,
     /// How long a LIST may go without an answer; [`ApiServer::DEFAULT_LIST_TIMEOUT`] if unset.
     pub list_timeout: Option<Duration>,
+    /// How the watchers list first (streaming where served, by default).
+    pub lists: ListMode,
 }
 
 /// Starts one watcher per kind (and namespace) in `set` on `client` (`cluster::ApiServer`
@@ -67,7 +69,8 @@ pub fn spawn_with_client(
         settings
             .list_timeout
             .unwrap_or(ApiServer::DEFAULT_LIST_TIMEOUT),
-    );
+    )
+    .with_lists(settings.lists);
     let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
