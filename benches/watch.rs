@@ -16,8 +16,9 @@
 //! - **agent**: starts a server child, then `Agent::start` (system clock, no OTLP export) and
 //!   `spawn_with_client`. Measures the same, from the `observations` metric family.
 //! - **profile**: no server, no kube: the same objects, one at a time, serialized, decoded into
-//!   `KubeObject`, turned into events and applied to a bare `Engine` on one thread, with the RSS
-//!   growth after each kind: where the agent's memory goes.
+//!   `KubeObject`, turned into events and applied to a bare `Engine` on one thread, held until
+//!   the last one as the agent holds its initial lists, with the RSS growth after each kind and
+//!   after the release: where the agent's memory goes.
 //! - no role: runs baseline, agent and profile one after the other (same `T0`, so the same bytes
 //!   on the wire) and prints the tables.
 //!
@@ -46,8 +47,14 @@
 //! and of the server) is reported next to wall time: objects per CPU-second do not depend on who
 //! else is running.
 //!
-//! Environment: `FLUXTRACE_BENCH_KUSTOMIZATIONS` (default 2000), `FLUXTRACE_BENCH_PROMOTIONS`
-//! (default 400), `FLUXTRACE_BENCH_T0` (unix seconds; default now).
+//! Both the baseline and the agent list as the agent does by default: streaming lists
+//! (`sendInitialEvents`), which the test server serves; `FLUXTRACE_BENCH_LISTS=paged` makes
+//! both list in pages of 500 instead.
+//!
+//! Environment: `FLUXTRACE_BENCH_KUSTOMIZATIONS` (default 2000 times `FLUXTRACE_BENCH_SCALE`,
+//! default 1; 10 is the large cluster), `FLUXTRACE_BENCH_PROMOTIONS` (default 400),
+//! `FLUXTRACE_BENCH_LISTS` (`streaming` or `paged`), `FLUXTRACE_BENCH_T0` (unix seconds;
+//! default now).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -58,6 +65,7 @@ use std::time::{Duration, Instant};
 
 use fluxtrace::admin::Readiness;
 use fluxtrace::agent::{Agent, AgentConfig, Clock, EngineHandle};
+use fluxtrace::cluster::ListMode;
 use fluxtrace::correlate::{Engine, EngineConfig};
 use fluxtrace::metrics::{KindError, KindLabel, Metrics};
 use fluxtrace::model::DeliveryEvent;
@@ -88,6 +96,17 @@ const ROLE: &str = "FLUXTRACE_BENCH_ROLE";
 /// Longest wait for a sync or a stream before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(900);
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// How the baseline and the agent list (`FLUXTRACE_BENCH_LISTS`).
+fn list_mode() -> ListMode {
+    match std::env::var("FLUXTRACE_BENCH_LISTS").as_deref() {
+        Ok("paged") => ListMode::Paged,
+        Ok("streaming") | Err(_) => ListMode::Streaming,
+        Ok(other) => fail(format!(
+            "FLUXTRACE_BENCH_LISTS={other:?}: streaming or paged"
+        )),
+    }
+}
 
 fn main() {
     match std::env::var(ROLE).as_deref() {
@@ -525,7 +544,10 @@ async fn run_agent(mut server: ServerProc) -> RunResult {
     spawn_with_client(
         &mut watchers,
         client,
-        WatchSettings::default(),
+        WatchSettings {
+            lists: list_mode(),
+            ..WatchSettings::default()
+        },
         handle.clone(),
         stop.clone(),
     );
@@ -568,20 +590,23 @@ struct Counts {
     restarts: AtomicU64,
 }
 
-/// The version of `w` the cluster serves, found as the agent finds it (API discovery).
-async fn discover(client: &Client, w: &Watched) -> ApiResource {
+/// The version of `w` the cluster serves, found as the agent finds it (API discovery); `None`
+/// when it is not served (the test server serves no DaemonSets), as the agent skips it.
+async fn discover(client: &Client, w: &Watched) -> Option<ApiResource> {
     let start = Instant::now();
     loop {
-        if let Ok(group) = kube::discovery::group(client, w.group).await {
-            if let Some(ar) = w.versions.iter().find_map(|v| {
-                group
-                    .versioned_resources(v)
-                    .into_iter()
-                    .find(|(ar, _)| ar.kind == w.kind)
-                    .map(|(ar, _)| ar)
-            }) {
-                return ar;
+        match kube::discovery::group(client, w.group).await {
+            Ok(group) => {
+                return w.versions.iter().find_map(|v| {
+                    group
+                        .versioned_resources(v)
+                        .into_iter()
+                        .find(|(ar, _)| ar.kind == w.kind)
+                        .map(|(ar, _)| ar)
+                })
             }
+            Err(kube::Error::Api(s)) if s.code == 404 => return None,
+            Err(_) => {}
         }
         if start.elapsed() > PATIENCE {
             fail(format!("{} is not served", w.kind));
@@ -592,11 +617,16 @@ async fn discover(client: &Client, w: &Watched) -> ApiResource {
 
 /// A watcher that decodes every object as the agent's does, and drops it.
 async fn decode_only(client: Client, w: Watched, counts: Arc<Counts>, stop: CancellationToken) {
-    let ar = discover(&client, &w).await;
+    let Some(ar) = discover(&client, &w).await else {
+        counts.listed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let api: Api<DeserializeGuard<KubeObject>> = Api::all_with(client, &ar);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let config = match list_mode() {
+        ListMode::Streaming => watcher::Config::default().streaming_lists(),
+        ListMode::Paged => watcher::Config::default(),
+    };
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = false;
     loop {
         let next = tokio::select! {
@@ -718,6 +748,8 @@ fn profile_main() {
     let mut current: Option<(&'static str, u64, u64)> = None;
     let started = Instant::now();
     let base = rss();
+    // As the agent after a start: the initial lists are held, then released at once.
+    engine.hold(true);
     cluster.initial(|kind, object| {
         if current.as_ref().is_none_or(|(k, _, _)| *k != kind) {
             close_phase(&mut current, &mut rows);
@@ -729,6 +761,14 @@ fn profile_main() {
         }
     });
     close_phase(&mut current, &mut rows);
+    let before = rss();
+    let released = engine.hold(false).len();
+    std::hint::black_box(released);
+    rows.push(ProfileRow {
+        what: "release of the hold".into(),
+        objects: 0,
+        rss_growth: rss() as i64 - before as i64,
+    });
     let decode_s = started.elapsed().as_secs_f64();
     rows.push(ProfileRow {
         what: "engine after the initial state".into(),
@@ -865,7 +905,10 @@ fn parent_main() {
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    println!("watch bench: {cores} core(s), {cpu}");
+    println!(
+        "watch bench: {cores} core(s), {cpu}; lists: {:?}",
+        list_mode()
+    );
     println!(
         "cluster: {k} Kustomizations, {k} GitRepositories, {d} Deployments, {rs} ReplicaSets, {e} Events; stream: {p} promotions, {c} changes",
         k = shape.kustomizations,

@@ -557,10 +557,16 @@ async fn streaming_list_and_label_selector_watch() {
     let mut rx = spawn_watcher(api, config);
     // Nothing matches yet.
     assert_eq!(next_events(&mut rx, 2).await, ["Init", "InitDone"]);
+    let plain_lists = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/apis/apps/v1/replicasets" && !r.watch)
+        .count();
+    assert_eq!(plain_lists, 0, "no plain LIST in streaming mode");
     assert_eq!(
         server.list_count("/apis/apps/v1/replicasets"),
-        0,
-        "no LIST in streaming mode"
+        1,
+        "the streaming list counts as the LIST"
     );
     let applied = server.apply_rest();
     let new_rs: Vec<u64> = applied

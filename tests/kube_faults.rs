@@ -1,5 +1,6 @@
 //! The Kubernetes API misbehaving, against the test API server through kube's real client: a
-//! LIST answering 500, a LIST that never answers, an API server that is not there. The watches
+//! LIST answering 500, a LIST that never answers, an API server that is not there, one that
+//! does not serve streaming lists. The watches
 //! must back off with growing waits, give up on a hung LIST after `--kube-list-timeout`, recover
 //! once the server answers again, and log a bounded number of lines that name the kind, the
 //! server and the cause. The figures are printed on stdout (`-- --nocapture`).
@@ -7,9 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fluxtrace::cluster::KindWatch;
+use fluxtrace::cluster::{KindWatch, Lenient, WatchFailure};
 use fluxtrace::sources::object::KubeObject;
-use fluxtrace_testkit::kube_api::{KubeApi, ServerHandle};
+use fluxtrace_testkit::kube_api::{KubeApi, RequestRecord, ServerHandle};
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
@@ -32,7 +33,7 @@ fn list_gaps(server: &ServerHandle, path: &str) -> Vec<Duration> {
     let at: Vec<Instant> = server
         .requests()
         .iter()
-        .filter(|r| r.path == path && r.method == "GET" && !r.watch)
+        .filter(|r| r.path == path && r.is_list())
         .map(|r| r.at)
         .collect();
     at.windows(2).map(|w| w[1] - w[0]).collect()
@@ -78,11 +79,7 @@ async fn a_failing_list_is_retried_with_growing_waits_until_it_answers() {
     let started = Instant::now();
     let mut errors = Vec::new();
     loop {
-        let item = tokio::time::timeout(Duration::from_secs(60), watch.next())
-            .await
-            .expect("the watch goes on")
-            .expect("the watch does not end");
-        match item {
+        match next_item(&mut watch, Duration::from_secs(60)).await {
             Err(e) => errors.push(e.to_string()),
             Ok(kube::runtime::watcher::Event::InitDone) => break,
             Ok(_) => {}
@@ -121,6 +118,73 @@ async fn a_failing_list_is_retried_with_growing_waits_until_it_answers() {
          changed and the agent's own may no longer be needed): {}",
         secs(&plain_gaps)
     );
+}
+
+/// The watch's next item; it must come `within`.
+async fn next_item(
+    watch: &mut KindWatch<KubeObject>,
+    within: Duration,
+) -> Result<watcher::Event<Lenient<KubeObject>>, WatchFailure> {
+    tokio::time::timeout(within, watch.next())
+        .await
+        .expect("the watch goes on")
+        .expect("the watch does not end")
+}
+
+/// Lists `kustomization()` once with the agent's watch; the LIST requests it made (plain and
+/// streaming).
+async fn list_once(server: &ServerHandle) -> Vec<RequestRecord> {
+    let mut watch =
+        KindWatch::<KubeObject>::new(&server.api_server(), &kustomization(), None, None);
+    let mut applied = 0;
+    loop {
+        match next_item(&mut watch, Duration::from_secs(30)).await {
+            Ok(watcher::Event::InitApply(_)) => applied += 1,
+            Ok(watcher::Event::InitDone) => break,
+            _ => {}
+        }
+    }
+    assert!(applied > 0, "the Kustomizations are listed");
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == KUSTOMIZATIONS && r.is_list())
+        .collect()
+}
+
+fn one_kustomization() -> KubeApi {
+    KubeApi::with_recording(fluxtrace_testkit::recordings::example("git-success.jsonl"))
+}
+
+/// Where the server serves streaming lists, the initial list is one watch that sends the
+/// objects one by one (`sendInitialEvents=true`), never a LIST response held whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_stream_where_the_server_serves_it() {
+    let server = one_kustomization().start().await;
+    server.apply_initial();
+    let lists = list_once(&server).await;
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert!(lists[0].watch);
+    assert_eq!(lists[0].query["sendInitialEvents"], "true");
+    assert_eq!(lists[0].query["resourceVersionMatch"], "NotOlderThan");
+}
+
+/// A server without the `WatchList` feature refuses a streaming list (422 Invalid): the watch
+/// lists in pages of 500 instead, and goes on doing so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_paged_where_streaming_lists_are_refused() {
+    let server = one_kustomization().start().await;
+    server.apply_initial();
+    server.refuse_streaming_lists(true);
+    let lists = list_once(&server).await;
+    assert_eq!(
+        lists.len(),
+        2,
+        "the refused streaming list, then a LIST: {lists:?}"
+    );
+    assert!(lists[0].watch);
+    assert!(!lists[1].watch);
+    assert_eq!(lists[1].query["limit"], "500");
 }
 
 /// The binary's log lines for `run` against `kubeconfig`, read as they come.

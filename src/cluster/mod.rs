@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 pub use lenient::{Invalid, Lenient};
 pub use watch::{
-    bounded, describe, ApiServer, ConnectError, KindWatch, RepeatedWarning, WatchFailure,
+    bounded, describe, ApiServer, ConnectError, KindWatch, ListMode, RepeatedWarning, WatchFailure,
 };
 
 /// A kind fluxtrace watches. The RBAC in `deploy/` grants exactly these (a test checks).

@@ -13,6 +13,13 @@
 //!   gets [`WatchFailure::ListTimeout`] to log with the kind and the server.
 //! - **One bad item does not stop the kind.** Objects are [`Lenient`]: an item that does not
 //!   decode is passed on as invalid, for the caller to skip and count.
+//! - **Streaming lists where served.** The initial list (and every re-list) is a watch that
+//!   sends the current objects one by one and marks their end with a bookmark
+//!   (`sendInitialEvents=true`, [`ListMode::Streaming`]): no list response is ever held whole.
+//!   A server that does not serve them answers such a watch as invalid (400 or 422: the
+//!   `WatchList` feature is off, or the server predates it), or never marks the end (the list
+//!   times out); the watch then lists in pages of 500 (`limit`/`continue`,
+//!   [`ListMode::Paged`]) from then on.
 //!
 //! Errors are described with their whole source chain ([`describe`]), cut to a bounded length,
 //! so that a log line names the cause ("tcp connect error: Connection refused") but never
@@ -27,6 +34,7 @@ use kube::core::ApiResource;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
 use kube::Client;
+use tracing::info;
 
 use super::lenient::Lenient;
 
@@ -38,6 +46,29 @@ pub struct ApiServer {
     pub url: String,
     /// How long a LIST in progress may go without delivering anything.
     pub list_timeout: Duration,
+    /// How the watches list first.
+    pub lists: ListMode,
+}
+
+/// How a watch gets the objects that exist when it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListMode {
+    /// A watch with `sendInitialEvents=true`: the objects one by one, then a bookmark marking
+    /// their end. Falls back to [`ListMode::Paged`] where the server does not serve it.
+    #[default]
+    Streaming,
+    /// LISTs of at most 500 objects each, with `continue` tokens.
+    Paged,
+}
+
+impl ListMode {
+    fn config(self, mut config: watcher::Config) -> watcher::Config {
+        config.initial_list_strategy = match self {
+            ListMode::Streaming => watcher::InitialListStrategy::StreamingList,
+            ListMode::Paged => watcher::InitialListStrategy::ListWatch,
+        };
+        config
+    }
 }
 
 /// Why [`ApiServer::infer`] failed.
@@ -58,6 +89,7 @@ impl ApiServer {
             client,
             url: url.into(),
             list_timeout: Self::DEFAULT_LIST_TIMEOUT,
+            lists: ListMode::default(),
         }
     }
 
@@ -73,6 +105,11 @@ impl ApiServer {
 
     pub fn with_list_timeout(mut self, timeout: Duration) -> ApiServer {
         self.list_timeout = timeout;
+        self
+    }
+
+    pub fn with_lists(mut self, lists: ListMode) -> ApiServer {
+        self.lists = lists;
         self
     }
 }
@@ -97,6 +134,11 @@ pub struct KindWatch<K: 'static> {
     /// A list is in progress (from `Init` to `InitDone`); a fresh watch starts with one.
     listing: bool,
     list_timeout: Duration,
+    lists: ListMode,
+    /// A streaming list has completed on this watch: the server serves them.
+    streamed: bool,
+    /// The kind, for the log line of a fallback.
+    kind: String,
 }
 
 impl<K> KindWatch<K>
@@ -120,7 +162,7 @@ where
             Some(ns) => Api::namespaced_with(server.client.clone(), ns, ar),
             None => Api::all_with(server.client.clone(), ar),
         };
-        let mut config = watcher::Config::default();
+        let mut config = server.lists.config(watcher::Config::default());
         if let Some(sel) = selector {
             config = config.labels(sel);
         }
@@ -133,7 +175,45 @@ where
             wait: None,
             listing: true,
             list_timeout: server.list_timeout,
+            lists: server.lists,
+            streamed: false,
+            kind: ar.kind.clone(),
         }
+    }
+
+    /// How this watch lists now.
+    pub fn lists(&self) -> ListMode {
+        self.lists
+    }
+
+    /// After a failure of a streaming list that never completed here: whether the server
+    /// does not serve streaming lists (see the module docs), so the watch lists in pages from
+    /// now on.
+    fn falls_back(&self, failure: Option<&watcher::Error>) -> bool {
+        if self.lists != ListMode::Streaming || self.streamed || !self.listing {
+            return false;
+        }
+        let invalid = |code: u16| matches!(code, 400 | 422);
+        match failure {
+            // The list timed out: no end mark came.
+            None => true,
+            Some(
+                watcher::Error::WatchStartFailed(kube::Error::Api(s))
+                | watcher::Error::WatchFailed(kube::Error::Api(s)),
+            ) => invalid(s.code),
+            Some(watcher::Error::WatchError(s)) => invalid(s.code),
+            Some(_) => false,
+        }
+    }
+
+    fn list_paged(&mut self) {
+        info!(
+            message = "The API server does not serve streaming lists; listing in pages.",
+            kind = %self.kind
+        );
+        self.lists = ListMode::Paged;
+        self.config = ListMode::Paged.config(self.config.clone());
+        self.inner = watcher::watcher(self.api.clone(), self.config.clone()).boxed();
     }
 
     /// The next event or failure; `None` only if the watcher ends (it does not on its own).
@@ -147,7 +227,12 @@ where
                 Ok(item) => item,
                 Err(_) => {
                     // Start over: a fresh watcher lists from the beginning.
-                    self.inner = watcher::watcher(self.api.clone(), self.config.clone()).boxed();
+                    if self.falls_back(None) {
+                        self.list_paged();
+                    } else {
+                        self.inner =
+                            watcher::watcher(self.api.clone(), self.config.clone()).boxed();
+                    }
                     self.wait = self.backoff.next();
                     return Some(Err(WatchFailure::ListTimeout(self.list_timeout)));
                 }
@@ -159,11 +244,18 @@ where
             Some(Ok(Event::Init)) => self.listing = true,
             Some(Ok(Event::InitDone)) => {
                 self.listing = false;
+                self.streamed |= self.lists == ListMode::Streaming;
                 self.backoff.reset();
             }
             Some(Ok(Event::Apply(_) | Event::Delete(_))) => self.backoff.reset(),
             Some(Ok(Event::InitApply(_))) | None => {}
-            Some(Err(_)) => self.wait = self.backoff.next(),
+            Some(Err(e)) => {
+                if self.falls_back(Some(e)) {
+                    // The failed watch starts over as a paged list.
+                    self.list_paged();
+                }
+                self.wait = self.backoff.next();
+            }
         }
         item.map(|r| r.map_err(WatchFailure::Api))
     }

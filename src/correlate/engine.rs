@@ -23,7 +23,10 @@ use super::timers::{Timers, Wake};
 use super::verdict::divergence;
 use super::workloads::Workloads;
 use super::{Map, Set};
-use crate::model::{DeliveryEvent, EventBody, ObjectRef, PodListRequest, ProbeRequest, RelistObs};
+use crate::model::{
+    DeliveryEvent, DeploymentObs, EventBody, ObjectRef, PodListRequest, ProbeRequest,
+    ReconcilerObs, RelistObs, SourceObs,
+};
 use crate::story::{Outcome, Story};
 use crate::trace::SpanRecord;
 
@@ -93,8 +96,8 @@ pub struct Engine {
     held: bool,
     /// See [`Engine::pause`].
     paused: bool,
-    /// Observations kept while held or paused.
-    kept: Vec<DeliveryEvent>,
+    /// Observations kept while held or paused, in the order they came.
+    kept: Vec<Kept>,
     /// Applying what was kept: nothing is kept again, nothing decided yet.
     releasing: bool,
     /// While releasing, the promotions whose joins wait until every kept one is open.
@@ -102,6 +105,37 @@ pub struct Engine {
     /// Kustomizations that failed for good, or wait, before recording an attempt (see
     /// `stage::reconcile`): a promotion that opens later still finds them through their source.
     pub(super) failed_early: Set<ObjectRef>,
+}
+
+/// An observation kept while held ([`Engine::hold`]): a few words each, whatever its kind.
+/// Sources and reconcilers are boxed as their state keeps them, so that the release moves
+/// them in without a copy and a whole cluster's objects are never held twice.
+enum Kept {
+    Source(Timestamp, Box<SourceObs>),
+    Reconciler(Timestamp, Box<ReconcilerObs>),
+    Deployment(Timestamp, Box<DeploymentObs>),
+    Other(Box<DeliveryEvent>),
+}
+
+impl Kept {
+    fn new(ev: DeliveryEvent) -> Kept {
+        match ev.body {
+            EventBody::Source(s) => Kept::Source(ev.at, Box::new(s)),
+            EventBody::Reconciler(r) => Kept::Reconciler(ev.at, Box::new(r)),
+            EventBody::Deployment(d) => Kept::Deployment(ev.at, Box::new(d)),
+            body => Kept::Other(Box::new(DeliveryEvent { at: ev.at, body })),
+        }
+    }
+
+    /// See [`delivery_rank`].
+    fn rank(&self) -> u8 {
+        match self {
+            Kept::Source(..) => 2,
+            Kept::Reconciler(..) => 3,
+            Kept::Deployment(..) => 4,
+            Kept::Other(ev) => delivery_rank(&ev.body),
+        }
+    }
 }
 
 /// Where an observation kept while held goes when released ([`Engine::hold`]).
@@ -181,15 +215,12 @@ impl Engine {
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
             let before: super::Set<String> = self.reg.ids().map(str::to_string).collect();
-            let mut kept = std::mem::take(&mut self.kept);
-            kept.sort_by_key(|ev| delivery_rank(&ev.body));
             self.releasing = true;
             // Promotions join what is already there once all of them are open: a source of one
             // revision must be told apart among every promotion of that revision.
             self.deferred_rejoins = Some(Vec::new());
-            for ev in kept {
-                self.apply(ev);
-            }
+            // Nothing is decided while held: what applying them output is not wanted.
+            drop(self.apply_kept());
             let now = self.now;
             for id in self.deferred_rejoins.take().unwrap_or_default() {
                 self.rejoin(&id, now);
@@ -228,17 +259,35 @@ impl Engine {
     /// taken as history. Then deadlines that passed meanwhile fire.
     pub fn pause(&mut self, paused: bool) -> Vec<Output> {
         if self.paused && !paused {
-            let mut kept = std::mem::take(&mut self.kept);
-            kept.sort_by_key(|ev| delivery_rank(&ev.body));
             self.releasing = true;
-            for ev in kept {
-                self.apply(ev);
-            }
+            let out = self.apply_kept();
+            self.out.extend(out);
             self.releasing = false;
         }
         self.paused = paused;
         self.advance(self.now);
         std::mem::take(&mut self.out)
+    }
+
+    /// Applies what was kept while held or paused, in delivery order; what that applying
+    /// output.
+    fn apply_kept(&mut self) -> Vec<Output> {
+        let mut kept = std::mem::take(&mut self.kept);
+        kept.sort_by_key(Kept::rank);
+        let mut out = Vec::new();
+        for k in kept {
+            match k {
+                Kept::Source(at, s) => self.apply_boxed(at, |e| e.on_source(at, s)),
+                Kept::Reconciler(at, r) => self.apply_boxed(at, |e| e.on_reconciler(at, r)),
+                Kept::Deployment(at, d) => self.apply_boxed(at, |e| e.on_deployment(at, *d)),
+                Kept::Other(ev) => {
+                    let o = self.apply(*ev);
+                    self.out.extend(o);
+                }
+            }
+            out.append(&mut self.out);
+        }
+        out
     }
 
     /// Whether [`Engine::pause`] pauses verdicts.
@@ -315,13 +364,13 @@ impl Engine {
         // What the release would apply first (Receivers, ReplicaSets, core Events) is applied
         // at once: in the same order, without keeping a whole cluster's observations.
         if (self.held || self.paused) && !self.releasing && delivery_rank(&ev.body) > 0 {
-            self.kept.push(ev);
+            self.kept.push(Kept::new(ev));
             return Vec::new();
         }
         match ev.body {
             EventBody::Promotion(r) => self.on_promotion(at, r),
-            EventBody::Source(s) => self.on_source(at, s),
-            EventBody::Reconciler(r) => self.on_reconciler(at, r),
+            EventBody::Source(s) => self.on_source(at, Box::new(s)),
+            EventBody::Reconciler(r) => self.on_reconciler(at, Box::new(r)),
             EventBody::Deployment(d) => self.on_deployment(at, d),
             EventBody::ReplicaSet(rs) => {
                 // While held (an initial list), a rollout that ended unseen may need an old one.
@@ -348,6 +397,14 @@ impl Engine {
         }
         self.advance(self.now);
         std::mem::take(&mut self.out)
+    }
+
+    /// What [`Engine::apply`] does with an observation the hold kept, `on` being its handler;
+    /// its outputs stay in `out`.
+    fn apply_boxed(&mut self, at: Timestamp, on: impl FnOnce(&mut Engine)) {
+        self.now = self.now.max(at);
+        on(self);
+        self.advance(self.now);
     }
 
     /// Moves the clock to `now`: deadlines that passed fire, settled promotions get their verdict.

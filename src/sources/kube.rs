@@ -10,7 +10,9 @@
 //!   does not, is skipped and counted; the rest of its list goes on. Failures are logged with the
 //!   kind and the server, at most once per 30 s with a count of the ones left out.
 //! - No reflector: nothing keeps whole objects. Observations of objects go to the engine with
-//!   back-pressure; core/v1 Events are dropped (and counted) when the engine queue is full.
+//!   back-pressure; core/v1 Events are dropped (and counted) when the engine queue is full,
+//!   except those of an initial list or re-list: a streaming list sends a whole kind as fast as
+//!   the connection goes, and what it lists is the state the engine starts from.
 //! - `/readyz` waits for every watcher's initial list.
 
 use std::collections::HashSet;
@@ -27,7 +29,7 @@ use super::object::{self, KubeObject};
 use crate::admin::watch_part;
 use crate::agent::EngineHandle;
 use crate::cluster::{
-    bounded, served, ApiServer, KindWatch, Lenient, RepeatedWarning, WatchFailure,
+    bounded, served, ApiServer, KindWatch, Lenient, ListMode, RepeatedWarning, WatchFailure,
 };
 pub use crate::cluster::{cluster_role_yaml, Watched, WATCHED};
 use crate::metrics::{KindError, KindLabel};
@@ -45,6 +47,8 @@ pub struct WatchSettings {
     pub server_url: Option<String>,
     /// How long a LIST may go without an answer; [`ApiServer::DEFAULT_LIST_TIMEOUT`] if unset.
     pub list_timeout: Option<Duration>,
+    /// How the watchers list first (streaming where served, by default).
+    pub lists: ListMode,
 }
 
 /// Starts one watcher per kind (and namespace) in `set` on `client` (`cluster::ApiServer`
@@ -68,7 +72,8 @@ pub fn spawn_with_client(
         settings
             .list_timeout
             .unwrap_or(ApiServer::DEFAULT_LIST_TIMEOUT),
-    );
+    )
+    .with_lists(settings.lists);
     let namespaces: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
     } else {
@@ -151,17 +156,17 @@ async fn watch_kind(
                 if let (Some(l), Some((ns, name))) = (listing.as_mut(), obj.key()) {
                     l.insert(object_key_hash(&ns, &name));
                 }
-                if !deliver(&handle, &w, &ar, obj, false).await {
+                if !deliver(&handle, &w, &ar, obj, Delivery::Listed).await {
                     break;
                 }
             }
             Ok(Event::Apply(obj)) => {
-                if !deliver(&handle, &w, &ar, obj, false).await {
+                if !deliver(&handle, &w, &ar, obj, Delivery::Changed).await {
                     break;
                 }
             }
             Ok(Event::Delete(obj)) => {
-                if !deliver(&handle, &w, &ar, obj, true).await {
+                if !deliver(&handle, &w, &ar, obj, Delivery::Deleted).await {
                     break;
                 }
             }
@@ -213,14 +218,24 @@ async fn watch_kind(
     debug!(message = "Watcher stopped.", kind);
 }
 
+/// How an object came.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// In an initial list or a re-list.
+    Listed,
+    Changed,
+    Deleted,
+}
+
 /// Decodes and queues one object. `false` once the engine has stopped.
 async fn deliver(
     handle: &EngineHandle,
     w: &Watched,
     ar: &ApiResource,
     obj: Lenient<KubeObject>,
-    deleted: bool,
+    how: Delivery,
 ) -> bool {
+    let deleted = how == Delivery::Deleted;
     let kind = w.kind;
     let obj = match obj.0 {
         Ok(o) => o.with_type(&ar.api_version, &ar.kind),
@@ -263,7 +278,7 @@ async fn deliver(
         at: handle.now(),
         body,
     };
-    if w.lossy || matches!(ev.body, EventBody::KubeEvent(_)) {
+    if how != Delivery::Listed && (w.lossy || matches!(ev.body, EventBody::KubeEvent(_))) {
         handle.offer(ev);
         true
     } else {

@@ -45,11 +45,14 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// `FLUXTRACE_BENCH_KUSTOMIZATIONS` (default 2000), `FLUXTRACE_BENCH_PROMOTIONS` (default
-    /// 400), `FLUXTRACE_BENCH_T0` (unix seconds; default now).
+    /// `FLUXTRACE_BENCH_KUSTOMIZATIONS` (default 2000 times `FLUXTRACE_BENCH_SCALE`, itself 1
+    /// by default: 10 is the large cluster of 20,000 Kustomizations and 100,000 Deployments),
+    /// `FLUXTRACE_BENCH_PROMOTIONS` (default 400), `FLUXTRACE_BENCH_T0` (unix seconds; default
+    /// now).
     pub fn from_env() -> Shape {
+        let scale = env_u64("FLUXTRACE_BENCH_SCALE", 1).max(1);
         Shape {
-            kustomizations: env_u64("FLUXTRACE_BENCH_KUSTOMIZATIONS", 2000) as usize,
+            kustomizations: env_u64("FLUXTRACE_BENCH_KUSTOMIZATIONS", 2000 * scale) as usize,
             promotions: env_u64("FLUXTRACE_BENCH_PROMOTIONS", 400) as usize,
             t0: env_u64("FLUXTRACE_BENCH_T0", Timestamp::now().as_second() as u64) as i64,
         }

@@ -95,7 +95,8 @@ fn evidence(obs: &ReconcilerObs) -> Evidence<'_> {
 }
 
 impl Engine {
-    pub(in crate::correlate) fn on_reconciler(&mut self, at: Timestamp, obs: ReconcilerObs) {
+    /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
+    pub(in crate::correlate) fn on_reconciler(&mut self, at: Timestamp, obs: Box<ReconcilerObs>) {
         let st = self.reconcilers.entry(obs.object.clone()).or_default();
         update_trigger(
             &mut st.trigger,
@@ -104,7 +105,7 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        if st.last.as_deref() == Some(&obs) {
+        if st.last.as_deref() == Some(&*obs) {
             return; // a re-list: nothing new
         }
         if let Some(g) = obs.generation {
@@ -146,7 +147,7 @@ impl Engine {
             self.failed_early.remove(&obs.object);
         }
         if let Some(st) = self.reconcilers.get_mut(&obs.object) {
-            st.last = Some(Box::new(obs));
+            st.last = Some(obs);
         }
     }
 

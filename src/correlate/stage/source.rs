@@ -38,7 +38,8 @@ fn evidence(obs: &SourceObs) -> Evidence<'_> {
 }
 
 impl Engine {
-    pub(in crate::correlate) fn on_source(&mut self, at: Timestamp, obs: SourceObs) {
+    /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
+    pub(in crate::correlate) fn on_source(&mut self, at: Timestamp, obs: Box<SourceObs>) {
         let st = self.sources.entry(obs.object.clone()).or_default();
         update_trigger(
             &mut st.trigger,
@@ -47,7 +48,7 @@ impl Engine {
             &obs.conditions,
             at,
         );
-        if st.last.as_deref() == Some(&obs) {
+        if st.last.as_deref() == Some(&*obs) {
             return; // a re-list: nothing new
         }
         let old_rev = st.last.as_ref().and_then(|l| l.revision.as_deref());
@@ -60,7 +61,7 @@ impl Engine {
         self.correlate_source(at, &obs);
         let key = obs.object.clone();
         if let Some(st) = self.sources.get_mut(&key) {
-            st.last = Some(Box::new(obs));
+            st.last = Some(obs);
         }
         if changed {
             // An unreported promotion joins the source as it is now.

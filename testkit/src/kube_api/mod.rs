@@ -11,8 +11,10 @@
 //!   `metadata.namespace` field selectors (others are ignored), `limit`/`continue` pagination
 //!   and metadata-only (`PartialObjectMetadata`) responses;
 //! - WATCH from a resource version, replaying every change after it, with bookmarks, streaming
-//!   lists (`sendInitialEvents`), `timeoutSeconds`, and `410 Expired` for versions older than
-//!   the compaction point;
+//!   lists (`sendInitialEvents`; a streaming list counts as a LIST for faults, raw items and
+//!   [`ServerHandle::list_count`], and can be refused as a server without the `WatchList`
+//!   feature does), `timeoutSeconds`, and `410 Expired` for versions older than the compaction
+//!   point;
 //! - writes (POST, PATCH, PUT, DELETE) anywhere are recorded and echoed (POST answers 201), so
 //!   tests can assert on the core/v1 Events a component would write; like a real API server, a
 //!   POST of an Event whose name was already created in that namespace answers `409
@@ -506,6 +508,13 @@ pub struct RequestRecord {
     pub at: std::time::Instant,
 }
 
+impl RequestRecord {
+    /// A LIST: a GET without watch, or a streaming list (a watch with `sendInitialEvents`).
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && (!self.watch || is_true(&self.query, "sendInitialEvents"))
+    }
+}
+
 /// A request that was not a GET.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WriteRecord {
@@ -557,6 +566,8 @@ struct Store {
     raw_items: HashMap<String, Vec<Value>>,
     /// Writes to stored kinds answer this instead (an API server that cannot write).
     fail_writes: Option<StatusCode>,
+    /// Streaming lists are refused (`422 Invalid`), as by a server without `WatchList`.
+    refuse_streaming_lists: bool,
     /// Last uid given to a created object.
     uid_counter: u64,
     /// Permissions access reviews deny (`access`).
@@ -1082,7 +1093,16 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request<Body>) -
         return json_response(status, &body);
     }
 
-    if !watch {
+    // A streaming list is a LIST: it can be refused, and list faults apply to it.
+    let streaming_list = watch && is_true(&query, "sendInitialEvents");
+    if streaming_list && shared.lock().refuse_streaming_lists {
+        return status_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        );
+    }
+    if !watch || streaming_list {
         let fault = path
             .rsplit('/')
             .next()
@@ -1511,6 +1531,15 @@ fn watch(
                         k.group == entry.group && k.kind == entry.kind && entry.filter.matches(o)
                     })
                     .map(|(_, o)| present(o, &entry.group, &entry.version, metadata_only))
+                    .chain(
+                        store
+                            .raw_items
+                            .get(&spec.kind)
+                            .into_iter()
+                            .flatten()
+                            .filter(|_| initial_events)
+                            .cloned(),
+                    )
                     .collect();
                 for object in objects {
                     entry.send(&json!({"type": "ADDED", "object": object}), current);
@@ -1585,6 +1614,12 @@ impl ServerHandle {
         self.shared.lock().fail_writes = code.and_then(|c| StatusCode::from_u16(c).ok());
     }
 
+    /// Whether watches with `sendInitialEvents` are refused with `422 Invalid`, as by an API
+    /// server older than 1.27 or with the `WatchList` feature off.
+    pub fn refuse_streaming_lists(&self, refuse: bool) {
+        self.shared.lock().refuse_streaming_lists = refuse;
+    }
+
     /// Answers every LIST normally again.
     pub fn clear_list_faults(&self) {
         self.shared.lock().list_faults.clear();
@@ -1596,7 +1631,8 @@ impl ServerHandle {
         queue.extend(std::iter::repeat_n(fault, n));
     }
 
-    /// Adds `item` as it is to every LIST of `kind` from now on (not to watches): an object
+    /// Adds `item` as it is to every LIST of `kind` from now on (streaming lists included, not
+    /// to other watches): an object
     /// the API server holds but a client may not decode.
     pub fn add_raw_list_item(&self, kind: &str, item: Value) {
         let mut store = self.shared.lock();
@@ -1850,9 +1886,10 @@ impl ServerHandle {
         self.count(|r| r.path == path)
     }
 
-    /// LIST (GET without watch) requests to `path`.
+    /// LIST requests to `path`: GETs without watch and streaming lists
+    /// ([`RequestRecord::is_list`]).
     pub fn list_count(&self, path: &str) -> usize {
-        self.count(|r| r.path == path && r.method == "GET" && !r.watch)
+        self.count(|r| r.path == path && r.is_list())
     }
 
     /// WATCH requests to `path`.
