@@ -53,9 +53,11 @@ impl Readiness {
         }
     }
 
-    /// Since when the oldest re-list still in progress began.
+    /// When the newest re-list still in progress began. A list that never completes (a kind
+    /// that keeps failing) stays here, older and older: it must not end the wait for a newer
+    /// one.
     pub fn relisting_since(&self) -> Option<std::time::Instant> {
-        self.relisting.lock().ok()?.values().min().copied()
+        self.relisting.lock().ok()?.values().max().copied()
     }
 
     /// Shows the replica's role on `/readyz` (both replicas are ready: both serve the intake).
@@ -188,5 +190,19 @@ mod tests {
         }
         assert_eq!(flux_events_received_in("ok\n"), None);
         assert_eq!(flux_events_received_in("flux events: many\n"), None);
+    }
+
+    /// A kind whose re-list never completes does not end the wait for a newer re-list.
+    #[test]
+    fn a_stuck_relist_does_not_hide_a_newer_one() {
+        let r = Readiness::default();
+        r.relist_began("watch/Deployment");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let newer = std::time::Instant::now();
+        r.relist_began("watch/Kustomization");
+        assert!(r.relisting_since().is_some_and(|t| t >= newer));
+        r.relist_done("watch/Kustomization");
+        r.relist_done("watch/Deployment");
+        assert_eq!(r.relisting_since(), None);
     }
 }

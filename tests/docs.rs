@@ -927,11 +927,10 @@ fn check_command(c: &Shown, src: &str, served: &mut Served) -> How {
             How::TargetChecked
         }
         ["kubectl", "-n", ns, "get" | "exec", target, rest @ ..] => {
-            let name = target
-                .strip_prefix("deploy/")
-                .or_else(|| (rest.first() == Some(&"fluxtrace")).then_some("fluxtrace"))
-                .filter(|_| *target == "deploy" || target.starts_with("deploy/"))
-                .expect("a Deployment");
+            let name = match (*target, rest.first()) {
+                ("deploy", Some(name)) => *name,
+                (t, _) => t.strip_prefix("deploy/").expect("a Deployment"),
+            };
             let deploy = deploy_text();
             assert!(
                 deploy.contains(&format!("namespace: {ns}"))

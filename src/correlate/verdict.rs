@@ -295,8 +295,7 @@ impl Engine {
         };
         settle_reconcile_times(&mut p, &self.reconcilers, &self.events);
         // The digest the promotion delivered, on every reconcile of it: known by now even when
-        // the policy or source that names it was seen after the reconciler (a re-list delivers
-        // them in any order).
+        // the policy or source that names it was seen after the reconciler.
         if let Some(dg) = &p.digest {
             for r in &mut p.reconciles {
                 r.span.attrs.set(attr::OCI_MANIFEST_DIGEST, dg.clone());

@@ -465,11 +465,7 @@ impl Engine {
                 p.reconciles.len() - 1
             }
         };
-        let digest = p.digest.clone();
         let r = &mut p.reconciles[idx];
-        if let Some(dg) = digest {
-            r.span.attrs.set(attr::OCI_MANIFEST_DIGEST, dg);
-        }
         let first = !r.seen;
         r.seen = true;
         let ready = condition(&obs.conditions, "Ready");
