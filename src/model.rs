@@ -239,14 +239,12 @@ impl RelistObs {
     }
 }
 
-/// A stable 64-bit hash of an object's namespace and name (SipHash with fixed keys: the same
-/// in every process of the same build).
+/// A stable 64-bit hash of an object's namespace and name (foldhash's full-quality variant
+/// with a fixed seed: the same in every process of the same build). Computed for every Pod
+/// event and every re-listed object: several times faster than SipHash on names this short.
 pub fn object_key_hash(namespace: &str, name: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    namespace.hash(&mut h);
-    name.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one((namespace, name))
 }
 
 /// The annotation naming the URL a traffic probe checks after a rollout.

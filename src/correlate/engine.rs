@@ -10,10 +10,12 @@ use jiff::Timestamp;
 
 use super::config::{sub, EngineConfig, IDLE_RETENTION};
 use super::events::EventStore;
+use super::packed::{Packed, PackedEvents};
 use super::registry::Registry;
 use super::render::build_story;
 use super::revisions::RevisionIndex;
 use super::stage::canary::Canaries;
+use super::stage::followers::Followers;
 use super::stage::image::Images;
 use super::stage::reconcile::ReconcilerState;
 use super::stage::rollout::Rollouts;
@@ -74,7 +76,11 @@ pub struct Engine {
     pub(super) reg: Registry,
     pub(super) revs: RevisionIndex,
     pub(super) sources: Map<ObjectRef, SourceState>,
+    /// The sources whose last observation says suspended: a few, if any.
+    pub(super) suspended_sources: Set<ObjectRef>,
     pub(super) reconcilers: Map<ObjectRef, ReconcilerState>,
+    /// `reconcilers` by the source they follow and the Kustomization that applied them.
+    pub(super) followers: Followers,
     pub(super) rollouts: Rollouts,
     /// What runs on each followed Deployment and which promotion put it there.
     pub(super) workloads: Workloads,
@@ -98,6 +104,12 @@ pub struct Engine {
     paused: bool,
     /// Observations kept while held or paused, in the order they came.
     kept: Vec<Kept>,
+    /// The Deployments and DaemonSets of `kept`, packed, in the order they came.
+    kept_deployments: Packed<DeploymentObs>,
+    /// Core Events about workloads kept while held, until history is known at the release.
+    held_events: PackedEvents,
+    /// While the release applies `held_events`: the objects open work is about, once.
+    release_active: Option<Set<ObjectRef>>,
     /// Applying what was kept: nothing is kept again, nothing decided yet.
     releasing: bool,
     /// While releasing, the promotions whose joins wait until every kept one is open.
@@ -109,11 +121,13 @@ pub struct Engine {
 
 /// An observation kept while held ([`Engine::hold`]): a few words each, whatever its kind.
 /// Sources and reconcilers are boxed as their state keeps them, so that the release moves
-/// them in without a copy and a whole cluster's objects are never held twice.
+/// them in without a copy and a whole cluster's objects are never held twice. Workloads, the
+/// most numerous, are packed (`Engine::kept_deployments`): the state keeps a summary of them.
 enum Kept {
     Source(Timestamp, Box<SourceObs>),
     Reconciler(Timestamp, Box<ReconcilerObs>),
-    Deployment(Timestamp, Box<DeploymentObs>),
+    /// The next of `Engine::kept_deployments`.
+    Deployment,
     Other(Box<DeliveryEvent>),
 }
 
@@ -122,7 +136,6 @@ impl Kept {
         match ev.body {
             EventBody::Source(s) => Kept::Source(ev.at, Box::new(s)),
             EventBody::Reconciler(r) => Kept::Reconciler(ev.at, Box::new(r)),
-            EventBody::Deployment(d) => Kept::Deployment(ev.at, Box::new(d)),
             body => Kept::Other(Box::new(DeliveryEvent { at: ev.at, body })),
         }
     }
@@ -132,10 +145,19 @@ impl Kept {
         match self {
             Kept::Source(..) => 2,
             Kept::Reconciler(..) => 3,
-            Kept::Deployment(..) => 4,
+            Kept::Deployment => 4,
             Kept::Other(ev) => delivery_rank(&ev.body),
         }
     }
+}
+
+/// A core Event about a Pod, a ReplicaSet or a workload: what it says lands on rollouts only,
+/// and nothing it says decides a join, so it waits for the end of a release
+/// ([`Engine::apply_held_events`]).
+fn about_workload(e: &crate::model::KubeEventObs) -> bool {
+    use crate::model::Kind;
+    Kind::parse(&e.involved_kind)
+        .is_some_and(|k| k.is_workload() || matches!(k, Kind::Pod | Kind::ReplicaSet))
 }
 
 /// Where an observation kept while held goes when released ([`Engine::hold`]).
@@ -183,7 +205,9 @@ impl Engine {
             reg: Registry::default(),
             revs: RevisionIndex::default(),
             sources: Map::default(),
+            suspended_sources: Set::default(),
             reconcilers: Map::default(),
+            followers: Followers::default(),
             rollouts: Rollouts::default(),
             workloads: Workloads::default(),
             receivers: Receivers::default(),
@@ -197,6 +221,9 @@ impl Engine {
             pruned: Timestamp::UNIX_EPOCH,
             held: false,
             kept: Vec::new(),
+            kept_deployments: Packed::default(),
+            held_events: PackedEvents::default(),
+            release_active: None,
             paused: false,
             releasing: false,
             deferred_rejoins: None,
@@ -210,8 +237,12 @@ impl Engine {
     /// objects happen in a delivery (the Promotions' reports with ImagePolicies and
     /// ImageUpdateAutomations, sources, reconcilers, Deployments, Canaries, then Flux
     /// notifications and probe results; each object's own observations in the order they
-    /// came), with nothing stale yet; then every open promotion is checked. Receivers,
-    /// ReplicaSets and core Events are applied as they come: their order changes nothing.
+    /// came), with nothing stale yet. Core Events about Pods, ReplicaSets and workloads come
+    /// last, once the promotions in flight are open and history is forgotten, so that only
+    /// those that can still land on a span are buffered; then every open promotion is
+    /// checked. Receivers, ReplicaSets and other core Events are applied as they come: their
+    /// order changes nothing. ReplicaSets created before any promotion still open can have
+    /// started are not kept.
     pub fn hold(&mut self, held: bool) -> Vec<Output> {
         if self.held && !held {
             let before: super::Set<String> = self.reg.ids().map(str::to_string).collect();
@@ -230,6 +261,7 @@ impl Engine {
             self.forget_history(&before);
             self.releasing = false;
             self.held = false;
+            self.apply_held_events();
             let open: Vec<String> = self.reg.ids().map(str::to_string).collect();
             self.touched.extend(open);
             self.advance(self.now);
@@ -242,6 +274,26 @@ impl Engine {
         }
         self.held = held;
         std::mem::take(&mut self.out)
+    }
+
+    /// The release's last step before its verdicts: the core Events about workloads that the
+    /// initial lists held, each buffered as if it had come now, with the promotions in flight
+    /// open and history forgotten. What can land on no span of theirs and is older than the
+    /// idle retention is dropped here rather than kept for the first prune.
+    fn apply_held_events(&mut self) {
+        if self.held_events.len() == 0 {
+            return;
+        }
+        let mut active: Set<ObjectRef> = self.rollouts.unclaimed.iter().cloned().collect();
+        for p in self.reg.values() {
+            active.extend(p.spans().filter_map(|s| s.object.clone()));
+        }
+        self.release_active = Some(active);
+        let mut held = std::mem::take(&mut self.held_events);
+        for (at, ev) in held.take() {
+            self.on_kube_event(at, ev);
+        }
+        self.release_active = None;
     }
 
     /// Whether [`Engine::hold`] holds verdicts.
@@ -273,13 +325,20 @@ impl Engine {
     /// output.
     fn apply_kept(&mut self) -> Vec<Output> {
         let mut kept = std::mem::take(&mut self.kept);
+        // Stable: each kind's observations stay in the order they came, as the packed
+        // Deployments are read.
         kept.sort_by_key(Kept::rank);
+        let mut deployments = self.kept_deployments.take();
         let mut out = Vec::new();
         for k in kept {
             match k {
                 Kept::Source(at, s) => self.apply_boxed(at, |e| e.on_source(at, s)),
                 Kept::Reconciler(at, r) => self.apply_boxed(at, |e| e.on_reconciler(at, r)),
-                Kept::Deployment(at, d) => self.apply_boxed(at, |e| e.on_deployment(at, *d)),
+                Kept::Deployment => {
+                    if let Some((at, d)) = deployments.next() {
+                        self.apply_boxed(at, |e| e.on_deployment(at, d));
+                    }
+                }
                 Kept::Other(ev) => {
                     let o = self.apply(*ev);
                     self.out.extend(o);
@@ -363,8 +422,24 @@ impl Engine {
         self.now = self.now.max(at);
         // What the release would apply first (Receivers, ReplicaSets, core Events) is applied
         // at once: in the same order, without keeping a whole cluster's observations.
+        if self.held && !self.releasing {
+            if let EventBody::KubeEvent(e) = &ev.body {
+                if about_workload(e) {
+                    // Nothing this old can land on a span of a promotion still open.
+                    if e.time.unwrap_or(at) >= self.horizon() {
+                        self.held_events.push(at, e);
+                    }
+                    return Vec::new();
+                }
+            }
+        }
         if (self.held || self.paused) && !self.releasing && delivery_rank(&ev.body) > 0 {
-            self.kept.push(Kept::new(ev));
+            if let EventBody::Deployment(d) = &ev.body {
+                self.kept_deployments.push(at, d);
+                self.kept.push(Kept::Deployment);
+            } else {
+                self.kept.push(Kept::new(ev));
+            }
             return Vec::new();
         }
         match ev.body {
@@ -373,9 +448,10 @@ impl Engine {
             EventBody::Reconciler(r) => self.on_reconciler(at, Box::new(r)),
             EventBody::Deployment(d) => self.on_deployment(at, d),
             EventBody::ReplicaSet(rs) => {
-                // While held (an initial list), a rollout that ended unseen may need an old one.
+                // While held (an initial list), a rollout that ended unseen may need an old one,
+                // if a promotion still open can have claimed it.
                 let idle = if self.held {
-                    Timestamp::MIN
+                    self.horizon()
                 } else {
                     self.idle_since()
                 };
@@ -480,6 +556,9 @@ impl Engine {
     /// Whether an object has work that events about it may still land on: a span of an open
     /// promotion, or a rollout no promotion has claimed yet.
     pub(super) fn active(&self, obj: &ObjectRef) -> bool {
+        if let Some(active) = &self.release_active {
+            return active.contains(obj);
+        }
         self.rollouts.unclaimed.contains(obj) || self.reg.values().any(|p| p.touches(obj))
     }
 
@@ -557,7 +636,9 @@ impl Engine {
                 self.events.forget_replicaset(o);
             }
             k if k.is_source() => {
+                self.suspended_sources.remove(o);
                 if let Some(st) = self.sources.remove(o) {
+                    self.followers.update_chart(o, st.last.as_deref(), None);
                     let rev = st.last.and_then(|l| l.revision);
                     self.revs.reindex(o, rev.as_deref(), None);
                 }
@@ -566,6 +647,7 @@ impl Engine {
             Kind::Kustomization | Kind::HelmRelease => {
                 self.failed_early.remove(o);
                 if let Some(st) = self.reconcilers.remove(o) {
+                    self.followers.update(o, st.last.as_deref(), None);
                     let rev = st.last.and_then(|l| l.last_attempted);
                     self.revs.reindex(o, rev.as_deref(), None);
                 }

@@ -280,12 +280,8 @@ impl EventStore {
 /// A 64-bit identity for de-duplication (collisions only make a repeat look new or a new one
 /// look repeated, once in 2^64).
 pub(super) fn identity_hash(parts: &[&str]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for p in parts {
-        p.hash(&mut h);
-    }
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::default().hash_one(parts)
 }
 
 impl Engine {

@@ -46,6 +46,7 @@ mod config;
 mod engine;
 mod events;
 mod history;
+mod packed;
 mod promotion;
 mod registry;
 mod render;

@@ -16,6 +16,7 @@ use super::render::{build_story, root_record, stage_record};
 use super::span::{Failure, StageResult, StageSpan};
 use super::stage::branch_head::{skip_unfollowed, unfollowed_branch};
 use super::stage::canary::{self, is_canary_span};
+use super::stage::followers::Followers;
 use super::stage::reconcile::{fail_reconcile, ReconcilerState};
 use super::stage::source::SourceState;
 use super::stage::trigger::receiver_attrs;
@@ -101,7 +102,13 @@ impl Engine {
         let suspended = p
             .sources
             .is_empty()
-            .then(|| suspended_source(&self.sources, p.artifact_repository()))
+            .then(|| {
+                suspended_source(
+                    &self.sources,
+                    &self.suspended_sources,
+                    p.artifact_repository(),
+                )
+            })
             .flatten();
         if let (true, Some(src)) = (p.expect_source, suspended) {
             let what = p.commit.clone().or(p.digest.clone()).unwrap_or_default();
@@ -143,14 +150,14 @@ impl Engine {
         if let Some(end) = p.sources_done().filter(|_| p.unfollowed.is_none()) {
             // Every reconciler of the sources is suspended: nothing will reconcile it.
             let suspended = if p.reconciles.is_empty() {
-                suspended_followers(&self.reconcilers, p)
+                suspended_followers(&self.reconcilers, &self.followers, p)
             } else {
                 Vec::new()
             };
             // Only HelmCharts building by chart version follow the sources, and none built a
             // new chart within the settle period: the revision changed no chart.
             let charts = if p.reconciles.is_empty() && add(end, d.settle) <= now {
-                unchanged_charts(&self.sources, &self.reconcilers, p, end)
+                unchanged_charts(&self.sources, &self.followers, p, end)
             } else {
                 Vec::new()
             };
@@ -579,25 +586,21 @@ fn event_order(e: &SpanEventRecord) -> (Timestamp, u8, &str, &str, &str) {
 /// revision (`end`): source-controller builds a new chart artifact only for a new version.
 fn unchanged_charts(
     sources: &Map<ObjectRef, SourceState>,
-    reconcilers: &Map<ObjectRef, ReconcilerState>,
+    index: &Followers,
     p: &Promotion,
     end: Timestamp,
 ) -> Vec<ObjectRef> {
     let fed: Vec<&ObjectRef> = p.sources.iter().filter_map(|s| s.object.as_ref()).collect();
-    let reconciled = reconcilers.values().any(|st| {
-        st.last
-            .as_deref()
-            .and_then(|l| l.source_ref.as_ref())
-            .is_some_and(|src| fed.contains(&src))
-    });
-    if reconciled {
+    if fed.iter().any(|src| !index.of_source(src).is_empty()) {
         return Vec::new();
     }
-    let charts: Vec<(&ObjectRef, &SourceObs)> = sources
+    let mut charts: Vec<(&ObjectRef, &SourceObs)> = fed
         .iter()
-        .filter_map(|(o, st)| Some((o, st.last.as_deref()?)))
-        .filter(|(_, c)| c.source_ref.as_deref().is_some_and(|s| fed.contains(&s)))
+        .flat_map(|src| index.charts_of(src))
+        .filter_map(|o| Some((o, sources.get(o)?.last.as_deref()?)))
         .collect();
+    charts.sort_by(|a, b| a.0.cmp(b.0));
+    charts.dedup_by(|a, b| a.0 == b.0);
     let unchanged = |c: &SourceObs| !c.by_revision && c.artifact_updated.is_some_and(|t| t < end);
     if charts.is_empty() || !charts.iter().all(|(_, c)| unchanged(c)) {
         return Vec::new();
@@ -611,6 +614,7 @@ fn unchanged_charts(
 /// artifact's; schemes, credentials and a `.git` suffix aside).
 fn suspended_source(
     sources: &Map<ObjectRef, SourceState>,
+    suspended: &Set<ObjectRef>,
     repository: Option<&str>,
 ) -> Option<ObjectRef> {
     fn bare(url: &str) -> &str {
@@ -619,9 +623,9 @@ fn suspended_source(
         url.trim_end_matches('/').trim_end_matches(".git")
     }
     let repository = bare(repository?);
-    sources
+    suspended
         .iter()
-        .filter_map(|(o, st)| Some((o, st.last.as_deref()?)))
+        .filter_map(|o| Some((o, sources.get(o)?.last.as_deref()?)))
         .find(|(_, obs)| obs.suspended && obs.url.as_deref().is_some_and(|u| bare(u) == repository))
         .map(|(o, _)| o.clone())
 }
@@ -630,21 +634,21 @@ fn suspended_source(
 /// otherwise, or when nothing follows them).
 fn suspended_followers(
     reconcilers: &Map<ObjectRef, ReconcilerState>,
+    index: &Followers,
     p: &Promotion,
 ) -> Vec<ObjectRef> {
-    let sources: Vec<&ObjectRef> = p.sources.iter().filter_map(|s| s.object.as_ref()).collect();
-    let mut followers: Vec<(&ObjectRef, bool)> = reconcilers
+    let mut followers: Vec<(&ObjectRef, bool)> = p
+        .sources
         .iter()
-        .filter_map(|(o, st)| {
-            let last = st.last.as_deref()?;
-            let src = last.source_ref.as_ref()?;
-            sources.contains(&src).then_some((o, last.suspended))
-        })
+        .filter_map(|s| s.object.as_ref())
+        .flat_map(|src| index.of_source(src))
+        .filter_map(|o| Some((o, reconcilers.get(o)?.last.as_deref()?.suspended)))
         .collect();
     if followers.is_empty() || followers.iter().any(|(_, s)| !s) {
         return Vec::new();
     }
     followers.sort();
+    followers.dedup();
     followers.into_iter().map(|(o, _)| o.clone()).collect()
 }
 

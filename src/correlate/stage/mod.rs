@@ -8,7 +8,8 @@
 //! analysis of a changed Deployment, also a `traffic` stage); `drift` tells Flux's own correction
 //! of a change by hand from an untraced rollout; `causes` reads why a rollout fails from its
 //! Pods' statuses and its Deployment's `ReplicaFailure`; `branch_head` follows a reported
-//! commit a newer push overtook before the fetch, and skips a push to a branch nobody follows. `matching` holds the
+//! commit a newer push overtook before the fetch, and skips a push to a branch nobody follows. `followers` indexes reconcilers by
+//! the source they follow and the Kustomization that applied them. `matching` holds the
 //! rule that picks, among promotions of the same revision, the one an object belongs to.
 
 pub(super) mod branch_head;
@@ -16,6 +17,7 @@ pub(super) mod canary;
 pub(super) mod canary_status;
 pub(super) mod causes;
 pub(super) mod drift;
+pub(super) mod followers;
 pub(super) mod image;
 pub(super) mod matching;
 pub(super) mod reconcile;

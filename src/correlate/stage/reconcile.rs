@@ -147,6 +147,8 @@ impl Engine {
             self.failed_early.remove(&obs.object);
         }
         if let Some(st) = self.reconcilers.get_mut(&obs.object) {
+            self.followers
+                .update(&obs.object, st.last.as_deref(), Some(&obs));
             st.last = Some(obs);
         }
     }
@@ -313,8 +315,10 @@ impl Engine {
             return;
         };
         let waiting: Vec<ReconcilerObs> = self
-            .reconcilers
-            .values()
+            .followers
+            .applied_by(applier)
+            .iter()
+            .filter_map(|o| self.reconcilers.get(o))
             .filter(|s| s.spec_changed.is_some())
             .filter_map(|s| s.last.as_deref())
             .filter(|o| o.applied_by.as_deref() == Some(applier) && !p.touches(&o.object))

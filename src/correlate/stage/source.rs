@@ -60,7 +60,14 @@ impl Engine {
         // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
         let key = obs.object.clone();
+        if obs.suspended {
+            self.suspended_sources.insert(key.clone());
+        } else {
+            self.suspended_sources.remove(&key);
+        }
         if let Some(st) = self.sources.get_mut(&key) {
+            self.followers
+                .update_chart(&key, st.last.as_deref(), Some(&obs));
             st.last = Some(obs);
         }
         if changed {

@@ -110,7 +110,7 @@ pub(super) fn git(rev_sha: &str, at: i64) -> SourceObs {
     )
 }
 
-pub(super) fn ks(name: &str) -> ReconcilerObs {
+pub(in crate::correlate) fn ks(name: &str) -> ReconcilerObs {
     ReconcilerObs {
         object: ObjectRef::new(Kind::Kustomization, "flux-system", name),
         uid: format!("uid-ks-{name}"),

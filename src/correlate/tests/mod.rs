@@ -1,6 +1,6 @@
 //! Engine rules, fed event by event, one file per concern; builders in `fixtures`.
 
-mod fixtures;
+pub(in crate::correlate) mod fixtures;
 
 mod canary;
 mod causes;
