@@ -155,6 +155,8 @@ struct ServerInfo {
     build_s: f64,
     /// The server's CPU time when it was ready (the build), in seconds.
     cpu_at_ready_s: f64,
+    /// The server's peak RSS (VmHWM) when it was ready, in bytes.
+    hwm_at_ready: u64,
 }
 
 fn server_main() {
@@ -173,12 +175,13 @@ fn server_main() {
         *info.stream_by_kind.entry(kind).or_default() += 1;
         info.stream_json_bytes += serde_json::to_vec(object).map_or(0, |v| v.len() as u64);
     }
-    for (event_type, object) in &burst {
+    // Moved into each line rather than cloned: the stream's values are most of what the server
+    // holds before it applies the cluster.
+    for (event_type, object) in burst {
         let line = json!({"at": at, "kind": "watch", "type": event_type, "object": object});
         recording.push_str(&serde_json::to_string(&line).unwrap_or_else(|e| fail(e)));
         recording.push('\n');
     }
-    drop(burst);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -201,6 +204,7 @@ fn server_main() {
     info.initial_objects = applied;
     info.build_s = started.elapsed().as_secs_f64();
     info.cpu_at_ready_s = cpu_s();
+    info.hwm_at_ready = hwm();
     let mut out = std::io::stdout();
     let line = serde_json::to_string(&info).unwrap_or_else(|e| fail(e));
     writeln!(out, "READY {line}").unwrap_or_else(|e| fail(e));
@@ -226,7 +230,7 @@ fn server_main() {
                 server.apply_rest().len()
             }
             "stats" => {
-                writeln!(out, "STATS {:.2}", cpu_s()).unwrap_or_else(|e| fail(e));
+                writeln!(out, "STATS {:.2} {}", cpu_s(), hwm()).unwrap_or_else(|e| fail(e));
                 out.flush().unwrap_or_else(|e| fail(e));
                 continue;
             }
@@ -246,6 +250,8 @@ struct ServerProc {
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     info: ServerInfo,
+    /// The server's peak RSS (VmHWM) at the last `stats`, in bytes.
+    hwm: u64,
 }
 
 impl ServerProc {
@@ -262,7 +268,7 @@ impl ServerProc {
         let stdin = child.stdin.take().unwrap_or_else(|| fail("server stdin"));
         let stdout = child.stdout.take().unwrap_or_else(|| fail("server stdout"));
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let info = loop {
+        let info: ServerInfo = loop {
             let line = lines
                 .next_line()
                 .await
@@ -272,11 +278,13 @@ impl ServerProc {
                 break serde_json::from_str(json).unwrap_or_else(|e| fail(e));
             }
         };
+        let hwm = info.hwm_at_ready;
         ServerProc {
             child,
             stdin,
             lines,
             info,
+            hwm,
         }
     }
 
@@ -295,7 +303,7 @@ impl ServerProc {
         self.stdin.flush().await.unwrap_or_else(|e| fail(e));
     }
 
-    /// The server's CPU time so far, in seconds.
+    /// The server's CPU time so far, in seconds (and its peak RSS so far, in `hwm`).
     async fn cpu_s(&mut self) -> f64 {
         self.stdin
             .write_all(b"stats\n")
@@ -310,7 +318,10 @@ impl ServerProc {
                 .unwrap_or_else(|e| fail(e))
                 .unwrap_or_else(|| fail("the server ended"));
             if let Some(rest) = line.strip_prefix("STATS ") {
-                return rest.trim().parse().unwrap_or(0.0);
+                let mut fields = rest.split_whitespace();
+                let cpu = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
+                self.hwm = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                return cpu;
             }
         }
     }
@@ -378,6 +389,8 @@ struct RunResult {
     server_sync_cpu_s: f64,
     server_live_cpu_s: f64,
     server_burst_cpu_s: f64,
+    /// The server's peak RSS (VmHWM) at the end of the stream, in bytes.
+    server_hwm: u64,
     rss_before: u64,
     rss_after_sync: u64,
     hwm_after_sync: u64,
@@ -452,6 +465,7 @@ async fn phases(
     r.burst_s = t.elapsed().as_secs_f64();
     r.burst_cpu_s = cpu_s() - cpu;
     r.server_burst_cpu_s = server.cpu_s().await - server_cpu_live;
+    r.server_hwm = server.hwm;
     r.dropped_stream = dropped() - r.dropped_sync;
     (r.rss_after_stream, r.hwm_after_stream) = (rss(), hwm());
 }
@@ -1011,6 +1025,20 @@ fn parent_main() {
         format!(
             "{:.1} / {:.1} / {:.1} s",
             agent.server_sync_cpu_s, agent.server_live_cpu_s, agent.server_burst_cpu_s
+        ),
+        "".into(),
+    );
+    row(
+        "test server peak RSS (VmHWM): ready / end",
+        format!(
+            "{} / {}",
+            mib(base.server.hwm_at_ready),
+            mib(base.server_hwm)
+        ),
+        format!(
+            "{} / {}",
+            mib(agent.server.hwm_at_ready),
+            mib(agent.server_hwm)
         ),
         "".into(),
     );

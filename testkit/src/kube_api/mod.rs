@@ -25,7 +25,8 @@
 //! The server keeps one resource-version counter and stamps every object it stores with it; the
 //! versions in the recording are overwritten. Objects are keyed by group and kind, not version,
 //! so an object recorded as `source.toolkit.fluxcd.io/v1` is served under whatever version the
-//! kind is configured for, with `apiVersion` rewritten.
+//! kind is configured for, with `apiVersion` rewritten. Objects are kept as the JSON they are
+//! served as (see `store`), so that a cluster of a million objects fits in a test process.
 //!
 //! ```ignore
 //! let server = KubeApi::with_recording(fluxtrace_testkit::recordings::example("oci-success.jsonl"))
@@ -51,12 +52,18 @@ use axum::extract::{Query, State as AxumState};
 use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri};
 use axum::Router;
 use futures::StreamExt;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod access;
+mod store;
 mod writes;
+
+use store::{
+    bookmark_object, event_line, expired_status, list_body, object_event_line, present,
+    watch_event, ObjectKey, Store, Stored, WatchEntry,
+};
 
 pub use access::VERSION;
 
@@ -421,77 +428,8 @@ impl KubeApi {
 }
 
 // ---------------------------------------------------------------------------------------------
-// State
+// Records
 // ---------------------------------------------------------------------------------------------
-
-/// Where an object lives: group and kind (not version), namespace (`""` if cluster-scoped), name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ObjectKey {
-    group: String,
-    kind: String,
-    namespace: String,
-    name: String,
-}
-
-impl ObjectKey {
-    fn of(object: &Value) -> Result<ObjectKey, String> {
-        let api_version = object
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .ok_or("object without apiVersion")?;
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .ok_or("object without kind")?;
-        let meta = object.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .ok_or("object without metadata.name")?;
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        Ok(ObjectKey {
-            group: group.to_string(),
-            kind: kind.to_string(),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })
-    }
-}
-
-/// A stored change, kept so that a watch from an older resource version can replay it.
-#[derive(Clone, Debug)]
-struct Change {
-    rv: u64,
-    key: ObjectKey,
-    old: Option<Value>,
-    new: Value,
-    deleted: bool,
-}
-
-/// One open watch connection.
-struct WatchEntry {
-    group: String,
-    kind: String,
-    /// The version it was opened at, for `apiVersion`.
-    version: String,
-    filter: Filter,
-    bookmarks: bool,
-    metadata_only: bool,
-    /// The last resource version sent on it.
-    last_rv: u64,
-    tx: mpsc::UnboundedSender<Bytes>,
-}
-
-impl WatchEntry {
-    fn send(&mut self, event: &Value, rv: u64) -> bool {
-        self.last_rv = rv;
-        self.tx.send(event_line(event)).is_ok()
-    }
-}
 
 /// Every request the server saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -542,38 +480,6 @@ pub struct Applied {
     pub name: String,
     /// The resource version the server gave it.
     pub resource_version: u64,
-}
-
-#[derive(Default)]
-struct Store {
-    /// The current resource version: the last one given out.
-    rv: u64,
-    /// Watches from versions older than this get 410 Expired.
-    compacted: u64,
-    objects: BTreeMap<ObjectKey, Value>,
-    history: Vec<Change>,
-    watches: Vec<WatchEntry>,
-    /// Index into the recording's lines of the next line to look at.
-    cursor: usize,
-    requests: Vec<RequestRecord>,
-    writes: Vec<WriteRecord>,
-    /// (namespace, name) of every Event created by POST, for `409 AlreadyExists`.
-    created_events: std::collections::BTreeSet<(String, String)>,
-    /// Faults for the next LISTs of a resource, by plural, in order.
-    list_faults: HashMap<String, std::collections::VecDeque<ListFault>>,
-    /// Items added as they are to every LIST of a kind (by kind): objects the store could not
-    /// hold, such as one whose `metadata.name` is not a string.
-    raw_items: HashMap<String, Vec<Value>>,
-    /// Writes to stored kinds answer this instead (an API server that cannot write).
-    fail_writes: Option<StatusCode>,
-    /// Streaming lists are refused (`422 Invalid`), as by a server without `WatchList`.
-    refuse_streaming_lists: bool,
-    /// Last uid given to a created object.
-    uid_counter: u64,
-    /// Permissions access reviews deny (`access`).
-    denied: std::collections::BTreeSet<access::Permission>,
-    /// Every access review received.
-    reviews: Vec<Value>,
 }
 
 /// What the next LIST of a resource does instead of answering.
@@ -648,179 +554,6 @@ impl Shared {
     }
 }
 
-impl Store {
-    /// Stores a change under the next resource version and pushes it to matching watches.
-    fn apply(&mut self, recorded_type: &str, mut object: Value) -> Result<Applied, String> {
-        let key = ObjectKey::of(&object)?;
-        self.rv += 1;
-        let rv = self.rv;
-        set_resource_version(&mut object, rv);
-        let deleted = recorded_type == "DELETED";
-        let old = if deleted {
-            self.objects.remove(&key)
-        } else {
-            self.objects.insert(key.clone(), object.clone())
-        };
-        let event_type = match (deleted, old.is_some()) {
-            (true, _) => "DELETED",
-            (false, true) => "MODIFIED",
-            (false, false) => "ADDED",
-        };
-        let change = Change {
-            rv,
-            key: key.clone(),
-            old,
-            new: object.clone(),
-            deleted,
-        };
-        self.watches.retain_mut(|w| match watch_event(w, &change) {
-            Some(event) => w.send(&event, rv),
-            None => !w.tx.is_closed(),
-        });
-        self.history.push(change);
-        Ok(Applied {
-            index: None,
-            at: None,
-            event_type: event_type.to_string(),
-            api_version: object
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            kind: key.kind,
-            namespace: (!key.namespace.is_empty()).then_some(key.namespace),
-            name: key.name,
-            resource_version: rv,
-        })
-    }
-
-    /// Compacts and ends every open watch with a `410 Expired` ERROR event; how many there were.
-    fn expire_watches(&mut self) -> usize {
-        let compacted = self.compact();
-        let mut sent = 0;
-        for mut w in std::mem::take(&mut self.watches) {
-            let event = json!({"type": "ERROR", "object": expired_status(w.last_rv, compacted)});
-            sent += usize::from(w.send(&event, compacted));
-        }
-        sent
-    }
-
-    fn send_bookmarks(&mut self) -> usize {
-        let rv = self.rv;
-        let mut sent = 0;
-        self.watches.retain_mut(|w| {
-            if !w.bookmarks {
-                return !w.tx.is_closed();
-            }
-            let event = json!({"type": "BOOKMARK", "object": bookmark_object(w, rv, false)});
-            let ok = w.send(&event, rv);
-            sent += usize::from(ok);
-            ok
-        });
-        sent
-    }
-
-    /// Gives out one more resource version (a write elsewhere in the cluster) and makes every
-    /// older version too old to watch from.
-    fn compact(&mut self) -> u64 {
-        self.rv += 1;
-        self.compact_to(self.rv);
-        self.rv
-    }
-
-    fn compact_to(&mut self, rv: u64) {
-        self.compacted = self.compacted.max(rv);
-        let compacted = self.compacted;
-        self.history.retain(|c| c.rv > compacted);
-    }
-}
-
-fn set_resource_version(object: &mut Value, rv: u64) {
-    if let Some(obj) = object.as_object_mut() {
-        let meta = obj
-            .entry("metadata")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-        }
-    }
-}
-
-/// The event a watch gets for a change, if any: selectors decide ADDED/MODIFIED/DELETED the way
-/// the API server does when an object starts or stops matching.
-fn watch_event(w: &WatchEntry, change: &Change) -> Option<Value> {
-    if change.key.group != w.group || change.key.kind != w.kind {
-        return None;
-    }
-    let was = change.old.as_ref().is_some_and(|o| w.filter.matches(o));
-    let is = w.filter.matches(&change.new);
-    let event_type = match (change.deleted, was, is) {
-        // Deleting what was not there (an ad hoc DELETED) tells nobody anything.
-        (true, true, _) => "DELETED",
-        (false, true, true) => "MODIFIED",
-        (false, false, true) => "ADDED",
-        (false, true, false) => "DELETED",
-        _ => return None,
-    };
-    Some(json!({
-        "type": event_type,
-        "object": present(&change.new, &w.group, &w.version, w.metadata_only),
-    }))
-}
-
-/// An object as served at `version`: `apiVersion` rewritten, or cut down to its metadata.
-fn present(object: &Value, group: &str, version: &str, metadata_only: bool) -> Value {
-    if metadata_only {
-        return json!({
-            "apiVersion": "meta.k8s.io/v1",
-            "kind": "PartialObjectMetadata",
-            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        });
-    }
-    let mut object = object.clone();
-    if let Some(obj) = object.as_object_mut() {
-        obj.insert(
-            "apiVersion".into(),
-            Value::String(api_version(group, version)),
-        );
-    }
-    object
-}
-
-fn bookmark_object(w: &WatchEntry, rv: u64, initial_events_end: bool) -> Value {
-    let (api_version, kind) = if w.metadata_only {
-        (
-            "meta.k8s.io/v1".to_string(),
-            "PartialObjectMetadata".to_string(),
-        )
-    } else {
-        (api_version(&w.group, &w.version), w.kind.clone())
-    };
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if initial_events_end {
-        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-    }
-    json!({"kind": kind, "apiVersion": api_version, "metadata": metadata})
-}
-
-fn event_line(event: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(event).expect("a JSON value serializes");
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-fn expired_status(requested: u64, oldest: u64) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("too old resource version: {requested} ({oldest})"),
-        "reason": "Expired",
-        "code": 410,
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Selectors
 // ---------------------------------------------------------------------------------------------
@@ -869,29 +602,23 @@ impl Filter {
         })
     }
 
-    fn matches(&self, object: &Value) -> bool {
-        let meta = object.get("metadata");
-        let meta_str = |name: &str| {
-            meta.and_then(|m| m.get(name))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        };
+    /// Whether the object stored under `key` matches (its key holds its name and namespace).
+    fn matches(&self, key: &ObjectKey, object: &Stored) -> bool {
         if let Some(ns) = &self.namespace {
-            if meta_str("namespace") != ns {
+            if key.namespace != *ns {
                 return false;
             }
         }
         for (field, value) in &self.fields {
             let actual = match field.as_str() {
-                "metadata.name" => meta_str("name"),
-                _ => meta_str("namespace"),
+                "metadata.name" => &key.name,
+                _ => &key.namespace,
             };
             if actual != value {
                 return false;
             }
         }
-        let labels = meta.and_then(|m| m.get("labels"));
-        let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        let label = |k: &str| object.label(k);
         self.labels.iter().all(|r| match r {
             Requirement::Eq(k, v) => label(k) == Some(v.as_str()),
             Requirement::NotEq(k, v) => label(k) != Some(v.as_str()),
@@ -967,12 +694,16 @@ fn parse_label_selector(s: &str) -> Result<Vec<Requirement>, String> {
 // ---------------------------------------------------------------------------------------------
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(body).expect("a JSON value serializes");
+    json_bytes_response(status, body)
+}
+
+/// A response of JSON already serialized.
+fn json_bytes_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            serde_json::to_vec(body).expect("a JSON value serializes"),
-        ))
+        .body(body.into())
         .expect("a valid response")
 }
 
@@ -1332,10 +1063,11 @@ fn get_one(
         namespace: namespace.unwrap_or("").to_string(),
         name: name.to_string(),
     };
-    match shared.lock().objects.get(&key) {
-        Some(object) => json_response(
+    let found = shared.lock().objects.get(&key).cloned();
+    match found {
+        Some(object) => json_bytes_response(
             StatusCode::OK,
-            &present(object, &spec.group, version, metadata_only),
+            present(&object, &spec.group, version, metadata_only),
         ),
         None => {
             let what = if spec.group.is_empty() {
@@ -1421,10 +1153,10 @@ fn list(
         return json_response(StatusCode::GONE, &status);
     }
     let list_rv = after.as_ref().map_or(store.rv, |(rv, _, _)| *rv);
-    let mut items: Vec<(&ObjectKey, &Value)> = store
+    let mut items: Vec<(&ObjectKey, &Arc<Stored>)> = store
         .objects
         .iter()
-        .filter(|(k, o)| k.group == spec.group && k.kind == spec.kind && filter.matches(o))
+        .filter(|(k, o)| k.group == spec.group && k.kind == spec.kind && filter.matches(k, o))
         .filter(|(k, _)| {
             after
                 .as_ref()
@@ -1450,29 +1182,26 @@ fn list(
         (spec.api_version(version), format!("{}List", spec.kind))
     };
     let last_page = metadata.get("continue").is_none();
-    let mut items: Vec<Value> = items
+    let mut items: Vec<Bytes> = items
         .into_iter()
         .map(|(_, o)| present(o, &spec.group, version, metadata_only))
         .collect();
     if last_page {
-        items.extend(
-            store
-                .raw_items
-                .get(&spec.kind)
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
+        items.extend(raw_items(&store, &spec.kind));
     }
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "apiVersion": list_api_version,
-            "kind": list_kind,
-            "metadata": metadata,
-            "items": items,
-        }),
-    )
+    drop(store);
+    let body = list_body(&list_api_version, &list_kind, &metadata, &items);
+    json_bytes_response(StatusCode::OK, body)
+}
+
+/// The raw items added to every LIST of `kind`, serialized.
+fn raw_items<'a>(store: &'a Store, kind: &str) -> impl Iterator<Item = Bytes> + 'a {
+    store
+        .raw_items
+        .get(kind)
+        .into_iter()
+        .flatten()
+        .map(|item| Bytes::from(serde_json::to_vec(item).expect("a JSON value serializes")))
 }
 
 fn watch(
@@ -1503,6 +1232,11 @@ fn watch(
         last_rv: 0,
         tx,
     };
+    // The current state a watch starts with, as ADDED events (the stored objects' bytes, shared),
+    // then the initial-events-end bookmark of a streaming list: written out as the client reads
+    // them, not queued whole, since a kind can hold gigabytes.
+    let mut initial: Vec<Bytes> = Vec::new();
+    let mut initial_end = None;
     {
         let mut store = shared.lock();
         let initial_events = is_true(query, "sendInitialEvents");
@@ -1515,8 +1249,8 @@ fn watch(
             }
             Some(rv) if rv > 0 && !initial_events => {
                 for change in store.history.iter().filter(|c| c.rv > rv) {
-                    if let Some(event) = watch_event(&entry, change) {
-                        entry.send(&event, change.rv);
+                    if let Some(line) = watch_event(&entry, change) {
+                        entry.send_line(line, change.rv);
                     }
                 }
                 store.watches.push(entry);
@@ -1524,39 +1258,39 @@ fn watch(
             _ => {
                 // No version, "0", or a streaming list: the current state as ADDED events.
                 let current = store.rv;
-                let objects: Vec<Value> = store
+                initial = store
                     .objects
                     .iter()
                     .filter(|(k, o)| {
-                        k.group == entry.group && k.kind == entry.kind && entry.filter.matches(o)
+                        k.group == entry.group && k.kind == entry.kind && entry.filter.matches(k, o)
                     })
                     .map(|(_, o)| present(o, &entry.group, &entry.version, metadata_only))
-                    .chain(
-                        store
-                            .raw_items
-                            .get(&spec.kind)
-                            .into_iter()
-                            .flatten()
-                            .filter(|_| initial_events)
-                            .cloned(),
-                    )
                     .collect();
-                for object in objects {
-                    entry.send(&json!({"type": "ADDED", "object": object}), current);
-                }
                 if initial_events {
+                    initial.extend(raw_items(&store, &spec.kind));
                     let object = bookmark_object(&entry, current, true);
-                    entry.send(&json!({"type": "BOOKMARK", "object": object}), current);
+                    initial_end = Some(event_line(&json!({"type": "BOOKMARK", "object": object})));
+                }
+                if !initial.is_empty() || initial_end.is_some() {
+                    entry.last_rv = current;
                 }
                 store.watches.push(entry);
             }
         }
     }
-    let lines = futures::stream::unfold(rx, |mut rx| async move {
+    let initial = futures::stream::iter(
+        initial
+            .into_iter()
+            .map(|object| object_event_line("ADDED", &object))
+            .chain(initial_end)
+            .map(Ok::<Bytes, std::convert::Infallible>),
+    );
+    let changes = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|line| (Ok::<Bytes, std::convert::Infallible>(line), rx))
     });
+    let lines = initial.chain(changes);
     let body = match timeout {
         Some(timeout) => Body::from_stream(lines.take_until(Box::pin(tokio::time::sleep(timeout)))),
         None => Body::from_stream(lines),
@@ -1865,7 +1599,7 @@ impl ServerHandle {
             .objects
             .iter()
             .filter(|(k, _)| k.kind == kind)
-            .map(|(_, o)| o.clone())
+            .map(|(_, o)| o.value())
             .collect()
     }
 

@@ -107,7 +107,7 @@ fn find(store: &Store, t: &Target, name: &str) -> Option<Value> {
                 && k.namespace == t.namespace.unwrap_or("")
                 && k.name == name
         })
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.value())
 }
 
 fn create(store: &mut Store, t: &Target, mut object: Value) -> (StatusCode, Value) {
@@ -218,7 +218,7 @@ fn stored(store: &mut Store, code: StatusCode, object: Value) -> (StatusCode, Va
     match store.apply("MODIFIED", object) {
         Ok(_) => (
             code,
-            store.objects.get(&key).cloned().unwrap_or(Value::Null),
+            store.objects.get(&key).map_or(Value::Null, |o| o.value()),
         ),
         Err(e) => status(StatusCode::BAD_REQUEST, "BadRequest", &e),
     }
