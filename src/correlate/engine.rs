@@ -290,8 +290,8 @@ impl Engine {
         }
         self.release_active = Some(active);
         let mut held = std::mem::take(&mut self.held_events);
-        for (at, ev) in held.take() {
-            self.on_kube_event(at, ev);
+        for (at, (series, ev)) in held.take() {
+            self.on_kube_event_of(at, ev, series);
         }
         self.release_active = None;
     }

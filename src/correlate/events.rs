@@ -303,6 +303,11 @@ impl Engine {
 
     pub(super) fn on_kube_event(&mut self, at: Timestamp, ev: KubeEventObs) {
         let series = identity_hash(&[&ev.uid]);
+        self.on_kube_event_of(at, ev, series);
+    }
+
+    /// [`Engine::on_kube_event`] of an Event whose series (the hash of its uid) is known.
+    pub(super) fn on_kube_event_of(&mut self, at: Timestamp, ev: KubeEventObs, series: u64) {
         if self.events.seen_before(series, ev.count, at) {
             return;
         }

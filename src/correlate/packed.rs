@@ -12,15 +12,18 @@ use std::marker::PhantomData;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::events::identity_hash;
 use crate::model::{
     CondStatus, Condition, DeploymentObs, Kind, KubeEventObs, Marks, ObjectRef, ProbeSpec,
 };
 
 /// What can be packed: written field by field, read back in the same order.
-pub(super) trait Pack: Sized {
+pub(super) trait Pack {
+    /// What reading it back gives.
+    type Out;
     fn pack(&self, w: &mut Vec<u8>);
     /// `None` when the bytes end early (never for what [`Pack::pack`] wrote).
-    fn unpack(r: &mut Reader<'_>) -> Option<Self>;
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out>;
 }
 
 /// Packed values, each with the time it was observed, in the order they came.
@@ -52,7 +55,7 @@ impl<T: Pack> Packed<T> {
     }
 
     /// Every value packed, in the order they came; the buffer is freed whole once read.
-    pub fn take(&mut self) -> impl Iterator<Item = (Timestamp, T)> + use<T> {
+    pub fn take(&mut self) -> impl Iterator<Item = (Timestamp, T::Out)> + use<T> {
         let buf = std::mem::take(&mut self.buf);
         self.len = 0;
         let mut at = 0;
@@ -69,37 +72,45 @@ impl<T: Pack> Packed<T> {
 /// Core Events about workloads, until the release.
 pub(super) type PackedEvents = Packed<KubeEventObs>;
 
+/// Kubernetes times are mostly whole seconds: the nanoseconds only when there are some.
 fn put_time(b: &mut Vec<u8>, t: Option<Timestamp>) {
     match t {
         None => b.push(0),
-        Some(t) => {
+        Some(t) if t.subsec_nanosecond() == 0 => {
             b.push(1);
+            b.extend_from_slice(&t.as_second().to_le_bytes());
+        }
+        Some(t) => {
+            b.push(2);
             b.extend_from_slice(&t.as_second().to_le_bytes());
             b.extend_from_slice(&t.subsec_nanosecond().to_le_bytes());
         }
     }
 }
 
-fn put_str(b: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        None => b.push(0),
-        Some(s) => {
-            b.push(1);
-            // A Kubernetes object's field is far below 4 GiB: the API server limits a whole
-            // object to a few MiB.
-            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-            b.extend_from_slice(&len.to_le_bytes());
-            b.extend_from_slice(s.as_bytes().get(..len as usize).unwrap_or_default());
-        }
+/// A length, seven bits a byte (LEB128): one byte for most.
+fn put_len(b: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        b.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    b.push(n as u8);
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    put_len(b, s.len());
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
+    b.push(u8::from(s.is_some()));
+    if let Some(s) = s {
+        put_str(b, s);
     }
 }
 
 fn put_i64(b: &mut Vec<u8>, v: i64) {
     b.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_len(b: &mut Vec<u8>, n: usize) {
-    b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
 }
 
 /// Reads back what was packed.
@@ -124,41 +135,59 @@ impl Reader<'_> {
     }
 
     fn len(&mut self) -> Option<usize> {
-        self.bytes().map(|b| u32::from_le_bytes(b) as usize)
+        let mut n = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let [byte] = self.bytes::<1>()?;
+            n |= usize::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(n);
+            }
+        }
+        None
     }
 
     fn time(&mut self) -> Option<Option<Timestamp>> {
-        if !self.flag()? {
+        let [tag] = self.bytes::<1>()?;
+        if tag == 0 {
             return Some(None);
         }
         let secs = i64::from_le_bytes(self.bytes()?);
-        let nanos = i32::from_le_bytes(self.bytes()?);
+        let nanos = if tag == 2 {
+            i32::from_le_bytes(self.bytes()?)
+        } else {
+            0
+        };
         Some(Timestamp::new(secs, nanos).ok())
     }
 
-    fn opt_string(&mut self) -> Option<Option<String>> {
-        if !self.flag()? {
-            return Some(None);
-        }
+    fn string(&mut self) -> Option<String> {
         let len = self.len()?;
-        let s = self.buf.get(self.at..self.at + len)?;
+        let s = self.buf.get(self.at..self.at.checked_add(len)?)?;
         self.at += len;
-        Some(Some(String::from_utf8_lossy(s).into_owned()))
+        Some(String::from_utf8_lossy(s).into_owned())
     }
 
-    fn string(&mut self) -> Option<String> {
-        self.opt_string().map(Option::unwrap_or_default)
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        if self.flag()? {
+            self.string().map(Some)
+        } else {
+            Some(None)
+        }
     }
 }
 
+/// A core Event read back: its series (the hash of its uid the event buffer keys repeats by),
+/// and the Event without its uid.
 impl Pack for KubeEventObs {
+    type Out = (u64, KubeEventObs);
+
     fn pack(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&identity_hash(&[&self.uid]).to_le_bytes());
         put_time(b, self.time);
         put_time(b, self.first_time);
         put_i64(b, self.count);
         b.push(u8::from(self.warning));
         for s in [
-            &self.uid,
             &self.involved_kind,
             &self.involved_namespace,
             &self.involved_name,
@@ -166,22 +195,23 @@ impl Pack for KubeEventObs {
             &self.message,
             &self.component,
         ] {
-            put_str(b, Some(s));
+            put_str(b, s);
         }
-        put_str(b, self.revision.as_deref());
-        put_str(b, self.promotion_id.as_deref());
+        put_opt_str(b, self.revision.as_deref());
+        put_opt_str(b, self.promotion_id.as_deref());
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
+        let series = u64::from_le_bytes(r.bytes()?);
         let time = r.time()?;
         let first_time = r.time()?;
         let count = r.i64()?;
         let warning = r.flag()?;
-        let (uid, involved_kind) = (r.string()?, r.string()?);
+        let involved_kind = r.string()?;
         let (involved_namespace, involved_name) = (r.string()?, r.string()?);
         let (reason, message, component) = (r.string()?, r.string()?, r.string()?);
-        Some(KubeEventObs {
-            uid,
+        let ev = KubeEventObs {
+            uid: String::new(),
             involved_kind,
             involved_namespace,
             involved_name,
@@ -194,24 +224,29 @@ impl Pack for KubeEventObs {
             component,
             revision: r.opt_string()?,
             promotion_id: r.opt_string()?,
-        })
+        };
+        Some((series, ev))
     }
 }
 
 impl Pack for ObjectRef {
+    type Out = Self;
+
     fn pack(&self, b: &mut Vec<u8>) {
-        put_str(b, Some(self.kind.as_str()));
-        put_str(b, Some(&self.namespace));
-        put_str(b, Some(&self.name));
+        put_str(b, self.kind.as_str());
+        put_str(b, &self.namespace);
+        put_str(b, &self.name);
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
         let kind = Kind::parse(&r.string()?)?;
         Some(ObjectRef::new(kind, r.string()?, r.string()?))
     }
 }
 
-impl<T: Pack> Pack for Option<T> {
+impl<T: Pack<Out = T>> Pack for Option<T> {
+    type Out = Self;
+
     fn pack(&self, b: &mut Vec<u8>) {
         b.push(u8::from(self.is_some()));
         if let Some(v) = self {
@@ -219,7 +254,7 @@ impl<T: Pack> Pack for Option<T> {
         }
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
         if r.flag()? {
             T::unpack(r).map(Some)
         } else {
@@ -229,13 +264,15 @@ impl<T: Pack> Pack for Option<T> {
 }
 
 impl Pack for ProbeSpec {
+    type Out = Self;
+
     fn pack(&self, b: &mut Vec<u8>) {
-        put_str(b, Some(&self.url));
-        put_str(b, self.expect.as_deref());
-        put_str(b, self.expected_version.as_deref());
+        put_str(b, &self.url);
+        put_opt_str(b, self.expect.as_deref());
+        put_opt_str(b, self.expected_version.as_deref());
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
         Some(ProbeSpec {
             url: r.string()?,
             expect: r.opt_string()?,
@@ -245,22 +282,24 @@ impl Pack for ProbeSpec {
 }
 
 impl Pack for Condition {
+    type Out = Self;
+
     fn pack(&self, b: &mut Vec<u8>) {
-        put_str(b, Some(&self.type_));
+        put_str(b, &self.type_);
         b.push(match self.status {
             CondStatus::True => 0,
             CondStatus::False => 1,
             CondStatus::Unknown => 2,
         });
-        put_str(b, Some(&self.reason));
-        put_str(b, Some(&self.message));
+        put_str(b, &self.reason);
+        put_str(b, &self.message);
         put_time(b, self.last_transition);
         put_time(b, self.last_update);
         b.push(u8::from(self.observed_generation.is_some()));
         put_i64(b, self.observed_generation.unwrap_or_default());
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
         let type_ = r.string()?;
         let status = match r.bytes::<1>()? {
             [0] => CondStatus::True,
@@ -284,11 +323,13 @@ impl Pack for Condition {
 }
 
 impl Pack for DeploymentObs {
+    type Out = Self;
+
     fn pack(&self, b: &mut Vec<u8>) {
         self.object.pack(b);
-        put_str(b, Some(&self.uid));
-        put_str(b, self.marks.promotion_id.as_deref());
-        put_str(b, self.marks.traceparent.as_deref());
+        put_str(b, &self.uid);
+        put_opt_str(b, self.marks.promotion_id.as_deref());
+        put_opt_str(b, self.marks.traceparent.as_deref());
         for v in [
             self.generation,
             self.observed_generation,
@@ -306,7 +347,7 @@ impl Pack for DeploymentObs {
         self.probe.pack(b);
         put_len(b, self.images.len());
         for i in &self.images {
-            put_str(b, Some(i));
+            put_str(b, i);
         }
         b.extend_from_slice(&self.template.to_le_bytes());
         put_len(b, self.conditions.len());
@@ -316,7 +357,7 @@ impl Pack for DeploymentObs {
         b.push(u8::from(self.paused));
     }
 
-    fn unpack(r: &mut Reader<'_>) -> Option<Self> {
+    fn unpack(r: &mut Reader<'_>) -> Option<Self::Out> {
         let object = ObjectRef::unpack(r)?;
         let uid = r.string()?;
         let marks = Marks {
@@ -440,18 +481,24 @@ mod tests {
         }
     }
 
-    fn roundtrip<T: Pack + PartialEq + std::fmt::Debug>(values: Vec<T>) {
+    /// Packs `values`, each observed at its own time (some with nanoseconds, some without),
+    /// and checks that they come back as `expected` says, in order, once.
+    fn roundtrip<T: Pack>(values: Vec<T>, expected: impl Fn(T) -> T::Out)
+    where
+        T::Out: PartialEq + std::fmt::Debug,
+    {
         let mut packed = Packed::<T>::default();
-        let at = |i: usize| Timestamp::new(1_800_000_100 + i as i64, 7).expect("time");
+        let at =
+            |i: usize| Timestamp::new(1_800_000_100 + i as i64, (i % 2) as i32 * 7).expect("time");
         for (i, v) in values.iter().enumerate() {
             packed.push(at(i), v);
         }
         assert_eq!(packed.len(), values.len());
-        let back: Vec<(Timestamp, T)> = packed.take().collect();
-        let expected: Vec<(Timestamp, T)> = values
+        let back: Vec<(Timestamp, T::Out)> = packed.take().collect();
+        let expected: Vec<(Timestamp, T::Out)> = values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (at(i), v))
+            .map(|(i, v)| (at(i), expected(v)))
             .collect();
         assert_eq!(back, expected);
         assert_eq!(packed.len(), 0);
@@ -460,11 +507,28 @@ mod tests {
 
     #[test]
     fn packed_events_come_back_whole_and_in_order() {
-        roundtrip((0..50).map(event).collect());
+        // The uid comes back as the series the event buffer keys repeats by.
+        roundtrip((0..50).map(event).collect(), |mut e| {
+            let series = identity_hash(&[&e.uid]);
+            e.uid.clear();
+            (series, e)
+        });
+    }
+
+    #[test]
+    fn long_texts_and_lengths_come_back_whole() {
+        let mut e = event(1);
+        e.message = "x".repeat(300_000);
+        e.involved_name = "é".repeat(200);
+        roundtrip(vec![e], |mut e| {
+            let series = identity_hash(&[&e.uid]);
+            e.uid.clear();
+            (series, e)
+        });
     }
 
     #[test]
     fn packed_deployments_come_back_whole_and_in_order() {
-        roundtrip((0..50).map(deployment).collect());
+        roundtrip((0..50).map(deployment).collect(), |d| d);
     }
 }
