@@ -1140,12 +1140,17 @@ fn parent_main() {
     println!("| what | objects | RSS growth | per object |");
     println!("|---|---:|---:|---:|");
     for r in &profile.rows {
+        // A step that applies no object of its own (the release) has no per-object figure.
+        let per_object = if r.objects == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.0} B", r.rss_growth as f64 / r.objects as f64)
+        };
         println!(
-            "| {} | {} | {} | {:.0} B |",
+            "| {} | {} | {} | {per_object} |",
             r.what,
             r.objects,
             signed_mib(r.rss_growth),
-            r.rss_growth as f64 / r.objects.max(1) as f64
         );
     }
 }
