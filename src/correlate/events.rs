@@ -116,7 +116,7 @@ impl BufferedEvent {
         if !self.component().is_empty() {
             attrs.push((attr::EVENT_COMPONENT, AttrValue::from(self.component())));
         }
-        if let Some((_, pod)) = self.object().split_once('/').filter(|_| self.pod) {
+        if let Some((_, pod)) = self.pod.then(|| self.object().split_once('/')).flatten() {
             attrs.push((attr::K8S_POD_NAME, AttrValue::from(pod)));
         }
         SpanEventRecord {

@@ -400,15 +400,19 @@ pub(super) fn build_story(
                         .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) != Some("Warning")),
                 )
                 .map(|e| {
-                    format!(
-                        "{} {} {}: {}",
-                        e.time,
-                        e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
-                        e.name,
-                        e.attributes
-                            .get_str(attr::EVENT_MESSAGE)
-                            .unwrap_or_default()
-                    )
+                    use std::fmt::Write;
+                    let object = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
+                    let message = e
+                        .attributes
+                        .get_str(attr::EVENT_MESSAGE)
+                        .unwrap_or_default();
+                    // Sized up front (a timestamp takes at most 32 characters): `format!`
+                    // would grow it several times.
+                    let mut line =
+                        String::with_capacity(32 + 4 + object.len() + e.name.len() + message.len());
+                    // Writing to a String cannot fail.
+                    let _ = write!(line, "{} {object} {}: {message}", e.time, e.name);
+                    line
                 })
                 .collect();
             events.dedup();
