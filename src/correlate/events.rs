@@ -116,7 +116,7 @@ impl BufferedEvent {
         if !self.component().is_empty() {
             attrs.push((attr::EVENT_COMPONENT, AttrValue::from(self.component())));
         }
-        if let Some((_, pod)) = self.object().split_once('/').filter(|_| self.pod) {
+        if let Some((_, pod)) = self.pod.then(|| self.object().split_once('/')).flatten() {
             attrs.push((attr::K8S_POD_NAME, AttrValue::from(pod)));
         }
         SpanEventRecord {
@@ -182,11 +182,12 @@ impl EventStore {
         }
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
+        // The time first: it rules out most, without comparing text.
         let same = |e: &BufferedEvent| {
-            e.reason() == ev.reason()
+            e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
+                && e.reason() == ev.reason()
                 && e.message() == ev.message()
                 && e.object() == ev.object()
-                && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
         };
         if buf.iter().rev().take(32).any(same) {
             return;
@@ -255,7 +256,12 @@ impl EventStore {
     /// ReplicaSets created before `idle`.
     pub fn prune(&mut self, horizon: Timestamp, idle: Timestamp, active: &Set<&ObjectRef>) {
         self.seen.retain(|_, (_, t)| *t >= idle);
+        let recent = horizon.max(idle);
         self.by_object.retain(|obj, buf| {
+            // Most buffers hold nothing old enough to go, active or not.
+            if buf.front().is_some_and(|e| e.time >= recent) {
+                return true;
+            }
             let keep_from = if active.contains(obj) { horizon } else { idle };
             while buf.front().is_some_and(|e| e.time < keep_from) {
                 buf.pop_front();

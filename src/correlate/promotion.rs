@@ -278,11 +278,21 @@ impl Promotion {
 
     /// Stage spans in path order (stage, start, object, id): the order of records and stories.
     pub fn ordered_spans(&self) -> Vec<&StageSpan> {
-        let mut spans: Vec<&StageSpan> = self.spans().collect();
-        spans.sort_by(|a, b| {
+        let spans: Vec<&StageSpan> = self.spans().collect();
+        self.span_order().into_iter().map(|i| spans[i]).collect()
+    }
+
+    /// The positions in [`Promotion::spans`] (as in [`Promotion::spans_mut`]) of
+    /// [`Promotion::ordered_spans`], first to last.
+    pub fn span_order(&self) -> Vec<usize> {
+        let spans: Vec<&StageSpan> = self.spans().collect();
+        let mut order: Vec<usize> = (0..spans.len()).collect();
+        // Stable, as the order of equal keys is that of `spans`.
+        order.sort_by(|&a, &b| {
+            let (a, b) = (spans[a], spans[b]);
             (a.stage, a.start, &a.object, a.span_id).cmp(&(b.stage, b.start, &b.object, b.span_id))
         });
-        spans
+        order
     }
 
     /// When the promotion or its earliest span started.

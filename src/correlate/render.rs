@@ -48,13 +48,33 @@ fn service_of(s: &StageSpan) -> &'static str {
     }
 }
 
-fn common_attrs(a: &mut Attributes, p: &Promotion, stage: Stage, cluster: &str) {
-    a.set(attr::DELIVERY_PROMOTION_ID, p.id.clone());
+/// What every span record of a promotion says about the promotion: owned apart from it, so
+/// that the verdict can move each span's attributes and events into its record.
+pub(super) struct SpanOwner<'a> {
+    pub id: &'a str,
+    pub environment: Option<&'a str>,
+    pub traceability: Traceability,
+    pub trace_id: crate::trace::TraceId,
+}
+
+impl<'a> SpanOwner<'a> {
+    pub fn of(p: &'a Promotion) -> Self {
+        SpanOwner {
+            id: &p.id,
+            environment: p.report.as_ref().map(|r| r.environment.as_str()),
+            traceability: p.traceability,
+            trace_id: p.trace_id,
+        }
+    }
+}
+
+fn common_attrs(a: &mut Attributes, p: &SpanOwner<'_>, stage: Stage, cluster: &str) {
+    a.set(attr::DELIVERY_PROMOTION_ID, p.id.to_string());
     a.set(attr::DELIVERY_STAGE, stage.as_str());
     a.set(attr::DELIVERY_PLANE, stage.plane());
     a.set(attr::K8S_CLUSTER_NAME, cluster.to_string());
-    if let Some(r) = &p.report {
-        a.set(attr::DEPLOYMENT_ENVIRONMENT_NAME, r.environment.clone());
+    if let Some(env) = p.environment {
+        a.set(attr::DEPLOYMENT_ENVIRONMENT_NAME, env.to_string());
     }
     // Reported and annotated promotions are the norm: only the others say how they were found.
     if matches!(
@@ -65,11 +85,16 @@ fn common_attrs(a: &mut Attributes, p: &Promotion, stage: Stage, cluster: &str) 
     }
 }
 
-pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanRecord {
-    let mut attributes = Attributes::default();
+/// The record of a finished stage span. Its attributes and events move into the record: the
+/// span is not read again (its promotion's story was built first).
+pub(super) fn stage_record(p: &SpanOwner<'_>, s: &mut StageSpan, cluster: &str) -> SpanRecord {
+    let mut attributes = Attributes(Vec::with_capacity(s.attrs.0.len() + 12));
     common_attrs(&mut attributes, p, s.stage, cluster);
-    for (k, v) in &s.attrs.0 {
-        attributes.set(k, v.clone());
+    // Both read the span's own attributes.
+    let service = service_of(s);
+    let vcs = vcs_attrs(&s.attrs);
+    for (k, v) in std::mem::take(&mut s.attrs.0) {
+        attributes.set(k, v);
     }
     // CI/CD semantic conventions: each stage is a task of the promotion's pipeline run.
     let name = if is_canary_span(s) {
@@ -95,7 +120,6 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
         StageResult::Superseded => Some("cancellation"),
     };
     attributes.set_opt(attr::CICD_PIPELINE_TASK_RUN_RESULT, result);
-    let vcs = vcs_attrs(&s.attrs);
     for (k, v) in vcs.0 {
         attributes.set(k, v);
     }
@@ -113,14 +137,14 @@ pub(super) fn stage_record(p: &Promotion, s: &StageSpan, cluster: &str) -> SpanR
         trace_id: p.trace_id,
         span_id: s.span_id,
         parent_span_id: Some(s.parent),
-        service: service_of(s),
+        service,
         name,
         kind: SpanKind::Internal,
         start: s.start,
         end: s.end.unwrap_or(s.deadline).max(s.start),
         status,
         attributes,
-        events: s.events.clone(),
+        events: std::mem::take(&mut s.events),
         links: Vec::new(),
     }
 }
@@ -135,7 +159,7 @@ pub(super) fn root_record(
     cluster: &str,
 ) -> SpanRecord {
     let mut a = Attributes::default();
-    common_attrs(&mut a, p, Stage::Promotion, cluster);
+    common_attrs(&mut a, &SpanOwner::of(p), Stage::Promotion, cluster);
     a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
     // CI/CD and deployment semantic conventions: the promotion is a pipeline run that deploys.
     a.set_opt(attr::CICD_PIPELINE_RESULT, outcome.pipeline_result());
@@ -376,15 +400,19 @@ pub(super) fn build_story(
                         .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) != Some("Warning")),
                 )
                 .map(|e| {
-                    format!(
-                        "{} {} {}: {}",
-                        e.time,
-                        e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
-                        e.name,
-                        e.attributes
-                            .get_str(attr::EVENT_MESSAGE)
-                            .unwrap_or_default()
-                    )
+                    use std::fmt::Write;
+                    let object = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
+                    let message = e
+                        .attributes
+                        .get_str(attr::EVENT_MESSAGE)
+                        .unwrap_or_default();
+                    // Sized up front (a timestamp takes at most 32 characters): `format!`
+                    // would grow it several times.
+                    let mut line =
+                        String::with_capacity(32 + 4 + object.len() + e.name.len() + message.len());
+                    // Writing to a String cannot fail.
+                    let _ = write!(line, "{} {object} {}: {message}", e.time, e.name);
+                    line
                 })
                 .collect();
             events.dedup();

@@ -37,9 +37,11 @@ impl Timers {
             // Most observations leave a promotion's next deadline where it was.
             Some(t) if *t == when => {}
             Some(t) => {
-                let old = std::mem::replace(t, when);
-                self.queue.remove(&(old, what.clone()));
-                self.queue.insert((when, what));
+                // The entry moves under its new time: its key is not cloned.
+                let mut entry = (std::mem::replace(t, when), what);
+                self.queue.remove(&entry);
+                entry.0 = when;
+                self.queue.insert(entry);
             }
             None => {
                 self.at.insert(what.clone(), when);

@@ -12,7 +12,7 @@ use super::engine::{Engine, Output};
 use super::events::{BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::registry::Delivered;
-use super::render::{build_story, root_record, stage_record};
+use super::render::{build_story, root_record, stage_record, SpanOwner};
 use super::span::{Failure, StageResult, StageSpan};
 use super::stage::branch_head::{skip_unfollowed, unfollowed_branch};
 use super::stage::canary::{self, is_canary_span};
@@ -404,12 +404,8 @@ impl Engine {
             .unwrap_or(p.start)
             .max(start);
         let cluster = &self.cfg.cluster;
-        let stage_spans = p.ordered_spans();
-        for s in &stage_spans {
-            self.out.push(Output::Span(stage_record(&p, s, cluster)));
-        }
         let chain = self.reg.chain(&p);
-        self.out.push(Output::Span(root_record(
+        let root = root_record(
             &p,
             start,
             end,
@@ -417,8 +413,32 @@ impl Engine {
             divergence.as_ref(),
             chain.as_ref(),
             cluster,
-        )));
-        let story = build_story(&p, &stage_spans, start, end, outcome, divergence, cluster);
+        );
+        let order = p.span_order();
+        let story = {
+            let spans: Vec<&StageSpan> = p.spans().collect();
+            let stage_spans: Vec<&StageSpan> = order.iter().map(|&i| spans[i]).collect();
+            build_story(&p, &stage_spans, start, end, outcome, divergence, cluster)
+        };
+        // The story and the root read the spans: now each span's attributes and events move
+        // into its record, not copied.
+        let (id, environment) = (
+            p.id.clone(),
+            p.report.as_ref().map(|r| r.environment.clone()),
+        );
+        let owner = SpanOwner {
+            id: &id,
+            environment: environment.as_deref(),
+            traceability: p.traceability,
+            trace_id: p.trace_id,
+        };
+        let mut spans: Vec<&mut StageSpan> = p.spans_mut().collect();
+        self.out.reserve(order.len() + 2);
+        for &i in &order {
+            self.out
+                .push(Output::Span(stage_record(&owner, spans[i], cluster)));
+        }
+        self.out.push(Output::Span(root));
         let delivered = (p.traceability == Traceability::Unreported).then(|| Delivered {
             id: p.id.clone(),
             trace_id: p.trace_id,

@@ -182,7 +182,29 @@ impl Workloads {
         }
         let state = self.by_deployment.entry(key).or_default();
         state.namespace = namespace_key(ns);
-        let mut text = rs.object.name.clone();
+        let revision = rs
+            .revision
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        let ready = u32::try_from(rs.ready).unwrap_or(u32::MAX);
+        let slot = state.running.iter_mut().find(|r| r.key == rs_key);
+        // Most observations of a running ReplicaSet repeat its name and images: no new text.
+        let name = rs.object.name.as_str();
+        if let Some(r) = slot.filter(|r| {
+            let mut parts = r.text.split('\n');
+            parts.next() == Some(name)
+                && rs.images.iter().all(|i| parts.next() == Some(i.as_str()))
+                && parts.next().is_none()
+        }) {
+            r.revision = revision;
+            r.ready = ready;
+            return;
+        }
+        let mut text = String::with_capacity(
+            name.len() + rs.images.iter().map(|i| i.len() + 1).sum::<usize>(),
+        );
+        text.push_str(name);
         for image in &rs.images {
             text.push('\n');
             text.push_str(image);
@@ -190,12 +212,8 @@ impl Workloads {
         let running = Running {
             text: text.into_boxed_str(),
             key: rs_key,
-            revision: rs
-                .revision
-                .as_deref()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(0),
-            ready: u32::try_from(rs.ready).unwrap_or(u32::MAX),
+            revision,
+            ready,
         };
         match state.running.iter_mut().find(|r| r.key == rs_key) {
             Some(r) => *r = running,
