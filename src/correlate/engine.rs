@@ -160,6 +160,24 @@ fn about_workload(e: &crate::model::KubeEventObs) -> bool {
         .is_some_and(|k| k.is_workload() || matches!(k, Kind::Pod | Kind::ReplicaSet))
 }
 
+/// The objects of [`Engine::active`], at once: the spans' objects of open promotions and the
+/// Deployments of rollouts nobody claimed yet (those that ended unseen only if `unseen`).
+fn active_objects<'a>(
+    rollouts: &'a Rollouts,
+    reg: &'a Registry,
+    unseen: bool,
+) -> Set<&'a ObjectRef> {
+    let mut active: Set<&ObjectRef> = rollouts
+        .unclaimed
+        .iter()
+        .filter(|o| unseen || !rollouts.is_unclaimed_unseen(o))
+        .collect();
+    for p in reg.values() {
+        active.extend(p.spans().filter_map(|s| s.object.as_ref()));
+    }
+    active
+}
+
 /// Where an observation kept while held goes when released ([`Engine::hold`]).
 fn delivery_rank(body: &EventBody) -> u8 {
     use crate::model::Kind;
@@ -284,10 +302,12 @@ impl Engine {
         if self.held_events.len() == 0 {
             return;
         }
-        let mut active: Set<ObjectRef> = self.rollouts.unclaimed.iter().cloned().collect();
-        for p in self.reg.values() {
-            active.extend(p.spans().filter_map(|s| s.object.clone()));
-        }
+        // Rollouts that ended before the lists showed them and that nobody claimed are
+        // forgotten once the release's verdicts are in (`hold`): nothing lands on them.
+        let active = active_objects(&self.rollouts, &self.reg, false)
+            .into_iter()
+            .cloned()
+            .collect();
         self.release_active = Some(active);
         let mut held = std::mem::take(&mut self.held_events);
         for (at, (series, ev)) in held.take() {
@@ -570,10 +590,7 @@ impl Engine {
         }
         self.pruned = now;
         let (horizon, idle) = (self.horizon(), self.idle_since());
-        let mut active: Set<&ObjectRef> = self.rollouts.unclaimed.iter().collect();
-        for p in self.reg.values() {
-            active.extend(p.spans().filter_map(|s| s.object.as_ref()));
-        }
+        let active = active_objects(&self.rollouts, &self.reg, true);
         self.events.prune(horizon, idle, &active);
     }
 

@@ -188,10 +188,10 @@ impl Workloads {
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
         let ready = u32::try_from(rs.ready).unwrap_or(u32::MAX);
-        let slot = state.running.iter_mut().find(|r| r.key == rs_key);
+        let slot = state.running.iter().position(|r| r.key == rs_key);
         // Most observations of a running ReplicaSet repeat its name and images: no new text.
         let name = rs.object.name.as_str();
-        if let Some(r) = slot.filter(|r| {
+        if let Some(r) = slot.map(|i| &mut state.running[i]).filter(|r| {
             let mut parts = r.text.split('\n');
             parts.next() == Some(name)
                 && rs.images.iter().all(|i| parts.next() == Some(i.as_str()))
@@ -215,8 +215,8 @@ impl Workloads {
             revision,
             ready,
         };
-        match state.running.iter_mut().find(|r| r.key == rs_key) {
-            Some(r) => *r = running,
+        match slot {
+            Some(i) => state.running[i] = running,
             None => {
                 let mut all = std::mem::take(&mut state.running).into_vec();
                 all.push(running);

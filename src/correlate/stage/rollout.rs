@@ -53,6 +53,11 @@ pub(in crate::correlate) struct Rollout {
 }
 
 impl Rollout {
+    /// It ended before its Deployment was first seen and nobody claimed it.
+    fn unclaimed_unseen(&self) -> bool {
+        self.ended_unseen.is_some() && matches!(self.owner, RolloutOwner::Unclaimed(_))
+    }
+
     /// A promotion may claim it: a rollout the agent saw happen, or one that ended unseen whose
     /// start the objects give.
     pub(in crate::correlate) fn claimable(&self) -> bool {
@@ -179,10 +184,7 @@ impl Rollouts {
     pub fn forget_unclaimed_unseen(&mut self) -> Vec<ObjectRef> {
         let mut gone = Vec::new();
         for (key, st) in self.deployments.iter_mut() {
-            let unseen = st.rollout.as_ref().is_some_and(|r| {
-                r.ended_unseen.is_some() && matches!(r.owner, RolloutOwner::Unclaimed(_))
-            });
-            if unseen {
+            if st.rollout.as_ref().is_some_and(Rollout::unclaimed_unseen) {
                 st.rollout = None;
                 gone.push(key.clone());
             }
@@ -191,6 +193,15 @@ impl Rollouts {
             self.unclaimed.remove(key);
         }
         gone
+    }
+
+    /// Whether `key`'s rollout ended before its Deployment was first seen and nobody claimed
+    /// it: it never becomes a trace, and [`Rollouts::forget_unclaimed_unseen`] forgets it.
+    pub fn is_unclaimed_unseen(&self, key: &ObjectRef) -> bool {
+        self.deployments
+            .get(key)
+            .and_then(|d| d.rollout.as_ref())
+            .is_some_and(Rollout::unclaimed_unseen)
     }
 
     /// A promotion ended: rollouts it owned need nothing more.

@@ -228,3 +228,52 @@ fn old_events_repeated_after_a_deletion_bring_nothing_back() {
     r.feed(7200, EventBody::KubeEvent(finished));
     assert_eq!(r.engine.size().reconcilers, 0);
 }
+
+/// What an initial list holds is kept past the release only if it can still land on a span: a
+/// Pod Event older than the idle retention about a workload whose rollout had ended before the
+/// list is dropped, a recent one is kept, and a ReplicaSet older than any open promotion is not
+/// kept even while held.
+#[test]
+fn an_initial_list_keeps_only_what_can_still_land() {
+    let rs = |name: &str, created: i64| crate::model::ReplicaSetObs {
+        object: ObjectRef::new(Kind::ReplicaSet, "apps", name),
+        uid: format!("uid-{name}"),
+        deployment: Some("idle".into()),
+        created: Some(t(created)),
+        revision: Some("3".into()),
+        images: vec!["ghcr.io/acme/idle:1.0.0".into()],
+        ready: 0,
+    };
+    let mut r = Run::new();
+    r.out.extend(r.engine.hold(true));
+    let mut idle = rolled("idle", 3, 100);
+    idle.manager = None;
+    r.feed(9000, EventBody::Deployment(idle))
+        // Older than the promotion deadline: no open promotion can have claimed its rollout.
+        .feed(9000, EventBody::ReplicaSet(rs("idle-old", 100)))
+        .feed(9000, EventBody::ReplicaSet(rs("idle-new", 8000)))
+        .feed(
+            9000,
+            EventBody::KubeEvent(pod_event("idle-new-x1", "Pulled", "long ago", 7000)),
+        )
+        .feed(
+            9000,
+            EventBody::KubeEvent(pod_event("idle-new-x2", "Started", "just now", 8950)),
+        );
+    assert_eq!(
+        r.engine.size().replicasets,
+        1,
+        "the old ReplicaSet is not kept"
+    );
+    assert_eq!(
+        r.engine.size().buffered_events,
+        0,
+        "held Events wait packed for the release"
+    );
+    r.out.extend(r.engine.hold(false));
+    assert_eq!(
+        r.engine.size().buffered_events,
+        1,
+        "only the recent Event is buffered at the release"
+    );
+}
