@@ -149,6 +149,76 @@ impl ObjectRef {
     }
 }
 
+/// An object identity to look up maps keyed by [`ObjectRef`] with, borrowed: a lookup with
+/// the names an observation carries builds no key (`map.get(&key as &dyn ObjectKey)`).
+pub trait ObjectKey {
+    fn parts(&self) -> (Kind, &str, &str);
+}
+
+impl ObjectKey for ObjectRef {
+    fn parts(&self) -> (Kind, &str, &str) {
+        (self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// An [`ObjectRef`] of borrowed names.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectKeyRef<'a> {
+    pub kind: Kind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> ObjectKeyRef<'a> {
+    pub fn new(kind: Kind, namespace: &'a str, name: &'a str) -> Self {
+        ObjectKeyRef {
+            kind,
+            namespace,
+            name,
+        }
+    }
+
+    pub fn to_owned(self) -> ObjectRef {
+        ObjectRef::new(self.kind, self.namespace, self.name)
+    }
+}
+
+impl ObjectKey for ObjectKeyRef<'_> {
+    fn parts(&self) -> (Kind, &str, &str) {
+        (self.kind, self.namespace, self.name)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ObjectKey + 'a> for ObjectRef {
+    fn borrow(&self) -> &(dyn ObjectKey + 'a) {
+        self
+    }
+}
+
+/// Hashes as the derived `Hash` of [`ObjectRef`] does (field by field), as `Borrow` requires.
+impl std::hash::Hash for dyn ObjectKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (kind, namespace, name) = self.parts();
+        kind.hash(state);
+        namespace.hash(state);
+        name.hash(state);
+    }
+}
+
+impl PartialEq for dyn ObjectKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ObjectKey + '_ {}
+
+impl PartialEq<ObjectKeyRef<'_>> for ObjectRef {
+    fn eq(&self, other: &ObjectKeyRef<'_>) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
@@ -744,4 +814,33 @@ pub struct PipelineRef {
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn a_borrowed_key_finds_what_its_object_ref_keys() {
+        let deployment = ObjectRef::new(Kind::Deployment, "shop", "web");
+        let daemonset = ObjectRef::new(Kind::DaemonSet, "shop", "web");
+        let mut foldhashed: HashMap<ObjectRef, u8, foldhash::fast::RandomState> =
+            HashMap::default();
+        let mut std_hashed: HashMap<ObjectRef, u8> = HashMap::new();
+        for (map_value, o) in [(1, &deployment), (2, &daemonset)] {
+            foldhashed.insert(o.clone(), map_value);
+            std_hashed.insert(o.clone(), map_value);
+        }
+        let key = ObjectKeyRef::new(Kind::DaemonSet, "shop", "web");
+        assert_eq!(foldhashed.get(&key as &dyn ObjectKey), Some(&2));
+        assert_eq!(std_hashed.get(&key as &dyn ObjectKey), Some(&2));
+        // Names that concatenate alike are other objects.
+        let shifted = ObjectKeyRef::new(Kind::Deployment, "shopw", "eb");
+        assert_eq!(foldhashed.get(&shifted as &dyn ObjectKey), None);
+        assert_eq!(std_hashed.get(&shifted as &dyn ObjectKey), None);
+        assert!(deployment == ObjectKeyRef::new(Kind::Deployment, "shop", "web"));
+        assert_eq!(key.to_owned(), daemonset);
+    }
 }

@@ -5,6 +5,8 @@
 //! names a commit SHA or a manifest digest. Two revisions belong together when they name the
 //! same commit or digest; this module is the only place that knows how to tell.
 
+use std::borrow::Cow;
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -73,17 +75,23 @@ pub fn chart_suffix(rev: &str) -> Option<&str> {
 /// The keys a revision string can be looked up by: full commit or digest hex, or a 12-hex
 /// prefix. Promotions are indexed by the same keys (see [`promotion_keys`]).
 pub fn lookup_keys(rev: &str) -> Vec<String> {
-    let mut keys = Vec::with_capacity(2);
-    if let Some(h) = commit_sha(rev) {
-        keys.push(h.to_ascii_lowercase());
+    lookup_key_refs(rev).map(Cow::into_owned).collect()
+}
+
+/// [`lookup_keys`], copied only where the revision is not in lower case already (Flux
+/// writes it in lower case): what looks keys up needs no copy of them.
+pub fn lookup_key_refs(rev: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    fn lower(h: &str) -> Cow<'_, str> {
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(h.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(h)
+        }
     }
-    if let Some(h) = digest_hex(rev) {
-        keys.push(h.to_ascii_lowercase());
-    }
-    if let Some(h) = chart_suffix(rev) {
-        keys.push(h.to_ascii_lowercase());
-    }
-    keys
+    [commit_sha(rev), digest_hex(rev), chart_suffix(rev)]
+        .into_iter()
+        .flatten()
+        .map(lower)
 }
 
 /// The keys a promotion's commit or digest is indexed by: the full hex and its 12-hex prefix.

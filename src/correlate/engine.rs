@@ -475,10 +475,9 @@ impl Engine {
                 } else {
                     self.idle_since()
                 };
-                let (ns, name) = (rs.object.namespace.clone(), rs.object.name.clone());
                 self.workloads.on_replicaset(&rs);
-                self.events.on_replicaset(rs, idle);
-                self.on_replicaset_seen(&ns, &name);
+                let object = self.events.on_replicaset(rs, idle);
+                self.on_replicaset_seen(&object.namespace, &object.name);
             }
             EventBody::KubeEvent(e) => self.on_kube_event(at, e),
             EventBody::FluxEvent(e) => self.on_flux_event(at, e),

@@ -13,7 +13,8 @@ use super::config::{EVENTS_PER_OBJECT, EVENT_WINDOW_SLACK};
 use super::engine::Engine;
 use super::{Map, Set};
 use crate::model::{
-    object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectRef, RelistObs, ReplicaSetObs,
+    object_key_hash, FluxEventObs, Kind, KubeEventObs, ObjectKey, ObjectKeyRef, ObjectRef,
+    RelistObs, ReplicaSetObs,
 };
 use crate::trace::{attr, AttrValue, Attributes, SpanEventRecord};
 
@@ -128,7 +129,8 @@ impl BufferedEvent {
 }
 
 pub(super) struct RsInfo {
-    pub namespace: String,
+    /// [`object_key_hash`] of the namespace alone.
+    pub namespace: u64,
     pub uid: String,
     pub deployment: Option<String>,
     pub created: Option<Timestamp>,
@@ -202,29 +204,32 @@ impl EventStore {
         self.replicasets.get(&object_key_hash(ns, rs))
     }
 
-    pub fn on_replicaset(&mut self, obs: ReplicaSetObs, idle_since: Timestamp) {
+    /// Keeps what a ReplicaSet tells while it can matter; gives back its identity.
+    pub fn on_replicaset(&mut self, obs: ReplicaSetObs, idle_since: Timestamp) -> ObjectRef {
         let key = object_key_hash(&obs.object.namespace, &obs.object.name);
         // Only a new ReplicaSet can start a rollout; Pod names lead to older ones anyway.
         if obs.created.is_some_and(|c| c < idle_since) {
             self.replicasets.remove(&key);
-            return;
+            return obs.object;
         }
         self.replicasets.insert(
             key,
             RsInfo {
-                namespace: obs.object.namespace,
+                namespace: object_key_hash(&obs.object.namespace, ""),
                 uid: obs.uid,
                 deployment: obs.deployment,
                 created: obs.created,
                 images: images_hash(&obs.images),
             },
         );
+        obs.object
     }
 
     /// Forgets the ReplicaSets a re-list of ReplicaSets left out.
     pub fn forget_replicasets_left_out(&mut self, r: &RelistObs) {
+        let namespace = r.namespace.as_ref().map(|ns| object_key_hash(ns, ""));
         self.replicasets.retain(|key, rs| {
-            r.namespace.as_ref().is_some_and(|ns| *ns != rs.namespace) || r.present.contains(key)
+            namespace.is_some_and(|ns| ns != rs.namespace) || r.present.contains(key)
         });
     }
 
@@ -238,13 +243,17 @@ impl EventStore {
         self.by_object.remove(o);
     }
 
-    pub fn deployment_of_rs(&self, ns: &str, rs: &str) -> ObjectRef {
-        let name = self
-            .replicasets
+    /// The name of the Deployment a ReplicaSet belongs to: its owner, else its name without
+    /// the pod-template hash.
+    pub fn deployment_name<'a>(&'a self, ns: &str, rs: &'a str) -> &'a str {
+        self.replicasets
             .get(&object_key_hash(ns, rs))
-            .and_then(|i| i.deployment.clone())
-            .unwrap_or_else(|| rs.rsplit_once('-').map_or(rs, |(d, _)| d).to_string());
-        ObjectRef::new(Kind::Deployment, ns, name)
+            .and_then(|i| i.deployment.as_deref())
+            .unwrap_or_else(|| rs.rsplit_once('-').map_or(rs, |(d, _)| d))
+    }
+
+    pub fn deployment_of_rs(&self, ns: &str, rs: &str) -> ObjectRef {
+        ObjectRef::new(Kind::Deployment, ns, self.deployment_name(ns, rs))
     }
 
     pub fn deployment_of_pod(&self, ns: &str, pod: &str) -> ObjectRef {
@@ -297,11 +306,14 @@ impl Engine {
     /// ReplicaSet has that name; else the Deployment of its ReplicaSet.
     pub(super) fn workload_of_pod(&self, ns: &str, pod: &str) -> ObjectRef {
         if let Some((owner, _)) = pod.rsplit_once('-') {
-            let ds = ObjectRef::new(Kind::DaemonSet, ns, owner);
+            let ds = ObjectKeyRef::new(Kind::DaemonSet, ns, owner);
             if self.events.replicaset(ns, owner).is_none()
-                && self.rollouts.deployments.contains_key(&ds)
+                && self
+                    .rollouts
+                    .deployments
+                    .contains_key(&ds as &dyn ObjectKey)
             {
-                return ds;
+                return ds.to_owned();
             }
         }
         self.events.deployment_of_pod(ns, pod)
@@ -335,11 +347,13 @@ impl Engine {
             return;
         }
         let mut ev = ev;
-        let annotated = ev.revision.clone();
-        ev.revision = self.repeat_revision(&target, &ev);
+        let repeat = self.repeat_revision(&target, &ev);
         // A repeat whose annotation is stale is about what the controller does now: dated by
         // its `lastTimestamp`, not by the first occurrence (about another revision).
-        let restated = ev.revision != annotated;
+        let restated = repeat.as_ref().is_some_and(|r| *r != ev.revision);
+        if let Some(revision) = repeat {
+            ev.revision = revision;
+        }
         if let Some(rev) = &ev.revision {
             let time = ev.time.unwrap_or(at);
             self.record_apply_event(&target, rev, &ev.reason, &ev.message, time);
@@ -376,12 +390,14 @@ impl Engine {
     ///
     /// Before an attempt (a dependency or the source not ready) that is the source's newest
     /// revision, not the one last attempted.
-    fn repeat_revision(&self, target: &ObjectRef, ev: &KubeEventObs) -> Option<String> {
+    ///
+    /// `None` for an Event that is no such repeat: its annotation holds.
+    fn repeat_revision(&self, target: &ObjectRef, ev: &KubeEventObs) -> Option<Option<String>> {
         let merged = ev.message.starts_with(COMBINED_PREFIX);
         let repeat = (ev.count > 1 || merged)
             && matches!(target.kind, Kind::Kustomization | Kind::HelmRelease);
         if !repeat {
-            return ev.revision.clone();
+            return None;
         }
         let last = self.reconcilers.get(target).and_then(|st| st.last.as_ref());
         let waits = matches!(
@@ -394,9 +410,11 @@ impl Engine {
             .and_then(|s| self.sources.get(s))
             .and_then(|s| s.last.as_ref())
             .and_then(|s| s.revision.clone());
-        newest
-            .or_else(|| last.and_then(|l| l.last_attempted.clone()))
-            .or_else(|| ev.revision.clone())
+        Some(
+            newest
+                .or_else(|| last.and_then(|l| l.last_attempted.clone()))
+                .or_else(|| ev.revision.clone()),
+        )
     }
 
     pub(super) fn on_flux_event(&mut self, at: Timestamp, ev: FluxEventObs) {

@@ -222,13 +222,17 @@ impl Registry {
         let Some(p) = self.open.get_mut(id) else {
             return;
         };
+        // Most keys a promotion is given it holds already: nothing is copied for those.
         for k in keys {
             if !p.keys.contains(&k) {
                 p.keys.push(k.clone());
             }
             if let Some(env) = p.environment() {
-                let heads = self.heads.entry(k.clone()).or_default();
-                let head = Head {
+                let heads = match self.heads.get_mut(&k) {
+                    Some(heads) => heads,
+                    None => self.heads.entry(k.clone()).or_default(),
+                };
+                let head = || Head {
                     environment: env.into(),
                     start: p.start,
                     id: p.id.clone(),
@@ -236,12 +240,25 @@ impl Registry {
                     root: p.root,
                 };
                 match heads.iter_mut().find(|h| *h.environment == *env) {
-                    Some(h) if h.start <= p.start => *h = head,
+                    Some(h) if h.id == p.id && h.start == p.start => {
+                        h.trace_id = p.trace_id;
+                        h.root = p.root;
+                    }
+                    Some(h) if h.start <= p.start => *h = head(),
                     Some(_) => {}
-                    None => heads.push(head),
+                    None => heads.push(head()),
                 }
             }
-            self.keys.entry(k).or_default().insert(id.to_string());
+            match self.keys.get_mut(&k) {
+                Some(ids) => {
+                    if !ids.contains(id) {
+                        ids.insert(id.to_string());
+                    }
+                }
+                None => {
+                    self.keys.entry(k).or_default().insert(id.to_string());
+                }
+            }
         }
     }
 

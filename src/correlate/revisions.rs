@@ -22,16 +22,28 @@ impl RevisionIndex {
         if old == new {
             return;
         }
-        for k in old.map(revision::lookup_keys).unwrap_or_default() {
-            if let Some(set) = self.at.get_mut(&k) {
+        for k in old.into_iter().flat_map(revision::lookup_key_refs) {
+            if let Some(set) = self.at.get_mut(&*k) {
                 set.remove(object);
                 if set.is_empty() {
-                    self.at.remove(&k);
+                    self.at.remove(&*k);
                 }
             }
         }
-        for k in new.map(revision::lookup_keys).unwrap_or_default() {
-            self.at.entry(k).or_default().insert(object.clone());
+        for k in new.into_iter().flat_map(revision::lookup_key_refs) {
+            match self.at.get_mut(&*k) {
+                Some(set) => {
+                    if !set.contains(object) {
+                        set.insert(object.clone());
+                    }
+                }
+                None => {
+                    self.at
+                        .entry(k.into_owned())
+                        .or_default()
+                        .insert(object.clone());
+                }
+            }
         }
     }
 

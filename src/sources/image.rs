@@ -60,8 +60,8 @@ pub(super) fn policy(
     object: ObjectRef,
     uid: String,
 ) -> Result<ImagePolicyObs, ObjectError> {
-    let conditions = conditions(obj.status.as_mut());
-    let status = obj.status.unwrap_or_default();
+    let conditions = conditions(obj.status.as_deref_mut());
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     let latest = match (status.latest_ref, non_empty(status.latest_image)) {
         (Some(r), _) => Some(image_ref(
             r,
@@ -88,9 +88,9 @@ pub(super) fn automation(
     object: ObjectRef,
     uid: String,
 ) -> Result<ImageAutomationObs, ObjectError> {
-    let conditions = conditions(obj.status.as_mut());
-    let spec = obj.spec.unwrap_or_default();
-    let status = obj.status.unwrap_or_default();
+    let conditions = conditions(obj.status.as_deref_mut());
+    let spec = obj.spec.map(|s| *s).unwrap_or_default();
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     let last_push_commit = match non_empty(status.last_push_commit) {
         Some(c) if c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Some(c.to_ascii_lowercase())

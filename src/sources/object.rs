@@ -207,9 +207,9 @@ pub(crate) fn raw_to_event(
 fn source(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> SourceObs {
     let marks = marks(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
-    let conditions = conditions(obj.status.as_mut());
-    let spec = obj.spec.unwrap_or_default();
-    let mut status = obj.status.unwrap_or_default();
+    let conditions = conditions(obj.status.as_deref_mut());
+    let spec = obj.spec.map(|s| *s).unwrap_or_default();
+    let mut status = obj.status.map(|s| *s).unwrap_or_default();
     let mut artifact = status.artifact.take().unwrap_or_default();
     // A HelmChart builds from a source of its own.
     let (source_ref, by_revision) = match object.kind {
@@ -254,12 +254,12 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
     let marks = marks(&mut obj.metadata);
     let probe = probe(&mut obj.metadata);
     let requested_at = take_annotation(&mut obj.metadata.annotations, REQUESTED_AT_ANNOTATION);
-    let conditions = conditions(obj.status.as_mut());
+    let conditions = conditions(obj.status.as_deref_mut());
     let applied_by = manager(obj.metadata.labels.as_ref())
         .filter(|m| m.kind == Kind::Kustomization)
         .map(Box::new);
-    let spec = obj.spec.unwrap_or_default();
-    let status = obj.status.unwrap_or_default();
+    let spec = obj.spec.map(|s| *s).unwrap_or_default();
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     let source_ref = match object.kind {
         Kind::HelmRelease => {
             cross_ref(spec.chart_ref, None, &object.namespace).or_else(|| match spec.chart {
@@ -311,7 +311,7 @@ fn reconciler(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> Reconci
 }
 
 fn receiver(obj: RawKubeObject, object: ObjectRef) -> ReceiverObs {
-    let spec = obj.spec.unwrap_or_default();
+    let spec = obj.spec.map(|s| *s).unwrap_or_default();
     let resources = spec
         .resources
         .unwrap_or_default()
@@ -341,7 +341,7 @@ fn manager(labels: Option<&StringMap>) -> Option<ObjectRef> {
 fn workload(obj: &mut RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let mut marks = marks(&mut obj.metadata);
     let probe = probe(&mut obj.metadata);
-    let conditions = conditions(obj.status.as_mut());
+    let conditions = conditions(obj.status.as_deref_mut());
     let mut template = obj
         .spec
         .as_mut()
@@ -380,8 +380,8 @@ fn workload(obj: &mut RawKubeObject, object: ObjectRef, uid: String) -> Deployme
 
 fn deployment(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let base = workload(&mut obj, object, uid);
-    let spec = obj.spec.unwrap_or_default();
-    let status = obj.status.unwrap_or_default();
+    let spec = obj.spec.map(|s| *s).unwrap_or_default();
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     DeploymentObs {
         replicas: spec.replicas.unwrap_or(1),
         updated: status.updated_replicas.unwrap_or(0),

@@ -46,8 +46,8 @@ pub struct RawKubeObject {
     pub api_version: String,
     pub kind: String,
     pub metadata: Meta,
-    pub spec: Option<Spec>,
-    pub status: Option<Status>,
+    pub spec: Option<Box<Spec>>,
+    pub status: Option<Box<Status>>,
     // core/v1 Event keeps its fields at the top level.
     pub involved_object: Option<ObjectReference>,
     pub reason: Option<String>,

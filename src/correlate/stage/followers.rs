@@ -27,8 +27,12 @@ impl Followers {
         old: Option<&ReconcilerObs>,
         new: Option<&ReconcilerObs>,
     ) {
-        let source = |r: Option<&ReconcilerObs>| r.and_then(|r| r.source_ref.clone());
-        let applier = |r: Option<&ReconcilerObs>| r.and_then(|r| r.applied_by.as_deref().cloned());
+        fn source(r: Option<&ReconcilerObs>) -> Option<&ObjectRef> {
+            r.and_then(|r| r.source_ref.as_ref())
+        }
+        fn applier(r: Option<&ReconcilerObs>) -> Option<&ObjectRef> {
+            r.and_then(|r| r.applied_by.as_deref())
+        }
         relink(&mut self.by_source, o, source(old), source(new));
         relink(&mut self.by_applier, o, applier(old), applier(new));
     }
@@ -41,7 +45,9 @@ impl Followers {
         old: Option<&SourceObs>,
         new: Option<&SourceObs>,
     ) {
-        let source = |s: Option<&SourceObs>| s.and_then(|s| s.source_ref.as_deref().cloned());
+        fn source(s: Option<&SourceObs>) -> Option<&ObjectRef> {
+            s.and_then(|s| s.source_ref.as_deref())
+        }
         relink(&mut self.charts, o, source(old), source(new));
     }
 
@@ -75,22 +81,23 @@ impl Followers {
 fn relink(
     index: &mut Map<ObjectRef, Vec<ObjectRef>>,
     o: &ObjectRef,
-    old: Option<ObjectRef>,
-    new: Option<ObjectRef>,
+    old: Option<&ObjectRef>,
+    new: Option<&ObjectRef>,
 ) {
+    // Most observations repeat what the last one followed: nothing to relink, nothing copied.
     if old == new {
         return;
     }
     if let Some(old) = old {
-        if let Some(list) = index.get_mut(&old) {
+        if let Some(list) = index.get_mut(old) {
             list.retain(|r| r != o);
             if list.is_empty() {
-                index.remove(&old);
+                index.remove(old);
             }
         }
     }
     if let Some(new) = new {
-        let list = index.entry(new).or_default();
+        let list = index.entry(new.clone()).or_default();
         if !list.contains(o) {
             list.push(o.clone());
         }

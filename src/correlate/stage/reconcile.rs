@@ -97,7 +97,14 @@ fn evidence(obs: &ReconcilerObs) -> Evidence<'_> {
 impl Engine {
     /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
     pub(in crate::correlate) fn on_reconciler(&mut self, at: Timestamp, obs: Box<ReconcilerObs>) {
-        let st = self.reconcilers.entry(obs.object.clone()).or_default();
+        // The key is copied only for a reconciler seen the first time.
+        if !self.reconcilers.contains_key(&obs.object) {
+            self.reconcilers
+                .insert(obs.object.clone(), ReconcilerState::default());
+        }
+        let Some(st) = self.reconcilers.get_mut(&obs.object) else {
+            return;
+        };
         update_trigger(
             &mut st.trigger,
             &obs.requested_at,
@@ -172,7 +179,13 @@ impl Engine {
         if object.kind != Kind::Kustomization && !helm_drift {
             return;
         }
-        let st = self.reconcilers.entry(object.clone()).or_default();
+        if !self.reconcilers.contains_key(object) {
+            self.reconcilers
+                .insert(object.clone(), ReconcilerState::default());
+        }
+        let Some(st) = self.reconcilers.get_mut(object) else {
+            return;
+        };
         match reason {
             "Progressing" | "DriftCorrected" => {
                 let changed = changed_objects(message);
@@ -225,11 +238,11 @@ impl Engine {
             }
             return self.ensure_annotated(n, evidence).then(|| n.clone());
         }
-        let keys: Vec<String> = std::iter::once(rev)
+        let keys: Vec<_> = std::iter::once(rev)
             .chain(obs.last_attempted_digest.as_deref())
-            .flat_map(revision::lookup_keys)
+            .flat_map(revision::lookup_key_refs)
             .collect();
-        let candidates = self.reg.by_keys(keys.iter().map(String::as_str));
+        let candidates = self.reg.by_keys(keys.iter().map(|k| &**k));
         // Several left: the newest (the one a later report asked for).
         choose(&self.reg, candidates, &evidence(obs)).pop()
     }
@@ -335,10 +348,10 @@ impl Engine {
         obs: &ReconcilerObs,
     ) {
         // By the revision it attempts; else through the apply that changed its spec.
-        let by_revision = obs.last_attempted.clone().and_then(|rev| {
-            self.reconciler_promotion(at, obs, &rev)
+        let by_revision = obs.last_attempted.as_deref().and_then(|rev| {
+            self.reconciler_promotion(at, obs, rev)
                 .filter(|p| self.reg.is_open(p))
-                .map(|pid| (pid, rev, None))
+                .map(|pid| (pid, rev.to_string(), None))
         });
         let by_change = || {
             self.applier_promotion(obs).map(|(pid, g, t)| {

@@ -8,7 +8,6 @@
 //! the Kustomization or HelmRelease). One that nobody claims within the settle period after it
 //! ends becomes its own trace, `traceability=missing`.
 
-use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
@@ -21,7 +20,10 @@ use super::super::timers::Wake;
 use super::super::Map;
 use super::causes::PodLists;
 use super::drift::drift_apply;
-use crate::model::{condition, CondStatus, Condition, DeploymentObs, Kind, ObjectRef, ProbeSpec};
+use crate::model::{
+    condition, CondStatus, Condition, DeploymentObs, Kind, ObjectKey, ObjectKeyRef, ObjectRef,
+    ProbeSpec,
+};
 use crate::trace::{attr, Attributes, SpanId, Stage};
 
 pub(in crate::correlate) enum RolloutOwner {
@@ -112,8 +114,14 @@ fn fingerprint(obs: &DeploymentObs) -> u64 {
 
 impl DeploymentFacts {
     /// Splits an observation into what is kept and the status read once.
-    fn split(obs: DeploymentObs, seen: u64, observed: bool) -> (DeploymentFacts, RolloutStatus) {
-        let progress = obs.daemonset_progress();
+    /// `progress`: [`DeploymentObs::daemonset_progress`], read while the observation had its
+    /// names.
+    fn split(
+        obs: DeploymentObs,
+        seen: u64,
+        observed: bool,
+        progress: Option<String>,
+    ) -> (DeploymentFacts, RolloutStatus) {
         let status = RolloutStatus {
             generation: obs.generation,
             observed,
@@ -236,13 +244,17 @@ impl Engine {
         if obs.object.kind == Kind::DaemonSet {
             obs.progress_deadline = self.cfg.deadlines.rollout;
         }
-        let key = obs.object.clone();
         let seen = fingerprint(&obs);
-        let prev = self.rollouts.deployments.get(&key).map(|p| &p.last);
+        let prev = self.rollouts.deployments.get(&obs.object).map(|p| &p.last);
         // A re-list repeats the current state; an older generation is a stale observation.
         if prev.is_some_and(|p| p.seen == seen || obs.generation < p.generation) {
             return;
         }
+        // Past this point the observation's names are read from the key (its kind stays).
+        let progress = obs.daemonset_progress();
+        let kind = obs.object.kind;
+        let key = std::mem::replace(&mut obs.object, ObjectRef::new(kind, "", ""));
+        let prev = self.rollouts.deployments.get(&key).map(|p| &p.last);
         let progressing = condition(&obs.conditions, "Progressing");
         let ended =
             obs.rollout_complete() || progressing.is_some_and(|c| c.status == CondStatus::False);
@@ -261,13 +273,14 @@ impl Engine {
             }
         };
         let prev_none = prev.is_none();
-        let old_manager = prev.and_then(|p| p.manager.clone());
-        self.rollouts
-            .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
+        if prev.and_then(|p| p.manager.as_ref()) != obs.manager.as_ref() {
+            let old_manager = prev.and_then(|p| p.manager.clone());
+            self.rollouts
+                .set_manager(&key, old_manager.as_ref(), obs.manager.as_ref());
+        }
         // What the rest needs of the observation, before it is split into what is kept.
         let generation = obs.generation;
-        let named = obs.marks.promotion_id.clone();
-        let manager = obs.manager.clone();
+        let named = obs.marks.promotion_id.take();
         // The ReplicaSet the `Progressing` message names is this generation's only once the
         // Deployment controller has observed it: the apply that bumps the generation is seen
         // first, with the conditions (and the ReplicaSet) of the rollout before. Unless that
@@ -331,17 +344,21 @@ impl Engine {
         }
         let keep_ended = self.reg.open_count() > 0
             || (self.held() && add(start, self.cfg.deadlines.promotion) >= self.now);
-        let (facts, status) = DeploymentFacts::split(obs, seen, observed);
-        let state = match self.rollouts.deployments.entry(key.clone()) {
-            Entry::Occupied(e) => {
-                let state = e.into_mut();
+        let (facts, status) = DeploymentFacts::split(obs, seen, observed, progress);
+        // The key is copied only for a Deployment seen the first time.
+        let state = match self.rollouts.deployments.get_mut(&key) {
+            Some(state) => {
                 state.last = facts;
                 state
             }
-            Entry::Vacant(e) => e.insert(DeploymentState {
-                last: facts,
-                rollout: None,
-            }),
+            None => self
+                .rollouts
+                .deployments
+                .entry(key.clone())
+                .or_insert(DeploymentState {
+                    last: facts,
+                    rollout: None,
+                }),
         };
         // One that ended before the agent saw it matters only to a promotion already open, or,
         // in an initial list, to an unreported one opened once the lists are in if it ended
@@ -382,6 +399,11 @@ impl Engine {
             self.timers.schedule(Wake::Unclaimed(key.clone()), deadline);
             // One that ended unseen opens no promotion of its own (its annotation may name one
             // long traced): only an open promotion claims it.
+            let manager = self
+                .rollouts
+                .deployments
+                .get(&key)
+                .and_then(|d| d.last.manager.clone());
             let claimant = match (claimable, prev_none && ended) {
                 (false, _) => None,
                 (true, false) => self.rollout_claimant(named.as_deref(), manager.as_ref(), start),
@@ -431,7 +453,6 @@ impl Engine {
     /// creation was known starts at that creation (a re-list delivers kinds in any order), and,
     /// unclaimed, may now be claimed by the reconcile that applied it.
     pub(in crate::correlate) fn on_replicaset_seen(&mut self, namespace: &str, name: &str) {
-        let dep = self.events.deployment_of_rs(namespace, name);
         let Some(created) = self
             .events
             .replicaset(namespace, name)
@@ -439,6 +460,19 @@ impl Engine {
         else {
             return;
         };
+        // Most ReplicaSets seen belong to no rollout still open: told without building a key.
+        let dep_name = self.events.deployment_name(namespace, name);
+        let dep = ObjectKeyRef::new(Kind::Deployment, namespace, dep_name);
+        let open = self
+            .rollouts
+            .deployments
+            .get(&dep as &dyn ObjectKey)
+            .and_then(|d| d.rollout.as_ref())
+            .is_some_and(|r| !matches!(r.owner, RolloutOwner::Done));
+        if !open {
+            return;
+        }
+        let dep = dep.to_owned();
         let now = self.now;
         let Some(state) = self.rollouts.deployments.get_mut(&dep) else {
             return;
@@ -615,10 +649,15 @@ impl Engine {
             .filter(|_| obs.observed)
             .and_then(|c| replicaset_in(&c.message))
         {
-            span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
+            // Most observations of a rollout name the ReplicaSet they named before.
+            if span.attrs.get_str(attr::K8S_REPLICASET_NAME) != Some(rs) {
+                span.attrs.set(attr::K8S_REPLICASET_NAME, rs.to_string());
+            }
             let info = self.events.replicaset(&key.namespace, rs);
             if let Some(i) = info.filter(|i| !i.uid.is_empty()) {
-                span.attrs.set(attr::K8S_REPLICASET_UID, i.uid.clone());
+                if span.attrs.get_str(attr::K8S_REPLICASET_UID) != Some(i.uid.as_str()) {
+                    span.attrs.set(attr::K8S_REPLICASET_UID, i.uid.clone());
+                }
             }
             let created = info.and_then(|i| i.created);
             let unseen = rollout.ended_unseen.is_some();

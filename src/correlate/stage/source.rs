@@ -40,7 +40,14 @@ fn evidence(obs: &SourceObs) -> Evidence<'_> {
 impl Engine {
     /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
     pub(in crate::correlate) fn on_source(&mut self, at: Timestamp, obs: Box<SourceObs>) {
-        let st = self.sources.entry(obs.object.clone()).or_default();
+        // The key is copied only for a source seen the first time.
+        if !self.sources.contains_key(&obs.object) {
+            self.sources
+                .insert(obs.object.clone(), SourceState::default());
+        }
+        let Some(st) = self.sources.get_mut(&obs.object) else {
+            return;
+        };
         update_trigger(
             &mut st.trigger,
             &obs.requested_at,
@@ -59,18 +66,18 @@ impl Engine {
         let changed = st.last.is_some() && old_rev != obs.revision.as_deref();
         // Joining reads the object's trigger but not its last observation: store it after.
         self.correlate_source(at, &obs);
-        let key = obs.object.clone();
         if obs.suspended {
-            self.suspended_sources.insert(key.clone());
+            self.suspended_sources.insert(obs.object.clone());
         } else {
-            self.suspended_sources.remove(&key);
+            self.suspended_sources.remove(&obs.object);
         }
-        if let Some(st) = self.sources.get_mut(&key) {
+        let key = changed.then(|| obs.object.clone());
+        if let Some(st) = self.sources.get_mut(&obs.object) {
             self.followers
-                .update_chart(&key, st.last.as_deref(), Some(&obs));
+                .update_chart(&obs.object, st.last.as_deref(), Some(&obs));
             st.last = Some(obs);
         }
-        if changed {
+        if let Some(key) = key {
             // An unreported promotion joins the source as it is now.
             if let Some(obs) = self.sources.get(&key).and_then(|s| s.last.clone()) {
                 self.source_stored(at, &obs);
@@ -90,13 +97,13 @@ impl Engine {
             }
             return;
         }
-        let keys: Vec<String> = obs
+        let keys: Vec<_> = obs
             .revision
             .iter()
             .chain(obs.origin_revision.iter())
-            .flat_map(|r| revision::lookup_keys(r))
+            .flat_map(|r| revision::lookup_key_refs(r))
             .collect();
-        let candidates = self.reg.by_keys(keys.iter().map(String::as_str));
+        let candidates = self.reg.by_keys(keys.iter().map(|k| &**k));
         let chosen = choose(&self.reg, candidates, &evidence(obs));
         if chosen.is_empty() {
             self.source_candidate(at, obs);

@@ -10,7 +10,9 @@ use super::super::config::{add, sub, Deadlines, CLAIM_SLACK};
 use super::super::promotion::Promotion;
 use super::super::span::{StageResult, StageSpan};
 use super::super::Map;
-use crate::model::{condition, CondStatus, Condition, ObjectRef, ReceiverObs};
+use crate::model::{
+    condition, CondStatus, Condition, ObjectKey, ObjectKeyRef, ObjectRef, ReceiverObs,
+};
 use crate::trace::{attr, SpanId, Stage};
 
 /// Receivers, found by the objects they trigger: a source or reconciler joining a promotion
@@ -59,8 +61,8 @@ impl Receivers {
 
     /// A Receiver whose webhook requests a reconcile of `object`.
     pub fn targeting(&self, object: &ObjectRef) -> Option<&ReceiverObs> {
-        let every = ObjectRef::new(object.kind, object.namespace.as_str(), "*");
-        let found = [object, &every]
+        let every = ObjectKeyRef::new(object.kind, &object.namespace, "*");
+        let found = [object as &dyn ObjectKey, &every]
             .into_iter()
             .filter_map(|t| self.by_target.get(t))
             .flatten()

@@ -91,7 +91,7 @@ pub(super) fn canary(
         kind: "Canary".into(),
         field,
     };
-    let conditions = conditions(obj.status.as_mut());
+    let conditions = conditions(obj.status.as_deref_mut());
     let mut spec = obj.spec.take().unwrap_or_default();
     let target_ref = spec.target_ref.take().unwrap_or_default();
     // Flagger targets a Deployment (the default) or a DaemonSet.

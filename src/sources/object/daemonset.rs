@@ -8,7 +8,7 @@ use crate::model::{DeploymentObs, ObjectRef};
 
 pub(super) fn daemon_set(mut obj: RawKubeObject, object: ObjectRef, uid: String) -> DeploymentObs {
     let base = workload(&mut obj, object, uid);
-    let status = obj.status.unwrap_or_default();
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     let count = |n: Option<i64>| n.unwrap_or(0).max(0);
     DeploymentObs {
         replicas: count(status.desired_number_scheduled),

@@ -24,7 +24,7 @@ pub(super) fn pod(mut obj: RawKubeObject, object: ObjectRef) -> PodObs {
         .into_iter()
         .find(|o| o.kind == "ReplicaSet" && o.controller != Some(false))
         .map(|o| o.name);
-    let status = obj.status.unwrap_or_default();
+    let status = obj.status.map(|s| *s).unwrap_or_default();
     let statuses = status
         .init_container_statuses
         .into_iter()
