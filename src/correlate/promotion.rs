@@ -317,7 +317,7 @@ impl Promotion {
                 span.parent = r.span.span_id;
             }
         }
-        self.reconciles.push(r);
+        push_span(&mut self.reconciles, r);
     }
 
     pub fn parent_for_rollout(&self, manager: Option<&ObjectRef>) -> SpanId {
@@ -686,4 +686,12 @@ impl Engine {
         self.timers.cancel(&Wake::Promotion(old.to_string()));
         self.verdict(old);
     }
+}
+
+/// Adds a span to one of a promotion's lists. Spans are large and most promotions hold one or
+/// two of each kind: room for one more, not for four (a first push would take 2 KB, out of
+/// the allocator's fast sizes).
+pub(in crate::correlate) fn push_span<T>(list: &mut Vec<T>, span: T) {
+    list.reserve_exact(1);
+    list.push(span);
 }

@@ -15,7 +15,7 @@
 use jiff::Timestamp;
 
 use super::super::engine::Engine;
-use super::super::promotion::Promotion;
+use super::super::promotion::{push_span, Promotion};
 use super::super::span::StageResult;
 use super::super::Map;
 use super::source::{stored, SourceState};
@@ -156,6 +156,6 @@ pub(in crate::correlate) fn skip_unfollowed(p: &mut Promotion, branch: &str, clu
             "commit {short} pushed to branch '{branch}', which no GitRepository follows: nothing fetches it"
         ),
     );
-    p.sources.push(s);
+    push_span(&mut p.sources, s);
     p.unfollowed = Some(branch.to_string());
 }

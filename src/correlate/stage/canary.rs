@@ -22,6 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::super::config::{add, CLAIM_SLACK, EVENT_WINDOW_SLACK};
 use super::super::engine::Engine;
 use super::super::events::BufferedEvent;
+use super::super::promotion::push_span;
 use super::super::promotion::Promotion;
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::Map;
@@ -215,7 +216,7 @@ impl Engine {
         ] {
             s.attrs.set_opt(key, taken.attrs.get(key).cloned());
         }
-        p.traffic.push(s);
+        push_span(&mut p.traffic, s);
         // A new run: what the status showed before is the previous run's.
         self.canaries.runs.remove(canary);
         self.touched.insert(pid.to_string());

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 
 use super::super::config::{add, CLAIM_SLACK};
 use super::super::engine::Engine;
-use super::super::promotion::{Promotion, Reconcile, Traceability};
+use super::super::promotion::{push_span, Promotion, Reconcile, Traceability};
 use super::super::span::{StageResult, StageSpan};
 use super::super::Map;
 use super::reconcile::ReconcilerState;
@@ -131,7 +131,7 @@ impl Engine {
         span.parent = reconcile.span_id;
         span.key.manager = Some(drift.reconciler.clone());
         p.add_reconcile(Reconcile::new(reconcile, Some(apply), drift.revision, None));
-        p.rollouts.push(*span);
+        push_span(&mut p.rollouts, *span);
         self.reg.open(p);
         self.touched.insert(id);
     }

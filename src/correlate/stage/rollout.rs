@@ -14,7 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::super::config::{add, CLAIM_SLACK, IDLE_RETENTION};
 use super::super::engine::Engine;
-use super::super::promotion::{Promotion, Traceability};
+use super::super::promotion::{push_span, Promotion, Traceability};
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::super::timers::Wake;
 use super::super::Map;
@@ -607,7 +607,7 @@ impl Engine {
         );
         span.parent = p.parent_for_rollout(state.last.manager.as_ref());
         span.key.manager = state.last.manager.clone();
-        p.rollouts.push(*span);
+        push_span(&mut p.rollouts, *span);
         self.touched.insert(pid.to_string());
         self.on_rollout_claimed(dep, pid);
     }
@@ -832,7 +832,7 @@ impl Engine {
         );
         span.derive_id(&id, &self.cfg.cluster, &uid, &generation.to_string());
         span.parent = p.root;
-        p.rollouts.push(*span);
+        push_span(&mut p.rollouts, *span);
         self.reg.open(p);
         self.touched.insert(id);
     }

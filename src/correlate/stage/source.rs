@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 use super::super::config::add;
 use super::super::engine::Engine;
+use super::super::promotion::push_span;
 use super::super::span::{Failure, StageResult, StageSpan};
 use super::matching::{choose, Evidence};
 use super::traffic::strip_credentials;
@@ -175,7 +176,7 @@ impl Engine {
                 );
                 s.derive_id(pid, cluster, &obs.uid, &rev);
                 s.set_object_attrs(&obs.object);
-                p.sources.push(s);
+                push_span(&mut p.sources, s);
                 p.sources.len() - 1
             }
         };
@@ -251,7 +252,7 @@ impl Engine {
                 }),
                 format!("{}: {}", ready.reason, ready.message),
             );
-            p.sources.push(s);
+            push_span(&mut p.sources, s);
             self.touched.insert(id.clone());
         }
     }

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 
 use super::super::config::add;
 use super::super::engine::{Engine, Output};
+use super::super::promotion::push_span;
 use super::super::span::{Failure, StageResult, StageSpan};
 use crate::model::{Kind, ObjectRef, ProbeRequest, ProbeResult, ProbeVerdict};
 use crate::trace::{attr, span_id_for, SpanId, Stage};
@@ -106,7 +107,7 @@ impl Engine {
         s.key.generation = Some(generation);
         s.attrs.set(attr::URL_FULL, url);
         s.attrs.set(attr::DELIVERY_PROBE_EXPECTED, expected.clone());
-        p.traffic.push(s);
+        push_span(&mut p.traffic, s);
         self.touched.insert(pid.to_string());
         self.out.push(Output::Probe(ProbeRequest {
             promotion_id: pid.to_string(),

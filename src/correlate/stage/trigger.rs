@@ -7,7 +7,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::super::config::{add, sub, Deadlines, CLAIM_SLACK};
-use super::super::promotion::Promotion;
+use super::super::promotion::{push_span, Promotion};
 use super::super::span::{StageResult, StageSpan};
 use super::super::Map;
 use crate::model::{
@@ -185,7 +185,7 @@ pub(in crate::correlate) fn claim_trigger(
     if let Some(h) = draft.handled {
         s.finish(h, StageResult::Succeeded, "reconcile request handled");
     }
-    p.triggers.push(s);
+    push_span(&mut p.triggers, s);
 }
 
 /// Names the Receiver whose webhook requested the reconcile, once one is known (a re-list
