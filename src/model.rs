@@ -147,6 +147,19 @@ impl ObjectRef {
             name: name.into(),
         }
     }
+
+    /// `Kind/namespace/name`, as it displays, sized up front.
+    pub fn path(&self) -> String {
+        let kind = self.kind.as_str();
+        let mut out =
+            String::with_capacity(kind.len() + self.namespace.len() + self.name.len() + 2);
+        out.push_str(kind);
+        out.push('/');
+        out.push_str(&self.namespace);
+        out.push('/');
+        out.push_str(&self.name);
+        out
+    }
 }
 
 /// An object identity to look up maps keyed by [`ObjectRef`] with, borrowed: a lookup with

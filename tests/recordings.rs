@@ -950,7 +950,7 @@ fn a_flagger_canary_that_passes_ends_the_promotion_when_the_primary_is_promoted(
     let want = [10, 20, 30].map(AttrValue::Int);
     assert_eq!(weights, want.iter().collect::<Vec<_>>());
     assert_eq!(
-        canary.events.last().map(|e| e.name.as_str()),
+        canary.events.last().map(|e| e.name.as_ref()),
         Some("canary.promoted")
     );
     let reconcile = span(&r, "reconcile", "web");

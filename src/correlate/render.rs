@@ -11,10 +11,13 @@ use super::registry::Chain;
 use super::span::{StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::traffic::strip_credentials;
-use crate::model::Kind;
+use crate::model::{Kind, ObjectRef};
 use crate::revision;
 use crate::story::{Divergence, Outcome, StageStory, Story};
-use crate::trace::{attr, Attributes, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus, Stage};
+use crate::trace::{
+    attr, AttrValue, Attributes, SpanEventRecord, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus,
+    Stage,
+};
 
 const SERVICE_FLUXTRACE: &str = "fluxtrace";
 const SERVICE_NOTIFICATION: &str = "notification-controller";
@@ -158,7 +161,8 @@ pub(super) fn root_record(
     chain: Option<&Chain>,
     cluster: &str,
 ) -> SpanRecord {
-    let mut a = Attributes::default();
+    // Room for what a reported, chained, failed promotion's root says.
+    let mut a = Attributes(Vec::with_capacity(32));
     common_attrs(&mut a, &SpanOwner::of(p), Stage::Promotion, cluster);
     a.set(attr::DELIVERY_TRACEABILITY, p.traceability.as_str());
     // CI/CD and deployment semantic conventions: the promotion is a pipeline run that deploys.
@@ -327,6 +331,62 @@ fn vcs_attrs(source: &Attributes) -> Attributes {
     a
 }
 
+/// What a story line of a span event reads of its attributes, read in one pass.
+struct EventFields<'a> {
+    object: &'a str,
+    message: Option<&'a str>,
+    warning: bool,
+}
+
+impl<'a> EventFields<'a> {
+    fn of(e: &'a SpanEventRecord) -> Self {
+        let mut f = EventFields {
+            object: "",
+            message: None,
+            warning: false,
+        };
+        // The first value of each key, as `Attributes::get_str` reads it.
+        let (mut object, mut message, mut type_) = (false, false, false);
+        for (k, v) in &e.attributes.0 {
+            let s = match v {
+                AttrValue::Str(s) => Some(s.as_ref()),
+                _ => None,
+            };
+            match *k {
+                attr::EVENT_OBJECT if !object => {
+                    object = true;
+                    f.object = s.unwrap_or_default();
+                }
+                attr::EVENT_MESSAGE if !message => {
+                    message = true;
+                    f.message = s;
+                }
+                attr::EVENT_TYPE if !type_ => {
+                    type_ = true;
+                    f.warning = s == Some("Warning");
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// `<time> <object> <reason>: <message>`.
+fn story_line(e: &SpanEventRecord, f: &EventFields<'_>) -> String {
+    use std::fmt::Write;
+    let message = f.message.unwrap_or_default();
+    // Sized up front (a timestamp takes at most 32 characters): `format!` would grow it
+    // several times.
+    let mut line = String::with_capacity(32 + 4 + f.object.len() + e.name.len() + message.len());
+    // Writing to a String cannot fail.
+    let _ = write!(line, "{}", e.time);
+    for part in [" ", f.object, " ", &e.name, ": ", message] {
+        line.push_str(part);
+    }
+    line
+}
+
 pub(super) fn build_story(
     p: &Promotion,
     spans: &[&StageSpan],
@@ -389,37 +449,25 @@ pub(super) fn build_story(
         .iter()
         .map(|s| {
             let failure = s.result.failure().map(|f| f.message.as_str());
-            let mut events: Vec<String> = s
-                .events
-                .iter()
-                .filter(|e| e.attributes.get_str(attr::EVENT_MESSAGE) != failure)
-                .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) == Some("Warning"))
-                .chain(
-                    s.events
-                        .iter()
-                        .filter(|e| e.attributes.get_str(attr::EVENT_TYPE) != Some("Warning")),
-                )
-                .map(|e| {
-                    use std::fmt::Write;
-                    let object = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
-                    let message = e
-                        .attributes
-                        .get_str(attr::EVENT_MESSAGE)
-                        .unwrap_or_default();
-                    // Sized up front (a timestamp takes at most 32 characters): `format!`
-                    // would grow it several times.
-                    let mut line =
-                        String::with_capacity(32 + 4 + object.len() + e.name.len() + message.len());
-                    // Writing to a String cannot fail.
-                    let _ = write!(line, "{} {object} {}: {message}", e.time, e.name);
-                    line
-                })
-                .collect();
+            // Warnings first (but the one the failure repeats), then the others.
+            let mut events: Vec<String> = Vec::with_capacity(s.events.len());
+            for e in &s.events {
+                let f = EventFields::of(e);
+                if f.warning && f.message != failure {
+                    events.push(story_line(e, &f));
+                }
+            }
+            for e in &s.events {
+                let f = EventFields::of(e);
+                if !f.warning {
+                    events.push(story_line(e, &f));
+                }
+            }
             events.dedup();
             StageStory {
                 stage: s.stage,
                 span_id: s.span_id,
-                object: s.object.as_ref().map(ToString::to_string),
+                object: s.object.as_ref().map(ObjectRef::path),
                 outcome: s.result.outcome(),
                 start: s.start,
                 end: s.end.unwrap_or(s.deadline),

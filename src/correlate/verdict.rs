@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use super::config::{add, fmt_dur, EVENT_WINDOW_SLACK};
 use super::engine::{Engine, Output};
-use super::events::{BufferedEvent, EventStore};
+use super::events::{object_rank, BufferedEvent, EventStore};
 use super::promotion::{Promotion, Reconcile};
 use super::registry::Delivered;
 use super::render::{build_story, root_record, stage_record, SpanOwner};
@@ -556,43 +556,56 @@ fn is_wait_reason(reason: &str) -> bool {
 /// Events land on the span of the object they are about, within its window (and, when both
 /// name one, of the same revision).
 fn land_events(p: &mut Promotion, events: &EventStore) {
+    let mut landing: Vec<&BufferedEvent> = Vec::new();
     for s in p.spans_mut() {
-        let (Some(obj), Some(end)) = (s.object.clone(), s.end) else {
+        let (Some(obj), Some(end)) = (s.object.as_ref(), s.end) else {
             continue;
         };
         if matches!(s.stage, Stage::Apply | Stage::Trigger | Stage::Traffic) {
             continue;
         }
-        let rev = s.key.revision.clone();
-        for e in events.of(&obj) {
+        let rev = s.key.revision.as_deref();
+        landing.clear();
+        landing.extend(events.of(obj).filter(|e| {
             let in_window = add(e.time, EVENT_WINDOW_SLACK) >= s.start
                 && e.time <= add(end, EVENT_WINDOW_SLACK);
-            let same_rev = match (&e.revision, &rev) {
-                (Some(a), Some(b)) => **a == **b,
+            let same_rev = match (e.revision.as_deref(), rev) {
+                (Some(a), Some(b)) => a == b,
                 _ => true,
             };
-            if in_window && same_rev {
-                s.push_event(e.record());
-            }
+            in_window && same_rev
+        }));
+        if landing.is_empty() {
+            continue;
         }
         // Events of the same second in an order their content gives: a watch delivers them
         // in the order they were written, a re-list after a restart in another.
-        s.events.sort_by(|a, b| event_order(a).cmp(&event_order(b)));
+        s.events.reserve(landing.len());
+        if s.events.is_empty() {
+            // Sorted before they become span events, by the same key: equal span events sort
+            // together, so leaving out repeats after the sort keeps what it keeps before.
+            // Most differ in time: the rest of the key only for those that do not.
+            landing.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.order().cmp(&b.order())));
+            for e in &landing {
+                s.push_event(e.record());
+            }
+        } else {
+            for e in &landing {
+                s.push_event(e.record());
+            }
+            s.events.sort_by(|a, b| event_order(a).cmp(&event_order(b)));
+        }
     }
 }
 
 /// Span events by time; within one time, owners before what they own (a Deployment's events,
-/// then its ReplicaSets', then its Pods'), then by object, reason and message.
+/// then its ReplicaSets', then its Pods'), then by object, reason and message: the order of
+/// [`BufferedEvent::order`].
 fn event_order(e: &SpanEventRecord) -> (Timestamp, u8, &str, &str, &str) {
     let object = e.attributes.get_str(attr::EVENT_OBJECT).unwrap_or_default();
-    let rank = match object.split_once('/').map(|(kind, _)| kind) {
-        Some("ReplicaSet") => 1,
-        Some("Pod") => 2,
-        _ => 0,
-    };
     (
         e.time,
-        rank,
+        object_rank(object),
         object,
         &e.name,
         e.attributes

@@ -4,6 +4,7 @@
 //! and print them). Pure data: no clock, no randomness, no OpenTelemetry SDK types, so the
 //! engine stays free of IO and every id is reproducible (docs/design.md, "Ids").
 
+use std::borrow::Cow;
 use std::fmt;
 
 use jiff::Timestamp;
@@ -218,21 +219,22 @@ pub enum SpanStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum AttrValue {
-    Str(String),
+    /// Borrowed for the fixed values (`Warning`, a stage name): no allocation for those.
+    Str(Cow<'static, str>),
     Int(i64),
     Bool(bool),
     StrArray(Vec<String>),
 }
 
-impl From<&str> for AttrValue {
-    fn from(v: &str) -> Self {
-        AttrValue::Str(v.to_string())
+impl From<&'static str> for AttrValue {
+    fn from(v: &'static str) -> Self {
+        AttrValue::Str(Cow::Borrowed(v))
     }
 }
 
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
-        AttrValue::Str(v)
+        AttrValue::Str(Cow::Owned(v))
     }
 }
 
@@ -300,7 +302,8 @@ impl Serialize for Attributes {
 /// A span event (a Kubernetes Event or Flux event on the span it belongs to).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpanEventRecord {
-    pub name: String,
+    /// Borrowed for the reasons controllers commonly give: no allocation for those.
+    pub name: Cow<'static, str>,
     #[serde(with = "ts")]
     pub time: Timestamp,
     pub attributes: Attributes,

@@ -110,7 +110,7 @@ pub fn emitted() -> BTreeMap<String, BTreeSet<String>> {
         for (k, v) in &s.attributes.0 {
             let e = out.entry(k.to_string()).or_default();
             if let AttrValue::Str(s) = v {
-                e.insert(s.clone());
+                e.insert(s.to_string());
             }
         }
     }

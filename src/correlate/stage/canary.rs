@@ -376,7 +376,7 @@ impl Engine {
                 } else {
                     kind.name()
                 }
-                .to_string();
+                .into();
                 match kind {
                     EventKind::Weight(w) => rec
                         .attributes
@@ -680,7 +680,7 @@ fn status_events(
         (
             kind.rank(),
             SpanEventRecord {
-                name: kind.name().to_string(),
+                name: kind.name().into(),
                 time: at,
                 attributes: crate::trace::Attributes(attrs),
             },

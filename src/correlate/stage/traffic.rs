@@ -200,7 +200,12 @@ pub(in crate::correlate) fn strip_credentials(url: &str) -> String {
         Some((scheme, rest)) => {
             let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
+            let mut out = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+            out.push_str(scheme);
+            out.push_str("://");
+            out.push_str(host);
+            out.push_str(path);
+            out
         }
         None => url
             .rsplit_once('@')

@@ -166,7 +166,7 @@ fn a_manual_gate_holds_the_deadline_and_its_wait_is_a_span_event() {
         .events
         .iter()
         .filter(|e| e.name == "canary.waiting" || e.name == "canary.approved")
-        .map(|e| (e.name.as_str(), e.time))
+        .map(|e| (e.name.as_ref(), e.time))
         .collect();
     assert_eq!(
         gate,
