@@ -55,16 +55,17 @@ fn contradicts(p: &Promotion, ev: &Evidence) -> bool {
 }
 
 /// The candidates (oldest first) the object belongs to, by the rule above; possibly none.
-pub(in crate::correlate) fn choose(
+pub(in crate::correlate) fn choose<'a>(
     reg: &Registry,
     candidates: Vec<String>,
-    ev: &Evidence,
+    evidence: impl FnOnce() -> Evidence<'a>,
 ) -> Vec<String> {
     if candidates.len() <= 1 {
         // One promotion of this revision: nothing to tell apart (a report may name the tag
         // CI pushed while the source follows a floating one).
         return candidates;
     }
+    let ev = &evidence();
     let consistent: Vec<String> = candidates
         .iter()
         .filter(|id| reg.get(id).is_some_and(|p| !contradicts(p, ev)))

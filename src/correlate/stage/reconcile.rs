@@ -244,7 +244,7 @@ impl Engine {
             .collect();
         let candidates = self.reg.by_keys(keys.iter().map(|k| &**k));
         // Several left: the newest (the one a later report asked for).
-        choose(&self.reg, candidates, &evidence(obs)).pop()
+        choose(&self.reg, candidates, || evidence(obs)).pop()
     }
 
     /// The open promotion whose apply changed `obs`'s spec (a HelmRelease whose values changed

@@ -562,22 +562,26 @@ impl Engine {
         reconcile_start: Timestamp,
         claim_until: Option<Option<Timestamp>>,
     ) {
-        let managed: Vec<ObjectRef> = self
+        // Most reconciles find nothing to claim: only what can be claimed is copied.
+        let deployments = &self.rollouts.deployments;
+        let claimable: Vec<ObjectRef> = self
             .rollouts
             .managed
             .get(reconciler)
+            .into_iter()
+            .flatten()
+            .filter(|dep| {
+                deployments.get(*dep).is_some_and(|d| {
+                    matches!(&d.rollout, Some(r @ Rollout { owner: RolloutOwner::Unclaimed(s), .. })
+                        if r.claimable()
+                            && add(s.start, CLAIM_SLACK) >= reconcile_start
+                            && claim_until.is_some_and(|u| u.is_none_or(|u| s.start <= u)))
+                })
+            })
             .cloned()
-            .unwrap_or_default();
-        for dep in managed {
-            let claimable = self.rollouts.deployments.get(&dep).is_some_and(|d| {
-                matches!(&d.rollout, Some(r @ Rollout { owner: RolloutOwner::Unclaimed(s), .. })
-                    if r.claimable()
-                        && add(s.start, CLAIM_SLACK) >= reconcile_start
-                        && claim_until.is_some_and(|u| u.is_none_or(|u| s.start <= u)))
-            });
-            if claimable {
-                self.claim_rollout(&dep, pid);
-            }
+            .collect();
+        for dep in claimable {
+            self.claim_rollout(&dep, pid);
         }
     }
 

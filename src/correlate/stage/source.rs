@@ -105,7 +105,7 @@ impl Engine {
             .flat_map(|r| revision::lookup_key_refs(r))
             .collect();
         let candidates = self.reg.by_keys(keys.iter().map(|k| &**k));
-        let chosen = choose(&self.reg, candidates, &evidence(obs));
+        let chosen = choose(&self.reg, candidates, || evidence(obs));
         if chosen.is_empty() {
             self.source_candidate(at, obs);
         }

@@ -109,7 +109,8 @@ pub(in crate::correlate) fn update_trigger(
 ) {
     if let Some(value) = requested {
         let is_new = draft.as_ref().is_none_or(|d| d.value != *value);
-        let named = requested_time(value);
+        // Read once a request: every later observation repeats it.
+        let named = is_new.then(|| requested_time(value)).flatten();
         // A request with no time of its own that was already handled when first seen is
         // history, not a trigger.
         if is_new && (named.is_some() || handled.as_deref() != Some(value.as_str())) {
