@@ -10,11 +10,14 @@
 //! - (c) `decode_line` + `correlate::Engine::apply`, then `Engine::finish`.
 //!
 //! Environment: `FLUXTRACE_BENCH_PROMOTIONS` (default 10000), `FLUXTRACE_BENCH_ITERATIONS`
-//! (default 5).
+//! (default 5), `FLUXTRACE_BENCH_BREAKDOWN=1` (after the table, the engine alone on observations
+//! decoded beforehand, and its time per kind of observation).
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use fluxtrace::agent::body_kind;
 use fluxtrace::correlate::{Engine, EngineConfig, Output};
 use fluxtrace::sources::recording::decode_line;
 use fluxtrace::story::Outcome;
@@ -105,6 +108,48 @@ fn pipeline(lines: &[&str]) -> Tally {
     tally.add(engine.finish());
     tally.open = engine.open_promotions();
     tally
+}
+
+/// The engine alone, on observations decoded beforehand: its time per kind of observation. A
+/// verdict counts towards the observation that brought it about.
+fn breakdown(lines: &[&str]) -> String {
+    let events: Vec<_> = lines
+        .iter()
+        .filter_map(|line| decode_line(line).unwrap_or_else(|e| fail(e)))
+        .collect();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut kinds: BTreeMap<&'static str, (usize, Duration)> = BTreeMap::new();
+    let start = Instant::now();
+    for ev in events {
+        let kind = body_kind(&ev.body);
+        let (d, out) = timed(|| engine.apply(ev));
+        black_box(out);
+        let k = kinds.entry(kind).or_default();
+        k.0 += 1;
+        k.1 += d;
+    }
+    let (finish, out) = timed(|| engine.finish());
+    black_box(out);
+    let total = start.elapsed();
+    let mut table = format!(
+        "engine alone (observations decoded beforehand): {:.2}s, finish {:.3}s\n",
+        total.as_secs_f64(),
+        finish.as_secs_f64()
+    );
+    table.push_str(&format!(
+        "{:<14} {:>9} {:>9} {:>8} {:>7}\n",
+        "kind", "count", "time", "us/obs", "share"
+    ));
+    for (kind, (n, d)) in &kinds {
+        table.push_str(&format!(
+            "{kind:<14} {:>9} {:>8.3}s {:>8.2} {:>6.1}%\n",
+            group(*n),
+            d.as_secs_f64(),
+            d.as_secs_f64() * 1e6 / (*n).max(1) as f64,
+            100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9),
+        ));
+    }
+    table
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
@@ -323,5 +368,9 @@ fn main() {
         mib_kib(rss_before),
         mib_kib(engine_kib),
     ));
+    if std::env::var_os("FLUXTRACE_BENCH_BREAKDOWN").is_some_and(|v| v == "1") {
+        out.push('\n');
+        out.push_str(&breakdown(&lines));
+    }
     print!("{out}");
 }

@@ -435,3 +435,30 @@ fn a_failed_selection_seen_after_a_restart_is_traced_only_within_the_deadline() 
         "the same spans as an agent that watched"
     );
 }
+
+#[test]
+fn the_policys_events_on_the_image_span_are_in_their_order_whatever_order_they_came_in() {
+    // Only the policy's Events land on the image span (none of the automation's): two of the
+    // same second, the one that sorts first delivered last, as a re-list after a restart may.
+    let mut all = lines("image-automation-success.jsonl");
+    all.retain(|l| !is_event_about(l, "ImageUpdateAutomation"));
+    let at = all
+        .iter()
+        .position(|l| is_event_about(l, "ImagePolicy"))
+        .expect("a policy Event");
+    let mut late = all[at].clone();
+    late["object"]["metadata"]["name"] = "frontend.late".into();
+    late["object"]["metadata"]["uid"] = "0f1e2d3c-late-4b5a-9687-a1b2c3d4e5f6".into();
+    late["object"]["message"] = "A tag resolved before the one above".into();
+    all.insert(at + 1, late);
+    let r = run(&text(&all));
+    assert!(r.bad.is_empty(), "{:?}", r.bad);
+    let image = span(&r.traces[0].spans, "image.update");
+    let messages: Vec<&str> = image
+        .events
+        .iter()
+        .filter_map(|e| e.attributes.get_str("k8s.event.message"))
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0], "A tag resolved before the one above");
+}

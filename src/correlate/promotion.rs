@@ -690,8 +690,11 @@ impl Engine {
 
 /// Adds a span to one of a promotion's lists. Spans are large and most promotions hold one or
 /// two of each kind: room for one more, not for four (a first push would take 2 KB, out of
-/// the allocator's fast sizes).
+/// the allocator's fast sizes). Past a few, the list doubles as usual (a promotion may hold
+/// hundreds of reconciles).
 pub(in crate::correlate) fn push_span<T>(list: &mut Vec<T>, span: T) {
-    list.reserve_exact(1);
+    if list.len() < 4 {
+        list.reserve_exact(1);
+    }
     list.push(span);
 }

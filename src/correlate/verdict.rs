@@ -575,7 +575,8 @@ fn land_events(p: &mut Promotion, events: &EventStore) {
             };
             in_window && same_rev
         }));
-        if landing.is_empty() {
+        // A span holding events already (an image span, its policy's) is sorted all the same.
+        if landing.is_empty() && s.events.is_empty() {
             continue;
         }
         // Events of the same second in an order their content gives: a watch delivers them
