@@ -262,10 +262,11 @@ impl EventStore {
     /// Whether an event with this identity and at least this count was applied before; records
     /// it otherwise.
     pub(super) fn seen_before(&mut self, identity: u64, count: i64, at: Timestamp) -> bool {
-        if self.seen.get(&identity).is_some_and(|(c, _)| *c >= count) {
+        let seen = self.seen.entry(identity).or_insert((i64::MIN, at));
+        if seen.0 >= count {
             return true;
         }
-        self.seen.insert(identity, (count, at));
+        *seen = (count, at);
         false
     }
 
@@ -284,8 +285,10 @@ impl EventStore {
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         // The time first: it rules out most, without comparing text.
+        let (second, slack) = (ev.time.as_second(), EVENT_WINDOW_SLACK.as_secs());
         let same = |e: &BufferedEvent| {
-            e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
+            (e.time.as_second() - second).abs() <= slack + 1
+                && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
                 && e.reason() == ev.reason()
                 && e.message() == ev.message()
                 && e.object() == ev.object()
