@@ -147,19 +147,6 @@ impl ObjectRef {
             name: name.into(),
         }
     }
-
-    /// `Kind/namespace/name`, as it displays, sized up front.
-    pub fn path(&self) -> String {
-        let kind = self.kind.as_str();
-        let mut out =
-            String::with_capacity(kind.len() + self.namespace.len() + self.name.len() + 2);
-        out.push_str(kind);
-        out.push('/');
-        out.push_str(&self.namespace);
-        out.push('/');
-        out.push_str(&self.name);
-        out
-    }
 }
 
 /// An object identity to look up maps keyed by [`ObjectRef`] with, borrowed: a lookup with
@@ -225,12 +212,6 @@ impl PartialEq for dyn ObjectKey + '_ {
 }
 
 impl Eq for dyn ObjectKey + '_ {}
-
-impl PartialEq<ObjectKeyRef<'_>> for ObjectRef {
-    fn eq(&self, other: &ObjectKeyRef<'_>) -> bool {
-        self.parts() == other.parts()
-    }
-}
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -853,7 +834,6 @@ mod tests {
         let shifted = ObjectKeyRef::new(Kind::Deployment, "shopw", "eb");
         assert_eq!(foldhashed.get(&shifted as &dyn ObjectKey), None);
         assert_eq!(std_hashed.get(&shifted as &dyn ObjectKey), None);
-        assert!(deployment == ObjectKeyRef::new(Kind::Deployment, "shop", "web"));
         assert_eq!(key.to_owned(), daemonset);
     }
 }

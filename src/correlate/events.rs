@@ -285,10 +285,8 @@ impl EventStore {
         // Flux controllers write each notification twice: as a core/v1 Event and to
         // notification-controller. Keep one.
         // The time first: it rules out most, without comparing text.
-        let (second, slack) = (ev.time.as_second(), EVENT_WINDOW_SLACK.as_secs());
         let same = |e: &BufferedEvent| {
-            (e.time.as_second() - second).abs() <= slack + 1
-                && e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
+            e.time.duration_since(ev.time).abs() <= EVENT_WINDOW_SLACK
                 && e.reason() == ev.reason()
                 && e.message() == ev.message()
                 && e.object() == ev.object()

@@ -65,6 +65,18 @@ type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// See [`Map`].
 type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+/// The state an object keeps in `map`, made for an object not there yet: its key is copied only
+/// then, where `entry` would copy it for every observation. Always `Some`.
+fn state_of<'a, V: Default>(
+    map: &'a mut Map<crate::model::ObjectRef, V>,
+    key: &crate::model::ObjectRef,
+) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), V::default());
+    }
+    map.get_mut(key)
+}
+
 pub use config::{Deadlines, EngineConfig};
 pub use engine::{Engine, EngineSize, Output};
 pub use promotion::Traceability;

@@ -11,12 +11,11 @@ use super::registry::Chain;
 use super::span::{StageResult, StageSpan};
 use super::stage::canary::{self, is_canary_span};
 use super::stage::traffic::strip_credentials;
-use crate::model::{Kind, ObjectRef};
+use crate::model::Kind;
 use crate::revision;
 use crate::story::{Divergence, Outcome, StageStory, Story};
 use crate::trace::{
-    attr, AttrValue, Attributes, SpanEventRecord, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus,
-    Stage,
+    attr, Attributes, SpanEventRecord, SpanKind, SpanLinkRecord, SpanRecord, SpanStatus, Stage,
 };
 
 const SERVICE_FLUXTRACE: &str = "fluxtrace";
@@ -340,35 +339,12 @@ struct EventFields<'a> {
 
 impl<'a> EventFields<'a> {
     fn of(e: &'a SpanEventRecord) -> Self {
-        let mut f = EventFields {
-            object: "",
-            message: None,
-            warning: false,
-        };
-        // The first value of each key, as `Attributes::get_str` reads it.
-        let (mut object, mut message, mut type_) = (false, false, false);
-        for (k, v) in &e.attributes.0 {
-            let s = match v {
-                AttrValue::Str(s) => Some(s.as_ref()),
-                _ => None,
-            };
-            match *k {
-                attr::EVENT_OBJECT if !object => {
-                    object = true;
-                    f.object = s.unwrap_or_default();
-                }
-                attr::EVENT_MESSAGE if !message => {
-                    message = true;
-                    f.message = s;
-                }
-                attr::EVENT_TYPE if !type_ => {
-                    type_ = true;
-                    f.warning = s == Some("Warning");
-                }
-                _ => {}
-            }
+        let a = &e.attributes;
+        EventFields {
+            object: a.get_str(attr::EVENT_OBJECT).unwrap_or_default(),
+            message: a.get_str(attr::EVENT_MESSAGE),
+            warning: a.get_str(attr::EVENT_TYPE) == Some("Warning"),
         }
-        f
     }
 }
 
@@ -467,7 +443,7 @@ pub(super) fn build_story(
             StageStory {
                 stage: s.stage,
                 span_id: s.span_id,
-                object: s.object.as_ref().map(ObjectRef::path),
+                object: s.object.as_ref().map(ToString::to_string),
                 outcome: s.result.outcome(),
                 start: s.start,
                 end: s.end.unwrap_or(s.deadline),

@@ -13,6 +13,7 @@ use super::super::config::{add, CLAIM_SLACK};
 use super::super::engine::Engine;
 use super::super::promotion::{Reconcile, Successor};
 use super::super::span::{Failure, StageResult, StageSpan};
+use super::super::state_of;
 use super::matching::{choose, Evidence};
 use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
 use crate::model::{condition, CondStatus, Condition, Kind, ObjectRef, ReconcilerObs};
@@ -98,11 +99,7 @@ impl Engine {
     /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
     pub(in crate::correlate) fn on_reconciler(&mut self, at: Timestamp, obs: Box<ReconcilerObs>) {
         // The key is copied only for a reconciler seen the first time.
-        if !self.reconcilers.contains_key(&obs.object) {
-            self.reconcilers
-                .insert(obs.object.clone(), ReconcilerState::default());
-        }
-        let Some(st) = self.reconcilers.get_mut(&obs.object) else {
+        let Some(st) = state_of(&mut self.reconcilers, &obs.object) else {
             return;
         };
         update_trigger(
@@ -179,11 +176,7 @@ impl Engine {
         if object.kind != Kind::Kustomization && !helm_drift {
             return;
         }
-        if !self.reconcilers.contains_key(object) {
-            self.reconcilers
-                .insert(object.clone(), ReconcilerState::default());
-        }
-        let Some(st) = self.reconcilers.get_mut(object) else {
+        let Some(st) = state_of(&mut self.reconcilers, object) else {
             return;
         };
         match reason {

@@ -254,7 +254,6 @@ impl Engine {
         let progress = obs.daemonset_progress();
         let kind = obs.object.kind;
         let key = std::mem::replace(&mut obs.object, ObjectRef::new(kind, "", ""));
-        let prev = self.rollouts.deployments.get(&key).map(|p| &p.last);
         let progressing = condition(&obs.conditions, "Progressing");
         let ended =
             obs.rollout_complete() || progressing.is_some_and(|c| c.status == CondStatus::False);

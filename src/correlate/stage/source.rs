@@ -12,6 +12,7 @@ use super::super::config::add;
 use super::super::engine::Engine;
 use super::super::promotion::push_span;
 use super::super::span::{Failure, StageResult, StageSpan};
+use super::super::state_of;
 use super::matching::{choose, Evidence};
 use super::traffic::strip_credentials;
 use super::trigger::{claim_trigger, update_trigger, TriggerDraft};
@@ -42,11 +43,7 @@ impl Engine {
     /// `obs` comes boxed as the state keeps it (`Engine::hold` keeps it so).
     pub(in crate::correlate) fn on_source(&mut self, at: Timestamp, obs: Box<SourceObs>) {
         // The key is copied only for a source seen the first time.
-        if !self.sources.contains_key(&obs.object) {
-            self.sources
-                .insert(obs.object.clone(), SourceState::default());
-        }
-        let Some(st) = self.sources.get_mut(&obs.object) else {
+        let Some(st) = state_of(&mut self.sources, &obs.object) else {
             return;
         };
         update_trigger(
